@@ -1,0 +1,130 @@
+/* See children.h. */
+#include <errno.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "children.h"
+#include "util.h"
+
+static uint32_t hash_pid(pid_t pid, uint32_t mask) {
+        return ((uint32_t) pid * UINT32_C(2654435761)) & mask;
+}
+
+int children_init(struct children *c, uint32_t capacity) {
+        uint32_t size = 1;
+        void *p;
+
+        *c = (struct children) { 0 };
+        if (capacity == 0)
+                return -EINVAL;
+        /* MAP_NORESERVE: pages cost nothing until a worker first uses a slot. */
+        p = mmap(NULL, (size_t) capacity * sizeof(struct slot), PROT_READ | PROT_WRITE,
+                 MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (p == MAP_FAILED)
+                return negative_errno();
+        c->slots = p;
+        c->capacity = capacity;
+
+        while (size < capacity * 2)
+                size <<= 1;
+        c->table = calloc(size, sizeof(*c->table));
+        c->free_list = malloc((size_t) capacity * sizeof(*c->free_list));
+        if (!c->table || !c->free_list) {
+                children_done(c);
+                return -ENOMEM;
+        }
+        c->table_mask = size - 1;
+        for (uint32_t i = 0; i < capacity; i++)
+                c->free_list[i] = capacity - 1 - i;
+        c->n_free = capacity;
+        return 0;
+}
+
+void children_done(struct children *c) {
+        if (c->slots)
+                munmap(c->slots, (size_t) c->capacity * sizeof(struct slot));
+        free(c->table);
+        free(c->free_list);
+        *c = (struct children) { 0 };
+}
+
+struct slot *children_claim(struct children *c) {
+        struct slot *s;
+        uint32_t i;
+
+        if (c->n_free == 0)
+                return NULL;
+        i = c->free_list[--c->n_free];
+        s = &c->slots[i];
+        memset(s, 0, sizeof(*s));
+        s->index = i;
+        return s;
+}
+
+void children_commit(struct children *c, struct slot *s, pid_t pid) {
+        uint32_t h = hash_pid(pid, c->table_mask);
+
+        while (c->table[h].pid != 0)
+                h = (h + 1) & c->table_mask;
+        c->table[h] = (struct pid_entry) { .pid = pid, .slot = s->index };
+        s->pid = pid;
+        c->active++;
+}
+
+static int64_t find_entry(const struct children *c, pid_t pid) {
+        uint32_t h = hash_pid(pid, c->table_mask);
+
+        /* The table is at most half full, so an empty entry ends every probe. */
+        while (c->table[h].pid != 0) {
+                if (c->table[h].pid == pid)
+                        return h;
+                h = (h + 1) & c->table_mask;
+        }
+        return -1;
+}
+
+struct slot *children_find(const struct children *c, pid_t pid) {
+        int64_t e = pid > 0 ? find_entry(c, pid) : -1;
+
+        return e < 0 ? NULL : &c->slots[c->table[e].slot];
+}
+
+/* Linear-probing delete without tombstones: shift later members of the
+ * probe run back so that no lookup ever stops early at the new hole. */
+static void remove_entry(struct children *c, uint32_t hole) {
+        uint32_t j = hole;
+
+        c->table[hole].pid = 0;
+        for (;;) {
+                uint32_t home;
+
+                j = (j + 1) & c->table_mask;
+                if (c->table[j].pid == 0)
+                        return;
+                home = hash_pid(c->table[j].pid, c->table_mask);
+                /* Move j into the hole unless its home lies cyclically in (hole, j]. */
+                if ((hole < j) ? (home <= hole || home > j) : (home <= hole && home > j)) {
+                        c->table[hole] = c->table[j];
+                        c->table[j].pid = 0;
+                        hole = j;
+                }
+        }
+}
+
+void children_release(struct children *c, struct slot *s) {
+        if (s->pid > 0) {
+                int64_t e = find_entry(c, s->pid);
+                if (e >= 0) {
+                        remove_entry(c, (uint32_t) e);
+                        c->active--;
+                }
+        }
+        s->pid = 0;
+        c->free_list[c->n_free++] = s->index;
+}
+
+void children_foreach(struct children *c, void (*fn)(struct slot *s, void *userdata), void *userdata) {
+        for (uint32_t h = 0; h <= c->table_mask; h++)
+                if (c->table[h].pid != 0)
+                        fn(&c->slots[c->table[h].slot], userdata);
+}

@@ -1,0 +1,72 @@
+/* Configuration: the one module that knows libconfig.
+ *
+ * Contract: config_parse() either fills a complete, validated struct config
+ * (defaults for every absent key) and returns 0, or leaves *out untouched,
+ * returns a negative errno and describes every problem it found in *diag as
+ * "FILE:LINE: message" lines. struct config holds no pointers, so copying it
+ * is a plain assignment and a reload can never leave it half-updated. */
+#pragma once
+
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define CONFIG_DEFAULT_PATH "/etc/echo-mpserv/echo-mpserv.conf"
+#define CONFIG_MAX_FILE_SIZE (64 * 1024)
+#define CONFIG_MAX_LISTEN 16
+#define CONFIG_MAX_CLIENTS_LIMIT 16384
+#define CONFIG_ADDR_MAX INET6_ADDRSTRLEN
+
+struct config {
+        uint16_t port;
+        uint32_t n_listen;
+        char listen[CONFIG_MAX_LISTEN][CONFIG_ADDR_MAX];
+        uint32_t backlog;
+        uint32_t max_clients;
+        uint32_t idle_timeout_ms;       /* 0: no limit */
+        uint32_t write_timeout_ms;      /* 0: no limit */
+        uint32_t max_session_time_ms;   /* 0: no limit */
+        uint64_t max_session_bytes;     /* 0: no limit */
+        uint32_t buffer_size;
+        uint32_t drain_timeout_ms;
+        int log_level;                  /* syslog priority, LOG_ERR..LOG_DEBUG */
+};
+
+struct config_diag {
+        char text[4096];
+        size_t len;
+        unsigned count;
+};
+
+void config_defaults(struct config *c);
+
+/* Reads and validates a file: refuses anything that is not a regular file or
+ * is larger than CONFIG_MAX_FILE_SIZE before parsing. -ENOENT when the file
+ * does not exist (the caller decides whether that is fatal). */
+int config_load(const char *path, struct config *out, struct config_diag *diag);
+
+/* Validates text already in memory; `name` is used in messages. */
+int config_parse(const char *name, const char *text, size_t len, struct config *out, struct config_diag *diag);
+
+/* Writes the configuration in libconfig syntax that config_parse() reads back
+ * to the same values. Returns 0 or -errno. */
+int config_dump(const struct config *c, FILE *f);
+
+/* Describes what differs between two configurations ("max_clients 256 -> 10,
+ * ...") into buf; *needs_restart is set when a changed key only takes effect
+ * at the next start (the listening sockets). Returns the number of changes. */
+unsigned config_describe_changes(const struct config *old, const struct config *new,
+                                 char *buf, size_t size, bool *needs_restart);
+
+const char *config_log_level_name(int level);
+int config_log_level_from_name(const char *name); /* -EINVAL when unknown */
+
+void config_diag_add(struct config_diag *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* config-literals.c: libconfig 1.5 silently wraps integer literals that do
+ * not fit (4294967297 reads as 1, a too large 64-bit one saturates) and
+ * reads 1e999 as inf. This scan finds such literals first so they are
+ * reported instead. Returns the number of problems added to diag. */
+unsigned config_check_literals(const char *name, const char *text, size_t len, struct config_diag *diag);

@@ -1,0 +1,43 @@
+/* Listening sockets: taken from systemd, or bound from the configuration.
+ *
+ * Contract: on success every listener is a non-blocking, close-on-exec,
+ * listening TCP socket (IPv4 or IPv6) with its local address recorded. On
+ * failure nothing is left open and `err` names the socket and the cause. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "addr.h"
+#include "config.h"
+
+#define LISTEN_MAX 32
+
+struct listener {
+        int fd;
+        uint16_t port;
+        bool inherited;
+        char address[ADDR_STR_MAX];
+        char name[64];          /* systemd's FileDescriptorName=, or "config" */
+};
+
+struct listen_set {
+        unsigned n;
+        struct listener l[LISTEN_MAX];
+        int connected_fd;       /* Accept=yes: the one connected socket, else -1 */
+};
+
+void listen_set_init(struct listen_set *ls);
+
+/* Takes what systemd passed (LISTEN_FDS). Returns the number of sockets
+ * taken: 0 when nothing was passed. A single connected stream socket is
+ * taken as ls->connected_fd (inetd style, Accept=yes). Anything else that
+ * is not a listening TCP socket is an error. Unsets LISTEN_* either way. */
+int listen_inherit(struct listen_set *ls, char *err, size_t errlen);
+
+/* Binds every address of c->listen on `port`. "::" is dual-stack unless an
+ * IPv4 address is also listed; when IPv6 is unavailable it becomes 0.0.0.0. */
+int listen_bind(struct listen_set *ls, const struct config *c, uint16_t port, char *err, size_t errlen);
+
+void listen_close_all(struct listen_set *ls);

@@ -1,0 +1,465 @@
+/* See server.h.
+ *
+ * Invariants of the loop:
+ * - Nothing runs in signal context: SIGCHLD, SIGTERM, SIGINT and SIGHUP are
+ *   blocked before the first fork and read from a signalfd.
+ * - The listeners are polled only while accepting is possible (below the
+ *   cap, no resource back-off, no pending fork retry, not draining); the
+ *   kernel backlog is the only queue. update_listening() derives that state;
+ *   nothing else arms or disarms the listeners.
+ * - Every worker is reaped by a WNOHANG loop and gets exactly one record.
+ * - The parent closes its copy of a client right after the fork. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+
+#include "children.h"
+#include "log.h"
+#include "notify.h"
+#include "server.h"
+#include "session-log.h"
+#include "spawn.h"
+#include "util.h"
+
+#define ACCEPT_BATCH 64
+#define SIGNAL_TAG UINT32_MAX
+#define BACKOFF_MIN_USEC (10 * USEC_PER_MSEC)
+#define BACKOFF_MAX_USEC (500 * USEC_PER_MSEC)
+#define STATUS_INTERVAL_USEC (500 * USEC_PER_MSEC)
+#define KILL_GRACE_USEC (2 * USEC_PER_SEC)
+
+struct server {
+        struct config cfg;
+        const struct server_options *opt;
+        struct listen_set *ls;
+        struct children children;
+        int epfd, sfd;
+        sigset_t worker_mask;
+
+        bool listening, at_cap, draining, cutting;
+        uint64_t drain_deadline, kill_deadline;
+        unsigned drained, cut;
+
+        /* Resource trouble: listeners paused until resume_at; a client
+         * whose fork failed waits in pending_fd for the retry. */
+        uint64_t resume_at, backoff;
+        int pending_fd;
+        union sockaddr_any pending_peer;
+        unsigned failures;
+        struct ratelimit trouble_rl;
+
+        uint64_t served, refused;
+        bool status_dirty;
+        uint64_t status_at, watchdog_interval, watchdog_at;
+};
+
+static void format_status(const struct server *s, char *buf, size_t size) {
+        if (s->draining)
+                snprintf(buf, size, "Draining: %u session(s) left; %" PRIu64 " served",
+                         s->children.active, s->served);
+        else
+                snprintf(buf, size, "%u active (cap %u%s), %" PRIu64 " served, %" PRIu64 " refused%s",
+                         s->children.active, s->cfg.max_clients, s->at_cap ? ", AT CAP" : "",
+                         s->served, s->refused,
+                         s->pending_fd >= 0 ? "; fork failing, retrying" :
+                         s->resume_at ? "; accept paused (out of resources)" : "");
+}
+
+static void send_status(struct server *s, uint64_t now) {
+        char status[256];
+
+        format_status(s, status, sizeof(status));
+        notify_status(status);
+        s->status_dirty = false;
+        s->status_at = now + STATUS_INTERVAL_USEC;
+}
+
+static void update_listening(struct server *s) {
+        bool cap = s->children.active >= s->cfg.max_clients;
+        bool want;
+
+        if (cap != s->at_cap && !s->draining) {
+                s->at_cap = cap;
+                if (cap)
+                        log_msg(LOG_WARNING, MSGID_CAP_REACHED,
+                                "max_clients (%u) reached; new connections wait in the kernel backlog",
+                                s->cfg.max_clients);
+                else
+                        log_msg(LOG_NOTICE, MSGID_CAP_CLEARED, "below max_clients (%u) again; accepting",
+                                s->cfg.max_clients);
+                send_status(s, now_usec(CLOCK_MONOTONIC));
+        }
+        want = !cap && !s->draining && s->resume_at == 0 && s->pending_fd < 0;
+        if (want == s->listening)
+                return;
+        for (unsigned i = 0; i < s->ls->n; i++) {
+                struct epoll_event ev = { .events = want ? EPOLLIN : 0, .data.u32 = i };
+                (void) epoll_ctl(s->epfd, EPOLL_CTL_MOD, s->ls->l[i].fd, &ev);
+        }
+        s->listening = want;
+}
+
+/* Records trouble with resources (accept or fork) and schedules a retry
+ * with exponential back-off, logging at most about once a second. */
+static void back_off(struct server *s, const char *msgid, const char *what, int err) {
+        uint64_t now = now_usec(CLOCK_MONOTONIC);
+        unsigned suppressed;
+
+        s->failures++;
+        s->backoff = s->backoff ? s->backoff * 2 : BACKOFF_MIN_USEC;
+        if (s->backoff > BACKOFF_MAX_USEC)
+                s->backoff = BACKOFF_MAX_USEC;
+        s->resume_at = now + s->backoff;
+        if (ratelimit_allow(&s->trouble_rl, now, &suppressed))
+                log_errno(LOG_WARNING, err, msgid, "%s failed (%u failure(s) so far, %u not logged); "
+                          "pausing accept for %" PRIu64 " ms", what, s->failures, suppressed,
+                          s->backoff / USEC_PER_MSEC);
+        s->status_dirty = true;
+}
+
+static void recovered(struct server *s) {
+        if (s->failures > 0)
+                log_msg(LOG_NOTICE, MSGID_RECOVERED, "accepting again after %u resource failure(s)", s->failures);
+        s->failures = 0;
+        s->backoff = 0;
+        s->resume_at = 0;
+        s->status_dirty = true;
+}
+
+static struct worker_limits limits_of(const struct config *c) {
+        return (struct worker_limits) {
+                .buffer_size = c->buffer_size,
+                .idle_timeout_ms = c->idle_timeout_ms,
+                .write_timeout_ms = c->write_timeout_ms,
+                .max_session_time_ms = c->max_session_time_ms,
+                .max_session_bytes = c->max_session_bytes,
+        };
+}
+
+/* Starts a worker for fd. On fork failure keeps fd as the pending client. */
+static int start_worker(struct server *s, int fd, const union sockaddr_any *peer) {
+        struct worker_limits limits = limits_of(&s->cfg);
+        struct slot *slot = children_claim(&s->children);
+        pid_t pid;
+
+        if (!slot) /* cannot happen below the cap; be safe anyway */
+                return -ENOSPC;
+        slot->peer = *peer;
+        slot->start_usec = now_usec(CLOCK_MONOTONIC);
+        pid = spawn_worker(fd, slot, &limits, &s->worker_mask);
+        if (pid < 0) {
+                children_release(&s->children, slot);
+                s->pending_fd = fd;
+                s->pending_peer = *peer;
+                back_off(s, MSGID_FORK_FAILED, "fork()", (int) pid);
+                return (int) pid;
+        }
+        safe_close(fd);
+        children_commit(&s->children, slot, pid);
+        s->served++;
+        s->status_dirty = true;
+        if (s->failures)
+                recovered(s);
+        return 0;
+}
+
+static bool accept_error_is_per_connection(int err) {
+        /* Linux reports a pending network error of the new connection
+         * through accept(); the listener itself is fine. */
+        return err == ECONNABORTED || err == EPROTO || err == ENETDOWN || err == ENOPROTOOPT ||
+               err == EHOSTDOWN || err == ENONET || err == EHOSTUNREACH || err == EOPNOTSUPP ||
+               err == ENETUNREACH || err == EPERM || err == EINTR;
+}
+
+static void accept_ready(struct server *s, struct listener *l) {
+        for (int i = 0; i < ACCEPT_BATCH && s->listening; i++) {
+                union sockaddr_any peer;
+                socklen_t len = sizeof(peer);
+                int fd;
+
+                if (s->children.active >= s->cfg.max_clients)
+                        break;
+                fd = accept4(l->fd, &peer.sa, &len, SOCK_NONBLOCK);
+                if (fd < 0) {
+                        if (errno == EAGAIN)
+                                break;
+                        if (accept_error_is_per_connection(errno))
+                                continue;
+                        back_off(s, MSGID_ACCEPT_FAILED, "accept()", negative_errno());
+                        break;
+                }
+                if (start_worker(s, fd, &peer) < 0)
+                        break;
+        }
+        update_listening(s);
+}
+
+static void reap(struct server *s) {
+        for (;;) {
+                struct slot *slot;
+                int status;
+                pid_t pid = waitpid(-1, &status, WNOHANG);
+
+                if (pid < 0 && errno == EINTR)
+                        continue;
+                if (pid <= 0)
+                        break;
+                slot = children_find(&s->children, pid);
+                if (!slot)
+                        continue;
+                session_log_record(slot, status, now_usec(CLOCK_MONOTONIC));
+                if (s->draining) {
+                        if (slot->cut)
+                                s->cut++;
+                        else
+                                s->drained++;
+                }
+                children_release(&s->children, slot);
+                s->status_dirty = true;
+        }
+        update_listening(s);
+}
+
+static void reload(struct server *s) {
+        struct config_diag diag = { 0 };
+        struct config next;
+        char changes[1024];
+        bool restart;
+        int r;
+
+        notify_reloading();
+        r = config_load(s->opt->config_path, &next, &diag);
+        if (r == -ENOENT && !s->opt->config_path_given) {
+                config_defaults(&next);
+                r = 0;
+        }
+        if (r < 0) {
+                log_msg(LOG_ERR, MSGID_RELOAD_FAILED, "reload failed, keeping the running configuration: %s",
+                        diag.text);
+        } else {
+                unsigned n = config_describe_changes(&s->cfg, &next, changes, sizeof(changes), &restart);
+                log_msg(LOG_NOTICE, MSGID_RELOAD, "configuration reloaded: %s",
+                        n ? changes : "no changes");
+                if (restart)
+                        log_msg(LOG_WARNING, MSGID_CONFIG,
+                                "port, listen and backlog changes take effect only after a restart");
+                s->cfg = next;
+                if (s->opt->log_level_override < 0)
+                        log_set_max_level(next.log_level);
+        }
+        update_listening(s);
+        char status[256];
+        format_status(s, status, sizeof(status));
+        notify_ready(status);
+}
+
+static void cut_one(struct slot *slot, void *userdata) {
+        int sig = *(int *) userdata;
+
+        slot->cut = true;
+        (void) kill(slot->pid, sig);
+}
+
+static void begin_shutdown(struct server *s, int sig) {
+        uint64_t now = now_usec(CLOCK_MONOTONIC);
+        char status[256];
+
+        if (s->draining) {
+                log_msg(LOG_NOTICE, MSGID_SHUTDOWN, "%s again: ending the remaining sessions now",
+                        strsignal(sig));
+                s->drain_deadline = now;
+                return;
+        }
+        s->draining = true;
+        update_listening(s);
+        /* Our copies only: under socket activation systemd keeps the
+         * listening socket, and clients keep queueing for the next start. */
+        listen_close_all(s->ls);
+        if (s->pending_fd >= 0) {
+                s->pending_fd = safe_close(s->pending_fd);
+                s->refused++;
+        }
+        s->drain_deadline = now + (uint64_t) s->cfg.drain_timeout_ms * USEC_PER_MSEC;
+        log_msg(LOG_NOTICE, MSGID_SHUTDOWN, "%s: stopped accepting; draining %u session(s) for up to %" PRIu32 " ms",
+                strsignal(sig), s->children.active, s->cfg.drain_timeout_ms);
+        format_status(s, status, sizeof(status));
+        notify_stopping(status);
+}
+
+static void handle_signals(struct server *s) {
+        struct signalfd_siginfo si;
+
+        while (read(s->sfd, &si, sizeof(si)) == (ssize_t) sizeof(si)) {
+                switch (si.ssi_signo) {
+                case SIGCHLD:
+                        reap(s);
+                        break;
+                case SIGTERM:
+                case SIGINT:
+                        begin_shutdown(s, (int) si.ssi_signo);
+                        break;
+                case SIGHUP:
+                        if (!s->draining)
+                                reload(s);
+                        break;
+                }
+        }
+        /* Signals coalesce: always sweep, whatever the signalfd said. */
+        reap(s);
+}
+
+static void run_deadlines(struct server *s, uint64_t now) {
+        if (s->resume_at && now >= s->resume_at) {
+                s->resume_at = 0;
+                if (s->pending_fd >= 0) {
+                        int fd = s->pending_fd;
+                        s->pending_fd = -1;
+                        (void) start_worker(s, fd, &s->pending_peer);
+                }
+                update_listening(s);
+        }
+        if (s->draining && !s->cutting && now >= s->drain_deadline && s->children.active > 0) {
+                int sig = SIGTERM;
+                s->cutting = true;
+                s->kill_deadline = now + KILL_GRACE_USEC;
+                children_foreach(&s->children, cut_one, &sig);
+        } else if (s->cutting && now >= s->kill_deadline && s->children.active > 0) {
+                int sig = SIGKILL;
+                s->kill_deadline = UINT64_MAX;
+                children_foreach(&s->children, cut_one, &sig);
+        }
+        if (s->status_dirty && now >= s->status_at)
+                send_status(s, now);
+        if (s->watchdog_interval && now >= s->watchdog_at) {
+                notify_watchdog();
+                s->watchdog_at = now + s->watchdog_interval;
+        }
+}
+
+static int next_timeout_ms(const struct server *s, uint64_t now) {
+        uint64_t next = UINT64_MAX;
+
+        if (s->resume_at)
+                next = s->resume_at;
+        if (s->draining && !s->cutting && s->drain_deadline < next)
+                next = s->drain_deadline;
+        if (s->cutting && s->kill_deadline < next)
+                next = s->kill_deadline;
+        if (s->status_dirty && s->status_at < next)
+                next = s->status_at;
+        if (s->watchdog_interval && s->watchdog_at < next)
+                next = s->watchdog_at;
+        if (next == UINT64_MAX)
+                return -1;
+        if (next <= now)
+                return 0;
+        return (int) ((next - now + USEC_PER_MSEC - 1) / USEC_PER_MSEC);
+}
+
+static int setup(struct server *s) {
+        sigset_t mask;
+        struct epoll_event ev = { .events = EPOLLIN, .data.u32 = SIGNAL_TAG };
+        int r;
+
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGCHLD);
+        sigaddset(&mask, SIGTERM);
+        sigaddset(&mask, SIGINT);
+        sigaddset(&mask, SIGHUP);
+        if (sigprocmask(SIG_BLOCK, &mask, &s->worker_mask) < 0)
+                return log_errno(LOG_ERR, negative_errno(), NULL, "cannot block signals");
+        /* Log readers may go away; a daemon must not die of it. */
+        (void) signal(SIGPIPE, SIG_IGN);
+
+        s->sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+        s->epfd = epoll_create1(EPOLL_CLOEXEC);
+        if (s->sfd < 0 || s->epfd < 0)
+                return log_errno(LOG_ERR, negative_errno(), NULL, "cannot set up the event loop");
+        if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, s->sfd, &ev) < 0)
+                return log_errno(LOG_ERR, negative_errno(), NULL, "cannot watch signals");
+        for (unsigned i = 0; i < s->ls->n; i++) {
+                struct epoll_event lev = { .events = EPOLLIN, .data.u32 = i };
+                if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, s->ls->l[i].fd, &lev) < 0)
+                        return log_errno(LOG_ERR, negative_errno(), NULL, "cannot watch %s",
+                                         s->ls->l[i].address);
+        }
+        s->listening = true;
+        r = children_init(&s->children, CONFIG_MAX_CLIENTS_LIMIT);
+        if (r < 0)
+                return log_errno(LOG_ERR, r, NULL, "cannot set up child accounting");
+        return 0;
+}
+
+int server_run(const struct config *cfg, const struct server_options *opt, struct listen_set *ls) {
+        struct server s = {
+                .cfg = *cfg, .opt = opt, .ls = ls, .epfd = -1, .sfd = -1, .pending_fd = -1,
+                .trouble_rl = { .interval_usec = USEC_PER_SEC, .burst = 1 },
+        };
+        char status[256];
+        int r;
+
+        r = setup(&s);
+        if (r < 0)
+                goto out;
+
+        log_msg(LOG_INFO, MSGID_STARTUP, "started: %u socket(s), max_clients %u, buffer %" PRIu32
+                " bytes, idle %" PRIu32 " ms, write %" PRIu32 " ms, session %" PRIu32 " ms / %" PRIu64
+                " bytes, drain %" PRIu32 " ms", ls->n, cfg->max_clients, cfg->buffer_size,
+                cfg->idle_timeout_ms, cfg->write_timeout_ms, cfg->max_session_time_ms,
+                cfg->max_session_bytes, cfg->drain_timeout_ms);
+        s.watchdog_interval = notify_watchdog_interval();
+        s.watchdog_at = now_usec(CLOCK_MONOTONIC);
+        format_status(&s, status, sizeof(status));
+        notify_ready(status);
+
+        while (!s.draining || s.children.active > 0) {
+                struct epoll_event ev[16];
+                int n = epoll_wait(s.epfd, ev, ELEMENTSOF(ev), next_timeout_ms(&s, now_usec(CLOCK_MONOTONIC)));
+
+                if (n < 0 && errno != EINTR) {
+                        r = log_errno(LOG_ERR, negative_errno(), NULL, "epoll_wait() failed; exiting");
+                        break;
+                }
+                for (int i = 0; i < n; i++) {
+                        if (ev[i].data.u32 == SIGNAL_TAG)
+                                handle_signals(&s);
+                        else if (ev[i].data.u32 < s.ls->n)
+                                accept_ready(&s, &s.ls->l[ev[i].data.u32]);
+                }
+                run_deadlines(&s, now_usec(CLOCK_MONOTONIC));
+        }
+
+        if (s.draining)
+                log_msg(LOG_NOTICE, MSGID_STOPPED, "stopped: %u session(s) drained, %u cut; %" PRIu64
+                        " served in total", s.drained, s.cut, s.served);
+out:
+        listen_close_all(ls);
+        safe_close(s.pending_fd);
+        safe_close(s.sfd);
+        safe_close(s.epfd);
+        children_done(&s.children);
+        return r;
+}
+
+int server_run_connected(const struct config *cfg, int fd) {
+        struct worker_limits limits = limits_of(cfg);
+        struct slot slot = { .pid = getpid(), .start_usec = now_usec(CLOCK_MONOTONIC) };
+        socklen_t len = sizeof(slot.peer);
+        int flags;
+
+        (void) signal(SIGPIPE, SIG_IGN);
+        (void) getpeername(fd, &slot.peer.sa, &len);
+        flags = fcntl(fd, F_GETFL);
+        if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0)
+                return log_errno(LOG_ERR, negative_errno(), NULL, "cannot use the passed connection");
+        spawn_serve_here(fd, &slot, &limits);
+        session_log_record(&slot, 0, now_usec(CLOCK_MONOTONIC));
+        return 0;
+}

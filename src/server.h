@@ -1,0 +1,23 @@
+/* The supervising parent: one epoll loop that accepts, forks one worker per
+ * client, reaps, reloads and drains. */
+#pragma once
+
+#include <stdbool.h>
+
+#include "config.h"
+#include "listen.h"
+
+struct server_options {
+        const char *config_path;
+        bool config_path_given;         /* a missing file is then an error */
+        int log_level_override;         /* -1: use the configuration's */
+};
+
+/* Serves on every listener in ls until SIGTERM/SIGINT, then drains.
+ * Takes ownership of ls. Returns 0 after a clean shutdown, -errno when the
+ * loop itself cannot run. */
+int server_run(const struct config *cfg, const struct server_options *opt, struct listen_set *ls);
+
+/* inetd style (Accept=yes): serves the one connected socket in this
+ * process, logs its record and returns 0. */
+int server_run_connected(const struct config *cfg, int fd);

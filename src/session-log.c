@@ -1,0 +1,62 @@
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include "log.h"
+#include "session-log.h"
+#include "util.h"
+
+void session_log_record(const struct slot *slot, int status, uint64_t now) {
+        char client[ADDR_HOST_MAX], local[ADDR_HOST_MAX], detail[96] = "";
+        char client_str[ADDR_STR_MAX], local_str[ADDR_STR_MAX];
+        char f[11][96];
+        const char *fields[ELEMENTSOF(f)];
+        char message[512];
+        uint16_t client_port, local_port;
+        uint64_t end = slot->stats.end_usec ? slot->stats.end_usec : now;
+        uint64_t duration = end > slot->start_usec ? end - slot->start_usec : 0;
+        enum close_reason reason = (enum close_reason) slot->stats.reason;
+        size_t n = 0;
+
+        if (!log_enabled(LOG_INFO))
+                return;
+
+        if (WIFSIGNALED(status)) {
+                reason = slot->cut ? CLOSE_SHUTDOWN : CLOSE_ERROR;
+                snprintf(detail, sizeof(detail), " (worker killed by SIG%s)", sigabbrev_np(WTERMSIG(status)) ?: "?");
+        } else if (reason == CLOSE_NONE || (WIFEXITED(status) && WEXITSTATUS(status) != 0)) {
+                reason = CLOSE_ERROR;
+                snprintf(detail, sizeof(detail), " (worker exited with status %d)", WEXITSTATUS(status));
+        } else if (reason == CLOSE_ERROR && slot->stats.error) {
+                snprintf(detail, sizeof(detail), " (%s)", strerror(slot->stats.error));
+        }
+
+        addr_host_port(&slot->peer, client, &client_port);
+        addr_host_port(&slot->local, local, &local_port);
+        snprintf(message, sizeof(message),
+                 "connection %s -> %s closed: %s%s after %" PRIu64 ".%03" PRIu64
+                 " s, %" PRIu64 " bytes in, %" PRIu64 " bytes out, worker %d",
+                 addr_to_string(&slot->peer, client_str), addr_to_string(&slot->local, local_str),
+                 close_reason_name(reason), detail, duration / USEC_PER_SEC,
+                 (duration % USEC_PER_SEC) / USEC_PER_MSEC, slot->stats.bytes_in, slot->stats.bytes_out,
+                 (int) slot->pid);
+
+        snprintf(f[n++], sizeof(f[0]), "CLIENT_ADDRESS=%s", client);
+        snprintf(f[n++], sizeof(f[0]), "CLIENT_PORT=%u", client_port);
+        snprintf(f[n++], sizeof(f[0]), "LOCAL_ADDRESS=%s", local);
+        snprintf(f[n++], sizeof(f[0]), "LOCAL_PORT=%u", local_port);
+        snprintf(f[n++], sizeof(f[0]), "WORKER_PID=%d", (int) slot->pid);
+        snprintf(f[n++], sizeof(f[0]), "DURATION_USEC=%" PRIu64, duration);
+        snprintf(f[n++], sizeof(f[0]), "BYTES_RECEIVED=%" PRIu64, slot->stats.bytes_in);
+        snprintf(f[n++], sizeof(f[0]), "BYTES_SENT=%" PRIu64, slot->stats.bytes_out);
+        snprintf(f[n++], sizeof(f[0]), "CLOSE_REASON=%s", close_reason_name(reason));
+        if (slot->stats.error)
+                snprintf(f[n++], sizeof(f[0]), "ERRNO=%d", slot->stats.error);
+        if (WIFSIGNALED(status))
+                snprintf(f[n++], sizeof(f[0]), "SIGNAL=%d", WTERMSIG(status));
+        for (size_t i = 0; i < n; i++)
+                fields[i] = f[i];
+        log_struct(LOG_INFO, MSGID_CONNECTION, message, fields, n);
+}

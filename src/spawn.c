@@ -1,0 +1,78 @@
+/* See spawn.h. */
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "spawn.h"
+#include "util.h"
+
+#define WORKER_FD 3
+
+/* Variables the worker must not inherit: a worker that talked to systemd or
+ * took the listeners would confuse both. */
+static const char *const inherited_env[] = {
+        "NOTIFY_SOCKET", "WATCHDOG_PID", "WATCHDOG_USEC",
+        "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES",
+};
+
+enum close_reason spawn_serve_here(int fd, struct slot *slot, const struct worker_limits *limits) {
+        socklen_t len = sizeof(slot->local);
+        void *buf;
+        enum close_reason r;
+
+        (void) getsockname(fd, &slot->local.sa, &len);
+        /* Echo replies are small and immediate: Nagle would hold them back
+         * for a delayed ACK (tens of milliseconds per round trip). */
+        (void) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int) { 1 }, sizeof(int));
+
+        buf = malloc(limits->buffer_size);
+        if (!buf) {
+                slot->stats.reason = CLOSE_ERROR;
+                slot->stats.error = ENOMEM;
+                slot->stats.end_usec = now_usec(CLOCK_MONOTONIC);
+                worker_close(fd, CLOSE_ERROR);
+                return CLOSE_ERROR;
+        }
+        r = worker_echo(fd, limits, slot->start_usec, buf, &slot->stats);
+        worker_close(fd, r);
+        free(buf);
+        return r;
+}
+
+static _noreturn_ void worker_main(int fd, struct slot *slot, const struct worker_limits *limits,
+                                   const sigset_t *mask) {
+        /* Own nothing but the client: listeners, epoll, signalfd and any
+         * library descriptor (the journal socket) go, in one call. */
+        if (fd != WORKER_FD) {
+                if (dup2(fd, WORKER_FD) < 0)
+                        _exit(EXIT_FAILURE);
+        }
+        if (close_range(WORKER_FD + 1, ~0U, 0) < 0)
+                for (int i = WORKER_FD + 1; i < 65536; i++)
+                        (void) close(i);
+
+        for (size_t i = 0; i < ELEMENTSOF(inherited_env); i++)
+                (void) unsetenv(inherited_env[i]);
+
+        /* The parent only ever blocks signals (they arrive through its
+         * signalfd) and ignores SIGPIPE; the worker keeps SIGPIPE ignored
+         * because a peer's reset is a normal end, reported as EPIPE. */
+        (void) signal(SIGPIPE, SIG_IGN);
+        (void) sigprocmask(SIG_SETMASK, mask, NULL);
+
+        spawn_serve_here(WORKER_FD, slot, limits);
+        _exit(EXIT_SUCCESS);
+}
+
+pid_t spawn_worker(int client_fd, struct slot *slot, const struct worker_limits *limits,
+                   const sigset_t *worker_mask) {
+        pid_t pid = fork();
+
+        if (pid < 0)
+                return negative_errno();
+        if (pid == 0)
+                worker_main(client_fd, slot, limits, worker_mask);
+        return pid;
+}

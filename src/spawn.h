@@ -1,0 +1,24 @@
+/* Turning an accepted connection into a worker process.
+ *
+ * Contract: spawn_worker() returns the worker's pid or -errno (fork failed).
+ * It never closes client_fd in the parent: the caller closes it after a
+ * successful fork, or keeps it to retry. The worker never returns: it
+ * becomes a clean process that owns only its client (moved to fd 3) and the
+ * standard streams, runs the echo session, records it in its slot and
+ * _exit()s. Workers never log; the parent logs for them when it reaps them. */
+#pragma once
+
+#include <signal.h>
+#include <sys/types.h>
+
+#include "children.h"
+#include "worker.h"
+
+/* worker_mask: the signal mask the daemon started with, restored in the
+ * worker. */
+pid_t spawn_worker(int client_fd, struct slot *slot, const struct worker_limits *limits,
+                   const sigset_t *worker_mask);
+
+/* Runs a session in the calling process (inetd style): the same setup
+ * minus the fork. Returns the close reason. */
+enum close_reason spawn_serve_here(int client_fd, struct slot *slot, const struct worker_limits *limits);

@@ -1,0 +1,51 @@
+/* Small helpers shared by every module: descriptor ownership, the 0/-errno
+ * error contract, and monotonic time. Header-only on purpose: nothing here
+ * deserves a module of its own. */
+#pragma once
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+
+#define ELEMENTSOF(a) (sizeof(a) / sizeof((a)[0]))
+#define _cleanup_(f) __attribute__((cleanup(f)))
+#define _printf_(a, b) __attribute__((format(printf, a, b)))
+#define _noreturn_ __attribute__((noreturn))
+
+#define USEC_PER_SEC UINT64_C(1000000)
+#define USEC_PER_MSEC UINT64_C(1000)
+
+/* The one place where libc's -1/errno becomes our -errno. errno can in
+ * theory be 0 after a failure of a badly behaved library; never let that
+ * turn into "success". */
+static inline int negative_errno(void) {
+        return errno > 0 ? -errno : -EIO;
+}
+
+/* Closes fd if it is valid, keeps errno intact, and returns -1 so callers can
+ * write `fd = safe_close(fd);` and never hold a stale number. */
+static inline int safe_close(int fd) {
+        if (fd >= 0) {
+                int saved = errno;
+                close(fd);
+                errno = saved;
+        }
+        return -1;
+}
+
+static inline void closep(int *fd) {
+        safe_close(*fd);
+}
+
+static inline void freep(void *p) {
+        free(*(void **) p);
+}
+
+static inline uint64_t now_usec(clockid_t clock) {
+        struct timespec ts;
+
+        clock_gettime(clock, &ts);
+        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / 1000;
+}
