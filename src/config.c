@@ -57,20 +57,21 @@ static const char *const level_names[] = {
 };
 
 void config_defaults(struct config *c) {
-        *c = (struct config) {
-                .port = 7,
-                .n_listen = 1,
-                .listen = { "::" },
-                .backlog = 1024,
-                .max_clients = 256,
-                .idle_timeout_ms = 300 * 1000,
-                .write_timeout_ms = 30 * 1000,
-                .max_session_time_ms = 3600 * 1000,
-                .max_session_bytes = UINT64_C(1) << 30,
-                .buffer_size = 64 * 1024,
-                .drain_timeout_ms = 10 * 1000,
-                .log_level = LOG_INFO,
-        };
+        /* memset first: padding and unused string bytes are zero, so two
+         * equal configurations are equal byte for byte. */
+        memset(c, 0, sizeof(*c));
+        c->port = 7;
+        c->n_listen = 1;
+        snprintf(c->listen[0], CONFIG_ADDR_MAX, "::");
+        c->backlog = 1024;
+        c->max_clients = 256;
+        c->idle_timeout_ms = 300 * 1000;
+        c->write_timeout_ms = 30 * 1000;
+        c->max_session_time_ms = 3600 * 1000;
+        c->max_session_bytes = UINT64_C(1) << 30;
+        c->buffer_size = 64 * 1024;
+        c->drain_timeout_ms = 10 * 1000;
+        c->log_level = LOG_INFO;
 }
 
 const char *config_log_level_name(int level) {
@@ -221,6 +222,7 @@ static int add_address(const char *name, unsigned line, const char *v, struct co
                 config_diag_add(diag, "%s:%u: listen: more than %d addresses", name, line, CONFIG_MAX_LISTEN);
                 return -E2BIG;
         }
+        memset(c->listen[c->n_listen], 0, CONFIG_ADDR_MAX);
         snprintf(c->listen[c->n_listen++], CONFIG_ADDR_MAX, "%s", v);
         return 0;
 }
@@ -231,6 +233,7 @@ static int set_addresses(const char *name, const struct key *k, config_setting_t
         int type = config_setting_type(s), n, r = 0;
 
         c->n_listen = 0;
+        memset(c->listen, 0, sizeof(c->listen));
         if (type == CONFIG_TYPE_STRING)
                 return add_address(name, line, config_setting_get_string(s), c, diag);
         if (type != CONFIG_TYPE_ARRAY && type != CONFIG_TYPE_LIST) {

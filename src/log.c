@@ -34,12 +34,16 @@ static bool stderr_is_journal(void) {
         return (unsigned long long) st.st_dev == dev && (unsigned long long) st.st_ino == ino;
 }
 
+enum log_target log_choose_target(bool journal_socket_present) {
+        /* sd_journal_send() reports success when journald is absent and
+         * drops the record, so the journal is chosen only when it exists. */
+        if (journal_socket_present && (stderr_is_journal() || getenv("INVOCATION_ID")))
+                return LOG_TARGET_JOURNAL;
+        return LOG_TARGET_STDERR;
+}
+
 void log_setup(void) {
-        if (stderr_is_journal() ||
-            (getenv("INVOCATION_ID") && access("/run/systemd/journal/socket", W_OK) == 0))
-                target = LOG_TARGET_JOURNAL;
-        else
-                target = LOG_TARGET_STDERR;
+        target = log_choose_target(access("/run/systemd/journal/socket", W_OK) == 0);
 }
 
 enum log_target log_get_target(void) {

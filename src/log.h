@@ -1,8 +1,8 @@
 /* Logging: the only module that writes log records.
  *
  * Records go to the journal (native protocol, structured fields) when stderr
- * is connected to it (JOURNAL_STREAM) or when systemd started us and the
- * journal socket exists; otherwise each record is one line on stderr,
+ * is connected to it (JOURNAL_STREAM) or when systemd started us
+ * (INVOCATION_ID), provided the journal socket exists; otherwise each record is one line on stderr,
  * "LEVEL: MESSAGE", written with a single write() so concurrent writers never
  * interleave. If a journal send fails, that record falls back to stderr. */
 #pragma once
@@ -35,6 +35,8 @@ enum log_target {
 
 /* Chooses the target from the environment (see above). */
 void log_setup(void);
+/* The choice itself, given whether the journal socket exists. */
+enum log_target log_choose_target(bool journal_socket_present);
 enum log_target log_get_target(void);
 void log_set_target(enum log_target t);
 void log_set_max_level(int level);

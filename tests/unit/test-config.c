@@ -1,0 +1,264 @@
+/* config: parsing, validation, literal range checks, dump round trip. */
+#include <errno.h>
+#include <fcntl.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "test.h"
+
+static int parse(const char *text, struct config *c, struct config_diag *d) {
+        memset(d, 0, sizeof(*d));
+        return config_parse("test.conf", text, strlen(text), c, d);
+}
+
+static void expect_error(const char *text, const char *message) {
+        struct config c, before;
+        struct config_diag d;
+
+        memset(&c, 0x5a, sizeof(c));
+        before = c;
+        ASSERT_INT(parse(text, &c, &d), <, 0);
+        ASSERT_STR_CONTAINS(d.text, message);
+        /* A refused file leaves the output untouched. */
+        ASSERT(memcmp(&c, &before, sizeof(c)) == 0);
+}
+
+static void test_empty_gives_defaults(void) {
+        struct config c, def;
+        struct config_diag d;
+
+        config_defaults(&def);
+        ASSERT_INT(parse("# nothing\n", &c, &d), ==, 0);
+        ASSERT(memcmp(&c, &def, sizeof(c)) == 0);
+        ASSERT_INT(def.port, ==, 7);
+        ASSERT_INT(def.buffer_size, ==, 65536);
+        ASSERT(strcmp(def.listen[0], "::") == 0);
+}
+
+static void test_all_keys(void) {
+        struct config c;
+        struct config_diag d;
+
+        ASSERT_INT(parse("port = 7777;\n"
+                         "listen = [ \"127.0.0.1\", \"::1\" ];\n"
+                         "backlog = 64;\n"
+                         "max_clients = 16384;\n"
+                         "idle_timeout = 0.5;\n"
+                         "write_timeout = 2;\n"
+                         "max_session_time = 0;\n"
+                         "max_session_bytes = 10000000000L;\n"
+                         "buffer_size = 1024;\n"
+                         "drain_timeout = 0.25;\n"
+                         "log_level = \"debug\";\n", &c, &d), ==, 0);
+        ASSERT_INT(c.port, ==, 7777);
+        ASSERT_INT(c.n_listen, ==, 2);
+        ASSERT(strcmp(c.listen[1], "::1") == 0);
+        ASSERT_INT(c.backlog, ==, 64);
+        ASSERT_INT(c.max_clients, ==, 16384);
+        ASSERT_INT(c.idle_timeout_ms, ==, 500);
+        ASSERT_INT(c.write_timeout_ms, ==, 2000);
+        ASSERT_INT(c.max_session_time_ms, ==, 0);
+        ASSERT(c.max_session_bytes == UINT64_C(10000000000));
+        ASSERT_INT(c.buffer_size, ==, 1024);
+        ASSERT_INT(c.drain_timeout_ms, ==, 250);
+        ASSERT_INT(c.log_level, ==, LOG_DEBUG);
+
+        ASSERT_INT(parse("listen = \"0.0.0.0\";", &c, &d), ==, 0);
+        ASSERT_INT(c.n_listen, ==, 1);
+}
+
+static void test_unknown_and_types(void) {
+        expect_error("port = 7;\nfoo = 1;\n", "test.conf:2: unknown key 'foo'");
+        expect_error("group: { port = 7; };", "test.conf:1: unknown key 'group'");
+        expect_error("port = \"7\";", "test.conf:1: port must be an integer, not a string");
+        expect_error("max_clients = 1.5;", "max_clients must be an integer, not a number with a fraction");
+        expect_error("idle_timeout = true;", "idle_timeout must be a number of seconds, not a boolean");
+        expect_error("log_level = 3;", "log_level must be a string, not an integer");
+        expect_error("listen = 5;", "listen must be an array of address strings, not an integer");
+        expect_error("listen = [ 1 ];", "listen entries must be strings");
+}
+
+static void test_ranges(void) {
+        expect_error("port = 0;", "port = 0 is out of range (1..65535)");
+        expect_error("port = 65536;", "port = 65536 is out of range");
+        expect_error("port = -1;", "port = -1 is out of range");
+        expect_error("max_clients = 0;", "max_clients = 0 is out of range (1..16384)");
+        expect_error("max_clients = 16385;", "max_clients = 16385 is out of range");
+        expect_error("buffer_size = 1023;", "buffer_size = 1023 is out of range (1024..1048576)");
+        expect_error("backlog = 0;", "backlog = 0 is out of range");
+        expect_error("idle_timeout = -1;", "idle_timeout = -1 s is out of range");
+        expect_error("idle_timeout = 0.0001;", "idle_timeout = 0.0001 s is out of range");
+        expect_error("drain_timeout = 301;", "drain_timeout = 301 s is out of range");
+        expect_error("max_session_time = 2592001;", "is out of range");
+        expect_error("max_session_bytes = 2000000000000000000L;", "max_session_bytes = 2000000000000000000 is out of range");
+        expect_error("log_level = \"loud\";", "log_level = \"loud\" is not one of");
+}
+
+/* libconfig 1.5 would read these as other numbers; they must be refused. */
+static void test_literals_never_wrap(void) {
+        expect_error("max_session_bytes = 4294967297;", "test.conf:1: integer 4294967297 does not fit in 32 bits");
+        expect_error("port =\n  2147483648;", "test.conf:2: integer 2147483648 does not fit in 32 bits");
+        expect_error("max_clients = -2147483649;", "integer -2147483649 does not fit in 32 bits");
+        expect_error("max_clients = 0xffffffff;", "integer 0xffffffff does not fit in 32 bits");
+        expect_error("max_session_bytes = 99999999999999999999L;", "does not fit in 64 bits");
+        expect_error("max_session_bytes = 0x8000000000000000L;", "does not fit in 64 bits");
+        expect_error("idle_timeout = 1e999;", "number 1e999 is out of range");
+
+        struct config c;
+        struct config_diag d;
+        ASSERT_INT(parse("max_session_bytes = 4294967297L; # 4294967297 in a comment\n"
+                         "// 99999999999999999999\n/* 0xffffffffff */ log_level = \"info\"; # \"9999999999\"\n",
+                         &c, &d), ==, 0);
+        ASSERT(c.max_session_bytes == UINT64_C(4294967297));
+        ASSERT_INT(parse("max_clients = 0x10; idle_timeout = 1.5e1;", &c, &d), ==, 0);
+        ASSERT_INT(c.max_clients, ==, 16);
+        ASSERT_INT(c.idle_timeout_ms, ==, 15000);
+}
+
+static void test_listen(void) {
+        expect_error("listen = [ \"localhost\" ];", "\"localhost\" is not a numeric IPv4 or IPv6 address");
+        expect_error("listen = [ \"127.0.0.1\", \"127.0.0.1\" ];", "\"127.0.0.1\" is given twice");
+        expect_error("listen = [ ];", "listen must name at least one address");
+        expect_error("listen = [ \"1.1.1.1\", \"1.1.1.2\", \"1.1.1.3\", \"1.1.1.4\", \"1.1.1.5\", \"1.1.1.6\","
+                     " \"1.1.1.7\", \"1.1.1.8\", \"1.1.1.9\", \"1.1.1.10\", \"1.1.1.11\", \"1.1.1.12\","
+                     " \"1.1.1.13\", \"1.1.1.14\", \"1.1.1.15\", \"1.1.1.16\", \"1.1.1.17\" ];",
+                     "more than 16 addresses");
+}
+
+static void test_syntax_and_text(void) {
+        static const char nul[] = "port = 7;\nmax_clients\0 = 5;\n";
+        struct config c;
+        struct config_diag d = { 0 };
+
+        expect_error("port = 7;\nmax_clients = ;", "test.conf:2: syntax error");
+        expect_error("port = 7;\nport = 8;", "test.conf:2: duplicate setting name");
+        expect_error("@include \"/etc/passwd\"\n", "test.conf:1: @include is not supported");
+        ASSERT_INT(config_parse("test.conf", nul, sizeof(nul) - 1, &c, &d), <, 0);
+        ASSERT_STR_CONTAINS(d.text, "test.conf:2: contains a NUL byte");
+}
+
+static void test_all_errors_reported(void) {
+        struct config c;
+        struct config_diag d;
+
+        ASSERT_INT(parse("port = 0;\nbogus = 1;\nmax_session_bytes = 4294967297;\n", &c, &d), <, 0);
+        ASSERT_INT(d.count, ==, 3);
+        ASSERT_STR_CONTAINS(d.text, "test.conf:1: port");
+        ASSERT_STR_CONTAINS(d.text, "test.conf:2: unknown key 'bogus'");
+        ASSERT_STR_CONTAINS(d.text, "test.conf:3: integer 4294967297");
+}
+
+static char *write_temp(const char *content, size_t len) {
+        static char path[64];
+        int fd;
+
+        snprintf(path, sizeof(path), "/tmp/test-config-XXXXXX");
+        fd = mkstemp(path);
+        ASSERT(fd >= 0);
+        ASSERT(write(fd, content, len) == (ssize_t) len);
+        close(fd);
+        return path;
+}
+
+static void test_files(void) {
+        struct config c;
+        struct config_diag d = { 0 };
+        char *big, *path;
+
+        ASSERT_INT(config_load("/nonexistent/echo-mpserv.conf", &c, &d), ==, -ENOENT);
+        ASSERT_STR_CONTAINS(d.text, "/nonexistent/echo-mpserv.conf: No such file or directory");
+
+        memset(&d, 0, sizeof(d));
+        ASSERT_INT(config_load("/tmp", &c, &d), <, 0);
+        ASSERT_STR_CONTAINS(d.text, "/tmp: not a regular file");
+
+        big = malloc(CONFIG_MAX_FILE_SIZE + 2);
+        ASSERT(big);
+        memset(big, '#', CONFIG_MAX_FILE_SIZE + 1);
+        path = write_temp(big, CONFIG_MAX_FILE_SIZE + 1);
+        memset(&d, 0, sizeof(d));
+        ASSERT_INT(config_load(path, &c, &d), ==, -EFBIG);
+        ASSERT_STR_CONTAINS(d.text, "is more than the 65536-byte limit; not parsed");
+        unlink(path);
+        free(big);
+
+        path = write_temp("port = 8;\n", 10);
+        memset(&d, 0, sizeof(d));
+        ASSERT_INT(config_load(path, &c, &d), ==, 0);
+        ASSERT_INT(c.port, ==, 8);
+        unlink(path);
+}
+
+static char *dump(const struct config *c) {
+        char *buf = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&buf, &len);
+
+        ASSERT(f);
+        ASSERT_INT(config_dump(c, f), ==, 0);
+        fclose(f);
+        return buf;
+}
+
+static void test_dump_round_trip(void) {
+        struct config a, b;
+        struct config_diag d;
+        char *text, *again;
+
+        ASSERT_INT(parse("port = 1234; listen = [ \"127.0.0.1\", \"::\" ]; idle_timeout = 0.123;"
+                         "max_session_bytes = 5000000000L; log_level = \"warning\"; drain_timeout = 0;",
+                         &a, &d), ==, 0);
+        text = dump(&a);
+        ASSERT_STR_CONTAINS(text, "max_session_bytes = 5000000000L;");
+        ASSERT_STR_CONTAINS(text, "idle_timeout = 0.123;");
+        ASSERT_STR_CONTAINS(text, "listen = [ \"127.0.0.1\", \"::\" ];");
+        ASSERT_INT(parse(text, &b, &d), ==, 0);
+        ASSERT(memcmp(&a, &b, sizeof(a)) == 0);
+        again = dump(&b);
+        ASSERT(strcmp(text, again) == 0);
+        free(text);
+        free(again);
+
+        config_defaults(&a);
+        text = dump(&a);
+        ASSERT_INT(parse(text, &b, &d), ==, 0);
+        ASSERT(memcmp(&a, &b, sizeof(a)) == 0);
+        free(text);
+}
+
+static void test_describe_changes(void) {
+        struct config a, b;
+        char buf[512];
+        bool restart;
+
+        config_defaults(&a);
+        b = a;
+        ASSERT_INT(config_describe_changes(&a, &b, buf, sizeof(buf), &restart), ==, 0);
+        ASSERT(!restart);
+        b.max_clients = 10;
+        b.idle_timeout_ms = 1500;
+        ASSERT_INT(config_describe_changes(&a, &b, buf, sizeof(buf), &restart), ==, 2);
+        ASSERT(!restart);
+        ASSERT_STR_CONTAINS(buf, "max_clients 256 -> 10");
+        ASSERT_STR_CONTAINS(buf, "idle_timeout 300 -> 1.500");
+        b.port = 9;
+        ASSERT_INT(config_describe_changes(&a, &b, buf, sizeof(buf), &restart), ==, 3);
+        ASSERT(restart);
+        ASSERT_STR_CONTAINS(buf, "port 7 -> 9 (after a restart)");
+}
+
+int main(void) {
+        RUN(test_empty_gives_defaults);
+        RUN(test_all_keys);
+        RUN(test_unknown_and_types);
+        RUN(test_ranges);
+        RUN(test_literals_never_wrap);
+        RUN(test_listen);
+        RUN(test_syntax_and_text);
+        RUN(test_all_errors_reported);
+        RUN(test_files);
+        RUN(test_dump_round_trip);
+        RUN(test_describe_changes);
+        return 0;
+}

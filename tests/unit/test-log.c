@@ -1,0 +1,65 @@
+/* log: stderr format and levels, journal fallback, the rate limiter. */
+#include <errno.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+
+#include "capture.h"
+#include "log.h"
+#include "util.h"
+
+static void test_stderr_lines(void) {
+        struct capture c;
+        const char *out;
+
+        unsetenv("JOURNAL_STREAM");
+        unsetenv("INVOCATION_ID");
+        log_setup();
+        ASSERT(log_get_target() == LOG_TARGET_STDERR);
+        log_set_max_level(LOG_INFO);
+        capture_start(&c);
+        log_msg(LOG_INFO, MSGID_STARTUP, "hello %d", 42);
+        log_msg(LOG_DEBUG, NULL, "not shown");
+        ASSERT_INT(log_errno(LOG_WARNING, -EMFILE, NULL, "accept()"), ==, -EMFILE);
+        out = capture_end(&c);
+        ASSERT(strcmp(out, "info: hello 42\nwarning: accept(): Too many open files\n") == 0);
+}
+
+static void test_target_choice(void) {
+        char env[64];
+        struct stat st;
+
+        ASSERT(fstat(STDERR_FILENO, &st) == 0);
+        snprintf(env, sizeof(env), "%llu:%llu", (unsigned long long) st.st_dev, (unsigned long long) st.st_ino);
+        setenv("JOURNAL_STREAM", env, 1);
+        ASSERT(log_choose_target(true) == LOG_TARGET_JOURNAL);
+        ASSERT(log_choose_target(false) == LOG_TARGET_STDERR); /* journald gone: keep every record */
+        setenv("JOURNAL_STREAM", "1:2", 1); /* some other stream: inherited, not ours */
+        ASSERT(log_choose_target(true) == LOG_TARGET_STDERR);
+        unsetenv("JOURNAL_STREAM");
+        setenv("INVOCATION_ID", "0123456789abcdef0123456789abcdef", 1);
+        ASSERT(log_choose_target(true) == LOG_TARGET_JOURNAL);
+        ASSERT(log_choose_target(false) == LOG_TARGET_STDERR);
+        unsetenv("INVOCATION_ID");
+        ASSERT(log_choose_target(true) == LOG_TARGET_STDERR);
+}
+
+static void test_ratelimit(void) {
+        struct ratelimit rl = { .interval_usec = USEC_PER_SEC, .burst = 2 };
+        unsigned suppressed = 99;
+
+        ASSERT(ratelimit_allow(&rl, 1000, &suppressed) && suppressed == 0);
+        ASSERT(ratelimit_allow(&rl, 2000, &suppressed) && suppressed == 0);
+        for (int i = 0; i < 5; i++)
+                ASSERT(!ratelimit_allow(&rl, 3000 + (uint64_t) i, &suppressed));
+        ASSERT(!ratelimit_allow(&rl, 1000 + USEC_PER_SEC - 1, &suppressed));
+        ASSERT(ratelimit_allow(&rl, 1000 + USEC_PER_SEC, &suppressed));
+        ASSERT_INT(suppressed, ==, 6);
+        ASSERT(ratelimit_allow(&rl, 1001 + USEC_PER_SEC, &suppressed) && suppressed == 0);
+}
+
+int main(void) {
+        RUN(test_stderr_lines);
+        RUN(test_target_choice);
+        RUN(test_ratelimit);
+        return 0;
+}

@@ -1,0 +1,126 @@
+/* spawn: a worker owns its client and nothing else, with a clean
+ * environment and signal state, and reports through its slot. */
+#include <dirent.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/wait.h>
+
+#include "children.h"
+#include "spawn.h"
+#include "tcp-pair.h"
+#include "util.h"
+
+static int count_fds(pid_t pid, int *highest) {
+        char path[64];
+        struct dirent *e;
+        int n = 0;
+        DIR *d;
+
+        snprintf(path, sizeof(path), "/proc/%d/fd", (int) pid);
+        d = opendir(path);
+        ASSERT(d);
+        *highest = -1;
+        while ((e = readdir(d)))
+                if (e->d_name[0] != '.') {
+                        int fd = atoi(e->d_name);
+                        n++;
+                        if (fd > *highest)
+                                *highest = fd;
+                }
+        closedir(d);
+        return n;
+}
+
+static bool environ_has(pid_t pid, const char *var) {
+        char path[64], buf[65536];
+        FILE *f;
+        size_t n;
+
+        snprintf(path, sizeof(path), "/proc/%d/environ", (int) pid);
+        f = fopen(path, "r");
+        ASSERT(f);
+        n = fread(buf, 1, sizeof(buf) - 1, f);
+        fclose(f);
+        for (size_t i = 0; i < n; i += strlen(buf + i) + 1)
+                if (strncmp(buf + i, var, strlen(var)) == 0 && buf[i + strlen(var)] == '=')
+                        return true;
+        return false;
+}
+
+static void status_line(pid_t pid, const char *key, char *out, size_t size) {
+        char path[64], line[256];
+        FILE *f;
+
+        snprintf(path, sizeof(path), "/proc/%d/status", (int) pid);
+        f = fopen(path, "r");
+        ASSERT(f);
+        out[0] = 0;
+        while (fgets(line, sizeof(line), f))
+                if (strncmp(line, key, strlen(key)) == 0)
+                        snprintf(out, size, "%s", line + strlen(key));
+        fclose(f);
+}
+
+static void test_clean_worker(void) {
+        struct worker_limits lim = { .buffer_size = 1024, .idle_timeout_ms = 10000,
+                                     .write_timeout_ms = 10000, .max_session_time_ms = 30000 };
+        struct children ch;
+        struct slot *slot;
+        sigset_t blocked, orig;
+        char buf[16], line[64];
+        int client, server, highest, status;
+        int extra_epoll = epoll_create1(0), extra_pipe[2];
+        pid_t pid;
+
+        ASSERT(pipe(extra_pipe) == 0);
+        setenv("NOTIFY_SOCKET", "/run/nowhere", 1);
+        setenv("LISTEN_FDS", "1", 1);
+        setenv("WATCHDOG_USEC", "1000", 1);
+        sigemptyset(&blocked);
+        sigaddset(&blocked, SIGCHLD);
+        sigaddset(&blocked, SIGTERM);
+        ASSERT(sigprocmask(SIG_BLOCK, &blocked, &orig) == 0);
+
+        ASSERT_INT(children_init(&ch, 4), ==, 0);
+        tcp_pair(&client, &server);
+        slot = children_claim(&ch);
+        slot->start_usec = now_usec(CLOCK_MONOTONIC);
+        pid = spawn_worker(server, slot, &lim, &orig);
+        ASSERT(pid > 0);
+        close(server);
+        children_commit(&ch, slot, pid);
+
+        /* An echo proves the worker is up and past its set-up. */
+        ASSERT(write(client, "ping", 4) == 4);
+        ASSERT(read(client, buf, sizeof(buf)) == 4 && memcmp(buf, "ping", 4) == 0);
+
+        ASSERT_INT(count_fds(pid, &highest), <=, 4);
+        ASSERT_INT(highest, ==, 3);
+        ASSERT(!environ_has(pid, "NOTIFY_SOCKET"));
+        ASSERT(!environ_has(pid, "LISTEN_FDS"));
+        ASSERT(!environ_has(pid, "WATCHDOG_USEC"));
+        status_line(pid, "SigBlk:", line, sizeof(line));
+        ASSERT(strtoull(line, NULL, 16) == 0);              /* the original, empty mask */
+        status_line(pid, "SigIgn:", line, sizeof(line));
+        ASSERT(strtoull(line, NULL, 16) == 1ULL << (SIGPIPE - 1)); /* only SIGPIPE */
+
+        ASSERT(shutdown(client, SHUT_WR) == 0);
+        ASSERT(read(client, buf, sizeof(buf)) == 0);
+        ASSERT(waitpid(pid, &status, 0) == pid);
+        ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        ASSERT_INT(slot->stats.reason, ==, CLOSE_CLIENT);
+        ASSERT(slot->stats.bytes_in == 4 && slot->stats.bytes_out == 4);
+        ASSERT_INT(slot->local.sa.sa_family, ==, AF_INET);
+        children_release(&ch, slot);
+        children_done(&ch);
+        sigprocmask(SIG_SETMASK, &orig, NULL);
+        close(client);
+        close(extra_epoll);
+        close(extra_pipe[0]);
+        close(extra_pipe[1]);
+}
+
+int main(void) {
+        RUN(test_clean_worker);
+        return 0;
+}
