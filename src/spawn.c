@@ -41,14 +41,11 @@ enum close_reason spawn_serve_here(int fd, struct slot *slot, const struct worke
         return r;
 }
 
-static _noreturn_ void worker_main(int fd, struct slot *slot, const struct worker_limits *limits,
-                                   const sigset_t *mask) {
+int spawn_prepare_worker(int fd, const sigset_t *mask) {
         /* Own nothing but the client: listeners, epoll, signalfd and any
          * library descriptor (the journal socket) go, in one call. */
-        if (fd != WORKER_FD) {
-                if (dup2(fd, WORKER_FD) < 0)
-                        _exit(EXIT_FAILURE);
-        }
+        if (fd != WORKER_FD && dup2(fd, WORKER_FD) < 0)
+                return negative_errno();
         if (close_range(WORKER_FD + 1, ~0U, 0) < 0)
                 for (int i = WORKER_FD + 1; i < 65536; i++)
                         (void) close(i);
@@ -60,9 +57,20 @@ static _noreturn_ void worker_main(int fd, struct slot *slot, const struct worke
          * signalfd) and ignores SIGPIPE; the worker keeps SIGPIPE ignored
          * because a peer's reset is a normal end, reported as EPIPE. */
         (void) signal(SIGPIPE, SIG_IGN);
-        (void) sigprocmask(SIG_SETMASK, mask, NULL);
+        if (sigprocmask(SIG_SETMASK, mask, NULL) < 0)
+                return negative_errno();
+        return WORKER_FD;
+}
 
-        spawn_serve_here(WORKER_FD, slot, limits);
+static _noreturn_ void worker_main(int fd, struct slot *slot, const struct worker_limits *limits,
+                                   const sigset_t *mask) {
+        fd = spawn_prepare_worker(fd, mask);
+        if (fd < 0) {
+                slot->stats.reason = CLOSE_ERROR;
+                slot->stats.error = -fd;
+                _exit(EXIT_FAILURE);
+        }
+        spawn_serve_here(fd, slot, limits);
         _exit(EXIT_SUCCESS);
 }
 

@@ -19,6 +19,11 @@
 pid_t spawn_worker(int client_fd, struct slot *slot, const struct worker_limits *limits,
                    const sigset_t *worker_mask);
 
+/* The worker's set-up, run in the child right after fork(): moves fd to 3,
+ * closes every other descriptor above 2, drops the systemd variables,
+ * ignores SIGPIPE and restores `mask`. Returns 3 or -errno. */
+int spawn_prepare_worker(int fd, const sigset_t *mask);
+
 /* Runs a session in the calling process (inetd style): the same setup
  * minus the fork. Returns the close reason. */
 enum close_reason spawn_serve_here(int client_fd, struct slot *slot, const struct worker_limits *limits);

@@ -41,7 +41,6 @@ static void test_table(void) {
                 while (rows[i].argv[argc])
                         argc++;
                 int r = cli_parse(argc, (char *const *) rows[i].argv, &cli, err, sizeof(err));
-                fprintf(stderr, "   row %zu: %d %s\n", i, r, err);
                 if (rows[i].ret == 0) {
                         ASSERT_INT(r, ==, 0);
                         ASSERT_INT(cli.action, ==, rows[i].action);

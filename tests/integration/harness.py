@@ -1,0 +1,418 @@
+"""Runs the real echo-mpserv binary the way systemd does, for integration tests.
+
+A Daemon binds its listening sockets itself, passes them as fd 3, 4, ... with
+LISTEN_FDS/LISTEN_PID (and LISTEN_FDNAMES), owns the NOTIFY_SOCKET and waits for
+READY=1 instead of sleeping. Log lines (stderr) and notifications are collected
+by background threads; tests wait for them with timeouts, never with sleeps.
+
+Environment:
+  ECHO_MPSERV          the binary under test (set by meson)
+  ECHO_MPSERV_WRAPPER  a command prefix, e.g. valgrind with its options
+  ECHO_MPSERV_SLOW     multiplies every wait (valgrind is ~20x slower)
+  ECHO_MPSERV_SCALE    multiplies client counts of load tests (< 1 under valgrind)
+"""
+
+import hashlib
+import os
+import re
+import resource
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+
+DAEMON = os.environ.get("ECHO_MPSERV", "")
+WRAPPER = shlex.split(os.environ.get("ECHO_MPSERV_WRAPPER", ""))
+SLOW = float(os.environ.get("ECHO_MPSERV_SLOW", "1"))
+SCALE = float(os.environ.get("ECHO_MPSERV_SCALE", "1"))
+
+RECORD_RE = re.compile(
+    r"connection (?P<client>\S+) -> (?P<local>\S+) closed: (?P<reason>[a-z-]+)"
+    r"(?: \((?P<detail>[^)]*)\))? after (?P<duration>[\d.]+) s, (?P<bytes_in>\d+) bytes in, "
+    r"(?P<bytes_out>\d+) bytes out, worker (?P<pid>\d+)")
+
+
+class Skip(Exception):
+    """Raised by a test that cannot run here (meson counts exit 77 as skipped)."""
+
+
+def scaled(n, minimum=1):
+    return max(minimum, int(n * SCALE))
+
+
+def wait_until(predicate, timeout, what="condition", interval=0.01):
+    """Polls predicate until it is true; fails with `what` after timeout*SLOW."""
+    deadline = time.monotonic() + timeout * SLOW
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout * SLOW:.1f} s waiting for {what}")
+        time.sleep(interval)
+
+
+def raise_nofile():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+class Collector:
+    """Lines or datagrams gathered by a thread, waited for under a condition."""
+
+    def __init__(self):
+        self.items = []
+        self.cond = threading.Condition()
+        self.closed = False
+
+    def add(self, item):
+        with self.cond:
+            self.items.append(item)
+            self.cond.notify_all()
+
+    def close(self):
+        with self.cond:
+            self.closed = True
+            self.cond.notify_all()
+
+    def snapshot(self):
+        with self.cond:
+            return list(self.items)
+
+    def wait(self, predicate, timeout, what):
+        """Waits until predicate(items) is truthy; returns its value."""
+        deadline = time.monotonic() + timeout * SLOW
+        with self.cond:
+            while True:
+                value = predicate(self.items)
+                if value:
+                    return value
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.closed and not value):
+                    tail = "\n".join(str(i) for i in self.items[-15:])
+                    raise AssertionError(f"timed out waiting for {what}; last items:\n{tail}")
+                self.cond.wait(min(left, 0.2))
+
+
+class Daemon:
+    def __init__(self, config="", args=(), listen=(("127.0.0.1", 0),), names=None,
+                 activation=True, env=None, prefix=(), backlog=512, passed_fds=None,
+                 config_mode=0o644):
+        self.dir = tempfile.TemporaryDirectory(prefix="echo-mpserv-test-")
+        os.chmod(self.dir.name, 0o755)
+        self.config_path = os.path.join(self.dir.name, "echo-mpserv.conf")
+        self.write_config(config, config_mode)
+        self.args = list(args)
+        self.listen = listen
+        self.names = names
+        self.activation = activation
+        self.extra_env = env or {}
+        self.prefix = list(prefix)
+        self.backlog = backlog
+        self.passed_fds = passed_fds
+        self.sockets = []
+        self.proc = None
+        self.log = Collector()
+        self.notes = Collector()
+        self.threads = []
+
+    # -- configuration -------------------------------------------------
+    def write_config(self, text, mode=0o644):
+        tmp = self.config_path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.chmod(tmp, mode)
+        os.rename(tmp, self.config_path)
+
+    # -- lifecycle -----------------------------------------------------
+    def start(self, wait_ready=True):
+        raise_nofile()
+        fds = []
+        if self.passed_fds is not None:
+            fds = list(self.passed_fds)
+        elif self.activation:
+            for host, port in self.listen:
+                family = socket.AF_INET6 if ":" in host else socket.AF_INET
+                s = socket.socket(family, socket.SOCK_STREAM)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                s.bind((host, port))
+                s.listen(self.backlog)
+                self.sockets.append(s)
+                fds.append(s.fileno())
+
+        self.notify_path = os.path.join(self.dir.name, "notify")
+        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.notify.bind(self.notify_path)
+        os.chmod(self.notify_path, 0o777)
+
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("JOURNAL_STREAM", "INVOCATION_ID", "NOTIFY_SOCKET", "LISTEN_FDS",
+                            "LISTEN_PID", "LISTEN_FDNAMES", "WATCHDOG_USEC", "WATCHDOG_PID")}
+        env["NOTIFY_SOCKET"] = self.notify_path
+        env.update(self.extra_env)
+
+        # Move the sockets to high numbers, then let bash place them at 3, 4, ...
+        # and set LISTEN_PID to its own pid, which exec keeps for the daemon.
+        high = [os.dup2(fd, 200 + i, inheritable=True) for i, fd in enumerate(fds)]
+        script = ""
+        if fds:
+            env["LISTEN_FDS"] = str(len(fds))
+            if self.names:
+                env["LISTEN_FDNAMES"] = ":".join(self.names)
+            script = "".join(f"exec {3 + i}<&{h} {h}<&-; " for i, h in enumerate(high))
+            script += "export LISTEN_PID=$$; "
+        script += 'exec "$@"'
+        cmd = self.prefix + ["bash", "-c", script, "bash"] + WRAPPER + \
+            [DAEMON, "-c", self.config_path] + self.args
+        try:
+            self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                         pass_fds=high, start_new_session=True)
+        finally:
+            for h in high:
+                os.close(h)
+        self._reader(self.proc.stderr, self.log, lambda b: b.decode(errors="replace").rstrip("\n"))
+        self._reader(self.proc.stdout, self.log, lambda b: "stdout: " + b.decode(errors="replace").rstrip("\n"))
+        self._notify_reader()
+        if wait_ready:
+            self.wait_notify("READY=1", timeout=10)
+        return self
+
+    def _reader(self, stream, collector, decode):
+        def run():
+            for line in iter(stream.readline, b""):
+                collector.add(decode(line))
+            collector.close()
+        t = threading.Thread(target=run, daemon=True)
+        t.start()
+        self.threads.append(t)
+
+    def _notify_reader(self):
+        def run():
+            while True:
+                try:
+                    data = self.notify.recv(4096)
+                except OSError:
+                    return
+                if not data:
+                    return
+                self.notes.add(data.decode(errors="replace"))
+        t = threading.Thread(target=run, daemon=True)
+        t.start()
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    @property
+    def port(self):
+        return self.sockets[0].getsockname()[1]
+
+    def address(self, i=0):
+        return self.sockets[i].getsockname()[:2]
+
+    def signal(self, sig):
+        os.kill(self.proc.pid, sig)
+
+    def wait_exit(self, timeout=15):
+        try:
+            return self.proc.wait(timeout * SLOW)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"daemon did not exit within {timeout * SLOW:.0f} s")
+
+    def stop(self, timeout=15):
+        """SIGTERM, then the exit status (which tests usually assert is 0)."""
+        if self.proc.poll() is None:
+            self.signal(signal.SIGTERM)
+        return self.wait_exit(timeout)
+
+    def cleanup(self):
+        if self.proc and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait()
+        for t in self.threads:
+            t.join(5)
+        for s in self.sockets:
+            s.close()
+        if hasattr(self, "notify"):
+            self.notify.close()
+        self.dir.cleanup()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.cleanup()
+
+    # -- observation ---------------------------------------------------
+    def wait_log(self, pattern, timeout=10, count=1):
+        """Waits until `count` lines match regex `pattern`; returns the matches."""
+        rx = re.compile(pattern)
+
+        def found(items):
+            m = [rx.search(i) for i in items]
+            m = [x for x in m if x]
+            return m if len(m) >= count else None
+        return self.log.wait(found, timeout, f"{count} log line(s) matching {pattern!r}")
+
+    def log_lines(self, pattern):
+        rx = re.compile(pattern)
+        return [m for m in (rx.search(i) for i in self.log.snapshot()) if m]
+
+    def records(self):
+        return [m.groupdict() for m in (RECORD_RE.search(i) for i in self.log.snapshot()) if m]
+
+    def wait_records(self, count, timeout=10):
+        return [m.groupdict() for m in self.wait_log(RECORD_RE.pattern, timeout, count)]
+
+    def wait_notify(self, text, timeout=10, after=0):
+        """Waits for a notification containing `text`, among those from index `after` on."""
+        def found(items):
+            for i, n in enumerate(items[after:], after):
+                if text in n:
+                    return (i, n)
+            return None
+        return self.notes.wait(found, timeout, f"notification {text!r}")
+
+    def children(self):
+        """(pid, state) of the daemon's direct children."""
+        return process_children(self.pid)
+
+    def fds(self, pid=None):
+        """The process's descriptors, minus a wrapper's: valgrind parks its own
+        just below the hard limit, where a program's never land."""
+        wrapper_floor = resource.getrlimit(resource.RLIMIT_NOFILE)[1] - 16
+        fds = (int(f) for f in os.listdir(f"/proc/{pid or self.pid}/fd"))
+        return sorted(f for f in fds if f < wrapper_floor)
+
+    def cpu_seconds(self):
+        with open(f"/proc/{self.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def process_children(ppid):
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                rest = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(rest[1]) == ppid:
+            out.append((int(entry), rest[0]))
+    return out
+
+
+# -- clients -------------------------------------------------------------
+def connect(address, timeout=10):
+    family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+    s = socket.socket(family, socket.SOCK_STREAM)
+    s.settimeout(timeout * SLOW)
+    s.connect(address)
+    return s
+
+
+def echo_once(address, payload=b"ping", timeout=10):
+    with connect(address, timeout) as s:
+        s.sendall(payload)
+        s.shutdown(socket.SHUT_WR)
+        return recv_all(s)
+
+
+def recv_exact(s, n):
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = s.recv(min(65536, n - len(buf)))
+        if not chunk:
+            raise AssertionError(f"connection closed after {len(buf)} of {n} bytes")
+        buf += chunk
+    return bytes(buf)
+
+
+def recv_all(s):
+    buf = bytearray()
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            return bytes(buf)
+        buf += chunk
+
+
+def stream_checksum(s, total, chunk=1 << 20):
+    """Sends `total` random bytes from a thread, half-closes, reads the echo
+    to EOF; returns (sent_sha256, received_sha256, received_len)."""
+    sent = hashlib.sha256()
+    errors = []
+
+    def writer():
+        try:
+            left = total
+            while left:
+                piece = os.urandom(min(chunk, left))
+                s.sendall(piece)
+                sent.update(piece)
+                left -= len(piece)
+            s.shutdown(socket.SHUT_WR)
+        except Exception as e:  # reported by the caller
+            errors.append(e)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    got = hashlib.sha256()
+    n = 0
+    while True:
+        data = s.recv(1 << 20)
+        if not data:
+            break
+        got.update(data)
+        n += len(data)
+    t.join()
+    if errors:
+        raise errors[0]
+    return sent.hexdigest(), got.hexdigest(), n
+
+
+# -- running -------------------------------------------------------------
+def main(tests):
+    """Runs the given test functions; exit 0, 1 on failure, 77 if all skipped."""
+    if not DAEMON:
+        print("ECHO_MPSERV is not set", file=sys.stderr)
+        sys.exit(2)
+    only = sys.argv[1:]
+    failed, skipped, ran = [], [], 0
+    for t in tests:
+        if only and t.__name__ not in only:
+            continue
+        ran += 1
+        start = time.monotonic()
+        print(f"-- {t.__name__}", flush=True)
+        try:
+            t()
+            print(f"   ok ({time.monotonic() - start:.2f} s)", flush=True)
+        except Skip as e:
+            skipped.append(t.__name__)
+            print(f"   skipped: {e}", flush=True)
+        except Exception:
+            failed.append(t.__name__)
+            traceback.print_exc()
+            print(f"   FAILED ({time.monotonic() - start:.2f} s)", flush=True)
+    if failed:
+        print("failed: " + ", ".join(failed))
+        sys.exit(1)
+    if ran and len(skipped) == ran:
+        sys.exit(77)
+    sys.exit(0)

@@ -1,0 +1,160 @@
+#!/usr/bin/env python3
+"""The command line and configuration errors, run against the binary: a
+table of inputs with their exit codes and messages."""
+import os
+import socket
+import subprocess
+import tempfile
+
+from harness import DAEMON, WRAPPER, Daemon, Skip, echo_once, main
+
+EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, EXIT_CONFIG, EXIT_SOCKET = 0, 1, 2, 3, 4
+
+
+def run(args, config=None, timeout=30, prefix=()):
+    with tempfile.TemporaryDirectory() as tmp:
+        os.chmod(tmp, 0o755)
+        path = os.path.join(tmp, "c.conf")
+        if config is not None:
+            with open(path, "wb") as f:
+                f.write(config if isinstance(config, bytes) else config.encode())
+        args = [a.replace("@CONF@", path) for a in args]
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("LISTEN_", "NOTIFY_"))}
+        p = subprocess.run(list(prefix) + WRAPPER + [DAEMON] + args, capture_output=True, text=True,
+                           timeout=timeout, env=env, stdin=subprocess.DEVNULL)
+        return p.returncode, p.stdout, p.stderr
+
+
+USAGE_ROWS = [
+    (["--bogus"], "unknown option '--bogus'"),
+    (["-x"], "unknown option '-x'"),
+    (["-p", "0"], "invalid port '0'"),
+    (["-p", "70000"], "invalid port '70000'"),
+    (["--port", "http"], "invalid port 'http'"),
+    (["-c"], "option '-c' needs an argument"),
+    (["--log-level", "chatty"], "invalid log level 'chatty'"),
+    (["stray"], "unexpected argument 'stray'"),
+    (["--check-config", "--dump-config"], "exclude each other"),
+]
+
+CONFIG_ROWS = [
+    ("port = 0;\n", "c.conf:1: port = 0 is out of range (1..65535)"),
+    ("\nmax_clients = 100000;\n", "c.conf:2: max_clients = 100000 is out of range (1..16384)"),
+    ("max_session_bytes = 4294967297;\n", "c.conf:1: integer 4294967297 does not fit in 32 bits"),
+    ("max_session_bytes = 99999999999999999999L;\n", "c.conf:1: integer 99999999999999999999L does not fit in 64 bits"),
+    ("idle_timeout = -5;\n", "c.conf:1: idle_timeout = -5 s is out of range"),
+    ("idle_timeout = \"5s\";\n", "c.conf:1: idle_timeout must be a number of seconds, not a string"),
+    ("colour = \"blue\";\n", "c.conf:1: unknown key 'colour'"),
+    ("listen = [ \"localhost\" ];\n", "c.conf:1: listen: \"localhost\" is not a numeric IPv4 or IPv6 address"),
+    ("log_level = \"verbose\";\n", "c.conf:1: log_level = \"verbose\" is not one of"),
+    ("port = 7\nbacklog = = 5;\n", "c.conf:2: syntax error"),
+    ("@include \"/etc/passwd\"\n", "c.conf:1: @include is not supported"),
+    (b"port = 7;\x00\n", "c.conf:1: contains a NUL byte"),
+    ("#" * 70000 + "\n", "c.conf: 70001 bytes is more than the 65536-byte limit; not parsed"),
+]
+
+
+def test_usage_errors():
+    for args, message in USAGE_ROWS:
+        code, out, err = run(args)
+        assert code == EXIT_USAGE, (args, code, err)
+        assert message in err and "Usage: echo-mpserv" in err, (args, err)
+        assert out == "", (args, out)
+
+
+def test_config_errors():
+    for text, message in CONFIG_ROWS:
+        for mode in (["--check-config"], []):
+            code, out, err = run(["-c", "@CONF@"] + mode, config=text)
+            assert code == EXIT_CONFIG, (text[:40], mode, code, err)
+            assert message in err, (text[:40], mode, err)
+
+
+def test_missing_given_config_is_an_error():
+    code, _, err = run(["-c", "/nonexistent/x.conf", "--check-config"])
+    assert code == EXIT_CONFIG and "/nonexistent/x.conf: No such file or directory" in err, err
+
+
+def test_check_config_ok_and_help_version():
+    code, out, _ = run(["-c", "@CONF@", "--check-config"], config="port = 7777;\n")
+    assert (code, out) == (EXIT_OK, "configuration OK\n")
+    code, out, _ = run(["--help"])
+    assert code == EXIT_OK and out.startswith("Usage: echo-mpserv")
+    code, out, _ = run(["-V"])
+    assert code == EXIT_OK and out.startswith("echo-mpserv ")
+
+
+def test_dump_config_round_trip():
+    code, dumped, _ = run(["-c", "@CONF@", "--dump-config", "-p", "7000"],
+                          config='idle_timeout = 1.5; listen = [ "127.0.0.1" ]; max_session_bytes = 8000000000L;')
+    assert code == EXIT_OK
+    assert "port = 7000;" in dumped and "idle_timeout = 1.500;" in dumped
+    assert "max_session_bytes = 8000000000L;" in dumped and "drain_timeout = 10;" in dumped
+    code, again, _ = run(["-c", "@CONF@", "--dump-config"], config=dumped)
+    assert code == EXIT_OK and again == dumped, (dumped, again)
+
+
+def test_shipped_config_is_the_defaults_and_documents_every_key():
+    shipped = os.path.join(os.environ["ECHO_MPSERV_SOURCE_ROOT"], "conf", "echo-mpserv.conf")
+    code, out, err = run(["-c", shipped, "--check-config"])
+    assert (code, out) == (EXIT_OK, "configuration OK\n"), err
+    code, from_file, _ = run(["-c", shipped, "--dump-config"])
+    code2, defaults, _ = run(["-c", "@CONF@", "--dump-config"], config="")
+    assert code == code2 == EXIT_OK and from_file == defaults
+    with open(shipped) as f:
+        lines = f.read().splitlines()
+    keys = [line.split(" = ")[0] for line in defaults.splitlines() if " = " in line]
+    for key in keys:
+        i = next(i for i, line in enumerate(lines) if line.startswith(key + " = "))
+        assert lines[i - 1].startswith("#"), f"{key} has no comment above it"
+
+
+def test_port_in_use():
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    port = taken.getsockname()[1]
+    code, _, err = run(["-c", "@CONF@", "-p", str(port)], config='listen = [ "127.0.0.1" ];')
+    taken.close()
+    assert code == EXIT_SOCKET, (code, err)
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in err, err
+    assert len(err.strip().splitlines()) == 1, err
+
+
+def test_bad_address_and_permission():
+    code, _, err = run(["-c", "@CONF@", "-p", "7"], config='listen = [ "192.0.2.1" ];')
+    assert code == EXIT_SOCKET and "cannot listen on 192.0.2.1:7: Cannot assign requested address" in err, err
+    with open("/proc/sys/net/ipv4/ip_unprivileged_port_start") as f:
+        unprivileged_start = int(f.read())
+    if os.geteuid() != 0 or unprivileged_start <= 7:
+        raise Skip("needs root (to drop to an unprivileged user) and privileged port 7")
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"]
+    code, _, err = run(["-c", "@CONF@", "-p", "7"], config='listen = [ "127.0.0.1" ];', prefix=nobody)
+    assert code == EXIT_SOCKET and "cannot listen on 127.0.0.1:7: Permission denied" in err, (code, err)
+
+
+def test_wrong_kind_of_passed_socket():
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+    d = Daemon(passed_fds=[udp.fileno()], names=["echo-udp"])
+    try:
+        d.start(wait_ready=False)
+        assert d.wait_exit() == EXIT_SOCKET
+        d.wait_log(r"fd 3 \(echo-udp\) is a non-listening datagram socket \(AF_INET\)")
+    finally:
+        udp.close()
+        d.cleanup()
+
+
+def test_port_mismatch_warning():
+    with Daemon("port = 7;") as d:
+        m = d.wait_log(r"socket 127\.0\.0\.1:(\d+) \(unknown\) is on port (\d+) but the configuration says port 7")[0]
+        assert int(m.group(1)) == d.port
+        assert echo_once(d.address()) == b"ping"
+
+
+if __name__ == "__main__":
+    main([test_usage_errors, test_config_errors, test_missing_given_config_is_an_error,
+          test_check_config_ok_and_help_version, test_dump_config_round_trip,
+          test_shipped_config_is_the_defaults_and_documents_every_key, test_port_in_use,
+          test_bad_address_and_permission, test_wrong_kind_of_passed_socket, test_port_mismatch_warning])

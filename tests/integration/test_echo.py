@@ -1,0 +1,153 @@
+#!/usr/bin/env python3
+"""Echo correctness through socket activation and standalone: exact bytes,
+half-close, many clients, several sockets, inetd style, the records."""
+import os
+import selectors
+import socket
+
+from harness import (Daemon, connect, echo_once, main, recv_exact, scaled, stream_checksum)
+
+
+def test_100mb_random_with_checksum_and_half_close():
+    with Daemon("log_level = \"info\";") as d:
+        s = connect(d.address(), timeout=120)
+        total = 100 * 1000 * 1000
+        sent, got, n = stream_checksum(s, total)
+        s.close()
+        print(f"   100 MB echoed: {n} bytes, sha256 {got[:16]}...")
+        assert n == total, n
+        assert sent == got
+        rec = d.wait_records(1)[0]
+        assert rec["reason"] == "client-closed", rec
+        assert int(rec["bytes_in"]) == total and int(rec["bytes_out"]) == total, rec
+
+
+def test_message_sizes_round_trip():
+    with Daemon() as d:
+        s = connect(d.address())
+        for size in [1, 2, 63, 64, 1000, 4096, 65535, 65536, 65537, 200000, 1]:
+            payload = os.urandom(size)
+            s.sendall(payload)
+            assert recv_exact(s, size) == payload, size
+        s.close()
+
+
+def test_many_concurrent_clients():
+    n = scaled(200, 20)
+    size = 64 * 1024
+    with Daemon("max_clients = 1000;") as d:
+        sel = selectors.DefaultSelector()
+        clients = []
+        for i in range(n):
+            s = connect(d.address())
+            s.setblocking(False)
+            payload = os.urandom(size)
+            state = {"sock": s, "out": payload, "sent": 0, "in": bytearray()}
+            clients.append(state)
+            sel.register(s, selectors.EVENT_READ | selectors.EVENT_WRITE, state)
+        done = 0
+        while done < n:
+            for key, ev in sel.select(timeout=30):
+                st = key.data
+                if ev & selectors.EVENT_WRITE and st["sent"] < size:
+                    st["sent"] += st["sock"].send(st["out"][st["sent"]:st["sent"] + 65536])
+                    if st["sent"] == size:
+                        sel.modify(st["sock"], selectors.EVENT_READ, st)
+                if ev & selectors.EVENT_READ:
+                    data = st["sock"].recv(65536)
+                    assert data, "closed early"
+                    st["in"] += data
+                    if len(st["in"]) == size:
+                        sel.unregister(st["sock"])
+                        done += 1
+        for st in clients:
+            assert bytes(st["in"]) == st["out"]
+            st["sock"].close()
+        recs = d.wait_records(n, timeout=30)
+        assert all(r["reason"] == "client-closed" for r in recs), recs
+        print(f"   {n} concurrent clients, {size} bytes each, all exact")
+
+
+def test_ipv6_and_two_sockets_one_line_each():
+    with Daemon(listen=(("127.0.0.1", 0), ("::1", 0)), names=("echo", "echo6")) as d:
+        assert echo_once(d.address(0), b"four") == b"four"
+        assert echo_once(d.address(1), b"six") == b"six"
+        lines = d.log_lines(r"listening on (\S+) \(fd (\d+), (\S+)\)")
+        assert [(m.group(2), m.group(3)) for m in lines] == [("3", "echo"), ("4", "echo6")], lines
+        assert lines[1].group(1).startswith("[::1]:")
+        recs = sorted(r["client"] for r in d.wait_records(2))
+        assert recs[0].startswith("127.0.0.1:") and recs[1].startswith("[::1]:"), recs
+
+
+def test_record_fields():
+    with Daemon() as d:
+        s = connect(d.address())
+        client = "%s:%d" % s.getsockname()[:2]
+        s.sendall(b"x" * 1234)
+        recv_exact(s, 1234)
+        worker = [p for p, _ in d.children()]
+        s.shutdown(socket.SHUT_WR)
+        assert s.recv(1) == b""
+        s.close()
+        rec = d.wait_records(1)[0]
+        assert rec["client"] == client, (rec, client)
+        assert rec["local"] == "127.0.0.1:%d" % d.port, rec
+        assert rec["bytes_in"] == "1234" and rec["bytes_out"] == "1234", rec
+        assert [int(rec["pid"])] == worker, (rec, worker)
+        assert rec["reason"] == "client-closed"
+
+
+def test_standalone_binds_from_config():
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    with Daemon('listen = [ "127.0.0.1", "::1" ];', args=["-p", str(port)], activation=False) as d:
+        assert echo_once(("127.0.0.1", port), b"v4") == b"v4"
+        assert echo_once(("::1", port), b"v6") == b"v6"
+        lines = d.log_lines(r"listening on (\S+) \(fd \d+, bound from the configuration\)")
+        assert [m.group(1) for m in lines] == [f"127.0.0.1:{port}", f"[::1]:{port}"], lines
+        assert d.stop() == 0
+
+
+def test_standalone_default_is_dual_stack():
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    with Daemon("", args=["-p", str(port)], activation=False) as d:
+        assert echo_once(("127.0.0.1", port), b"mapped") == b"mapped"
+        assert echo_once(("::1", port), b"native") == b"native"
+        recs = d.wait_records(2)
+        # IPv4 clients of the dual-stack socket are shown as IPv4, not ::ffff:...
+        assert any(r["client"].startswith("127.0.0.1:") for r in recs), recs
+
+
+def test_inetd_style_connected_socket():
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    client = socket.create_connection(listener.getsockname())
+    conn, _ = listener.accept()
+    d = Daemon(passed_fds=[conn.fileno()])
+    try:
+        d.start(wait_ready=False)
+        conn.close()
+        client.sendall(b"inetd")
+        assert recv_exact(client, 5) == b"inetd"
+        client.shutdown(socket.SHUT_WR)
+        assert client.recv(1) == b""
+        assert d.wait_exit() == 0
+        rec = d.wait_records(1)[0]
+        assert rec["reason"] == "client-closed" and rec["bytes_out"] == "5", rec
+    finally:
+        client.close()
+        listener.close()
+        d.cleanup()
+
+
+if __name__ == "__main__":
+    main([test_100mb_random_with_checksum_and_half_close, test_message_sizes_round_trip,
+          test_many_concurrent_clients, test_ipv6_and_two_sockets_one_line_each, test_record_fields,
+          test_standalone_binds_from_config, test_standalone_default_is_dual_stack,
+          test_inetd_style_connected_socket])

@@ -1,0 +1,136 @@
+#!/usr/bin/env python3
+"""Limits a client can push on: the global cap (backpressure through the
+kernel backlog, no resets), and every session bound with its own reason."""
+import os
+import select
+import socket
+import time
+
+from harness import Daemon, connect, main, recv_exact, SLOW
+
+
+def no_data_within(s, seconds):
+    """True when nothing (no data, no EOF, no reset) arrives within `seconds`."""
+    r, _, _ = select.select([s], [], [], seconds)
+    return not r
+
+
+def test_max_clients_backpressure():
+    cap, extra = 3, 4
+    with Daemon(f"max_clients = {cap};") as d:
+        first = [connect(d.address()) for _ in range(cap)]
+        for i, s in enumerate(first):
+            s.sendall(b"a%d" % i)
+            assert recv_exact(s, 2) == b"a%d" % i
+        d.wait_log(r"max_clients \(3\) reached; new connections wait in the kernel backlog")
+        d.wait_notify("AT CAP")
+
+        waiting = [connect(d.address()) for _ in range(extra)]  # queued by the kernel
+        for i, s in enumerate(waiting):
+            s.sendall(b"w%d" % i)
+        # Not served while at the cap, and not refused either.
+        for s in waiting:
+            assert no_data_within(s, 0.3), "a client past the cap was served or reset"
+        assert len([p for p, st in d.children() if st != "Z"]) == cap
+
+        # Each departure lets exactly one waiting client in, in order.
+        for i in range(extra):
+            first.pop(0).close()
+            waiting[i].settimeout(10 * SLOW)
+            assert recv_exact(waiting[i], 2) == b"w%d" % i
+            first.append(waiting[i])
+        for s in first:
+            s.close()
+        d.wait_log(r"below max_clients \(3\) again; accepting")
+        recs = d.wait_records(cap + extra)
+        assert all(r["reason"] == "client-closed" for r in recs), recs
+        assert d.stop() == 0
+
+
+def test_idle_timeout():
+    with Daemon("idle_timeout = 0.3;") as d:
+        s = connect(d.address())
+        s.sendall(b"hi")
+        assert recv_exact(s, 2) == b"hi"
+        start = time.monotonic()
+        assert s.recv(10) == b""  # orderly close, not a reset
+        waited = time.monotonic() - start
+        assert waited >= 0.25, waited
+        rec = d.wait_records(1)[0]
+        assert rec["reason"] == "idle-timeout", rec
+        print(f"   idle client closed after {waited:.2f} s (idle_timeout 0.3 s)")
+
+
+def test_write_timeout_client_never_reads():
+    with Daemon("write_timeout = 0.3; buffer_size = 4096;") as d:
+        s = connect(d.address())
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.setblocking(False)
+        block = os.urandom(65536)
+        deadline = time.monotonic() + 20 * SLOW
+        ended = False
+        while time.monotonic() < deadline and not ended:
+            try:
+                s.send(block)
+            except BlockingIOError:
+                time.sleep(0.01)
+            except (ConnectionResetError, BrokenPipeError):
+                ended = True
+            ended = ended or bool(d.records())
+        rec = d.wait_records(1)[0]
+        assert rec["reason"] == "write-timeout", rec
+        s.close()
+
+
+def test_max_session_time_busy_client():
+    with Daemon("max_session_time = 0.5;") as d:
+        s = connect(d.address())
+        start = time.monotonic()
+        try:
+            while time.monotonic() - start < 10 * SLOW:
+                s.sendall(b"0123456789")
+                if s.recv(10) == b"":
+                    break
+        except (ConnectionResetError, BrokenPipeError):
+            pass
+        took = time.monotonic() - start
+        rec = d.wait_records(1)[0]
+        assert rec["reason"] == "session-time", rec
+        assert 0.45 <= float(rec["duration"]) < 5 * SLOW, rec
+        print(f"   busy client cut after {took:.2f} s (max_session_time 0.5 s)")
+        s.close()
+
+
+def test_max_session_bytes():
+    with Daemon("max_session_bytes = 1000;") as d:
+        s = connect(d.address())
+        s.sendall(b"x" * 1500)
+        got = b""
+        while True:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            got += chunk
+        assert got == b"x" * 1000, len(got)
+        rec = d.wait_records(1)[0]
+        assert rec["reason"] == "session-bytes" and rec["bytes_out"] == "1000", rec
+        s.close()
+
+
+def test_client_reset_is_recorded_not_fatal():
+    with Daemon() as d:
+        for _ in range(20):
+            s = connect(d.address())
+            s.sendall(os.urandom(200000))
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            s.close()
+        recs = d.wait_records(20)
+        assert all(r["reason"] in ("reset", "client-closed") for r in recs), recs
+        assert not any("killed by" in (r["detail"] or "") for r in recs), recs
+        assert sum(r["reason"] == "reset" for r in recs) > 0, recs
+
+
+if __name__ == "__main__":
+    main([test_max_clients_backpressure, test_idle_timeout, test_write_timeout_client_never_reads,
+          test_max_session_time_busy_client, test_max_session_bytes,
+          test_client_reset_is_recorded_not_fatal])

@@ -1,0 +1,93 @@
+#!/usr/bin/env python3
+"""Running out of resources: no free descriptor in the parent (EMFILE) and
+fork() failing (RLIMIT_NPROC). The parent must not spin or die, must log at
+a bounded rate, and must recover by itself."""
+import os
+import resource
+import time
+
+from harness import SLOW, Daemon, Skip, connect, main, recv_exact, wait_until
+
+UNUSED_UID = 64999  # any uid that owns no other process
+
+
+def test_emfile_low_cpu_and_recovery():
+    with Daemon() as d:
+        c = connect(d.address())
+        c.sendall(b"ok")
+        assert recv_exact(c, 2) == b"ok"
+        c.close()
+        wait_until(lambda: not d.children(), 10, "the first worker to exit")
+        wait_until(lambda: d.fds() == [0, 1, 2, 3, 4, 5], 5, "the parent's fds to settle")
+        soft, hard = resource.prlimit(d.pid, resource.RLIMIT_NOFILE)
+        resource.prlimit(d.pid, resource.RLIMIT_NOFILE, (6, hard))  # fd 6 is the next one
+        try:
+            clients = [connect(d.address()) for _ in range(20)]  # completed by the kernel
+            for i, s in enumerate(clients):
+                s.sendall(b"%02d" % i)
+            d.wait_log(r"accept\(\) failed .*: Too many open files")
+            window = 3.0
+            cpu0, t0 = d.cpu_seconds(), time.monotonic()
+            lines0 = len(d.log_lines(r"accept\(\) failed"))
+            time.sleep(window)
+            cpu = (d.cpu_seconds() - cpu0) / (time.monotonic() - t0) * 100
+            logged = len(d.log_lines(r"accept\(\) failed")) - lines0
+            print(f"   EMFILE for {window:.0f} s: parent CPU {cpu:.1f} %, {logged} log line(s)")
+            assert cpu < 5.0 * SLOW, cpu
+            assert logged <= window + 1, logged
+            assert not d.children()  # nothing accepted, nothing lost: all still queued
+        finally:
+            resource.prlimit(d.pid, resource.RLIMIT_NOFILE, (soft, hard))
+        t1 = time.monotonic()
+        for i, s in enumerate(clients):
+            assert recv_exact(s, 2) == b"%02d" % i
+        print(f"   descriptors back: all 20 queued clients served within {time.monotonic() - t1:.2f} s")
+        d.wait_log(r"accepting again after \d+ resource failure\(s\)")
+        for s in clients:
+            s.close()
+        d.wait_records(21)
+        assert d.stop() == 0
+
+
+def test_fork_failure_backs_off_and_recovers():
+    if os.geteuid() != 0:
+        raise Skip("needs root to run the daemon as an otherwise unused uid")
+    nproc = 4  # the daemon itself plus three workers
+    prefix = ["prlimit", f"--nproc={nproc}:{nproc}", "setpriv", f"--reuid={UNUSED_UID}",
+              f"--regid={UNUSED_UID}", "--clear-groups"]
+    with Daemon("max_clients = 50;", prefix=prefix) as d:
+        first = [connect(d.address()) for _ in range(nproc - 1)]
+        for s in first:
+            s.sendall(b"f")
+            assert recv_exact(s, 1) == b"f"
+        waiting = [connect(d.address()) for _ in range(5)]
+        for i, s in enumerate(waiting):
+            s.sendall(b"w%d" % i)
+        d.wait_log(r"fork\(\) failed \((\d+) failure\(s\) so far, \d+ not logged\).*Resource temporarily unavailable")
+        d.wait_notify("fork failing, retrying")
+        cpu0, t0 = d.cpu_seconds(), time.monotonic()
+        time.sleep(2.0)
+        cpu = (d.cpu_seconds() - cpu0) / (time.monotonic() - t0) * 100
+        lines = d.log_lines(r"fork\(\) failed \((\d+) failure\(s\) so far")
+        failures = int(lines[-1].group(1))
+        print(f"   fork failing for 2 s: parent CPU {cpu:.1f} %, {failures} failures, {len(lines)} logged")
+        assert cpu < 5.0 * SLOW, cpu
+        assert len(lines) <= 4 and failures >= len(lines), (failures, len(lines))
+
+        # Load drops: the waiting clients are served without any help.
+        t1 = time.monotonic()
+        for s in first:
+            s.close()
+        for i, s in enumerate(waiting):
+            assert recv_exact(s, 2) == b"w%d" % i
+            s.close()
+        took = time.monotonic() - t1
+        print(f"   load dropped: 5 waiting clients served in {took:.2f} s")
+        d.wait_log(r"accepting again after \d+ resource failure\(s\)")
+        recs = d.wait_records(8)
+        assert all(r["reason"] == "client-closed" for r in recs), recs
+        assert d.stop() == 0
+
+
+if __name__ == "__main__":
+    main([test_emfile_low_cpu_and_recovery, test_fork_failure_backs_off_and_recovers])
