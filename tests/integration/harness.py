@@ -17,6 +17,7 @@ import os
 import re
 import resource
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -43,6 +44,15 @@ class Skip(Exception):
 
 def scaled(n, minimum=1):
     return max(minimum, int(n * SCALE))
+
+
+def public_copy_of_daemon(directory):
+    """A copy of the binary that another uid can execute: the checkout may sit
+    in a directory only root can enter (a CI clone under /root, say)."""
+    path = os.path.join(directory, "echo-mpserv")
+    shutil.copy(DAEMON, path)
+    os.chmod(path, 0o755)
+    return path
 
 
 def wait_until(predicate, timeout, what="condition", interval=0.01):
@@ -103,7 +113,7 @@ class Collector:
 class Daemon:
     def __init__(self, config="", args=(), listen=(("127.0.0.1", 0),), names=None,
                  activation=True, env=None, prefix=(), backlog=512, passed_fds=None,
-                 config_mode=0o644):
+                 config_mode=0o644, public_binary=False):
         self.dir = tempfile.TemporaryDirectory(prefix="echo-mpserv-test-")
         os.chmod(self.dir.name, 0o755)
         self.config_path = os.path.join(self.dir.name, "echo-mpserv.conf")
@@ -116,6 +126,7 @@ class Daemon:
         self.prefix = list(prefix)
         self.backlog = backlog
         self.passed_fds = passed_fds
+        self.binary = public_copy_of_daemon(self.dir.name) if public_binary else DAEMON
         self.sockets = []
         self.proc = None
         self.log = Collector()
@@ -171,7 +182,7 @@ class Daemon:
             script += "export LISTEN_PID=$$; "
         script += 'exec "$@"'
         cmd = self.prefix + ["bash", "-c", script, "bash"] + WRAPPER + \
-            [DAEMON, "-c", self.config_path] + self.args
+            [self.binary, "-c", self.config_path] + self.args
         try:
             self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL,
                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,

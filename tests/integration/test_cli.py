@@ -6,7 +6,7 @@ import socket
 import subprocess
 import tempfile
 
-from harness import DAEMON, WRAPPER, Daemon, Skip, echo_once, main
+from harness import DAEMON, WRAPPER, Daemon, Skip, echo_once, main, public_copy_of_daemon
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, EXIT_CONFIG, EXIT_SOCKET = 0, 1, 2, 3, 4
 
@@ -14,13 +14,14 @@ EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, EXIT_CONFIG, EXIT_SOCKET = 0, 1, 2, 3, 4
 def run(args, config=None, timeout=30, prefix=()):
     with tempfile.TemporaryDirectory() as tmp:
         os.chmod(tmp, 0o755)
+        binary = public_copy_of_daemon(tmp) if prefix else DAEMON
         path = os.path.join(tmp, "c.conf")
         if config is not None:
             with open(path, "wb") as f:
                 f.write(config if isinstance(config, bytes) else config.encode())
         args = [a.replace("@CONF@", path) for a in args]
         env = {k: v for k, v in os.environ.items() if not k.startswith(("LISTEN_", "NOTIFY_"))}
-        p = subprocess.run(list(prefix) + WRAPPER + [DAEMON] + args, capture_output=True, text=True,
+        p = subprocess.run(list(prefix) + WRAPPER + [binary] + args, capture_output=True, text=True,
                            timeout=timeout, env=env, stdin=subprocess.DEVNULL)
         return p.returncode, p.stdout, p.stderr
 

@@ -55,7 +55,7 @@ def test_fork_failure_backs_off_and_recovers():
     nproc = 4  # the daemon itself plus three workers
     prefix = ["prlimit", f"--nproc={nproc}:{nproc}", "setpriv", f"--reuid={UNUSED_UID}",
               f"--regid={UNUSED_UID}", "--clear-groups"]
-    with Daemon("max_clients = 50;", prefix=prefix) as d:
+    with Daemon("max_clients = 50;", prefix=prefix, public_binary=True) as d:
         first = [connect(d.address()) for _ in range(nproc - 1)]
         for s in first:
             s.sendall(b"f")
