@@ -337,6 +337,20 @@ def connect(address, timeout=10):
     return s
 
 
+def free_port():
+    """A port free on both 127.0.0.1 and ::1 right now, for standalone runs."""
+    for _ in range(50):
+        with socket.socket() as v4, socket.socket(socket.AF_INET6) as v6:
+            v4.bind(("127.0.0.1", 0))
+            port = v4.getsockname()[1]
+            try:
+                v6.bind(("::1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no free port")
+
+
 def echo_once(address, payload=b"ping", timeout=10):
     with connect(address, timeout) as s:
         s.sendall(payload)

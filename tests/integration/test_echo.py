@@ -5,7 +5,7 @@ import os
 import selectors
 import socket
 
-from harness import (Daemon, connect, echo_once, main, recv_exact, scaled, stream_checksum)
+from harness import (Daemon, connect, echo_once, free_port, main, recv_exact, scaled, stream_checksum)
 
 
 def test_100mb_random_with_checksum_and_half_close():
@@ -98,10 +98,7 @@ def test_record_fields():
 
 
 def test_standalone_binds_from_config():
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()
+    port = free_port()
     with Daemon('listen = [ "127.0.0.1", "::1" ];', args=["-p", str(port)], activation=False) as d:
         assert echo_once(("127.0.0.1", port), b"v4") == b"v4"
         assert echo_once(("::1", port), b"v6") == b"v6"
@@ -111,10 +108,7 @@ def test_standalone_binds_from_config():
 
 
 def test_standalone_default_is_dual_stack():
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()
+    port = free_port()
     with Daemon("", args=["-p", str(port)], activation=False) as d:
         assert echo_once(("127.0.0.1", port), b"mapped") == b"mapped"
         assert echo_once(("::1", port), b"native") == b"native"

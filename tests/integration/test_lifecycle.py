@@ -8,7 +8,7 @@ import stat
 import threading
 import time
 
-from harness import (SLOW, Daemon, connect, echo_once, main, recv_exact, scaled, wait_until)
+from harness import (SLOW, Daemon, connect, echo_once, main, recv_all, recv_exact, scaled, wait_until)
 
 
 class Streamer(threading.Thread):
@@ -44,6 +44,20 @@ class Streamer(threading.Thread):
         return self.rounds
 
 
+def start_streams(daemon, n):
+    streams = [Streamer(daemon.address()) for _ in range(n)]
+    for s in streams:
+        s.start()
+    wait_until(lambda: all(s.rounds > 10 for s in streams), 10, "sessions to run")
+    return streams
+
+
+def keep_going(streams, what):
+    """Waits until every stream has echoed 10 more rounds."""
+    before = [s.rounds for s in streams]
+    wait_until(lambda: all(s.rounds > b + 10 for s, b in zip(streams, before)), 10, what)
+
+
 def test_zero_zombies_after_1000_simultaneous_disconnects():
     n = scaled(1000, 50)
     with Daemon(f"max_clients = {n + 100}; log_level = \"info\";", backlog=4096) as d:
@@ -71,10 +85,7 @@ def test_zero_zombies_after_1000_simultaneous_disconnects():
 
 def test_sigterm_drains_live_sessions():
     with Daemon("drain_timeout = 10;") as d:
-        streams = [Streamer(d.address()) for _ in range(3)]
-        for s in streams:
-            s.start()
-        wait_until(lambda: all(s.rounds > 5 for s in streams), 10, "sessions to run")
+        streams = start_streams(d, 3)
         listener_inode = os.fstat(d.sockets[0].fileno()).st_ino
         d.signal(signal.SIGTERM)
         d.wait_notify("STOPPING=1")
@@ -90,9 +101,7 @@ def test_sigterm_drains_live_sessions():
             return True
         wait_until(listener_closed, 5, "the listener to be closed")
         # ... while the live sessions keep working until their clients leave.
-        before = [s.rounds for s in streams]
-        wait_until(lambda: all(s.rounds > b + 20 for s, b in zip(streams, before)), 10,
-                   "live sessions to keep echoing during the drain")
+        keep_going(streams, "live sessions to keep echoing during the drain")
         for s in streams:
             s.finish()
         assert d.wait_exit() == 0
@@ -135,10 +144,7 @@ def test_second_sigterm_ends_drain_now():
 
 def test_reload_good_config_under_load():
     with Daemon("max_session_bytes = 0;") as d:
-        streams = [Streamer(d.address()) for _ in range(4)]
-        for s in streams:
-            s.start()
-        wait_until(lambda: all(s.rounds > 10 for s in streams), 10, "sessions to run")
+        streams = start_streams(d, 4)
         d.write_config("max_session_bytes = 3000; max_clients = 40;")
         n_before = len(d.notes.snapshot())
         d.signal(signal.SIGHUP)
@@ -149,18 +155,11 @@ def test_reload_good_config_under_load():
         # New connections get the new limit ...
         s = connect(d.address())
         s.sendall(b"n" * 5000)
-        got = b""
-        while True:
-            c = s.recv(65536)
-            if not c:
-                break
-            got += c
+        got = recv_all(s)
         assert len(got) == 3000, len(got)
         s.close()
         # ... live sessions keep the limit they started with, and are not reset.
-        before = [s.rounds for s in streams]
-        wait_until(lambda: all(s.rounds > b + 10 for s, b in zip(streams, before)), 10,
-                   "old sessions to go past the new byte limit")
+        keep_going(streams, "old sessions to go past the new byte limit")
         total = sum(st.finish() for st in streams)
         recs = d.wait_records(5)
         old = [r for r in recs if int(r["bytes_in"]) > 3000]
@@ -170,10 +169,7 @@ def test_reload_good_config_under_load():
 
 def test_reload_broken_config_keeps_serving():
     with Daemon("idle_timeout = 30;") as d:
-        streams = [Streamer(d.address()) for _ in range(3)]
-        for s in streams:
-            s.start()
-        wait_until(lambda: all(s.rounds > 10 for s in streams), 10, "sessions to run")
+        streams = start_streams(d, 3)
         d.write_config("idle_timeout = 30;\nmax_clients = \"many\";\n")
         n_before = len(d.notes.snapshot())
         d.signal(signal.SIGHUP)
@@ -181,9 +177,7 @@ def test_reload_broken_config_keeps_serving():
         assert m.group(1) == d.config_path and m.group(2) == "2", m.group(0)
         d.wait_notify("READY=1", after=n_before)
         assert echo_once(d.address(), b"still here") == b"still here"
-        before = [s.rounds for s in streams]
-        wait_until(lambda: all(s.rounds > b + 10 for s, b in zip(streams, before)), 10,
-                   "sessions to keep going")
+        keep_going(streams, "sessions to keep going")
         for s in streams:
             s.finish()
         assert d.stop() == 0

@@ -6,7 +6,7 @@ import select
 import socket
 import time
 
-from harness import Daemon, connect, main, recv_exact, SLOW
+from harness import SLOW, Daemon, connect, main, recv_all, recv_exact
 
 
 def no_data_within(s, seconds):
@@ -105,12 +105,7 @@ def test_max_session_bytes():
     with Daemon("max_session_bytes = 1000;") as d:
         s = connect(d.address())
         s.sendall(b"x" * 1500)
-        got = b""
-        while True:
-            chunk = s.recv(4096)
-            if not chunk:
-                break
-            got += chunk
+        got = recv_all(s)
         assert got == b"x" * 1000, len(got)
         rec = d.wait_records(1)[0]
         assert rec["reason"] == "session-bytes" and rec["bytes_out"] == "1000", rec
