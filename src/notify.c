@@ -27,8 +27,8 @@ void notify_reloading(void) {
                           now_usec(CLOCK_MONOTONIC));
 }
 
-void notify_stopping(const char *status) {
-        (void) sd_notifyf(0, "STOPPING=1\nSTATUS=%s", status);
+void notify_stopping(const char *status, uint64_t extend_usec) {
+        (void) sd_notifyf(0, "STOPPING=1\nSTATUS=%s\nEXTEND_TIMEOUT_USEC=%" PRIu64, status, extend_usec);
 }
 
 void notify_watchdog(void) {

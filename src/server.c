@@ -290,7 +290,8 @@ static void begin_shutdown(struct server *s, int sig) {
         log_msg(LOG_NOTICE, MSGID_SHUTDOWN, "%s: stopped accepting; draining %u session(s) for up to %" PRIu32 " ms",
                 strsignal(sig), s->children.active, s->cfg.drain_timeout_ms);
         format_status(s, status, sizeof(status));
-        notify_stopping(status);
+        notify_stopping(status, (uint64_t) s->cfg.drain_timeout_ms * USEC_PER_MSEC + KILL_GRACE_USEC +
+                                5 * USEC_PER_SEC);
 }
 
 static void handle_signals(struct server *s) {

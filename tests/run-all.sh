@@ -10,7 +10,8 @@ cd "$(dirname "$0")/.."
 
 packages=(
         gcc meson ninja-build pkg-config libsystemd-dev libconfig-dev   # build
-        python3 valgrind util-linux procps                              # tests
+        scdoc                                                           # man pages
+        python3 valgrind util-linux procps mandoc groff-base systemd    # tests
 )
 
 step() { printf '\n=== %s\n' "$*"; }

@@ -88,7 +88,8 @@ def test_sigterm_drains_live_sessions():
         streams = start_streams(d, 3)
         listener_inode = os.fstat(d.sockets[0].fileno()).st_ino
         d.signal(signal.SIGTERM)
-        d.wait_notify("STOPPING=1")
+        _, note = d.wait_notify("STOPPING=1")
+        assert "EXTEND_TIMEOUT_USEC=17000000" in note, note  # drain 10 s + kill grace 2 s + 5 s
         d.wait_log(r"Terminated: stopped accepting; draining 3 session\(s\)")
         # The daemon's copy of the listener is closed at once ...
         def listener_closed():

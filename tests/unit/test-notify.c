@@ -25,7 +25,8 @@ static void test_messages(void) {
         const char *m = receive();
         ASSERT_STR_CONTAINS(m, "RELOADING=1\n");
         ASSERT_STR_CONTAINS(m, "MONOTONIC_USEC=");
-        ASSERT(strcmp((notify_stopping("bye"), receive()), "STOPPING=1\nSTATUS=bye") == 0);
+        ASSERT(strcmp((notify_stopping("bye", 17000000), receive()),
+                      "STOPPING=1\nSTATUS=bye\nEXTEND_TIMEOUT_USEC=17000000") == 0);
         ASSERT(strcmp((notify_watchdog(), receive()), "WATCHDOG=1") == 0);
 }
 

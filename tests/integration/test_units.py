@@ -1,0 +1,66 @@
+#!/usr/bin/env python3
+"""The systemd units: they load cleanly, the hardening scores as promised,
+and the limits fit the largest configuration the daemon accepts."""
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+
+from harness import DAEMON, Skip, main
+
+SERVICE = os.environ.get("ECHO_MPSERV_SERVICE", "")
+SOCKET = os.path.join(os.environ.get("ECHO_MPSERV_SOURCE_ROOT", ""), "systemd", "echo-mpserv.socket")
+MAX_EXPOSURE = 1.0
+
+
+def analyze(*args):
+    if not shutil.which("systemd-analyze"):
+        raise Skip("systemd-analyze is not installed")
+    return subprocess.run(["systemd-analyze"] + list(args), capture_output=True, text=True, timeout=60)
+
+
+def settings(path):
+    with open(path) as f:
+        return dict(re.findall(r"^(\w+)=(.*)$", f.read(), re.M))
+
+
+def test_units_verify_cleanly():
+    with tempfile.TemporaryDirectory() as tmp:
+        # verify checks that ExecStart= exists: point it at the binary under test.
+        with open(SERVICE) as f:
+            text = re.sub(r"^ExecStart=\S+", f"ExecStart={DAEMON}", f.read(), flags=re.M)
+        with open(os.path.join(tmp, "echo-mpserv.service"), "w") as f:
+            f.write(text)
+        shutil.copy(SOCKET, tmp)
+        p = analyze("verify", "--man=no", os.path.join(tmp, "echo-mpserv.socket"),
+                    os.path.join(tmp, "echo-mpserv.service"))
+        assert p.returncode == 0 and p.stdout + p.stderr == "", p.stdout + p.stderr
+
+
+def test_exposure_at_most_one():
+    p = analyze("security", "--offline=yes", f"--threshold={int(MAX_EXPOSURE * 10)}", SERVICE)
+    m = re.search(r"Overall exposure level for echo-mpserv.service: (\d+\.\d)", p.stdout)
+    assert m, p.stdout + p.stderr
+    print(f"   systemd-analyze security: exposure {m.group(1)} (at most {MAX_EXPOSURE})")
+    assert p.returncode == 0 and float(m.group(1)) <= MAX_EXPOSURE, p.stdout[-2000:]
+
+
+def test_limits_fit_the_largest_configuration():
+    with tempfile.NamedTemporaryFile("w", suffix=".conf") as f:
+        f.write("max_clients = 999999;\n")
+        f.flush()
+        err = subprocess.run([DAEMON, "-c", f.name, "--check-config"], capture_output=True, text=True).stderr
+    largest = int(re.search(r"max_clients = 999999 is out of range \(1\.\.(\d+)\)", err).group(1))
+    service = settings(SERVICE)
+    assert int(service["TasksMax"]) >= largest + 1, (service["TasksMax"], largest)
+    assert service["Type"] == "notify" and service["KillMode"] == "mixed"
+    assert service["OOMPolicy"] == "continue" and service["Restart"] == "on-failure"
+    assert set(service["RestartPreventExitStatus"].split()) == {"2", "3"}
+    socket = settings(SOCKET)
+    assert socket["Accept"] == "no" and socket["ListenStream"] == "7" and socket["WantedBy"] == "sockets.target"
+    print(f"   TasksMax={service['TasksMax']} for max_clients up to {largest}")
+
+
+if __name__ == "__main__":
+    main([test_units_verify_cleanly, test_exposure_at_most_one, test_limits_fit_the_largest_configuration])
