@@ -1,0 +1,121 @@
+/* fork-floor: how many fork() + _exit() + waitpid() cycles per second this
+ * machine does. No fork-per-client server can accept connections faster
+ * than it can do this, so it is the floor cost of the design.
+ *
+ * Built twice: fork-floor is a minimal process; fork-floor-libs
+ * (-DWITH_DAEMON_LIBS) also maps echo-mpserv's shared libraries, because
+ * fork() and exit() cost grows with the number of mappings.
+ *
+ * Usage: fork-floor [-d SECONDS] [-m MEBIBYTES] [-l LABEL]
+ *   -m  touch this much private memory before forking, to see how the
+ *       parent's size changes the cost (default 0: a minimal process)
+ * Output: one line of key=value pairs. Bounded by -d (default 3 s). */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifdef WITH_DAEMON_LIBS
+/* Only referenced, never called: makes the dynamic linker map the daemon's
+ * libraries (and everything they pull in) into this process too. */
+#include <libconfig.h>
+#include <math.h>
+#include <systemd/sd-daemon.h>
+static void *volatile daemon_libs[] = { (void *) sd_booted, (void *) config_init, (void *) nextafter };
+#define VARIANT "daemon-libs"
+#else
+#define VARIANT "plain"
+#endif
+
+static double now_s(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
+}
+
+static int count_maps(void) {
+        FILE *f = fopen("/proc/self/maps", "re");
+        int n = 0, ch;
+        if (!f)
+                return -1;
+        while ((ch = getc(f)) != EOF)
+                n += ch == '\n';
+        fclose(f);
+        return n;
+}
+
+int main(int argc, char **argv) {
+        double duration = 3.0, t0, t, end;
+        unsigned long mib = 0;
+        const char *label = NULL;
+        uint64_t forks = 0, failures = 0;
+        char *ballast = NULL;
+        int c;
+
+        while ((c = getopt(argc, argv, "d:m:l:h")) >= 0) {
+                switch (c) {
+                case 'd':
+                        duration = strtod(optarg, NULL);
+                        if (!(duration > 0 && duration <= 600)) {
+                                fprintf(stderr, "fork-floor: -d expects 0..600 seconds\n");
+                                return 2;
+                        }
+                        break;
+                case 'm':
+                        mib = strtoul(optarg, NULL, 10);
+                        if (mib > 4096) {
+                                fprintf(stderr, "fork-floor: -m expects at most 4096\n");
+                                return 2;
+                        }
+                        break;
+                case 'l':
+                        label = optarg;
+                        break;
+                default:
+                        fprintf(stderr, "Usage: fork-floor [-d SECONDS] [-m MEBIBYTES] [-l LABEL]\n");
+                        return c == 'h' ? 0 : 2;
+                }
+        }
+        if (mib) {
+                ballast = malloc(mib << 20);
+                if (!ballast) {
+                        fprintf(stderr, "fork-floor: out of memory\n");
+                        return 1;
+                }
+                memset(ballast, 1, mib << 20);
+        }
+
+        t0 = now_s();
+        end = t0 + duration;
+        do {
+                pid_t pid = fork();
+                if (pid == 0)
+                        _exit(0);
+                if (pid < 0) {
+                        failures++;
+                        if (failures > 1000) {
+                                fprintf(stderr, "fork-floor: fork: %s\n", strerror(errno));
+                                return 1;
+                        }
+                        usleep(1000);
+                } else {
+                        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+                                ;
+                        forks++;
+                }
+                t = now_s();
+        } while (t < end);
+
+        printf("mode=forkfloor variant=" VARIANT " maps=%d secs=%.3f forks=%llu forks_per_s=%.1f usec_per_fork=%.2f ballast_mib=%lu failures=%llu%s%s\n",
+               count_maps(), t - t0, (unsigned long long) forks, forks / (t - t0), forks ? (t - t0) * 1e6 / forks : 0.0, mib,
+               (unsigned long long) failures, label ? " label=" : "", label ? label : "");
+        free(ballast);
+        return 0;
+}
