@@ -374,10 +374,10 @@ static int setup(struct server *s) {
         sigaddset(&mask, SIGTERM);
         sigaddset(&mask, SIGINT);
         sigaddset(&mask, SIGHUP);
+        /* Default dispositions, SIGPIPE ignored (log readers may go away). */
+        spawn_reset_signals();
         if (sigprocmask(SIG_BLOCK, &mask, &s->worker_mask) < 0)
                 return log_errno(LOG_ERR, negative_errno(), NULL, "cannot block signals");
-        /* Log readers may go away; a daemon must not die of it. */
-        (void) signal(SIGPIPE, SIG_IGN);
 
         s->sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
         s->epfd = epoll_create1(EPOLL_CLOEXEC);
@@ -455,7 +455,7 @@ int server_run_connected(const struct config *cfg, int fd) {
         socklen_t len = sizeof(slot.peer);
         int flags;
 
-        (void) signal(SIGPIPE, SIG_IGN);
+        spawn_reset_signals();
         (void) getpeername(fd, &slot.peer.sa, &len);
         flags = fcntl(fd, F_GETFL);
         if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0)

@@ -17,6 +17,18 @@ static const char *const inherited_env[] = {
         "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES",
 };
 
+void spawn_reset_signals(void) {
+        for (int sig = 1; sig < NSIG; sig++) {
+                if (sig == SIGKILL || sig == SIGSTOP)
+                        continue;
+                /* glibc keeps two real-time signals for itself and refuses
+                 * them (EINVAL); nothing here uses them. */
+                (void) signal(sig, SIG_DFL);
+        }
+        /* A peer's reset is a normal end, reported as EPIPE, never a death. */
+        (void) signal(SIGPIPE, SIG_IGN);
+}
+
 enum close_reason spawn_serve_here(int fd, struct slot *slot, const struct worker_limits *limits) {
         socklen_t len = sizeof(slot->local);
         void *buf;
@@ -53,10 +65,7 @@ int spawn_prepare_worker(int fd, const sigset_t *mask) {
         for (size_t i = 0; i < ELEMENTSOF(inherited_env); i++)
                 (void) unsetenv(inherited_env[i]);
 
-        /* The parent only ever blocks signals (they arrive through its
-         * signalfd) and ignores SIGPIPE; the worker keeps SIGPIPE ignored
-         * because a peer's reset is a normal end, reported as EPIPE. */
-        (void) signal(SIGPIPE, SIG_IGN);
+        /* The parent blocks the signals it reads from its signalfd. */
         if (sigprocmask(SIG_SETMASK, mask, NULL) < 0)
                 return negative_errno();
         return WORKER_FD;

@@ -113,7 +113,7 @@ class Collector:
 class Daemon:
     def __init__(self, config="", args=(), listen=(("127.0.0.1", 0),), names=None,
                  activation=True, env=None, prefix=(), backlog=512, passed_fds=None,
-                 config_mode=0o644, public_binary=False):
+                 config_mode=0o644, public_binary=False, ignored_signals=()):
         self.dir = tempfile.TemporaryDirectory(prefix="echo-mpserv-test-")
         os.chmod(self.dir.name, 0o755)
         self.config_path = os.path.join(self.dir.name, "echo-mpserv.conf")
@@ -127,6 +127,7 @@ class Daemon:
         self.backlog = backlog
         self.passed_fds = passed_fds
         self.binary = public_copy_of_daemon(self.dir.name) if public_binary else DAEMON
+        self.ignored_signals = ignored_signals  # e.g. ("CHLD",): inherited as SIG_IGN
         self.sockets = []
         self.proc = None
         self.log = Collector()
@@ -174,6 +175,8 @@ class Daemon:
         # and set LISTEN_PID to its own pid, which exec keeps for the daemon.
         high = [os.dup2(fd, 200 + i, inheritable=True) for i, fd in enumerate(fds)]
         script = ""
+        if self.ignored_signals:
+            script += "trap '' " + " ".join(self.ignored_signals) + "; "
         if fds:
             env["LISTEN_FDS"] = str(len(fds))
             if self.names:

@@ -2,6 +2,7 @@
 """Process lifecycle: reaping, draining, reloading, descriptor hygiene and
 systemd notifications, all against the real binary."""
 import os
+import re
 import signal
 import socket
 import stat
@@ -130,6 +131,27 @@ def test_sigterm_cuts_after_drain_timeout():
             s.close()
 
 
+def test_inherited_ignored_signals_are_reset():
+    # A parent that ignores SIGCHLD would have the kernel reap workers before
+    # they are recorded; an ignored SIGTERM would keep workers alive at the cut.
+    with Daemon("drain_timeout = 0.3;", ignored_signals=("CHLD", "TERM", "HUP")) as d:
+        with open(f"/proc/{d.pid}/status") as f:
+            ignored = int(re.search(r"SigIgn:\s+(\w+)", f.read()).group(1), 16)
+        assert ignored & ~(3 << 31) == 1 << (signal.SIGPIPE - 1), hex(ignored)
+        for _ in range(5):
+            assert echo_once(d.address()) == b"ping"
+        idle = connect(d.address())
+        idle.sendall(b"i")
+        recv_exact(idle, 1)
+        d.wait_records(5)
+        d.signal(signal.SIGTERM)
+        assert d.wait_exit() == 0
+        d.wait_log(r"stopped: 0 session\(s\) drained, 1 cut")
+        rec = d.wait_records(6)[-1]
+        assert rec["reason"] == "shutdown" and "SIGTERM" in rec["detail"], rec
+        idle.close()
+
+
 def test_second_sigterm_ends_drain_now():
     with Daemon("drain_timeout = 60;") as d:
         s = connect(d.address())
@@ -239,6 +261,7 @@ def test_status_and_watchdog():
 
 if __name__ == "__main__":
     main([test_zero_zombies_after_1000_simultaneous_disconnects, test_sigterm_drains_live_sessions,
-          test_sigterm_cuts_after_drain_timeout, test_second_sigterm_ends_drain_now,
+          test_sigterm_cuts_after_drain_timeout, test_inherited_ignored_signals_are_reset,
+          test_second_sigterm_ends_drain_now,
           test_reload_good_config_under_load, test_reload_broken_config_keeps_serving,
           test_descriptor_hygiene, test_status_and_watchdog])

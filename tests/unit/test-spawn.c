@@ -71,6 +71,10 @@ static void test_clean_worker(void) {
         sigaddset(&blocked, SIGTERM);
         ASSERT(sigprocmask(SIG_BLOCK, &blocked, &orig) == 0);
 
+        /* Inherited the way a careless parent would pass it on. */
+        signal(SIGTERM, SIG_IGN);
+        signal(SIGHUP, SIG_IGN);
+        spawn_reset_signals();
         ASSERT_INT(children_init(&ch, 4), ==, 0);
         tcp_pair(&client, &server);
         slot = children_claim(&ch);
@@ -89,7 +93,9 @@ static void test_clean_worker(void) {
         status_line(pid, "SigBlk:", line, sizeof(line));
         ASSERT(strtoull(line, NULL, 16) == 0);              /* the original, empty mask */
         status_line(pid, "SigIgn:", line, sizeof(line));
-        ASSERT(strtoull(line, NULL, 16) == 1ULL << (SIGPIPE - 1)); /* only SIGPIPE */
+        /* Only SIGPIPE, whatever this test inherited (glibc's two reserved
+         * real-time signals, 32 and 33, are out of any program's reach). */
+        ASSERT((strtoull(line, NULL, 16) & ~(3ULL << 31)) == 1ULL << (SIGPIPE - 1));
 
         ASSERT(shutdown(client, SHUT_WR) == 0);
         ASSERT(read(client, buf, sizeof(buf)) == 0);
@@ -129,6 +135,7 @@ static void test_prepare_from_inside(void) {
         setenv("WATCHDOG_PID", "1", 1);
         setenv("KEEP_ME", "1", 1);
         sigemptyset(&empty);
+        spawn_reset_signals();
         pid = fork();
         ASSERT(pid >= 0);
         if (pid == 0) {
