@@ -181,7 +181,7 @@ class Daemon:
             env["LISTEN_FDS"] = str(len(fds))
             if self.names:
                 env["LISTEN_FDNAMES"] = ":".join(self.names)
-            script = "".join(f"exec {3 + i}<&{h} {h}<&-; " for i, h in enumerate(high))
+            script += "".join(f"exec {3 + i}<&{h} {h}<&-; " for i, h in enumerate(high))
             script += "export LISTEN_PID=$$; "
         script += 'exec "$@"'
         cmd = self.prefix + ["bash", "-c", script, "bash"] + WRAPPER + \
