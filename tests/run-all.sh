@@ -1,7 +1,9 @@
 #!/bin/bash
 # Runs the whole echo-mpserv test suite on a Debian 12 machine, as root.
 # Installs every package it needs from Debian, then builds and tests three
-# ways: a plain -Werror build, ASan+UBSan, and valgrind.
+# ways (a plain -Werror build, ASan+UBSan, valgrind), builds the Debian
+# package, runs lintian on it, and tests it end to end under a real systemd
+# booted in namespaces (tests/e2e/).
 #
 # Usage: tests/run-all.sh            (from anywhere; uses ./build-ci*)
 # Exit status: 0 when everything passed.
@@ -12,6 +14,8 @@ packages=(
         gcc meson ninja-build pkg-config libsystemd-dev libconfig-dev   # build
         scdoc                                                           # man pages
         python3 valgrind util-linux procps mandoc groff-base systemd    # tests
+        debhelper dpkg-dev fakeroot lintian                             # the package
+        mmdebstrap iproute2 tar                                         # e2e under systemd
 )
 
 step() { printf '\n=== %s\n' "$*"; }
@@ -47,8 +51,30 @@ if [ "$(id -u)" != 0 ]; then
         exit 1
 fi
 
+package_and_e2e() {
+        local out=build-ci-deb
+        local version arch
+        version=$(dpkg-parsechangelog -S Version)
+        arch=$(dpkg --print-architecture)
+        step "package: dpkg-buildpackage, twice (the second as a newer version for the upgrade test)"
+        rm -rf "$out"
+        tests/build-deb.sh "$out" >/dev/null
+        tests/build-deb.sh "$out" "$version+ci1" >/dev/null
+        ls "$out"/*.deb
+        step "lintian --pedantic (as an unprivileged user: lintian warns when run as root)"
+        chmod 755 "$out"; chmod 644 "$out"/*.deb
+        # The package itself; the +ci1 rebuild exists only for the upgrade test.
+        setpriv --reuid=nobody --regid=nogroup --clear-groups \
+                lintian --pedantic --fail-on error,warning "$out/echo-mpserv_${version}_$arch.deb"
+        step "e2e: the package under a real systemd 252 (tests/e2e/)"
+        python3 tests/e2e/test_boot.py
+        python3 tests/e2e/test_package.py "$out/echo-mpserv_${version}_$arch.deb" \
+                "$out/echo-mpserv_$version+ci1_$arch.deb"
+}
+
 install_packages "${packages[@]}"
 build_and_test build-ci
 build_and_test build-ci-asan -Db_sanitize=address,undefined
 build_and_test build-ci-valgrind -Dvalgrind=true
+package_and_e2e
 step "all tests passed"

@@ -1,0 +1,100 @@
+#!/usr/bin/env python3
+"""Echo clients for the package e2e test, run in the machine's network
+namespace. Every mode checks every echoed byte and prints one JSON line.
+
+  client.py once HOST PORT NBYTES       one connection: send, half-close, read all
+  client.py loop HOST PORT SECONDS      connections back to back; counts outcomes
+  client.py hold HOST PORT SECONDS      one session that keeps echoing for SECONDS
+"""
+import json
+import os
+import socket
+import sys
+import time
+
+
+def connect(host, port, timeout):
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    s = socket.socket(family, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    s.connect((host, port))
+    return s
+
+
+def recv_exact(s, n):
+    buf = b""
+    while len(buf) < n:
+        chunk = s.recv(n - len(buf))
+        if not chunk:
+            raise ConnectionError(f"closed after {len(buf)} of {n} bytes")
+        buf += chunk
+    return buf
+
+
+def once(host, port, nbytes):
+    payload = os.urandom(nbytes)
+    s = connect(host, port, 30)
+    s.sendall(payload)
+    s.shutdown(socket.SHUT_WR)
+    got = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        got += chunk
+    s.close()
+    return {"sent": nbytes, "received": len(got), "exact": got == payload[:len(got)],
+            "local_port": None}
+
+
+def loop(host, port, seconds):
+    """Short connections back to back. A connection may wait long (the
+    daemon drains while restarting); only a refusal or a broken echo counts
+    against the service."""
+    counts = {"ok": 0, "refused": 0, "broken": 0, "errors": []}
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        payload = os.urandom(64)
+        try:
+            s = connect(host, port, 60)
+        except ConnectionRefusedError:
+            counts["refused"] += 1
+            time.sleep(0.01)
+            continue
+        try:
+            s.sendall(payload)
+            if recv_exact(s, 64) != payload:
+                raise ConnectionError("corrupted echo")
+            s.shutdown(socket.SHUT_WR)
+            if s.recv(1) != b"":
+                raise ConnectionError("data after the echo")
+            counts["ok"] += 1
+        except OSError as e:
+            counts["broken"] += 1
+            counts["errors"].append(repr(e))
+        finally:
+            s.close()
+    return counts
+
+
+def hold(host, port, seconds):
+    s = connect(host, port, 30)
+    rounds = 0
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        payload = os.urandom(32)
+        s.sendall(payload)
+        if recv_exact(s, 32) != payload:
+            raise ConnectionError("corrupted echo")
+        rounds += 1
+        time.sleep(0.05)
+    s.shutdown(socket.SHUT_WR)
+    tail = s.recv(1)
+    s.close()
+    return {"rounds": rounds, "clean_close": tail == b""}
+
+
+if __name__ == "__main__":
+    mode, host, port, arg = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    result = {"once": once, "loop": loop, "hold": hold}[mode](host, port, float(arg) if mode != "once" else int(arg))
+    print(json.dumps(result), flush=True)

@@ -1,0 +1,316 @@
+#!/usr/bin/env python3
+"""The Debian package under a real systemd 252, end to end.
+
+Boots systemd as PID 1 over a fresh bookworm rootfs (nspawn.py), installs
+the .deb with apt-get and checks what a user relies on: the socket enabled
+and listening with the service idle until the first client, echo over IPv4
+and IPv6, the STATUS= line, one journal record per connection with every
+field, the catalog, reload (good and broken), restarts and an upgrade under
+a client loop without a single refused or broken connection, a draining
+stop, the hardening of a running worker, moving the port through the
+generator, and a purge that leaves nothing behind.
+
+Usage (as root): test_package.py PACKAGE.deb NEWER-PACKAGE.deb
+Exit status: 0 passed, 1 failed, 77 skipped (no root or no namespaces).
+"""
+import json
+import os
+import re
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import nspawn  # noqa: E402
+
+CLIENT = os.path.join(HERE, "client.py")
+CONF = "/etc/echo-mpserv/echo-mpserv.conf"
+RECORD_ID = "f0e38bcc52874ef98e57dc873ff05f03"
+RECORD_FIELDS = ["CLIENT_ADDRESS", "CLIENT_PORT", "LOCAL_ADDRESS", "LOCAL_PORT", "WORKER_PID",
+                 "DURATION_USEC", "BYTES_RECEIVED", "BYTES_SENT", "CLOSE_REASON"]
+results = []
+figures = []
+
+
+def check(name):
+    def wrap(fn):
+        def run(*args):
+            start = time.monotonic()
+            try:
+                fn(*args)
+                results.append((name, True))
+                print(f"ok    {name} ({time.monotonic() - start:.1f} s)", flush=True)
+            except Exception as e:  # reported, and the run goes on
+                results.append((name, False))
+                print(f"FAIL  {name}: {e!r}", flush=True)
+        return run
+    return wrap
+
+
+def client(m, mode, host, port, arg, timeout=120):
+    out = m.run_net([sys.executable, CLIENT, mode, host, str(port), str(arg)], timeout=timeout).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def echo_ok(m, host="127.0.0.1", port=7, nbytes=1000):
+    r = client(m, "once", host, port, nbytes)
+    return r["received"] == nbytes and r["exact"]
+
+
+def records(m, cursor=None):
+    out = m.journal(f"MESSAGE_ID={RECORD_ID}", unit="echo-mpserv.service", cursor=cursor, output="json")
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+
+def main_pid(m):
+    return int(m.unit_property("echo-mpserv.service", "MainPID"))
+
+
+def workers(m):
+    pid = main_pid(m)
+    out = m.run(["sh", "-c", f"grep -l '^PPid:[[:space:]]*{pid}$' /proc/[0-9]*/status || true"]).stdout
+    return [int(p.split("/")[2]) for p in out.split()]
+
+
+def loop_in_background(m, seconds, host="127.0.0.1"):
+    return m.spawn([sys.executable, CLIENT, "loop", host, "7", str(seconds)], net_only=True, name="loop")
+
+
+def loop_result(job, timeout):
+    job.wait(timeout)
+    return json.loads(job.stdout.strip().splitlines()[-1])
+
+
+def read_text(m, path):
+    return m.read_file(path).decode()
+
+
+def reset_conf(m, text):
+    m.write_file(CONF, text)
+
+
+@check("install: socket enabled and listening, service idle until the first client")
+def t_install(m, deb):
+    m.install_debs([os.path.basename(deb)])
+    assert m.systemctl("is-enabled", "echo-mpserv.socket").stdout.strip() == "enabled"
+    assert m.is_active("echo-mpserv.socket") == "active"
+    assert m.is_active("echo-mpserv.service") == "inactive"
+    listen = m.run(["ss", "-Htln", "sport", "= :7"]).stdout
+    assert "*:7" in listen or "[::]:7" in listen, listen
+    assert echo_ok(m)
+    m.wait_unit_state("echo-mpserv.service", ["active"], timeout=10)
+
+
+@check("echo over IPv4 and IPv6, byte for byte")
+def t_echo(m):
+    assert echo_ok(m, "127.0.0.1", nbytes=1 << 20)
+    assert echo_ok(m, "::1", nbytes=1 << 20)
+
+
+@check("systemctl status shows the daemon's STATUS line")
+def t_status(m):
+    out = m.systemctl("status", "echo-mpserv.service", "--no-pager", check=False).stdout
+    assert re.search(r'Status: "\d+ active \(cap 256\), \d+ served, \d+ refused', out), out
+
+
+@check("journalctl -u: one record per connection with every field; -x shows the catalog")
+def t_journal(m):
+    cursor = m.journal_cursor()
+    clients = [("127.0.0.1", 5), ("::1", 5)]
+    for host, n in clients:
+        for _ in range(n):
+            assert echo_ok(m, host, nbytes=123)
+    m.wait_for(lambda: len(records(m, cursor)) >= 10, 20, "10 records")
+    recs = records(m, cursor)
+    assert len(recs) == 10, len(recs)
+    for r in recs:
+        missing = [f for f in RECORD_FIELDS if f not in r]
+        assert not missing, (missing, r)
+        assert r["BYTES_RECEIVED"] == r["BYTES_SENT"] == "123" and r["CLOSE_REASON"] == "client-closed", r
+        assert r.get("_SYSTEMD_UNIT") == "echo-mpserv.service", r.get("_SYSTEMD_UNIT")
+    assert {r["CLIENT_ADDRESS"] for r in recs} == {"127.0.0.1", "::1"}
+    x = m.journal("-x", "-n", "3", unit="echo-mpserv.service", output="short")
+    assert "One record per client connection" in x, x[-1500:]
+
+
+@check("reload applies a changed limit; a broken file keeps the service running")
+def t_reload(m):
+    cursor = m.journal_cursor()
+    reset_conf(m, "max_session_bytes = 100;\n")
+    m.systemctl("reload", "echo-mpserv.service")
+    m.wait_journal(r"configuration reloaded: max_session_bytes 1073741824 -> 100", cursor=cursor,
+                   unit="echo-mpserv.service")
+    r = client(m, "once", "127.0.0.1", 7, 1000)
+    assert r["received"] == 100 and r["exact"], r
+    pid = main_pid(m)
+    reset_conf(m, "max_session_bytes = 100;\nmax_clients = \"many\";\n")
+    m.systemctl("reload", "echo-mpserv.service")
+    m.wait_journal(rf"reload failed, keeping the running configuration: {CONF}:2: max_clients must be "
+                   r"an integer", cursor=cursor, unit="echo-mpserv.service")
+    assert m.is_active("echo-mpserv.service") == "active" and main_pid(m) == pid
+    r = client(m, "once", "127.0.0.1", 7, 1000)
+    assert r["received"] == 100, r  # still the last good configuration
+    reset_conf(m, "")
+    m.systemctl("reload", "echo-mpserv.service")
+    m.wait_for(lambda: echo_ok(m, nbytes=5000), 10, "the default limits back")
+
+
+@check("restarts under a client loop: 0 refused, 0 broken")
+def t_restarts(m):
+    job = loop_in_background(m, 12)
+    restarts = 0
+    time.sleep(1)
+    while restarts < 5:
+        m.systemctl("restart", "echo-mpserv.service")
+        m.systemctl("reset-failed", check=False)  # keep clear of the start limit, not loosen it
+        restarts += 1
+        time.sleep(1)
+    r = loop_result(job, 90)
+    figures.append(f"{restarts} restarts under a client loop: {r['ok']} echoed, "
+                   f"{r['refused']} refused, {r['broken']} broken")
+    print("      " + figures[-1])
+    assert r["ok"] > 50 and r["refused"] == 0 and r["broken"] == 0, r
+
+
+@check("systemctl stop drains live sessions")
+def t_stop_drains(m):
+    cursor = m.journal_cursor()
+    job = m.spawn([sys.executable, CLIENT, "hold", "127.0.0.1", "7", "3"], net_only=True, name="hold-stop")
+    m.wait_for(lambda: len(workers(m)) == 1, 10, "the held session's worker")
+    m.systemctl("stop", "--no-block", "echo-mpserv.service")
+    m.wait_journal(r"stopped accepting; draining 1 session", cursor=cursor, unit="echo-mpserv.service")
+    job.wait(30)
+    held = json.loads(job.stdout.strip().splitlines()[-1])
+    assert held["clean_close"] and held["rounds"] > 20, held
+    m.wait_unit_state("echo-mpserv.service", ["inactive"], timeout=30)
+    m.wait_journal(r"stopped: 1 session\(s\) drained, 0 cut", cursor=cursor, unit="echo-mpserv.service")
+    figures.append(f"stop with a live session: it ran to its own end ({held['rounds']} echoes) "
+                   "and closed cleanly; 1 drained, 0 cut")
+    assert m.is_active("echo-mpserv.socket") == "active"
+
+
+@check("hardening holds in a running worker; exposure as promised")
+def t_hardening(m):
+    job = m.spawn([sys.executable, CLIENT, "hold", "127.0.0.1", "7", "3"], net_only=True, name="hold-hardening")
+    m.wait_for(lambda: len(workers(m)) == 1, 15, "a worker")
+    (w,) = workers(m)
+    status = dict(line.split(":\t", 1) for line in read_text(m, f"/proc/{w}/status").splitlines()
+                  if ":\t" in line)
+    uid = int(status["Uid"].split()[0])
+    assert 61184 <= uid <= 65519, status["Uid"]  # systemd's dynamic user range
+    assert status["NoNewPrivs"].strip() == "1"
+    assert status["Seccomp"].strip() == "2"
+    for cap in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+        assert int(status[cap], 16) == 0, (cap, status[cap])
+    host_net = m.run(["readlink", "/proc/1/ns/net"]).stdout.strip()
+    worker_net = m.run(["readlink", f"/proc/{w}/ns/net"]).stdout.strip()
+    assert host_net != worker_net, "worker shares the network namespace"
+    job.wait(30)
+    out = m.run(["systemd-analyze", "security", "echo-mpserv.service", "--no-pager"], check=False).stdout
+    score = float(re.search(r"Overall exposure level for echo-mpserv.service: (\d+\.\d)", out).group(1))
+    figures.append(f"running worker: uid {uid}, NoNewPrivs 1, seccomp filter, no capabilities; exposure {score}")
+    assert score <= 1.0, score
+
+
+@check("a new port in the configuration moves the listener (generator)")
+def t_port(m):
+    reset_conf(m, "port = 7777;\n")
+    m.systemctl("daemon-reload")
+    m.systemctl("restart", "echo-mpserv.socket")
+    dropin = read_text(m, "/run/systemd/generator/echo-mpserv.socket.d/50-echo-mpserv-generator.conf")
+    assert "ListenStream=7777" in dropin, dropin
+    assert echo_ok(m, "127.0.0.1", 7777) and echo_ok(m, "::1", 7777)
+    refused = m.run_net([sys.executable, "-c", "import socket; socket.create_connection(('127.0.0.1', 7), 5)"],
+                        check=False)
+    assert refused.returncode != 0 and "ConnectionRefusedError" in refused.stderr, refused.stderr
+    reset_conf(m, "")
+    m.systemctl("daemon-reload")
+    m.systemctl("restart", "echo-mpserv.socket")
+    assert echo_ok(m, "127.0.0.1", 7)
+
+
+@check("upgrade to a newer package under a client loop: 0 refused, 0 broken")
+def t_upgrade(m, newer):
+    assert echo_ok(m)
+    old_pid = main_pid(m)
+    job = loop_in_background(m, 10)
+    time.sleep(2)
+    m.install_debs([os.path.basename(newer)])
+    r = loop_result(job, 90)
+    version = m.run(["dpkg-query", "-W", "-f", "${Version}", "echo-mpserv"]).stdout
+    figures.append(f"upgrade to {version} under a client loop: {r['ok']} echoed, "
+                   f"{r['refused']} refused, {r['broken']} broken")
+    print("      " + figures[-1])
+    assert r["ok"] > 50 and r["refused"] == 0 and r["broken"] == 0, r
+    assert version in os.path.basename(newer), version
+    assert echo_ok(m)
+    new_pid = main_pid(m)
+    assert new_pid != old_pid, "the running daemon was not restarted onto the new binary"
+    assert not m.run(["readlink", f"/proc/{new_pid}/exe"]).stdout.strip().endswith("(deleted)")
+
+
+@check("apt-get purge leaves no file, unit link or user behind")
+def t_purge(m):
+    files = [f for f in m.run(["dpkg", "-L", "echo-mpserv"]).stdout.split()
+             if not m.run(["test", "-d", f], check=False).returncode == 0]
+    m.run(["apt-get", "purge", "-y", "echo-mpserv"], timeout=300)
+    left = [f for f in files if m.run(["test", "-e", f], check=False).returncode == 0]
+    assert not left, left
+    leftovers = m.run(["sh", "-c", "ls -d /etc/echo-mpserv /etc/systemd/system/*/echo-mpserv* "
+                       "/var/lib/systemd/deb-systemd-helper-enabled/*echo-mpserv* "
+                       "/var/lib/systemd/deb-systemd-helper-enabled/*/echo-mpserv* "
+                       "/run/systemd/generator/echo-mpserv* /var/lib/private/echo-mpserv "
+                       "/var/lib/echo-mpserv 2>/dev/null || true"]).stdout.split()
+    assert not leftovers, leftovers
+    passwd = read_text(m, "/etc/passwd") + read_text(m, "/etc/group")
+    assert "echo-mpserv" not in passwd
+    units = m.systemctl("list-units", "--all", "--no-legend", "echo-mpserv*", check=False).stdout
+    assert units.strip() == "", units
+    refused = m.run_net([sys.executable, "-c", "import socket; socket.create_connection(('127.0.0.1', 7), 5)"],
+                        check=False)
+    assert refused.returncode != 0, "something still listens on port 7"
+
+
+def main():
+    if len(sys.argv) != 3:
+        print(__doc__)
+        return 2
+    deb, newer = (os.path.abspath(p) for p in sys.argv[1:])
+    problem = nspawn.environment_problem()
+    if problem:
+        print(f"skipped: {problem}")
+        return 77
+    start = time.monotonic()
+    with nspawn.Machine.from_cache() as m:
+        m.prepare_debs([deb, newer])
+        m.boot(timeout=60)
+        print(f"booted in {time.monotonic() - start:.1f} s", flush=True)
+        t_install(m, deb)
+        t_echo(m)
+        t_status(m)
+        t_journal(m)
+        t_reload(m)
+        t_restarts(m)
+        t_stop_drains(m)
+        t_hardening(m)
+        t_port(m)
+        t_upgrade(m, newer)
+        t_purge(m)
+        failed_units = m.failed_units()
+        m.poweroff()
+    leftovers = {k: v for k, v in m.leftovers.items() if v}
+    print("figures:")
+    for f in figures:
+        print("  " + f)
+    failed = [n for n, ok in results if not ok]
+    if failed_units:
+        print(f"failed units in the machine: {failed_units}")
+    if leftovers:
+        print(f"left behind on the host: {leftovers}")
+    print(f"{len(results) - len(failed)} passed, {len(failed)} failed "
+          f"({time.monotonic() - start:.0f} s)")
+    return 1 if failed or leftovers else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
