@@ -1,8 +1,7 @@
-/* Loading, validating, dumping and comparing the configuration.
- *
- * Every key is described once in keys[]: its type, range, where it lives in
- * struct config and whether a reload applies it. Loading, --dump-config and
- * the reload report all walk that one table, so they cannot disagree. */
+/* Loading and validating the configuration: the only file that includes
+ * <libconfig.h>. Every key is described once in config_keys[]
+ * (config-keys.c); this file turns libconfig settings into struct config
+ * fields according to that table. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -14,78 +13,8 @@
 #include <sys/stat.h>
 #include <syslog.h>
 
-#include "config.h"
+#include "config-keys.h"
 #include "util.h"
-
-enum kind {
-        KIND_U16,
-        KIND_U32,
-        KIND_U64,
-        KIND_DURATION, /* seconds in the file (integer or fraction), ms in memory */
-        KIND_LOG_LEVEL,
-        KIND_ADDRESSES,
-};
-
-struct key {
-        const char *name;
-        enum kind kind;
-        size_t offset;
-        uint64_t min, max; /* durations: in ms; 0 is always allowed and means "no limit" */
-        bool reloadable;
-};
-
-#define FIELD(f) offsetof(struct config, f)
-#define DAY_MS UINT64_C(86400000)
-
-static const struct key keys[] = {
-        { "port",              KIND_U16,       FIELD(port),                1, 65535,                  false },
-        { "listen",            KIND_ADDRESSES, FIELD(listen),              1, CONFIG_MAX_LISTEN,      false },
-        { "backlog",           KIND_U32,       FIELD(backlog),             1, 65535,                  false },
-        { "max_clients",       KIND_U32,       FIELD(max_clients),         1, CONFIG_MAX_CLIENTS_LIMIT, true },
-        { "idle_timeout",      KIND_DURATION,  FIELD(idle_timeout_ms),     1, 7 * DAY_MS,             true },
-        { "write_timeout",     KIND_DURATION,  FIELD(write_timeout_ms),    1, 7 * DAY_MS,             true },
-        { "max_session_time",  KIND_DURATION,  FIELD(max_session_time_ms), 1, 30 * DAY_MS,           true },
-        { "max_session_bytes", KIND_U64,       FIELD(max_session_bytes),   0, UINT64_C(1) << 60,      true },
-        { "buffer_size",       KIND_U32,       FIELD(buffer_size),         1024, 1024 * 1024,         true },
-        { "drain_timeout",     KIND_DURATION,  FIELD(drain_timeout_ms),    1, 300 * 1000,             true },
-        { "log_level",         KIND_LOG_LEVEL, FIELD(log_level),           0, 0,                      true },
-};
-
-static const char *const level_names[] = {
-        [LOG_ERR] = "error", [LOG_WARNING] = "warning", [LOG_NOTICE] = "notice",
-        [LOG_INFO] = "info", [LOG_DEBUG] = "debug",
-};
-
-void config_defaults(struct config *c) {
-        /* memset first: padding and unused string bytes are zero, so two
-         * equal configurations are equal byte for byte. */
-        memset(c, 0, sizeof(*c));
-        c->port = 7;
-        c->n_listen = 1;
-        snprintf(c->listen[0], CONFIG_ADDR_MAX, "::");
-        c->backlog = 1024;
-        c->max_clients = 256;
-        c->idle_timeout_ms = 300 * 1000;
-        c->write_timeout_ms = 30 * 1000;
-        c->max_session_time_ms = 3600 * 1000;
-        c->max_session_bytes = UINT64_C(1) << 30;
-        c->buffer_size = 64 * 1024;
-        c->drain_timeout_ms = 10 * 1000;
-        c->log_level = LOG_INFO;
-}
-
-const char *config_log_level_name(int level) {
-        if (level < 0 || (size_t) level >= ELEMENTSOF(level_names) || !level_names[level])
-                return "unknown";
-        return level_names[level];
-}
-
-int config_log_level_from_name(const char *name) {
-        for (size_t i = 0; i < ELEMENTSOF(level_names); i++)
-                if (level_names[i] && strcmp(level_names[i], name) == 0)
-                        return (int) i;
-        return -EINVAL;
-}
 
 void config_diag_add(struct config_diag *d, const char *fmt, ...) {
         va_list ap;
@@ -104,14 +33,6 @@ void config_diag_add(struct config_diag *d, const char *fmt, ...) {
                 d->len = sizeof(d->text) - 2;
         d->text[d->len++] = '\n';
         d->text[d->len] = 0;
-}
-
-static void *field(struct config *c, const struct key *k) {
-        return (char *) c + k->offset;
-}
-
-static const void *cfield(const struct config *c, const struct key *k) {
-        return (const char *) c + k->offset;
 }
 
 static const char *type_name(int type) {
@@ -144,64 +65,110 @@ static int set_integer(const char *name, const struct key *k, config_setting_t *
                 return -ERANGE;
         }
         if (k->kind == KIND_U16)
-                *(uint16_t *) field(c, k) = (uint16_t) v;
+                *(uint16_t *) config_field(c, k) = (uint16_t) v;
         else if (k->kind == KIND_U32)
-                *(uint32_t *) field(c, k) = (uint32_t) v;
+                *(uint32_t *) config_field(c, k) = (uint32_t) v;
         else
-                *(uint64_t *) field(c, k) = (uint64_t) v;
+                *(uint64_t *) config_field(c, k) = (uint64_t) v;
         return 0;
 }
 
-static int set_duration(const char *name, const struct key *k, config_setting_t *s,
-                        struct config *c, struct config_diag *diag) {
+/* Durations and rates: a whole number or one with a fraction, kept in
+ * thousandths. 0 is always allowed (no limit). */
+static int set_fixed3(const char *name, const struct key *k, config_setting_t *s,
+                      struct config *c, struct config_diag *diag) {
         unsigned line = config_setting_source_line(s);
         int type = config_setting_type(s);
-        double seconds;
-        uint64_t ms;
+        bool duration = k->kind == KIND_DURATION;
+        const char *unit = duration ? " s" : "";
+        double v;
+        uint64_t milli;
 
         if (type == CONFIG_TYPE_INT || type == CONFIG_TYPE_INT64)
-                seconds = (double) config_setting_get_int64(s);
+                v = (double) config_setting_get_int64(s);
         else if (type == CONFIG_TYPE_FLOAT)
-                seconds = config_setting_get_float(s);
+                v = config_setting_get_float(s);
         else {
-                config_diag_add(diag, "%s:%u: %s must be a number of seconds, not %s",
-                                name, line, k->name, type_name(type));
+                config_diag_add(diag, "%s:%u: %s must be %s, not %s", name, line, k->name,
+                                duration ? "a number of seconds" : "a number", type_name(type));
                 return -EINVAL;
         }
-        if (!isfinite(seconds) || seconds < 0 || seconds * 1000.0 > (double) k->max + 0.5 ||
-            (seconds > 0 && seconds * 1000.0 < 0.5)) {
-                config_diag_add(diag, "%s:%u: %s = %g s is out of range (0 for no limit, or 0.001..%" PRIu64 " s)",
-                                name, line, k->name, seconds, k->max / 1000);
+        if (!isfinite(v) || v < 0 || v * 1000.0 > (double) k->max + 0.5 || (v > 0 && v * 1000.0 < 0.5)) {
+                config_diag_add(diag, "%s:%u: %s = %g%s is out of range (0 for no limit, or 0.001..%" PRIu64 "%s)",
+                                name, line, k->name, v, unit, k->max / 1000, unit);
                 return -ERANGE;
         }
-        ms = (uint64_t) llround(seconds * 1000.0);
-        *(uint32_t *) field(c, k) = (uint32_t) ms;
+        milli = (uint64_t) llround(v * 1000.0);
+        *(uint32_t *) config_field(c, k) = (uint32_t) milli;
         return 0;
+}
+
+static const char *get_string(const char *name, const struct key *k, config_setting_t *s,
+                              struct config_diag *diag) {
+        const char *v = config_setting_get_string(s);
+
+        if (!v)
+                config_diag_add(diag, "%s:%u: %s must be a string, not %s", name,
+                                config_setting_source_line(s), k->name, type_name(config_setting_type(s)));
+        return v;
 }
 
 static int set_log_level(const char *name, const struct key *k, config_setting_t *s,
                          struct config *c, struct config_diag *diag) {
-        unsigned line = config_setting_source_line(s);
-        const char *v = config_setting_get_string(s);
+        const char *v = get_string(name, k, s, diag);
         int level;
 
-        if (!v) {
-                config_diag_add(diag, "%s:%u: %s must be a string, not %s",
-                                name, line, k->name, type_name(config_setting_type(s)));
+        if (!v)
                 return -EINVAL;
-        }
         level = config_log_level_from_name(v);
         if (level < 0) {
                 config_diag_add(diag, "%s:%u: %s = \"%s\" is not one of error, warning, notice, info, debug",
-                                name, line, k->name, v);
+                                name, config_setting_source_line(s), k->name, v);
                 return -EINVAL;
         }
         c->log_level = level;
         return 0;
 }
 
-static int add_address(const char *name, unsigned line, const char *v, struct config *c,
-                       struct config_diag *diag) {
+static int set_addr_mode(const char *name, const struct key *k, config_setting_t *s,
+                         struct config *c, struct config_diag *diag) {
+        const char *v = get_string(name, k, s, diag);
+        int mode;
+
+        if (!v)
+                return -EINVAL;
+        mode = config_log_addresses_from_name(v);
+        if (mode < 0) {
+                config_diag_add(diag, "%s:%u: %s = \"%s\" is not one of full, prefix, hash",
+                                name, config_setting_source_line(s), k->name, v);
+                return -EINVAL;
+        }
+        c->log_addresses = mode;
+        return 0;
+}
+
+static int set_secret(const char *name, const struct key *k, config_setting_t *s,
+                      struct config *c, struct config_diag *diag) {
+        const char *v = get_string(name, k, s, diag);
+        size_t len;
+
+        if (!v)
+                return -EINVAL;
+        len = strlen(v);
+        /* Empty means "a random key at each start", and is what --dump-config
+         * writes for it. */
+        if ((len > 0 && len < k->min) || len > k->max || strpbrk(v, "\"\\")) {
+                config_diag_add(diag, "%s:%u: %s must be empty or %" PRIu64 " to %" PRIu64 " characters without "
+                                "quotes or backslashes", name, config_setting_source_line(s), k->name, k->min, k->max);
+                return -EINVAL;
+        }
+        memset(c->log_hash_key, 0, sizeof(c->log_hash_key));
+        memcpy(c->log_hash_key, v, len);
+        return 0;
+}
+
+static int add_address(const char *name, unsigned line, const struct key *k, const char *v,
+                       struct config *c, struct config_diag *diag) {
         unsigned char bin[sizeof(struct in6_addr)];
 
         if (!v) {
@@ -227,28 +194,71 @@ static int add_address(const char *name, unsigned line, const char *v, struct co
         return 0;
 }
 
-static int set_addresses(const char *name, const struct key *k, config_setting_t *s,
-                         struct config *c, struct config_diag *diag) {
+/* Lists of strings: a single string is accepted as a list of one. */
+static int for_each_string(const char *name, const struct key *k, config_setting_t *s, struct config *c,
+                           struct config_diag *diag, bool allow_empty,
+                           int (*add)(const char *, unsigned, const struct key *, const char *,
+                                      struct config *, struct config_diag *)) {
         unsigned line = config_setting_source_line(s);
         int type = config_setting_type(s), n, r = 0;
 
-        c->n_listen = 0;
-        memset(c->listen, 0, sizeof(c->listen));
         if (type == CONFIG_TYPE_STRING)
-                return add_address(name, line, config_setting_get_string(s), c, diag);
+                return add(name, line, k, config_setting_get_string(s), c, diag);
         if (type != CONFIG_TYPE_ARRAY && type != CONFIG_TYPE_LIST) {
-                config_diag_add(diag, "%s:%u: %s must be an array of address strings, not %s",
+                config_diag_add(diag, "%s:%u: %s must be an array of strings, not %s",
                                 name, line, k->name, type_name(type));
                 return -EINVAL;
         }
         n = config_setting_length(s);
-        if (n == 0) {
+        if (n == 0 && !allow_empty) {
                 config_diag_add(diag, "%s:%u: %s must name at least one address", name, line, k->name);
                 return -EINVAL;
         }
         for (int i = 0; i < n && r >= 0; i++)
-                r = add_address(name, line, config_setting_get_string_elem(s, i), c, diag);
+                r = add(name, line, k, config_setting_get_string_elem(s, i), c, diag);
         return r;
+}
+
+static int set_addresses(const char *name, const struct key *k, config_setting_t *s,
+                         struct config *c, struct config_diag *diag) {
+        c->n_listen = 0;
+        memset(c->listen, 0, sizeof(c->listen));
+        return for_each_string(name, k, s, c, diag, false, add_address);
+}
+
+static uint32_t *count_of(struct config *c, const struct key *k) {
+        return (uint32_t *) ((char *) c + k->count_offset);
+}
+
+static int add_cidr(const char *name, unsigned line, const struct key *k, const char *v,
+                    struct config *c, struct config_diag *diag) {
+        struct cidr *list = config_field(c, k);
+        uint32_t *count = count_of(c, k);
+        const char *cidr_key = k->name;
+        struct cidr p;
+
+        if (!v) {
+                config_diag_add(diag, "%s:%u: %s entries must be strings", name, line, cidr_key);
+                return -EINVAL;
+        }
+        if (cidr_parse(v, &p) < 0) {
+                config_diag_add(diag, "%s:%u: %s: \"%s\" is not an address or prefix such as 192.0.2.0/24 "
+                                "or 2001:db8::/32 (with no bits set past the length)", name, line, cidr_key, v);
+                return -EINVAL;
+        }
+        if (*count >= CONFIG_MAX_CIDRS) {
+                config_diag_add(diag, "%s:%u: %s: more than %d prefixes", name, line, cidr_key, CONFIG_MAX_CIDRS);
+                return -E2BIG;
+        }
+        list[(*count)++] = p;
+        return 0;
+}
+
+static int set_cidrs(const char *name, const struct key *k, config_setting_t *s,
+                     struct config *c, struct config_diag *diag) {
+        *count_of(c, k) = 0;
+        memset(config_field(c, k), 0, sizeof(struct cidr) * CONFIG_MAX_CIDRS);
+        return for_each_string(name, k, s, c, diag, true, add_cidr);
 }
 
 static int set_key(const char *name, const struct key *k, config_setting_t *s,
@@ -256,20 +266,26 @@ static int set_key(const char *name, const struct key *k, config_setting_t *s,
         switch (k->kind) {
         case KIND_U16: case KIND_U32: case KIND_U64:
                 return set_integer(name, k, s, c, diag);
-        case KIND_DURATION:
-                return set_duration(name, k, s, c, diag);
+        case KIND_DURATION: case KIND_RATE:
+                return set_fixed3(name, k, s, c, diag);
         case KIND_LOG_LEVEL:
                 return set_log_level(name, k, s, c, diag);
         case KIND_ADDRESSES:
                 return set_addresses(name, k, s, c, diag);
+        case KIND_CIDRS:
+                return set_cidrs(name, k, s, c, diag);
+        case KIND_ADDR_MODE:
+                return set_addr_mode(name, k, s, c, diag);
+        case KIND_SECRET:
+                return set_secret(name, k, s, c, diag);
         }
         return -EINVAL;
 }
 
 static const struct key *find_key(const char *n) {
-        for (size_t i = 0; i < ELEMENTSOF(keys); i++)
-                if (strcmp(keys[i].name, n) == 0)
-                        return &keys[i];
+        for (size_t i = 0; i < config_n_keys; i++)
+                if (strcmp(config_keys[i].name, n) == 0)
+                        return &config_keys[i];
         return NULL;
 }
 
@@ -379,72 +395,3 @@ int config_load(const char *path, struct config *out, struct config_diag *diag) 
         return config_parse(path, text, len, out, diag);
 }
 
-static int format_value(const struct config *c, const struct key *k, char *buf, size_t size) {
-        const void *p = cfield(c, k);
-        uint32_t ms;
-        size_t used = 0;
-
-        switch (k->kind) {
-        case KIND_U16:
-                return snprintf(buf, size, "%u", *(const uint16_t *) p);
-        case KIND_U32:
-                return snprintf(buf, size, "%" PRIu32, *(const uint32_t *) p);
-        case KIND_U64: {
-                uint64_t v = *(const uint64_t *) p;
-                /* Without the L suffix libconfig would wrap anything past 32 bits. */
-                return snprintf(buf, size, "%" PRIu64 "%s", v, v > INT32_MAX ? "L" : "");
-        }
-        case KIND_DURATION:
-                ms = *(const uint32_t *) p;
-                if (ms % 1000 == 0)
-                        return snprintf(buf, size, "%" PRIu32, ms / 1000);
-                return snprintf(buf, size, "%" PRIu32 ".%03" PRIu32, ms / 1000, ms % 1000);
-        case KIND_LOG_LEVEL:
-                return snprintf(buf, size, "\"%s\"", config_log_level_name(c->log_level));
-        case KIND_ADDRESSES:
-                used += (size_t) snprintf(buf, size, "[");
-                for (uint32_t i = 0; i < c->n_listen && used < size; i++)
-                        used += (size_t) snprintf(buf + used, size - used, "%s\"%s\"",
-                                                  i ? ", " : " ", c->listen[i]);
-                if (used < size)
-                        used += (size_t) snprintf(buf + used, size - used, " ]");
-                return (int) used;
-        }
-        return -EINVAL;
-}
-
-int config_dump(const struct config *c, FILE *f) {
-        char v[CONFIG_MAX_LISTEN * (CONFIG_ADDR_MAX + 4) + 8];
-
-        fputs("# echo-mpserv: effective configuration (durations in seconds)\n", f);
-        for (size_t i = 0; i < ELEMENTSOF(keys); i++) {
-                format_value(c, &keys[i], v, sizeof(v));
-                fprintf(f, "%s = %s;\n", keys[i].name, v);
-        }
-        return fflush(f) == 0 && !ferror(f) ? 0 : -EIO;
-}
-
-unsigned config_describe_changes(const struct config *old, const struct config *new,
-                                 char *buf, size_t size, bool *needs_restart) {
-        char a[CONFIG_MAX_LISTEN * (CONFIG_ADDR_MAX + 4) + 8], b[sizeof(a)];
-        unsigned changes = 0;
-        size_t used = 0;
-
-        *needs_restart = false;
-        if (size > 0)
-                buf[0] = 0;
-        for (size_t i = 0; i < ELEMENTSOF(keys); i++) {
-                format_value(old, &keys[i], a, sizeof(a));
-                format_value(new, &keys[i], b, sizeof(b));
-                if (strcmp(a, b) == 0)
-                        continue;
-                changes++;
-                if (!keys[i].reloadable)
-                        *needs_restart = true;
-                if (used < size)
-                        used += (size_t) snprintf(buf + used, size - used, "%s%s %s -> %s%s",
-                                                  changes > 1 ? ", " : "", keys[i].name, a, b,
-                                                  keys[i].reloadable ? "" : " (after a restart)");
-        }
-        return changes;
-}

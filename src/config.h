@@ -13,11 +13,23 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "cidr.h"
+
 #define CONFIG_DEFAULT_PATH "/etc/echo-mpserv/echo-mpserv.conf"
 #define CONFIG_MAX_FILE_SIZE (64 * 1024)
 #define CONFIG_MAX_LISTEN 16
 #define CONFIG_MAX_CLIENTS_LIMIT 16384
 #define CONFIG_ADDR_MAX INET6_ADDRSTRLEN
+#define CONFIG_MAX_CIDRS 64
+#define CONFIG_HASH_KEY_MIN 16
+#define CONFIG_HASH_KEY_MAX 128
+
+/* How client addresses appear in logs. */
+enum log_addresses {
+        LOG_ADDRESSES_FULL,
+        LOG_ADDRESSES_PREFIX,   /* truncated to the source prefix */
+        LOG_ADDRESSES_HASH,     /* a keyed hash of the address */
+};
 
 struct config {
         uint16_t port;
@@ -32,6 +44,19 @@ struct config {
         uint32_t buffer_size;
         uint32_t drain_timeout_ms;
         int log_level;                  /* syslog priority, LOG_ERR..LOG_DEBUG */
+
+        /* Admission control, per source (a prefix of the client address). */
+        uint32_t max_clients_per_source;        /* 0: no limit */
+        uint32_t source_prefix_v4;              /* 0..32 */
+        uint32_t source_prefix_v6;              /* 0..128 */
+        uint32_t source_rate_milli;             /* connections per 1000 s; 0: no limit */
+        uint32_t source_burst;                  /* tokens in a full bucket */
+        uint32_t source_block_ms;               /* refused this long after running dry */
+        uint32_t n_allow, n_deny;
+        struct cidr allow[CONFIG_MAX_CIDRS];    /* empty: everyone */
+        struct cidr deny[CONFIG_MAX_CIDRS];
+        int log_addresses;                      /* enum log_addresses */
+        char log_hash_key[CONFIG_HASH_KEY_MAX + 1]; /* empty: random at each start */
 };
 
 struct config_diag {
@@ -62,6 +87,7 @@ unsigned config_describe_changes(const struct config *old, const struct config *
 
 const char *config_log_level_name(int level);
 int config_log_level_from_name(const char *name); /* -EINVAL when unknown */
+const char *config_log_addresses_name(int mode);
 
 void config_diag_add(struct config_diag *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

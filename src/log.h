@@ -27,6 +27,8 @@
 #define MSGID_CONFIG            "0811b5610c134c1a8d2887b7af0592cf"
 #define MSGID_RECOVERED         "cd1301de15e842e9a0c93c1a0d503e9e"
 #define MSGID_STOPPED           "3422e862351748908e86a27c34e010ff"
+#define MSGID_SUMMARY           "be95ba5a64a6407e94dc2029a61a6edd"
+#define MSGID_REFUSED           "b1e067611acd413c80239b49fcde3715"
 
 enum log_target {
         LOG_TARGET_STDERR,

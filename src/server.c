@@ -8,7 +8,9 @@
  *   kernel backlog is the only queue. update_listening() derives that state;
  *   nothing else arms or disarms the listeners.
  * - Every worker is reaped by a WNOHANG loop and gets exactly one record.
- * - The parent closes its copy of a client right after the fork. */
+ * - The parent closes its copy of a client right after the fork.
+ * - Admission control runs before any fork: a refused connection costs an
+ *   accept() and a reset, never a process. */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -20,9 +22,12 @@
 #include <sys/socket.h>
 #include <sys/wait.h>
 
+#include "admission.h"
 #include "children.h"
 #include "log.h"
+#include "logaddr.h"
 #include "notify.h"
+#include "report.h"
 #include "server.h"
 #include "session-log.h"
 #include "spawn.h"
@@ -55,21 +60,26 @@ struct server {
         unsigned failures;
         struct ratelimit trouble_rl;
 
-        uint64_t served, refused;
+        struct admission adm;
+        uint64_t served, started_usec, report_at;
         bool status_dirty;
         uint64_t status_at, watchdog_interval, watchdog_at;
 };
 
 static void format_status(const struct server *s, char *buf, size_t size) {
-        if (s->draining)
-                snprintf(buf, size, "Draining: %u session(s) left; %" PRIu64 " served",
-                         s->children.active, s->served);
-        else
-                snprintf(buf, size, "%u active (cap %u%s), %" PRIu64 " served, %" PRIu64 " refused%s",
-                         s->children.active, s->cfg.max_clients, s->at_cap ? ", AT CAP" : "",
-                         s->served, s->refused,
-                         s->pending_fd >= 0 ? "; fork failing, retrying" :
-                         s->resume_at ? "; accept paused (out of resources)" : "");
+        struct report_state st = {
+                .active = s->children.active, .max_clients = s->cfg.max_clients, .served = s->served,
+                .refused = s->adm.refused, .sources = admission_sources(&s->adm),
+                .untracked = s->adm.untracked, .at_cap = s->at_cap, .fork_failing = s->pending_fd >= 0,
+                .accept_paused = s->resume_at != 0, .draining = s->draining,
+                .uptime_usec = now_usec(CLOCK_MONOTONIC) - s->started_usec,
+        };
+
+        if (!buf) {
+                report_summary(&st);
+                return;
+        }
+        report_status(&st, buf, size);
 }
 
 static void send_status(struct server *s, uint64_t now) {
@@ -178,6 +188,15 @@ static bool accept_error_is_per_connection(int err) {
                err == ENETUNREACH || err == EPERM || err == EINTR;
 }
 
+/* A refused connection is reset at once: the client learns immediately, and
+ * the kernel frees the socket without a TIME_WAIT on our side. */
+static void refuse(int fd) {
+        struct linger l = { .l_onoff = 1, .l_linger = 0 };
+
+        (void) setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
+        safe_close(fd);
+}
+
 static void accept_ready(struct server *s, struct listener *l) {
         for (int i = 0; i < ACCEPT_BATCH && s->listening; i++) {
                 union sockaddr_any peer;
@@ -194,6 +213,11 @@ static void accept_ready(struct server *s, struct listener *l) {
                                 continue;
                         back_off(s, MSGID_ACCEPT_FAILED, "accept()", negative_errno());
                         break;
+                }
+                if (admission_check(&s->adm, &peer, now_usec(CLOCK_MONOTONIC)) >= 0) {
+                        refuse(fd);
+                        s->status_dirty = true;
+                        continue;
                 }
                 if (start_worker(s, fd, &peer) < 0)
                         break;
@@ -215,6 +239,7 @@ static void reap(struct server *s) {
                 if (!slot)
                         continue;
                 session_log_record(slot, status, now_usec(CLOCK_MONOTONIC));
+                admission_release(&s->adm, &slot->peer);
                 if (s->draining) {
                         if (slot->cut)
                                 s->cut++;
@@ -225,6 +250,19 @@ static void reap(struct server *s) {
                 s->status_dirty = true;
         }
         update_listening(s);
+}
+
+static void recount_one(struct slot *slot, void *userdata) {
+        admission_add_session(userdata, &slot->peer, now_usec(CLOCK_MONOTONIC));
+}
+
+/* Sources are counted by prefix: new prefix lengths mean new sources. */
+static void recount_sources(struct admission *a, void *userdata) {
+        struct server *s = userdata;
+
+        children_foreach(&s->children, recount_one, a);
+        if (s->pending_fd >= 0)
+                admission_add_session(a, &s->pending_peer, now_usec(CLOCK_MONOTONIC));
 }
 
 static void reload(struct server *s) {
@@ -249,10 +287,17 @@ static void reload(struct server *s) {
                         n ? changes : "no changes");
                 if (restart)
                         log_msg(LOG_WARNING, MSGID_CONFIG,
-                                "port, listen and backlog changes take effect only after a restart");
+                                "port, listen, backlog and log_hash_key changes take effect only after a restart");
+                struct config old = s->cfg;
                 s->cfg = next;
+                /* Keys that only apply at start keep their running values. */
+                memcpy(s->cfg.log_hash_key, old.log_hash_key, sizeof(old.log_hash_key));
                 if (s->opt->log_level_override < 0)
                         log_set_max_level(next.log_level);
+                (void) logaddr_configure(&s->cfg);
+                r = admission_reconfigure(&s->adm, &old, recount_sources, s);
+                if (r < 0)
+                        log_errno(LOG_ERR, r, MSGID_RELOAD_FAILED, "cannot recount sources after the reload");
         }
         update_listening(s);
         char status[256];
@@ -283,8 +328,10 @@ static void begin_shutdown(struct server *s, int sig) {
          * listening socket, and clients keep queueing for the next start. */
         listen_close_all(s->ls);
         if (s->pending_fd >= 0) {
+                /* Admitted but never started: it counts as cut. */
                 s->pending_fd = safe_close(s->pending_fd);
-                s->refused++;
+                admission_release(&s->adm, &s->pending_peer);
+                s->cut++;
         }
         s->drain_deadline = now + (uint64_t) s->cfg.drain_timeout_ms * USEC_PER_MSEC;
         log_msg(LOG_NOTICE, MSGID_SHUTDOWN, "%s: stopped accepting; draining %u session(s) for up to %" PRIu32 " ms",
@@ -309,6 +356,9 @@ static void handle_signals(struct server *s) {
                 case SIGHUP:
                         if (!s->draining)
                                 reload(s);
+                        break;
+                case SIGUSR1:
+                        format_status(s, NULL, 0);
                         break;
                 }
         }
@@ -336,6 +386,10 @@ static void run_deadlines(struct server *s, uint64_t now) {
                 s->kill_deadline = UINT64_MAX;
                 children_foreach(&s->children, cut_one, &sig);
         }
+        if (now >= s->report_at) {
+                report_refusals(&s->adm, now);
+                s->report_at = now + REPORT_INTERVAL_USEC;
+        }
         if (s->status_dirty && now >= s->status_at)
                 send_status(s, now);
         if (s->watchdog_interval && now >= s->watchdog_at) {
@@ -357,6 +411,8 @@ static int next_timeout_ms(const struct server *s, uint64_t now) {
                 next = s->status_at;
         if (s->watchdog_interval && s->watchdog_at < next)
                 next = s->watchdog_at;
+        if (s->report_at < next)
+                next = s->report_at;
         if (next == UINT64_MAX)
                 return -1;
         if (next <= now)
@@ -374,6 +430,7 @@ static int setup(struct server *s) {
         sigaddset(&mask, SIGTERM);
         sigaddset(&mask, SIGINT);
         sigaddset(&mask, SIGHUP);
+        sigaddset(&mask, SIGUSR1);
         /* Default dispositions, SIGPIPE ignored (log readers may go away). */
         spawn_reset_signals();
         if (sigprocmask(SIG_BLOCK, &mask, &s->worker_mask) < 0)
@@ -395,6 +452,14 @@ static int setup(struct server *s) {
         r = children_init(&s->children, CONFIG_MAX_CLIENTS_LIMIT);
         if (r < 0)
                 return log_errno(LOG_ERR, r, NULL, "cannot set up child accounting");
+        r = admission_init(&s->adm, &s->cfg);
+        if (r < 0)
+                return log_errno(LOG_ERR, r, NULL, "cannot set up admission control");
+        r = logaddr_configure(&s->cfg);
+        if (r < 0)
+                return log_errno(LOG_ERR, r, NULL, "cannot set up address hashing");
+        s->started_usec = now_usec(CLOCK_MONOTONIC);
+        s->report_at = s->started_usec + REPORT_INTERVAL_USEC;
         return 0;
 }
 
@@ -446,6 +511,7 @@ out:
         safe_close(s.sfd);
         safe_close(s.epfd);
         children_done(&s.children);
+        admission_done(&s.adm);
         return r;
 }
 

@@ -5,12 +5,13 @@
 #include <sys/wait.h>
 
 #include "log.h"
+#include "logaddr.h"
 #include "session-log.h"
 #include "util.h"
 
 void session_log_record(const struct slot *slot, int status, uint64_t now) {
-        char client[ADDR_HOST_MAX], local[ADDR_HOST_MAX], detail[96] = "";
-        char client_str[ADDR_STR_MAX], local_str[ADDR_STR_MAX];
+        char client[LOGADDR_MAX], local[ADDR_HOST_MAX], detail[96] = "";
+        char client_str[LOGADDR_MAX + 16], local_str[ADDR_STR_MAX];
         char f[11][96];
         const char *fields[ELEMENTSOF(f)];
         char message[512];
@@ -33,12 +34,17 @@ void session_log_record(const struct slot *slot, int status, uint64_t now) {
                 snprintf(detail, sizeof(detail), " (%s)", strerror(slot->stats.error));
         }
 
-        addr_host_port(&slot->peer, client, &client_port);
+        addr_host_port(&slot->peer, client, &client_port); /* for the port */
+        logaddr_client(&slot->peer, client);
+        if (logaddr_full())
+                addr_to_string(&slot->peer, client_str);
+        else
+                snprintf(client_str, sizeof(client_str), "%s port %u", client, client_port);
         addr_host_port(&slot->local, local, &local_port);
         snprintf(message, sizeof(message),
                  "connection %s -> %s closed: %s%s after %" PRIu64 ".%03" PRIu64
                  " s, %" PRIu64 " bytes in, %" PRIu64 " bytes out, worker %d",
-                 addr_to_string(&slot->peer, client_str), addr_to_string(&slot->local, local_str),
+                 client_str, addr_to_string(&slot->local, local_str),
                  close_reason_name(reason), detail, duration / USEC_PER_SEC,
                  (duration % USEC_PER_SEC) / USEC_PER_MSEC, slot->stats.bytes_in, slot->stats.bytes_out,
                  (int) slot->pid);

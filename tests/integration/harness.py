@@ -135,7 +135,17 @@ class Daemon:
         self.threads = []
 
     # -- configuration -------------------------------------------------
+    # Every test client comes from one loopback source, so tests not about
+    # admission control lift the per-source limits (the defaults would
+    # refuse their load by design). A test that sets either key keeps it.
+    UNLIMITED_SOURCES = "max_clients_per_source = 0;\nsource_rate = 0;\n"
+
     def write_config(self, text, mode=0o644):
+        if text and "max_clients_per_source" not in text and "source_rate" not in text and \
+                "@include" not in text:
+            text = self.UNLIMITED_SOURCES + text
+        elif not text:
+            text = self.UNLIMITED_SOURCES
         tmp = self.config_path + ".tmp"
         with open(tmp, "w") as f:
             f.write(text)

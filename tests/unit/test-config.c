@@ -75,7 +75,7 @@ static void test_unknown_and_types(void) {
         expect_error("max_clients = 1.5;", "max_clients must be an integer, not a number with a fraction");
         expect_error("idle_timeout = true;", "idle_timeout must be a number of seconds, not a boolean");
         expect_error("log_level = 3;", "log_level must be a string, not an integer");
-        expect_error("listen = 5;", "listen must be an array of address strings, not an integer");
+        expect_error("listen = 5;", "listen must be an array of strings, not an integer");
         expect_error("listen = [ 1 ];", "listen entries must be strings");
 }
 
@@ -124,6 +124,43 @@ static void test_listen(void) {
                      " \"1.1.1.7\", \"1.1.1.8\", \"1.1.1.9\", \"1.1.1.10\", \"1.1.1.11\", \"1.1.1.12\","
                      " \"1.1.1.13\", \"1.1.1.14\", \"1.1.1.15\", \"1.1.1.16\", \"1.1.1.17\" ];",
                      "more than 16 addresses");
+}
+
+static void test_admission_keys(void) {
+        struct config c;
+        struct config_diag d;
+        char buf[64];
+
+        ASSERT_INT(parse("max_clients_per_source = 4; source_prefix_ipv4 = 24; source_prefix_ipv6 = 48;"
+                         "source_rate = 2.5; source_burst = 5; source_block_time = 0.5;"
+                         "allow = [ \"10.0.0.0/8\", \"2001:db8::/32\" ]; deny = \"10.1.2.3\";"
+                         "log_addresses = \"hash\"; log_hash_key = \"0123456789abcdef\";", &c, &d), ==, 0);
+        ASSERT_INT(c.max_clients_per_source, ==, 4);
+        ASSERT_INT(c.source_prefix_v4, ==, 24);
+        ASSERT_INT(c.source_prefix_v6, ==, 48);
+        ASSERT_INT(c.source_rate_milli, ==, 2500);
+        ASSERT_INT(c.source_burst, ==, 5);
+        ASSERT_INT(c.source_block_ms, ==, 500);
+        ASSERT_INT(c.n_allow, ==, 2);
+        ASSERT(strcmp(cidr_format(&c.allow[1], buf), "2001:db8::/32") == 0);
+        ASSERT_INT(c.n_deny, ==, 1);
+        ASSERT(strcmp(cidr_format(&c.deny[0], buf), "10.1.2.3") == 0);
+        ASSERT_INT(c.log_addresses, ==, LOG_ADDRESSES_HASH);
+        ASSERT(strcmp(c.log_hash_key, "0123456789abcdef") == 0);
+
+        ASSERT_INT(parse("allow = [];", &c, &d), ==, 0);
+        ASSERT_INT(c.n_allow, ==, 0);
+
+        expect_error("source_prefix_ipv4 = 33;", "source_prefix_ipv4 = 33 is out of range (0..32)");
+        expect_error("source_prefix_ipv6 = 129;", "source_prefix_ipv6 = 129 is out of range (0..128)");
+        expect_error("source_rate = -1;", "source_rate = -1 is out of range");
+        expect_error("source_rate = \"fast\";", "source_rate must be a number, not a string");
+        expect_error("source_burst = 0;", "source_burst = 0 is out of range (1..1000000)");
+        expect_error("allow = [ \"10.0.0.1/8\" ];", "allow: \"10.0.0.1/8\" is not an address or prefix");
+        expect_error("deny = [ \"example.org\" ];", "deny: \"example.org\" is not an address or prefix");
+        expect_error("deny = [ \"10.0.0.0/33\" ];", "deny: \"10.0.0.0/33\"");
+        expect_error("log_addresses = \"none\";", "log_addresses = \"none\" is not one of full, prefix, hash");
+        expect_error("log_hash_key = \"short\";", "log_hash_key must be empty or 16 to 128 characters");
 }
 
 static void test_syntax_and_text(void) {
@@ -207,12 +244,17 @@ static void test_dump_round_trip(void) {
         char *text, *again;
 
         ASSERT_INT(parse("port = 1234; listen = [ \"127.0.0.1\", \"::\" ]; idle_timeout = 0.123;"
-                         "max_session_bytes = 5000000000L; log_level = \"warning\"; drain_timeout = 0;",
+                         "max_session_bytes = 5000000000L; log_level = \"warning\"; drain_timeout = 0;"
+                         "source_rate = 0.25; allow = [ \"192.0.2.0/24\", \"::1\" ]; log_addresses = \"prefix\";"
+                         "log_hash_key = \"a secret of sixteen+\";",
                          &a, &d), ==, 0);
         text = dump(&a);
         ASSERT_STR_CONTAINS(text, "max_session_bytes = 5000000000L;");
         ASSERT_STR_CONTAINS(text, "idle_timeout = 0.123;");
         ASSERT_STR_CONTAINS(text, "listen = [ \"127.0.0.1\", \"::\" ];");
+        ASSERT_STR_CONTAINS(text, "allow = [ \"192.0.2.0/24\", \"::1\" ];");
+        ASSERT_STR_CONTAINS(text, "deny = [];");
+        ASSERT_STR_CONTAINS(text, "source_rate = 0.250;");
         ASSERT_INT(parse(text, &b, &d), ==, 0);
         ASSERT(memcmp(&a, &b, sizeof(a)) == 0);
         again = dump(&b);
@@ -246,6 +288,10 @@ static void test_describe_changes(void) {
         ASSERT_INT(config_describe_changes(&a, &b, buf, sizeof(buf), &restart), ==, 3);
         ASSERT(restart);
         ASSERT_STR_CONTAINS(buf, "port 7 -> 9 (after a restart)");
+        snprintf(b.log_hash_key, sizeof(b.log_hash_key), "never-in-the-log-0123");
+        ASSERT_INT(config_describe_changes(&a, &b, buf, sizeof(buf), &restart), ==, 4);
+        ASSERT_STR_CONTAINS(buf, "log_hash_key changed (after a restart)");
+        ASSERT(!strstr(buf, "never-in-the-log"));
 }
 
 int main(void) {
@@ -255,6 +301,7 @@ int main(void) {
         RUN(test_ranges);
         RUN(test_literals_never_wrap);
         RUN(test_listen);
+        RUN(test_admission_keys);
         RUN(test_syntax_and_text);
         RUN(test_all_errors_reported);
         RUN(test_files);

@@ -1,0 +1,158 @@
+/* See admission.h. */
+#include <errno.h>
+#include <string.h>
+
+#include "admission.h"
+#include "util.h"
+
+static const char *const reason_names[_REFUSE_MAX] = {
+        [REFUSE_DENIED] = "denied",
+        [REFUSE_RATE] = "rate limit",
+        [REFUSE_PER_SOURCE] = "per-source limit",
+};
+
+const char *refuse_reason_name(int reason) {
+        return reason >= 0 && reason < _REFUSE_MAX ? reason_names[reason] : "unknown";
+}
+
+int admission_init(struct admission *a, const struct config *cfg) {
+        *a = (struct admission) { .cfg = cfg };
+        return sources_init(&a->sources, ADMISSION_SOURCES);
+}
+
+void admission_done(struct admission *a) {
+        sources_done(&a->sources);
+}
+
+bool admission_source_of(const struct admission *a, const union sockaddr_any *peer, struct cidr *key) {
+        struct in6_addr addr;
+
+        if (!cidr_address_of(peer, &addr))
+                return false;
+        *key = cidr_source(&addr, a->cfg->source_prefix_v4, a->cfg->source_prefix_v6);
+        return true;
+}
+
+static bool listed(const struct cidr *list, uint32_t n, const struct in6_addr *addr) {
+        for (uint32_t i = 0; i < n; i++)
+                if (cidr_contains(&list[i], addr))
+                        return true;
+        return false;
+}
+
+static int refuse(struct admission *a, struct source *e, int reason) {
+        a->refused[reason]++;
+        if (e)
+                e->refused[reason]++;
+        return reason;
+}
+
+int admission_check(struct admission *a, const union sockaddr_any *peer, uint64_t now) {
+        const struct config *c = a->cfg;
+        double rate = c->source_rate_milli / 1000.0, burst = c->source_burst;
+        struct in6_addr addr;
+        struct source *e;
+        struct cidr key;
+
+        if (!cidr_address_of(peer, &addr))
+                return -1; /* not an IP peer: nothing to judge it by */
+        key = cidr_source(&addr, c->source_prefix_v4, c->source_prefix_v6);
+        e = sources_get(&a->sources, &key, burst, now);
+        if (!e && sources_sweep(&a->sources, rate, burst, now) > 0)
+                e = sources_get(&a->sources, &key, burst, now);
+
+        if (listed(c->deny, c->n_deny, &addr) || (c->n_allow > 0 && !listed(c->allow, c->n_allow, &addr)))
+                return refuse(a, e, REFUSE_DENIED);
+        if (!e) {
+                a->untracked++;
+                return -1;
+        }
+        if (e->blocked_until > now)
+                return refuse(a, e, REFUSE_RATE);
+        if (rate > 0 && !source_take_token(e, rate, burst, now)) {
+                e->blocked_until = now + (uint64_t) c->source_block_ms * USEC_PER_MSEC;
+                return refuse(a, e, REFUSE_RATE);
+        }
+        if (c->max_clients_per_source && e->active >= c->max_clients_per_source)
+                return refuse(a, e, REFUSE_PER_SOURCE);
+        e->active++;
+        return -1;
+}
+
+void admission_add_session(struct admission *a, const union sockaddr_any *peer, uint64_t now) {
+        struct source *e;
+        struct cidr key;
+
+        if (!admission_source_of(a, peer, &key))
+                return;
+        e = sources_get(&a->sources, &key, a->cfg->source_burst, now);
+        if (e)
+                e->active++;
+}
+
+void admission_release(struct admission *a, const union sockaddr_any *peer) {
+        struct source *e;
+        struct cidr key;
+
+        if (!admission_source_of(a, peer, &key))
+                return;
+        e = sources_find(&a->sources, &key);
+        if (e && e->active > 0)
+                e->active--;
+}
+
+int admission_reconfigure(struct admission *a, const struct config *old,
+                          void (*recount)(struct admission *a, void *userdata), void *userdata) {
+        int r;
+
+        if (old->source_prefix_v4 == a->cfg->source_prefix_v4 &&
+            old->source_prefix_v6 == a->cfg->source_prefix_v6)
+                return 0;
+        r = sources_clear(&a->sources);
+        if (r < 0)
+                return r;
+        recount(a, userdata);
+        return 0;
+}
+
+struct report {
+        void (*fn)(const struct cidr *key, const uint32_t counts[_REFUSE_MAX], uint32_t sources, void *userdata);
+        void *userdata;
+        unsigned lines, max_lines;
+        uint32_t rest[_REFUSE_MAX], rest_sources;
+};
+
+static void report_one(struct source *e, void *userdata) {
+        struct report *r = userdata;
+        bool any = false;
+
+        for (int i = 0; i < _REFUSE_MAX; i++)
+                any |= e->refused[i] > 0;
+        if (!any)
+                return;
+        if (r->lines < r->max_lines) {
+                r->fn(&e->key, e->refused, 1, r->userdata);
+                r->lines++;
+        } else {
+                for (int i = 0; i < _REFUSE_MAX; i++)
+                        r->rest[i] += e->refused[i];
+                r->rest_sources++;
+        }
+        memset(e->refused, 0, sizeof(e->refused));
+}
+
+void admission_report(struct admission *a, uint64_t now, unsigned max_lines,
+                      void (*fn)(const struct cidr *key, const uint32_t counts[_REFUSE_MAX],
+                                 uint32_t sources, void *userdata),
+                      void *userdata) {
+        struct report r = { .fn = fn, .userdata = userdata, .max_lines = max_lines };
+
+        sources_foreach(&a->sources, report_one, &r);
+        if (r.rest_sources)
+                fn(NULL, r.rest, r.rest_sources, userdata);
+        sources_sweep(&a->sources, a->cfg->source_rate_milli / 1000.0, a->cfg->source_burst, now);
+}
+
+uint32_t admission_sources(const struct admission *a) {
+        return a->sources.count;
+}

@@ -1,0 +1,103 @@
+/* Writing the configuration back: --dump-config and the reload report. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "config-keys.h"
+#include "util.h"
+
+int config_format_value(const struct config *c, const struct key *k, char *buf, size_t size) {
+        const void *p = config_cfield(c, k);
+        uint32_t milli, n;
+        size_t used = 0;
+        char cidr[CIDR_STR_MAX];
+
+        switch (k->kind) {
+        case KIND_U16:
+                return snprintf(buf, size, "%u", *(const uint16_t *) p);
+        case KIND_U32:
+                return snprintf(buf, size, "%" PRIu32, *(const uint32_t *) p);
+        case KIND_U64: {
+                uint64_t v = *(const uint64_t *) p;
+                /* Without the L suffix libconfig would wrap anything past 32 bits. */
+                return snprintf(buf, size, "%" PRIu64 "%s", v, v > INT32_MAX ? "L" : "");
+        }
+        case KIND_DURATION: case KIND_RATE:
+                milli = *(const uint32_t *) p;
+                if (milli % 1000 == 0)
+                        return snprintf(buf, size, "%" PRIu32, milli / 1000);
+                return snprintf(buf, size, "%" PRIu32 ".%03" PRIu32, milli / 1000, milli % 1000);
+        case KIND_LOG_LEVEL:
+                return snprintf(buf, size, "\"%s\"", config_log_level_name(c->log_level));
+        case KIND_ADDR_MODE:
+                return snprintf(buf, size, "\"%s\"", config_log_addresses_name(c->log_addresses));
+        case KIND_SECRET:
+                return snprintf(buf, size, "\"%s\"", (const char *) p);
+        case KIND_ADDRESSES:
+                used += (size_t) snprintf(buf, size, "[");
+                for (uint32_t i = 0; i < c->n_listen && used < size; i++)
+                        used += (size_t) snprintf(buf + used, size - used, "%s\"%s\"",
+                                                  i ? ", " : " ", c->listen[i]);
+                if (used < size)
+                        used += (size_t) snprintf(buf + used, size - used, " ]");
+                return (int) used;
+        case KIND_CIDRS:
+                n = *(const uint32_t *) ((const char *) c + k->count_offset);
+                used += (size_t) snprintf(buf, size, "[");
+                for (uint32_t i = 0; i < n && used < size; i++)
+                        used += (size_t) snprintf(buf + used, size - used, "%s\"%s\"", i ? ", " : " ",
+                                                  cidr_format(&((const struct cidr *) p)[i], cidr));
+                if (used < size)
+                        used += (size_t) snprintf(buf + used, size - used, n ? " ]" : "]");
+                return (int) used;
+        }
+        return -EINVAL;
+}
+
+/* Big enough for the longest value: 64 IPv6 prefixes. */
+#define VALUE_MAX (CONFIG_MAX_CIDRS * (CIDR_STR_MAX + 4) + 8)
+
+int config_dump(const struct config *c, FILE *f) {
+        char v[VALUE_MAX];
+
+        fputs("# echo-mpserv: effective configuration (durations in seconds)\n", f);
+        for (size_t i = 0; i < config_n_keys; i++) {
+                config_format_value(c, &config_keys[i], v, sizeof(v));
+                fprintf(f, "%s = %s;\n", config_keys[i].name, v);
+        }
+        return fflush(f) == 0 && !ferror(f) ? 0 : -EIO;
+}
+
+unsigned config_describe_changes(const struct config *old, const struct config *new,
+                                 char *buf, size_t size, bool *needs_restart) {
+        static char a[VALUE_MAX], b[VALUE_MAX];
+        unsigned changes = 0;
+        size_t used = 0;
+
+        *needs_restart = false;
+        if (size > 0)
+                buf[0] = 0;
+        for (size_t i = 0; i < config_n_keys; i++) {
+                const struct key *k = &config_keys[i];
+
+                config_format_value(old, k, a, sizeof(a));
+                config_format_value(new, k, b, sizeof(b));
+                if (strcmp(a, b) == 0)
+                        continue;
+                changes++;
+                if (!k->reloadable)
+                        *needs_restart = true;
+                if (used >= size)
+                        continue;
+                if (k->kind == KIND_SECRET) /* never into the log */
+                        used += (size_t) snprintf(buf + used, size - used, "%s%s changed%s",
+                                                  changes > 1 ? ", " : "", k->name,
+                                                  k->reloadable ? "" : " (after a restart)");
+                else
+                        used += (size_t) snprintf(buf + used, size - used, "%s%s %s -> %s%s",
+                                                  changes > 1 ? ", " : "", k->name, a, b,
+                                                  k->reloadable ? "" : " (after a restart)");
+        }
+        return changes;
+}

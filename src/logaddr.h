@@ -1,0 +1,23 @@
+/* How client addresses appear in logs (log_addresses): in full, truncated
+ * to the source prefix, or as a keyed hash, for operators with privacy
+ * rules. The hash key comes from log_hash_key, or is random for the life of
+ * the process: hashes then match within one run only. */
+#pragma once
+
+#include "addr.h"
+#include "cidr.h"
+#include "config.h"
+
+#define LOGADDR_MAX (CIDR_STR_MAX + 8)
+
+/* Takes the mode, the prefix lengths and the key. 0 or -errno. */
+int logaddr_configure(const struct config *c);
+
+/* The client's address (no port) as the mode shows it. */
+const char *logaddr_client(const union sockaddr_any *peer, char buf[static LOGADDR_MAX]);
+
+/* A source prefix (from admission control) as the mode shows it. */
+const char *logaddr_source(const struct cidr *source, char buf[static LOGADDR_MAX]);
+
+/* True when addresses are shown in full (the port is then worth showing). */
+bool logaddr_full(void);

@@ -1,0 +1,92 @@
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "log.h"
+#include "logaddr.h"
+#include "report.h"
+#include "util.h"
+
+static uint64_t total(const uint64_t *refused) {
+        uint64_t n = 0;
+
+        for (int i = 0; i < _REFUSE_MAX; i++)
+                n += refused[i];
+        return n;
+}
+
+void report_status(const struct report_state *st, char *buf, size_t size) {
+        if (st->draining) {
+                snprintf(buf, size, "Draining: %u session(s) left; %" PRIu64 " served", st->active, st->served);
+                return;
+        }
+        snprintf(buf, size, "%u active (cap %u%s), %" PRIu64 " served, %" PRIu64 " refused "
+                 "(denied %" PRIu64 ", rate %" PRIu64 ", per-source %" PRIu64 ")%s",
+                 st->active, st->max_clients, st->at_cap ? ", AT CAP" : "", st->served, total(st->refused),
+                 st->refused[REFUSE_DENIED], st->refused[REFUSE_RATE], st->refused[REFUSE_PER_SOURCE],
+                 st->fork_failing ? "; fork failing, retrying" :
+                 st->accept_paused ? "; accept paused (out of resources)" : "");
+}
+
+void report_summary(const struct report_state *st) {
+        char message[512], f[9][64];
+        const char *fields[ELEMENTSOF(f)];
+        char status[256];
+        size_t n = 0;
+
+        report_status(st, status, sizeof(status));
+        snprintf(message, sizeof(message), "summary: %s; %" PRIu32 " source(s) tracked, %" PRIu64
+                 " connection(s) untracked; up %" PRIu64 " s", status, st->sources, st->untracked,
+                 st->uptime_usec / USEC_PER_SEC);
+        snprintf(f[n++], sizeof(f[0]), "ACTIVE=%u", st->active);
+        snprintf(f[n++], sizeof(f[0]), "SERVED=%" PRIu64, st->served);
+        snprintf(f[n++], sizeof(f[0]), "REFUSED_DENIED=%" PRIu64, st->refused[REFUSE_DENIED]);
+        snprintf(f[n++], sizeof(f[0]), "REFUSED_RATE=%" PRIu64, st->refused[REFUSE_RATE]);
+        snprintf(f[n++], sizeof(f[0]), "REFUSED_PER_SOURCE=%" PRIu64, st->refused[REFUSE_PER_SOURCE]);
+        snprintf(f[n++], sizeof(f[0]), "SOURCES=%" PRIu32, st->sources);
+        snprintf(f[n++], sizeof(f[0]), "UNTRACKED=%" PRIu64, st->untracked);
+        snprintf(f[n++], sizeof(f[0]), "UPTIME_USEC=%" PRIu64, st->uptime_usec);
+        for (size_t i = 0; i < n; i++)
+                fields[i] = f[i];
+        log_struct(LOG_NOTICE, MSGID_SUMMARY, message, fields, n);
+}
+
+static void one_source(const struct cidr *key, const uint32_t counts[_REFUSE_MAX], uint32_t sources,
+                       void *userdata) {
+        char who[LOGADDR_MAX + 32], reasons[160] = "", message[384], f[5][128];
+        const char *fields[ELEMENTSOF(f)];
+        uint64_t sum = 0;
+        size_t used = 0, n = 0;
+
+        (void) userdata;
+        for (int i = 0; i < _REFUSE_MAX; i++) {
+                sum += counts[i];
+                if (counts[i] && used < sizeof(reasons))
+                        used += (size_t) snprintf(reasons + used, sizeof(reasons) - used, "%s%s %" PRIu32,
+                                                  used ? ", " : "", refuse_reason_name(i), counts[i]);
+        }
+        if (key)
+                logaddr_source(key, who);
+        else
+                snprintf(who, sizeof(who), "%" PRIu32 " other source(s)", sources);
+        snprintf(message, sizeof(message), "refused %" PRIu64 " connection(s) from %s in the last %" PRIu64
+                 " s: %s", sum, who, REPORT_INTERVAL_USEC / USEC_PER_SEC, reasons);
+        snprintf(f[n++], sizeof(f[0]), "SOURCE=%s", who);
+        snprintf(f[n++], sizeof(f[0]), "REFUSED=%" PRIu64, sum);
+        snprintf(f[n++], sizeof(f[0]), "REFUSED_DENIED=%" PRIu32, counts[REFUSE_DENIED]);
+        snprintf(f[n++], sizeof(f[0]), "REFUSED_RATE=%" PRIu32, counts[REFUSE_RATE]);
+        snprintf(f[n++], sizeof(f[0]), "REFUSED_PER_SOURCE=%" PRIu32, counts[REFUSE_PER_SOURCE]);
+        for (size_t i = 0; i < n; i++)
+                fields[i] = f[i];
+        log_struct(LOG_WARNING, MSGID_REFUSED, message, fields, n);
+}
+
+void report_refusals(struct admission *a, uint64_t now) {
+        admission_report(a, now, REPORT_MAX_LINES, one_source, NULL);
+        if (a->untracked > a->untracked_reported) {
+                log_msg(LOG_WARNING, MSGID_REFUSED, "source table full: %" PRIu64 " connection(s) admitted "
+                        "without per-source limits in the last %" PRIu64 " s",
+                        a->untracked - a->untracked_reported, REPORT_INTERVAL_USEC / USEC_PER_SEC);
+                a->untracked_reported = a->untracked;
+        }
+}
