@@ -115,28 +115,43 @@ int admission_reconfigure(struct admission *a, const struct config *old,
         return 0;
 }
 
+#define REPORT_TOP_MAX 32
+
 struct report {
-        void (*fn)(const struct cidr *key, const uint32_t counts[_REFUSE_MAX], uint32_t sources, void *userdata);
-        void *userdata;
-        unsigned lines, max_lines;
+        unsigned max_lines, n_top;
+        struct { struct cidr key; uint32_t counts[_REFUSE_MAX]; uint64_t sum; } top[REPORT_TOP_MAX];
         uint32_t rest[_REFUSE_MAX], rest_sources;
 };
 
+static void add_rest(struct report *r, const uint32_t counts[_REFUSE_MAX]) {
+        for (int i = 0; i < _REFUSE_MAX; i++)
+                r->rest[i] += counts[i];
+        r->rest_sources++;
+}
+
+/* Keeps the max_lines sources with the most refusals, largest first, in
+ * r->top; everything else goes into r->rest. */
 static void report_one(struct source *e, void *userdata) {
         struct report *r = userdata;
-        bool any = false;
+        uint64_t sum = 0;
+        unsigned i;
 
-        for (int i = 0; i < _REFUSE_MAX; i++)
-                any |= e->refused[i] > 0;
-        if (!any)
+        for (int k = 0; k < _REFUSE_MAX; k++)
+                sum += e->refused[k];
+        if (sum == 0)
                 return;
-        if (r->lines < r->max_lines) {
-                r->fn(&e->key, e->refused, 1, r->userdata);
-                r->lines++;
+        for (i = r->n_top; i > 0 && r->top[i - 1].sum < sum; i--)
+                ;
+        if (i >= r->max_lines) {
+                add_rest(r, e->refused);
         } else {
-                for (int i = 0; i < _REFUSE_MAX; i++)
-                        r->rest[i] += e->refused[i];
-                r->rest_sources++;
+                if (r->n_top == r->max_lines)
+                        add_rest(r, r->top[--r->n_top].counts);
+                memmove(&r->top[i + 1], &r->top[i], (r->n_top - i) * sizeof(r->top[0]));
+                r->top[i].key = e->key;
+                r->top[i].sum = sum;
+                memcpy(r->top[i].counts, e->refused, sizeof(e->refused));
+                r->n_top++;
         }
         memset(e->refused, 0, sizeof(e->refused));
 }
@@ -145,9 +160,11 @@ void admission_report(struct admission *a, uint64_t now, unsigned max_lines,
                       void (*fn)(const struct cidr *key, const uint32_t counts[_REFUSE_MAX],
                                  uint32_t sources, void *userdata),
                       void *userdata) {
-        struct report r = { .fn = fn, .userdata = userdata, .max_lines = max_lines };
+        struct report r = { .max_lines = max_lines < REPORT_TOP_MAX ? max_lines : REPORT_TOP_MAX };
 
         sources_foreach(&a->sources, report_one, &r);
+        for (unsigned i = 0; i < r.n_top; i++)
+                fn(&r.top[i].key, r.top[i].counts, 1, userdata);
         if (r.rest_sources)
                 fn(NULL, r.rest, r.rest_sources, userdata);
         sources_sweep(&a->sources, a->cfg->source_rate_milli / 1000.0, a->cfg->source_burst, now);

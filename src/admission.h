@@ -47,10 +47,10 @@ void admission_release(struct admission *a, const union sockaddr_any *peer);
 int admission_reconfigure(struct admission *a, const struct config *old,
                           void (*recount)(struct admission *a, void *userdata), void *userdata);
 
-/* Reports what was refused since the last report: calls fn once per source
- * with refusals (at most max_lines times; the rest is summed into one more
- * call with key NULL), then forgets the per-source counts, and drops idle
- * sources. */
+/* Reports what was refused since the last report: calls fn for the
+ * max_lines sources (at most 32) with the most refusals, largest first, and
+ * once more with key NULL for the sum of all the others; then forgets the
+ * per-source counts and drops idle sources. */
 void admission_report(struct admission *a, uint64_t now, unsigned max_lines,
                       void (*fn)(const struct cidr *key, const uint32_t counts[_REFUSE_MAX],
                                  uint32_t sources, void *userdata),

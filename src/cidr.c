@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cidr.h"
+#include "siphash.h"
 
 static const uint8_t v4_mapped_prefix[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
 
@@ -103,4 +104,12 @@ const char *cidr_format(const struct cidr *p, char buf[static CIDR_STR_MAX]) {
         else
                 snprintf(buf, CIDR_STR_MAX, "%s/%u", host, len);
         return buf;
+}
+
+uint64_t cidr_hash(const struct cidr *p, const uint8_t key[static 16]) {
+        uint8_t bytes[sizeof(p->addr) + 1];
+
+        memcpy(bytes, &p->addr, sizeof(p->addr));
+        bytes[sizeof(p->addr)] = p->len;
+        return siphash24(bytes, sizeof(bytes), key);
 }

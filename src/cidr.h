@@ -34,6 +34,10 @@ struct cidr cidr_source(const struct in6_addr *addr, unsigned v4_len, unsigned v
 
 bool cidr_contains(const struct cidr *p, const struct in6_addr *addr);
 
+/* A keyed hash of exactly the meaningful bytes (the address and the
+ * length, never the struct's padding, which C does not promise to zero). */
+uint64_t cidr_hash(const struct cidr *p, const uint8_t key[static 16]);
+
 /* "192.0.2.0/24", "2001:db8::/64"; a full-length prefix prints as a plain
  * address. */
 const char *cidr_format(const struct cidr *p, char buf[static CIDR_STR_MAX]);

@@ -37,7 +37,7 @@ bool logaddr_full(void) {
 }
 
 static const char *hashed(const struct cidr *p, char buf[static LOGADDR_MAX]) {
-        snprintf(buf, LOGADDR_MAX, "hash:%016" PRIx64, siphash24(p, sizeof(*p), key));
+        snprintf(buf, LOGADDR_MAX, "hash:%016" PRIx64, cidr_hash(p, key));
         return buf;
 }
 

@@ -5,7 +5,7 @@
  *   blocked before the first fork and read from a signalfd.
  * - The listeners are polled only while accepting is possible (below the
  *   cap, no resource back-off, no pending fork retry, not draining); the
- *   kernel backlog is the only queue. update_listening() derives that state;
+ *   kernel backlog is the only queue. server_update_listening() derives that state;
  *   nothing else arms or disarms the listeners.
  * - Every worker is reaped by a WNOHANG loop and gets exactly one record.
  * - The parent closes its copy of a client right after the fork.
@@ -28,7 +28,7 @@
 #include "logaddr.h"
 #include "notify.h"
 #include "report.h"
-#include "server.h"
+#include "server-private.h"
 #include "session-log.h"
 #include "spawn.h"
 #include "util.h"
@@ -38,35 +38,9 @@
 #define BACKOFF_MIN_USEC (10 * USEC_PER_MSEC)
 #define BACKOFF_MAX_USEC (500 * USEC_PER_MSEC)
 #define STATUS_INTERVAL_USEC (500 * USEC_PER_MSEC)
-#define KILL_GRACE_USEC (2 * USEC_PER_SEC)
 
-struct server {
-        struct config cfg;
-        const struct server_options *opt;
-        struct listen_set *ls;
-        struct children children;
-        int epfd, sfd;
-        sigset_t worker_mask;
 
-        bool listening, at_cap, draining, cutting;
-        uint64_t drain_deadline, kill_deadline;
-        unsigned drained, cut;
-
-        /* Resource trouble: listeners paused until resume_at; a client
-         * whose fork failed waits in pending_fd for the retry. */
-        uint64_t resume_at, backoff;
-        int pending_fd;
-        union sockaddr_any pending_peer;
-        unsigned failures;
-        struct ratelimit trouble_rl;
-
-        struct admission adm;
-        uint64_t served, started_usec, report_at;
-        bool status_dirty;
-        uint64_t status_at, watchdog_interval, watchdog_at;
-};
-
-static void format_status(const struct server *s, char *buf, size_t size) {
+void server_format_status(const struct server *s, char *buf, size_t size) {
         struct report_state st = {
                 .active = s->children.active, .max_clients = s->cfg.max_clients, .served = s->served,
                 .refused = s->adm.refused, .sources = admission_sources(&s->adm),
@@ -82,16 +56,16 @@ static void format_status(const struct server *s, char *buf, size_t size) {
         report_status(&st, buf, size);
 }
 
-static void send_status(struct server *s, uint64_t now) {
+void server_send_status(struct server *s, uint64_t now) {
         char status[256];
 
-        format_status(s, status, sizeof(status));
+        server_format_status(s, status, sizeof(status));
         notify_status(status);
         s->status_dirty = false;
         s->status_at = now + STATUS_INTERVAL_USEC;
 }
 
-static void update_listening(struct server *s) {
+void server_update_listening(struct server *s) {
         bool cap = s->children.active >= s->cfg.max_clients;
         bool want;
 
@@ -104,7 +78,7 @@ static void update_listening(struct server *s) {
                 else
                         log_msg(LOG_NOTICE, MSGID_CAP_CLEARED, "below max_clients (%u) again; accepting",
                                 s->cfg.max_clients);
-                send_status(s, now_usec(CLOCK_MONOTONIC));
+                server_send_status(s, now_usec(CLOCK_MONOTONIC));
         }
         want = !cap && !s->draining && s->resume_at == 0 && s->pending_fd < 0;
         if (want == s->listening)
@@ -222,7 +196,7 @@ static void accept_ready(struct server *s, struct listener *l) {
                 if (start_worker(s, fd, &peer) < 0)
                         break;
         }
-        update_listening(s);
+        server_update_listening(s);
 }
 
 static void reap(struct server *s) {
@@ -249,96 +223,7 @@ static void reap(struct server *s) {
                 children_release(&s->children, slot);
                 s->status_dirty = true;
         }
-        update_listening(s);
-}
-
-static void recount_one(struct slot *slot, void *userdata) {
-        admission_add_session(userdata, &slot->peer, now_usec(CLOCK_MONOTONIC));
-}
-
-/* Sources are counted by prefix: new prefix lengths mean new sources. */
-static void recount_sources(struct admission *a, void *userdata) {
-        struct server *s = userdata;
-
-        children_foreach(&s->children, recount_one, a);
-        if (s->pending_fd >= 0)
-                admission_add_session(a, &s->pending_peer, now_usec(CLOCK_MONOTONIC));
-}
-
-static void reload(struct server *s) {
-        struct config_diag diag = { 0 };
-        struct config next;
-        char changes[1024];
-        bool restart;
-        int r;
-
-        notify_reloading();
-        r = config_load(s->opt->config_path, &next, &diag);
-        if (r == -ENOENT && !s->opt->config_path_given) {
-                config_defaults(&next);
-                r = 0;
-        }
-        if (r < 0) {
-                log_msg(LOG_ERR, MSGID_RELOAD_FAILED, "reload failed, keeping the running configuration: %s",
-                        diag.text);
-        } else {
-                unsigned n = config_describe_changes(&s->cfg, &next, changes, sizeof(changes), &restart);
-                log_msg(LOG_NOTICE, MSGID_RELOAD, "configuration reloaded: %s",
-                        n ? changes : "no changes");
-                if (restart)
-                        log_msg(LOG_WARNING, MSGID_CONFIG,
-                                "port, listen, backlog and log_hash_key changes take effect only after a restart");
-                struct config old = s->cfg;
-                s->cfg = next;
-                /* Keys that only apply at start keep their running values. */
-                memcpy(s->cfg.log_hash_key, old.log_hash_key, sizeof(old.log_hash_key));
-                if (s->opt->log_level_override < 0)
-                        log_set_max_level(next.log_level);
-                (void) logaddr_configure(&s->cfg);
-                r = admission_reconfigure(&s->adm, &old, recount_sources, s);
-                if (r < 0)
-                        log_errno(LOG_ERR, r, MSGID_RELOAD_FAILED, "cannot recount sources after the reload");
-        }
-        update_listening(s);
-        char status[256];
-        format_status(s, status, sizeof(status));
-        notify_ready(status);
-}
-
-static void cut_one(struct slot *slot, void *userdata) {
-        int sig = *(int *) userdata;
-
-        slot->cut = true;
-        (void) kill(slot->pid, sig);
-}
-
-static void begin_shutdown(struct server *s, int sig) {
-        uint64_t now = now_usec(CLOCK_MONOTONIC);
-        char status[256];
-
-        if (s->draining) {
-                log_msg(LOG_NOTICE, MSGID_SHUTDOWN, "%s again: ending the remaining sessions now",
-                        strsignal(sig));
-                s->drain_deadline = now;
-                return;
-        }
-        s->draining = true;
-        update_listening(s);
-        /* Our copies only: under socket activation systemd keeps the
-         * listening socket, and clients keep queueing for the next start. */
-        listen_close_all(s->ls);
-        if (s->pending_fd >= 0) {
-                /* Admitted but never started: it counts as cut. */
-                s->pending_fd = safe_close(s->pending_fd);
-                admission_release(&s->adm, &s->pending_peer);
-                s->cut++;
-        }
-        s->drain_deadline = now + (uint64_t) s->cfg.drain_timeout_ms * USEC_PER_MSEC;
-        log_msg(LOG_NOTICE, MSGID_SHUTDOWN, "%s: stopped accepting; draining %u session(s) for up to %" PRIu32 " ms",
-                strsignal(sig), s->children.active, s->cfg.drain_timeout_ms);
-        format_status(s, status, sizeof(status));
-        notify_stopping(status, (uint64_t) s->cfg.drain_timeout_ms * USEC_PER_MSEC + KILL_GRACE_USEC +
-                                5 * USEC_PER_SEC);
+        server_update_listening(s);
 }
 
 static void handle_signals(struct server *s) {
@@ -351,14 +236,18 @@ static void handle_signals(struct server *s) {
                         break;
                 case SIGTERM:
                 case SIGINT:
-                        begin_shutdown(s, (int) si.ssi_signo);
+                        server_begin_shutdown(s, (int) si.ssi_signo);
                         break;
                 case SIGHUP:
                         if (!s->draining)
-                                reload(s);
+                                server_reload(s);
                         break;
                 case SIGUSR1:
-                        format_status(s, NULL, 0);
+                        /* The refusals pending since the last report first,
+                         * so the summary is the whole picture. */
+                        report_refusals(&s->adm, now_usec(CLOCK_MONOTONIC));
+                        s->report_at = now_usec(CLOCK_MONOTONIC) + REPORT_INTERVAL_USEC;
+                        server_format_status(s, NULL, 0);
                         break;
                 }
         }
@@ -374,24 +263,16 @@ static void run_deadlines(struct server *s, uint64_t now) {
                         s->pending_fd = -1;
                         (void) start_worker(s, fd, &s->pending_peer);
                 }
-                update_listening(s);
+                server_update_listening(s);
         }
-        if (s->draining && !s->cutting && now >= s->drain_deadline && s->children.active > 0) {
-                int sig = SIGTERM;
-                s->cutting = true;
-                s->kill_deadline = now + KILL_GRACE_USEC;
-                children_foreach(&s->children, cut_one, &sig);
-        } else if (s->cutting && now >= s->kill_deadline && s->children.active > 0) {
-                int sig = SIGKILL;
-                s->kill_deadline = UINT64_MAX;
-                children_foreach(&s->children, cut_one, &sig);
-        }
+        if (s->draining)
+                server_drain_deadlines(s, now);
         if (now >= s->report_at) {
                 report_refusals(&s->adm, now);
                 s->report_at = now + REPORT_INTERVAL_USEC;
         }
         if (s->status_dirty && now >= s->status_at)
-                send_status(s, now);
+                server_send_status(s, now);
         if (s->watchdog_interval && now >= s->watchdog_at) {
                 notify_watchdog();
                 s->watchdog_at = now + s->watchdog_interval;
@@ -482,7 +363,7 @@ int server_run(const struct config *cfg, const struct server_options *opt, struc
                 cfg->max_session_bytes, cfg->drain_timeout_ms);
         s.watchdog_interval = notify_watchdog_interval();
         s.watchdog_at = now_usec(CLOCK_MONOTONIC);
-        format_status(&s, status, sizeof(status));
+        server_format_status(&s, status, sizeof(status));
         notify_ready(status);
 
         while (!s.draining || s.children.active > 0) {
@@ -502,6 +383,7 @@ int server_run(const struct config *cfg, const struct server_options *opt, struc
                 run_deadlines(&s, now_usec(CLOCK_MONOTONIC));
         }
 
+        report_refusals(&s.adm, now_usec(CLOCK_MONOTONIC)); /* nothing counted is lost */
         if (s.draining)
                 log_msg(LOG_NOTICE, MSGID_STOPPED, "stopped: %u session(s) drained, %u cut; %" PRIu64
                         " served in total", s.drained, s.cut, s.served);

@@ -30,7 +30,7 @@ void sources_done(struct sources *s) {
 }
 
 static uint32_t slot_of(const struct sources *s, const struct cidr *key) {
-        return (uint32_t) siphash24(key, sizeof(*key), s->key) & s->mask;
+        return (uint32_t) cidr_hash(key, s->key) & s->mask;
 }
 
 static bool same(const struct cidr *a, const struct cidr *b) {

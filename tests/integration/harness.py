@@ -342,12 +342,29 @@ def process_children(ppid):
 
 
 # -- clients -------------------------------------------------------------
-def connect(address, timeout=10):
+def connect(address, timeout=10, source=None):
+    """A client socket; `source` binds it to another loopback address
+    (127.0.0.2, ...), which admission control sees as another client."""
     family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
     s = socket.socket(family, socket.SOCK_STREAM)
     s.settimeout(timeout * SLOW)
+    if source:
+        s.bind((source, 0))
     s.connect(address)
     return s
+
+
+def served(address, source=None, payload=b"x"):
+    """True when the connection is echoed, False when it is refused (reset
+    right after the accept, the way admission control refuses)."""
+    try:
+        with connect(address, source=source) as s:
+            s.sendall(payload)
+            got = recv_exact(s, len(payload))
+            assert got == payload, got
+            return True
+    except (ConnectionResetError, BrokenPipeError):
+        return False
 
 
 def free_port():

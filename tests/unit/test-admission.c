@@ -108,13 +108,14 @@ static void test_allow_deny(void) {
 struct seen {
         int lines, rest_sources;
         uint32_t total[_REFUSE_MAX];
+        uint32_t line_counts[16];
 };
 
 static void collect(const struct cidr *key, const uint32_t counts[_REFUSE_MAX], uint32_t sources, void *userdata) {
         struct seen *s = userdata;
 
         if (key)
-                s->lines++;
+                s->line_counts[s->lines++] = counts[REFUSE_DENIED];
         else
                 s->rest_sources += (int) sources;
         for (int i = 0; i < _REFUSE_MAX; i++)
@@ -136,10 +137,17 @@ static void test_report_is_bounded_and_resets(void) {
                 for (int j = 0; j <= i % 3; j++)
                         ASSERT_INT(check(&a, ip, t), ==, REFUSE_DENIED);
         }
+        /* One loud source among a hundred quiet ones. */
+        for (int j = 0; j < 50; j++)
+                ASSERT_INT(check(&a, "203.0.113.9", t), ==, REFUSE_DENIED);
         admission_report(&a, t, 10, collect, &s);
         ASSERT_INT(s.lines, ==, 10);
-        ASSERT_INT(s.rest_sources, ==, 90);
-        ASSERT_INT(s.total[REFUSE_DENIED], ==, 199);       /* every refusal accounted for, once */
+        ASSERT_INT(s.rest_sources, ==, 91);
+        ASSERT_INT(s.total[REFUSE_DENIED], ==, 249);       /* every refusal accounted for, once */
+        /* The loudest first, then the ones refused three times. */
+        ASSERT_INT(s.line_counts[0], ==, 50);
+        for (int i = 1; i < 10; i++)
+                ASSERT_INT(s.line_counts[i], ==, 3);
         ASSERT_INT(admission_sources(&a), ==, 0);          /* reported and idle: dropped */
         memset(&s, 0, sizeof(s));
         admission_report(&a, t, 10, collect, &s);

@@ -86,9 +86,23 @@ static void test_source_keys(void) {
         ASSERT(strcmp(source_of("2001:db8:1:2:3::9", 32, 0, buf), "::/0") == 0);
 }
 
+static void test_hash_ignores_padding(void) {
+        struct cidr a, b;
+        uint8_t key[16] = { 7 };
+
+        memset(&a, 0x00, sizeof(a));
+        memset(&b, 0xa5, sizeof(b)); /* garbage wherever the struct has padding */
+        ASSERT_INT(cidr_parse("192.0.2.0/24", &a), ==, 0);
+        ASSERT_INT(cidr_parse("192.0.2.0/24", &b), ==, 0);
+        ASSERT(cidr_hash(&a, key) == cidr_hash(&b, key));
+        ASSERT_INT(cidr_parse("192.0.2.0/25", &b), ==, 0);
+        ASSERT(cidr_hash(&a, key) != cidr_hash(&b, key));
+}
+
 int main(void) {
         RUN(test_parse_and_format);
         RUN(test_contains);
         RUN(test_source_keys);
+        RUN(test_hash_ignores_padding);
         return 0;
 }

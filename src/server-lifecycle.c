@@ -1,0 +1,115 @@
+/* The daemon's transitions: reloading its configuration and shutting down
+ * (stop accepting, drain, cut what is left). See server-private.h. */
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "log.h"
+#include "logaddr.h"
+#include "notify.h"
+#include "server-private.h"
+#include "util.h"
+
+static void recount_one(struct slot *slot, void *userdata) {
+        admission_add_session(userdata, &slot->peer, now_usec(CLOCK_MONOTONIC));
+}
+
+/* Sources are counted by prefix: new prefix lengths mean new sources. */
+static void recount_sources(struct admission *a, void *userdata) {
+        struct server *s = userdata;
+
+        children_foreach(&s->children, recount_one, a);
+        if (s->pending_fd >= 0)
+                admission_add_session(a, &s->pending_peer, now_usec(CLOCK_MONOTONIC));
+}
+
+void server_reload(struct server *s) {
+        struct config_diag diag = { 0 };
+        struct config next;
+        char changes[1024];
+        bool restart;
+        int r;
+
+        notify_reloading();
+        r = config_load(s->opt->config_path, &next, &diag);
+        if (r == -ENOENT && !s->opt->config_path_given) {
+                config_defaults(&next);
+                r = 0;
+        }
+        if (r < 0) {
+                log_msg(LOG_ERR, MSGID_RELOAD_FAILED, "reload failed, keeping the running configuration: %s",
+                        diag.text);
+        } else {
+                unsigned n = config_describe_changes(&s->cfg, &next, changes, sizeof(changes), &restart);
+                log_msg(LOG_NOTICE, MSGID_RELOAD, "configuration reloaded: %s",
+                        n ? changes : "no changes");
+                if (restart)
+                        log_msg(LOG_WARNING, MSGID_CONFIG,
+                                "port, listen, backlog and log_hash_key changes take effect only after a restart");
+                struct config old = s->cfg;
+                s->cfg = next;
+                /* Keys that only apply at start keep their running values. */
+                memcpy(s->cfg.log_hash_key, old.log_hash_key, sizeof(old.log_hash_key));
+                if (s->opt->log_level_override < 0)
+                        log_set_max_level(next.log_level);
+                (void) logaddr_configure(&s->cfg);
+                r = admission_reconfigure(&s->adm, &old, recount_sources, s);
+                if (r < 0)
+                        log_errno(LOG_ERR, r, MSGID_RELOAD_FAILED, "cannot recount sources after the reload");
+        }
+        server_update_listening(s);
+        char status[256];
+        server_format_status(s, status, sizeof(status));
+        notify_ready(status);
+}
+
+static void cut_one(struct slot *slot, void *userdata) {
+        int sig = *(int *) userdata;
+
+        slot->cut = true;
+        (void) kill(slot->pid, sig);
+}
+
+void server_begin_shutdown(struct server *s, int sig) {
+        uint64_t now = now_usec(CLOCK_MONOTONIC);
+        char status[256];
+
+        if (s->draining) {
+                log_msg(LOG_NOTICE, MSGID_SHUTDOWN, "%s again: ending the remaining sessions now",
+                        strsignal(sig));
+                s->drain_deadline = now;
+                return;
+        }
+        s->draining = true;
+        server_update_listening(s);
+        /* Our copies only: under socket activation systemd keeps the
+         * listening socket, and clients keep queueing for the next start. */
+        listen_close_all(s->ls);
+        if (s->pending_fd >= 0) {
+                /* Admitted but never started: it counts as cut. */
+                s->pending_fd = safe_close(s->pending_fd);
+                admission_release(&s->adm, &s->pending_peer);
+                s->cut++;
+        }
+        s->drain_deadline = now + (uint64_t) s->cfg.drain_timeout_ms * USEC_PER_MSEC;
+        log_msg(LOG_NOTICE, MSGID_SHUTDOWN, "%s: stopped accepting; draining %u session(s) for up to %" PRIu32 " ms",
+                strsignal(sig), s->children.active, s->cfg.drain_timeout_ms);
+        server_format_status(s, status, sizeof(status));
+        notify_stopping(status, (uint64_t) s->cfg.drain_timeout_ms * USEC_PER_MSEC + KILL_GRACE_USEC +
+                                5 * USEC_PER_SEC);
+}
+
+void server_drain_deadlines(struct server *s, uint64_t now) {
+        if (!s->cutting && now >= s->drain_deadline && s->children.active > 0) {
+                int sig = SIGTERM;
+                s->cutting = true;
+                s->kill_deadline = now + KILL_GRACE_USEC;
+                children_foreach(&s->children, cut_one, &sig);
+        } else if (s->cutting && now >= s->kill_deadline && s->children.active > 0) {
+                int sig = SIGKILL;
+                s->kill_deadline = UINT64_MAX;
+                children_foreach(&s->children, cut_one, &sig);
+        }
+}

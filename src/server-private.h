@@ -1,0 +1,55 @@
+/* Inside the server only: the state shared by its event loop (server.c) and
+ * its lifecycle transitions (server-lifecycle.c). */
+#pragma once
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "admission.h"
+#include "children.h"
+#include "config.h"
+#include "listen.h"
+#include "log.h"
+#include "server.h"
+
+#define KILL_GRACE_USEC (2 * USEC_PER_SEC)
+
+struct server {
+        struct config cfg;
+        const struct server_options *opt;
+        struct listen_set *ls;
+        struct children children;
+        int epfd, sfd;
+        sigset_t worker_mask;
+
+        bool listening, at_cap, draining, cutting;
+        uint64_t drain_deadline, kill_deadline;
+        unsigned drained, cut;
+
+        /* Resource trouble: listeners paused until resume_at; a client
+         * whose fork failed waits in pending_fd for the retry. */
+        uint64_t resume_at, backoff;
+        int pending_fd;
+        union sockaddr_any pending_peer;
+        unsigned failures;
+        struct ratelimit trouble_rl;
+
+        struct admission adm;
+        uint64_t served, started_usec, report_at;
+        bool status_dirty;
+        uint64_t status_at, watchdog_interval, watchdog_at;
+};
+
+/* The STATUS= text, or (buf NULL) the summary record. */
+void server_format_status(const struct server *s, char *buf, size_t size);
+void server_send_status(struct server *s, uint64_t now);
+/* Arms or disarms the listeners to match the state; logs cap changes. */
+void server_update_listening(struct server *s);
+
+/* SIGHUP: re-reads the configuration; a broken file changes nothing. */
+void server_reload(struct server *s);
+/* SIGTERM/SIGINT: stops accepting and starts the drain; a second one ends it. */
+void server_begin_shutdown(struct server *s, int sig);
+/* During the drain: SIGTERM to what is left at drain_timeout, SIGKILL later. */
+void server_drain_deadlines(struct server *s, uint64_t now);

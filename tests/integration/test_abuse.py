@@ -1,0 +1,163 @@
+#!/usr/bin/env python3
+"""Admission control against the real binary: per-source limits, rates,
+allow and deny lists, refusals that are reset and reported in aggregate,
+counters in STATUS= and on SIGUSR1, and the address privacy modes. Loopback
+aliases (127.0.0.x) stand for different clients."""
+import re
+import signal
+import time
+
+from harness import Daemon, connect, main, recv_exact, served, wait_until
+
+NO_RATE = "source_rate = 0;\n"
+
+
+def refusal_lines(d):
+    return d.log_lines(r"refused (\d+) connection\(s\) from (\S+(?: other source\(s\))?) in the last 10 s: (.*)")
+
+
+def flush_report(d):
+    """SIGUSR1 writes the pending refusal records, then the summary."""
+    before = len(d.log_lines(r"summary: "))
+    d.signal(signal.SIGUSR1)
+    return d.wait_log(r"summary: (.*)", count=before + 1)[-1]
+
+
+def test_per_source_limit_refuses_only_that_source():
+    with Daemon(NO_RATE + "max_clients_per_source = 3;") as d:
+        held = [connect(d.address(), source="127.0.0.1") for _ in range(3)]
+        for s in held:
+            s.sendall(b"h")
+            recv_exact(s, 1)
+        assert not served(d.address(), "127.0.0.1")      # the fourth: reset
+        assert served(d.address(), "127.0.0.2")          # someone else: served
+        held.pop().close()
+        refused = [1]  # the fourth above; each retry below that is still refused counts too
+
+        def retry():
+            ok = served(d.address(), "127.0.0.1")
+            refused[0] += not ok
+            return ok
+        wait_until(retry, 10, "a freed place to be usable")
+        n = refused[0]
+        summary = flush_report(d)
+        lines = [m for m in refusal_lines(d) if m.group(2) == "127.0.0.1"]
+        assert len(lines) == 1 and lines[0].group(1) == str(n) and f"per-source limit {n}" in lines[0].group(3), \
+            [m.group(0) for m in refusal_lines(d)]
+        assert f"{n} refused (denied 0, rate 0, per-source {n})" in summary.group(1), summary.group(0)
+        d.wait_notify(f"{n} refused (denied 0, rate 0, per-source {n})")
+        for s in held:
+            s.close()
+
+
+def test_rate_limit_blocks_a_while_then_forgives():
+    with Daemon("max_clients_per_source = 0; source_rate = 1; source_burst = 3; source_block_time = 1;") as d:
+        assert all(served(d.address(), "127.0.0.1") for _ in range(3))
+        assert not served(d.address(), "127.0.0.1")        # bucket dry: refused and blocked
+        assert served(d.address(), "127.0.0.2")            # others unaffected
+        t0 = time.monotonic()
+        wait_until(lambda: served(d.address(), "127.0.0.1"), 10, "the block to end", interval=0.1)
+        waited = time.monotonic() - t0
+        print(f"   rate limit 1/s, burst 3: refused, blocked, served again after {waited:.1f} s")
+        assert waited >= 0.8, waited
+
+
+def test_allow_and_deny_reloadable():
+    with Daemon(NO_RATE + 'deny = [ "127.0.0.2" ];') as d:
+        assert served(d.address(), "127.0.0.1")
+        assert not served(d.address(), "127.0.0.2")
+        d.write_config(NO_RATE + 'allow = [ "127.0.0.0/30" ]; deny = [ "127.0.0.3" ];')
+        d.signal(signal.SIGHUP)
+        d.wait_log(r'allow \[\] -> \[ "127.0.0.0/30" \], deny \[ "127.0.0.2" \] -> \[ "127.0.0.3" \]')
+        assert served(d.address(), "127.0.0.2")
+        assert not served(d.address(), "127.0.0.3")         # deny wins over allow
+        assert not served(d.address(), "127.0.0.9")         # not in a non-empty allow list
+        flush_report(d)
+        reasons = {m.group(2): m.group(3) for m in refusal_lines(d)}
+        assert reasons.get("127.0.0.3") == "denied 1" and reasons.get("127.0.0.9") == "denied 1", reasons
+
+
+def test_flood_is_reported_in_aggregate():
+    with Daemon("max_clients_per_source = 0; source_rate = 5; source_burst = 5; source_block_time = 60;") as d:
+        refused = sum(not served(d.address(), "127.0.0.5") for _ in range(500))
+        for i in range(30):  # thirty more sources, a few refusals each
+            for _ in range(7):
+                served(d.address(), f"127.0.1.{i}")
+        flush_report(d)
+        lines = refusal_lines(d)
+        mine = [m for m in lines if m.group(2) == "127.0.0.5"]
+        others = [m for m in lines if "other source" in m.group(2)]
+        print(f"   500 connections from one source: {refused} refused, reported in {len(mine)} record; "
+              f"31 refusing sources in {len(lines)} records")
+        assert refused == 495 and len(mine) == 1 and mine[0].group(1) == "495", [m.group(0) for m in mine]
+        assert len(lines) == 11 and len(others) == 1, [m.group(0) for m in lines]
+        assert lines[-11] is mine[0], "the loudest source is named first"
+        total = sum(int(m.group(1)) for m in lines)
+        assert total == 495 + 30 * 2, total                       # every refusal counted once
+        assert d.stop() == 0                                      # every worker reaped and recorded
+        assert len(d.records()) == 5 + 30 * 5                     # one record per served connection only
+
+
+def test_periodic_report_without_asking():
+    with Daemon(NO_RATE + 'deny = [ "127.0.0.7" ];') as d:
+        for _ in range(3):
+            assert not served(d.address(), "127.0.0.7")
+        m = d.wait_log(r"refused 3 connection\(s\) from 127\.0\.0\.7 in the last 10 s: denied 3", timeout=15)
+        assert m
+
+
+def test_dual_stack_counts_mapped_as_ipv4():
+    from harness import free_port
+    port = free_port()
+    with Daemon(NO_RATE + "max_clients_per_source = 1;", args=["-p", str(port)], activation=False) as d:
+        held = connect(("127.0.0.1", port))
+        held.sendall(b"a")
+        recv_exact(held, 1)
+        # Through the same dual-stack socket, as ::ffff:127.0.0.1: the same source.
+        assert not served(("::ffff:127.0.0.1", port))
+        assert served(("::1", port))
+        held.close()
+
+
+def test_reload_with_new_prefix_recounts_live_sessions():
+    with Daemon(NO_RATE + "max_clients_per_source = 2;") as d:
+        a = connect(d.address(), source="127.0.0.1")
+        b = connect(d.address(), source="127.0.0.2")
+        for s in (a, b):
+            s.sendall(b"r")
+            recv_exact(s, 1)
+        assert served(d.address(), "127.0.0.3")
+        d.write_config(NO_RATE + "max_clients_per_source = 2; source_prefix_ipv4 = 24;")
+        d.signal(signal.SIGHUP)
+        d.wait_log(r"source_prefix_ipv4 32 -> 24")
+        assert not served(d.address(), "127.0.0.3")   # now the same /24 as two live sessions
+        a.close()
+        wait_until(lambda: served(d.address(), "127.0.0.3"), 10, "the /24 to have room again")
+        b.close()
+
+
+def test_log_addresses_prefix_and_hash():
+    with Daemon(NO_RATE + 'log_addresses = "prefix"; source_prefix_ipv4 = 24;') as d:
+        assert served(d.address(), "127.0.0.9")
+        m = d.wait_log(r"connection 127\.0\.0\.0/24 port \d+ -> 127\.0\.0\.1:\d+ closed")[0]
+        assert "127.0.0.9" not in m.string
+    hashes = []
+    for _ in range(2):  # a configured key: the same hash across restarts
+        with Daemon(NO_RATE + 'log_addresses = "hash"; log_hash_key = "0123456789abcdef0123";') as d:
+            assert served(d.address(), "127.0.0.9")
+            assert served(d.address(), "127.0.0.8")
+            lines = d.wait_log(r"connection (hash:[0-9a-f]{16}) port \d+ -> ", count=2)
+            hashes.append(sorted(m.group(1) for m in lines))  # reaping order is arbitrary
+            assert "127.0.0.9" not in " ".join(m.string for m in lines)
+    assert hashes[0] == hashes[1] and hashes[0][0] != hashes[0][1], hashes
+    with Daemon(NO_RATE + 'log_addresses = "hash";') as d:  # random key: another hash
+        assert served(d.address(), "127.0.0.9")
+        other = d.wait_log(r"connection (hash:[0-9a-f]{16}) port")[0].group(1)
+    assert other != hashes[0][0]
+
+
+if __name__ == "__main__":
+    main([test_per_source_limit_refuses_only_that_source, test_rate_limit_blocks_a_while_then_forgives,
+          test_allow_and_deny_reloadable, test_flood_is_reported_in_aggregate,
+          test_periodic_report_without_asking, test_dual_stack_counts_mapped_as_ipv4,
+          test_reload_with_new_prefix_recounts_live_sessions, test_log_addresses_prefix_and_hash])
