@@ -21,6 +21,7 @@ const struct key config_keys[] = {
         { "max_session_time",  KIND_DURATION,  FIELD(max_session_time_ms), 0, 1, 30 * DAY_MS,           true },
         { "max_session_bytes", KIND_U64,       FIELD(max_session_bytes), 0,   0, UINT64_C(1) << 60,      true },
         { "buffer_size",       KIND_U32,       FIELD(buffer_size), 0,         1024, 1024 * 1024,         true },
+        { "socket_buffer",     KIND_U32,       FIELD(socket_buffer), 0,    0, 16 * 1024 * 1024,       true },
         { "drain_timeout",     KIND_DURATION,  FIELD(drain_timeout_ms), 0,    1, 300 * 1000,             true },
         { "log_level",         KIND_LOG_LEVEL, FIELD(log_level), 0,           0, 0,                      true },
         { "max_clients_per_source", KIND_U32,  FIELD(max_clients_per_source), 0, 0, CONFIG_MAX_CLIENTS_LIMIT, true },

@@ -42,6 +42,7 @@ struct config {
         uint32_t max_session_time_ms;   /* 0: no limit */
         uint64_t max_session_bytes;     /* 0: no limit */
         uint32_t buffer_size;
+        uint32_t socket_buffer;         /* SO_SNDBUF/SO_RCVBUF per client; 0: kernel autotuning */
         uint32_t drain_timeout_ms;
         int log_level;                  /* syslog priority, LOG_ERR..LOG_DEBUG */
 

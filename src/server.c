@@ -120,6 +120,7 @@ static void recovered(struct server *s) {
 static struct worker_limits limits_of(const struct config *c) {
         return (struct worker_limits) {
                 .buffer_size = c->buffer_size,
+                .socket_buffer = c->socket_buffer,
                 .idle_timeout_ms = c->idle_timeout_ms,
                 .write_timeout_ms = c->write_timeout_ms,
                 .max_session_time_ms = c->max_session_time_ms,

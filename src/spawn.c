@@ -38,6 +38,14 @@ enum close_reason spawn_serve_here(int fd, struct slot *slot, const struct worke
         /* Echo replies are small and immediate: Nagle would hold them back
          * for a delayed ACK (tens of milliseconds per round trip). */
         (void) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int) { 1 }, sizeof(int));
+        /* What a client that stops reading can make the kernel hold for this
+         * session until write_timeout ends it (the kernel doubles the value
+         * for its bookkeeping). Setting it turns autotuning off. */
+        if (limits->socket_buffer) {
+                int size = (int) limits->socket_buffer;
+                (void) setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
+                (void) setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof(size));
+        }
 
         buf = malloc(limits->buffer_size);
         if (!buf) {
