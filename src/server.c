@@ -180,7 +180,8 @@ static void accept_ready(struct server *s, struct listener *l) {
 
                 if (s->children.active >= s->cfg.max_clients)
                         break;
-                fd = accept4(l->fd, &peer.sa, &len, SOCK_NONBLOCK);
+                /* Blocking, as the worker wants it (its timeouts are the kernel's). */
+                fd = accept4(l->fd, &peer.sa, &len, 0);
                 if (fd < 0) {
                         if (errno == EAGAIN)
                                 break;
@@ -402,13 +403,9 @@ int server_run_connected(const struct config *cfg, int fd) {
         struct worker_limits limits = limits_of(cfg);
         struct slot slot = { .pid = getpid(), .start_usec = now_usec(CLOCK_MONOTONIC) };
         socklen_t len = sizeof(slot.peer);
-        int flags;
 
         spawn_reset_signals();
         (void) getpeername(fd, &slot.peer.sa, &len);
-        flags = fcntl(fd, F_GETFL);
-        if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0)
-                return log_errno(LOG_ERR, negative_errno(), NULL, "cannot use the passed connection");
         spawn_serve_here(fd, &slot, &limits);
         session_log_record(&slot, 0, now_usec(CLOCK_MONOTONIC));
         return 0;

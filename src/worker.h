@@ -38,7 +38,8 @@ struct worker_stats {
         int32_t error;          /* errno for CLOSE_ERROR */
 };
 
-/* fd: a connected, non-blocking stream socket. buf: limits->buffer_size
+/* fd: a connected stream socket, best passed blocking (a non-blocking one
+ * costs a system call to change). buf: limits->buffer_size
  * bytes. start_usec: CLOCK_MONOTONIC start of the session. The caller still
  * owns fd; see worker_close(). */
 enum close_reason worker_echo(int fd, const struct worker_limits *limits, uint64_t start_usec,

@@ -129,6 +129,31 @@ static void test_idle_timeout(void) {
         close(c);
 }
 
+/* A full buffer switches the worker to splice(); the limits hold there too. */
+static void test_idle_and_bytes_after_bulk(void) {
+        struct worker_limits lim = base;
+        int c;
+        pid_t pid;
+
+        lim.idle_timeout_ms = 150;
+        pid = start(&lim, &c);
+        pump(c, 10 * lim.buffer_size, false);
+        ASSERT_INT(read_all_until_eof(c, 5000), ==, 0);
+        finish(pid, CLOSE_IDLE);
+        ASSERT(stats->bytes_out == 10 * lim.buffer_size);
+        close(c);
+
+        lim = base;
+        lim.max_session_bytes = 3 * lim.buffer_size + 10;
+        pid = start(&lim, &c);
+        pump(c, 3 * lim.buffer_size, false);
+        char more[100] = { 0 };
+        ASSERT(write(c, more, sizeof(more)) == sizeof(more));
+        ASSERT_INT(read_all_until_eof(c, 5000), ==, 10);
+        finish(pid, CLOSE_SESSION_BYTES);
+        close(c);
+}
+
 static void test_write_timeout(void) {
         struct worker_limits lim = base;
         char chunk[65536] = { 0 };
@@ -227,6 +252,7 @@ int main(void) {
         signal(SIGPIPE, SIG_DFL); /* prove the worker does not rely on the caller ignoring it */
         RUN(test_echo_and_half_close);
         RUN(test_idle_timeout);
+        RUN(test_idle_and_bytes_after_bulk);
         RUN(test_write_timeout);
         RUN(test_session_time);
         RUN(test_session_bytes);
