@@ -27,13 +27,13 @@ int children_init(struct children *c, uint32_t capacity) {
 
         while (size < capacity * 2)
                 size <<= 1;
-        c->table = calloc(size, sizeof(*c->table));
-        c->free_list = malloc((size_t) capacity * sizeof(*c->free_list));
+        c->table_mask = size - 1; /* before anything can fail: children_done() frees by it */
+        c->table = parent_only_alloc((size_t) size * sizeof(*c->table));
+        c->free_list = parent_only_alloc((size_t) capacity * sizeof(*c->free_list));
         if (!c->table || !c->free_list) {
                 children_done(c);
                 return -ENOMEM;
         }
-        c->table_mask = size - 1;
         for (uint32_t i = 0; i < capacity; i++)
                 c->free_list[i] = capacity - 1 - i;
         c->n_free = capacity;
@@ -43,8 +43,8 @@ int children_init(struct children *c, uint32_t capacity) {
 void children_done(struct children *c) {
         if (c->slots)
                 munmap(c->slots, (size_t) c->capacity * sizeof(struct slot));
-        free(c->table);
-        free(c->free_list);
+        parent_only_free(c->table, ((size_t) c->table_mask + 1) * sizeof(*c->table));
+        parent_only_free(c->free_list, (size_t) c->capacity * sizeof(*c->free_list));
         *c = (struct children) { 0 };
 }
 

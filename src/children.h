@@ -6,7 +6,8 @@
  * after waitpid() has reaped the worker, which orders every store the worker
  * made before the parent's reads. Slots are reused last-in first-out so a
  * lightly loaded daemon touches few pages. A private open-addressing table
- * maps pids to slots, so reaping costs no scan. */
+ * maps pids to slots, so reaping costs no scan; it and the free list are
+ * kept out of the workers (MADV_DONTFORK). */
 #pragma once
 
 #include <stdbool.h>

@@ -11,9 +11,9 @@ int sources_init(struct sources *s, uint32_t capacity) {
         *s = (struct sources) { 0 };
         if (capacity == 0 || (capacity & (capacity - 1)))
                 return -EINVAL;
-        /* calloc of this size is a fresh mapping: pages cost nothing (and
-         * fork copies nothing for them) until a source lands there. */
-        s->table = calloc(capacity, sizeof(*s->table));
+        /* Pages cost nothing until a source lands there, and workers never
+         * see the table at all. */
+        s->table = parent_only_alloc((size_t) capacity * sizeof(*s->table));
         if (!s->table)
                 return -ENOMEM;
         s->mask = capacity - 1;
@@ -25,7 +25,7 @@ int sources_init(struct sources *s, uint32_t capacity) {
 }
 
 void sources_done(struct sources *s) {
-        free(s->table);
+        parent_only_free(s->table, ((size_t) s->mask + 1) * sizeof(*s->table));
         *s = (struct sources) { 0 };
 }
 
@@ -134,11 +134,11 @@ void sources_foreach(struct sources *s, void (*fn)(struct source *e, void *userd
 
 int sources_clear(struct sources *s) {
         /* A fresh zeroed mapping rather than memset(): the parent stays small. */
-        struct source *t = calloc((size_t) s->mask + 1, sizeof(*t));
+        struct source *t = parent_only_alloc(((size_t) s->mask + 1) * sizeof(*t));
 
         if (!t)
                 return -ENOMEM;
-        free(s->table);
+        parent_only_free(s->table, ((size_t) s->mask + 1) * sizeof(*s->table));
         s->table = t;
         s->count = 0;
         return 0;

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -48,4 +49,22 @@ static inline uint64_t now_usec(clockid_t clock) {
 
         clock_gettime(clock, &ts);
         return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / 1000;
+}
+
+/* Zeroed memory that only the parent uses (bookkeeping of workers and
+ * sources): MADV_DONTFORK keeps it out of every child, so fork() copies no
+ * page tables for it and a worker cannot touch it by mistake. NULL on
+ * failure; free with parent_only_free() and the same size. */
+static inline void *parent_only_alloc(size_t size) {
+        void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+
+        if (p == MAP_FAILED)
+                return NULL;
+        (void) madvise(p, size, MADV_DONTFORK);
+        return p;
+}
+
+static inline void parent_only_free(void *p, size_t size) {
+        if (p)
+                munmap(p, size);
 }
