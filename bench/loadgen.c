@@ -71,6 +71,7 @@ struct conn {
         uint64_t seq;
         size_t sent, rcvd, len;
         uint64_t tx_off, rx_off;
+        uint64_t in_window;     /* messages or bytes echoed inside the measured window */
         unsigned char *msg;
 };
 
@@ -121,6 +122,7 @@ static struct {
         uint64_t bytes;         /* stream: bytes echoed and verified in the window */
         uint64_t attempts;
         uint64_t err_connect, err_reset, err_timeout, err_verify, err_eof, err_other;
+        uint64_t err_stall;     /* live connections that echoed nothing in the whole window */
         int last_errno;
 } st;
 
@@ -455,8 +457,10 @@ static void stream_pump(struct conn *c, uint64_t now, uint64_t t_meas, uint64_t 
                                 }
                                 c->rx_off += (uint64_t) n;
                                 c->t_progress = now;
-                                if (now >= t_meas && now <= end)
+                                if (now >= t_meas && now <= end) {
                                         st.bytes += (uint64_t) n;
+                                        c->in_window += (uint64_t) n;
+                                }
                                 continue;
                         }
                         if (n == 0) {
@@ -526,6 +530,7 @@ static void persistent_event(struct conn *c, uint32_t ev, uint64_t now, uint64_t
                         return;
                 if (c->t_start >= t_meas && now <= end) {
                         st.done++;
+                        c->in_window++;
                         samples_add(&lat, now - c->t_start);
                 }
                 if (now >= end || interrupted || (opt.max_count && st.done >= opt.max_count)) {
@@ -768,7 +773,8 @@ static void run_hold(void) {
         struct epoll_event evs[MAX_EVENTS];
         struct proc_mem base = tree_memory(opt.pid), held;
         uint64_t est_ns, check_ns, t_end;
-        unsigned established, alive;
+        unsigned established, alive, held_n = 0;
+        double per;
 
         established = hold_round(true, &est_ns);
         /* Hold: nothing should happen; anything that does is an error. */
@@ -778,21 +784,24 @@ static void run_hold(void) {
                 for (int i = 0; i < n; i++)
                         persistent_event(evs[i].data.ptr, evs[i].events, now_ns(), 0, UINT64_MAX);
         }
+        for (unsigned i = 0; i < opt.conc; i++)
+                held_n += conns[i].state == S_READY;
         held = tree_memory(opt.pid);
         alive = hold_round(false, &check_ns);
+        per = held_n ? 1.0 / held_n : -1.0; /* memory per connection actually held */
 
         printf("mode=hold addr=%s port=%d conc=%u established=%u establish_s=%.3f establish_per_s=%.0f "
-               "hold_s=%.1f alive_end=%u check_s=%.3f procs=%u pss_kb=%" PRIu64 " uss_kb=%" PRIu64
+               "hold_s=%.1f held=%u alive_end=%u check_s=%.3f procs=%u pss_kb=%" PRIu64 " uss_kb=%" PRIu64
                " rss_kb=%" PRIu64 " base_procs=%u base_pss_kb=%" PRIu64 " base_uss_kb=%" PRIu64
                " pss_kb_per_conn=%.2f uss_kb_per_conn=%.2f pss_kb_per_conn_incr=%.2f uss_kb_per_conn_incr=%.2f"
                " pte_kb=%" PRIu64 " pte_kb_per_conn=%.2f",
                opt.addr_str, opt.port, opt.conc, established, est_ns / 1e9,
-               est_ns ? established / (est_ns / 1e9) : 0.0, opt.duration, alive, check_ns / 1e9,
+               est_ns ? established / (est_ns / 1e9) : 0.0, opt.duration, held_n, alive, check_ns / 1e9,
                held.procs, held.pss_kb, held.uss_kb, held.rss_kb, base.procs, base.pss_kb, base.uss_kb,
-               alive ? (double) held.pss_kb / opt.conc : -1.0, alive ? (double) held.uss_kb / opt.conc : -1.0,
-               alive ? ((double) held.pss_kb - (double) base.pss_kb) / opt.conc : -1.0,
-               alive ? ((double) held.uss_kb - (double) base.uss_kb) / opt.conc : -1.0,
-               held.pte_kb, alive ? (double) held.pte_kb / opt.conc : -1.0);
+               held.pss_kb * per, held.uss_kb * per,
+               ((double) held.pss_kb - (double) base.pss_kb) * per,
+               ((double) held.uss_kb - (double) base.uss_kb) * per,
+               held.pte_kb, held.pte_kb * per);
 }
 
 /* ---- main loop for rate, pingpong, stream ---- */
@@ -876,9 +885,16 @@ static void run_timed(void) {
                 double secs = ((double) (stop < end ? stop : end) - (double) t_meas) / 1e9;
                 unsigned alive = 0;
 
-                for (unsigned i = 0; i < opt.conc; i++)
-                        if (conns[i].state != S_DEAD)
-                                alive++;
+                for (unsigned i = 0; i < opt.conc; i++) {
+                        if (conns[i].state == S_DEAD)
+                                continue;
+                        alive++;
+                        /* A connection that never echoed in the window has
+                         * stalled, even if it stayed under the timeout. */
+                        if (opt.mode != M_RATE && conns[i].in_window == 0 && !interrupted &&
+                            (opt.max_count == 0 || st.done < opt.max_count))
+                                st.err_stall++;
+                }
                 if (secs <= 0)
                         secs = 1e-9;
                 qsort(lat.v, lat.n, sizeof(*lat.v), cmp_u32);
@@ -1040,10 +1056,10 @@ int main(int argc, char **argv) {
         else
                 run_timed();
         printf(" errors=%" PRIu64, st.err_connect + st.err_reset + st.err_timeout + st.err_verify +
-               st.err_eof + st.err_other);
+               st.err_eof + st.err_other + st.err_stall);
         printf(" err_connect=%" PRIu64 " err_reset=%" PRIu64 " err_timeout=%" PRIu64 " err_verify=%" PRIu64
-               " err_eof=%" PRIu64 " err_other=%" PRIu64 " last_errno=%s%s%s%s\n",
-               st.err_connect, st.err_reset, st.err_timeout, st.err_verify, st.err_eof, st.err_other,
+               " err_eof=%" PRIu64 " err_other=%" PRIu64 " err_stall=%" PRIu64 " last_errno=%s%s%s%s\n",
+               st.err_connect, st.err_reset, st.err_timeout, st.err_verify, st.err_eof, st.err_other, st.err_stall,
                st.last_errno ? strerrorname_np(st.last_errno) : "0", opt.label ? " label=" : "",
                opt.label ? opt.label : "", interrupted ? " interrupted=1" : "");
         fflush(stdout);
