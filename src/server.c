@@ -128,14 +128,20 @@ static struct worker_limits limits_of(const struct config *c) {
         };
 }
 
-/* Starts a worker for fd. On fork failure keeps fd as the pending client. */
+static void refuse(int fd);
+
+/* Starts a worker for fd, which it takes over: closed after the fork, or
+ * kept as the pending client when fork fails. */
 static int start_worker(struct server *s, int fd, const union sockaddr_any *peer) {
         struct worker_limits limits = limits_of(&s->cfg);
         struct slot *slot = children_claim(&s->children);
         pid_t pid;
 
-        if (!slot) /* cannot happen below the cap; be safe anyway */
+        if (!slot) { /* cannot happen below the cap (slots cover the largest one); be safe anyway */
+                refuse(fd);
+                admission_release(&s->adm, peer);
                 return -ENOSPC;
+        }
         slot->peer = *peer;
         slot->start_usec = now_usec(CLOCK_MONOTONIC);
         pid = spawn_worker(fd, slot, &limits, &s->worker_mask);
