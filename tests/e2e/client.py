@@ -5,6 +5,7 @@ namespace. Every mode checks every echoed byte and prints one JSON line.
   client.py once HOST PORT NBYTES       one connection: send, half-close, read all
   client.py loop HOST PORT SECONDS      connections back to back; counts outcomes
   client.py hold HOST PORT SECONDS      one session that keeps echoing for SECONDS
+  client.py from HOST PORT SOURCE       one echo from another loopback address; refused or not
 """
 import json
 import os
@@ -13,12 +14,30 @@ import sys
 import time
 
 
-def connect(host, port, timeout):
+def connect(host, port, timeout, source=None):
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     s = socket.socket(family, socket.SOCK_STREAM)
     s.settimeout(timeout)
+    if source:
+        s.bind((source, 0))
     s.connect((host, port))
     return s
+
+
+def from_source(host, port, source):
+    """Admission control refuses by resetting the connection right away (on
+    loopback, often before connect() has returned)."""
+    try:
+        s = connect(host, port, 30, source)
+    except ConnectionResetError:
+        return {"served": False}
+    try:
+        s.sendall(b"x")
+        return {"served": recv_exact(s, 1) == b"x"}
+    except (ConnectionResetError, BrokenPipeError, ConnectionError):
+        return {"served": False}
+    finally:
+        s.close()
 
 
 def recv_exact(s, n):
@@ -61,6 +80,10 @@ def loop(host, port, seconds):
             counts["refused"] += 1
             time.sleep(0.01)
             continue
+        except OSError as e:  # a reset or a timeout while connecting
+            counts["broken"] += 1
+            counts["errors"].append(repr(e))
+            continue
         try:
             s.sendall(payload)
             if recv_exact(s, 64) != payload:
@@ -96,5 +119,8 @@ def hold(host, port, seconds):
 
 if __name__ == "__main__":
     mode, host, port, arg = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-    result = {"once": once, "loop": loop, "hold": hold}[mode](host, port, float(arg) if mode != "once" else int(arg))
+    if mode == "from":
+        result = from_source(host, port, arg)
+    else:
+        result = {"once": once, "loop": loop, "hold": hold}[mode](host, port, float(arg) if mode != "once" else int(arg))
     print(json.dumps(result), flush=True)

@@ -36,6 +36,7 @@ import atexit
 import errno
 import fcntl
 import hashlib
+import json
 import os
 import re
 import shlex
@@ -1244,19 +1245,41 @@ class Machine:
 
     def journal(self, *args, unit=None, cursor=None, output="cat", timeout=60.0):
         """journalctl output (text).  unit: -u UNIT; cursor: only entries
-        after this cursor (see journal_cursor())."""
-        cmd = ["journalctl", "--no-pager", "-q", "-o", output]
+        written after this mark (see journal_cursor()).
+
+        The mark is a realtime timestamp, and entries are filtered by their
+        __REALTIME_TIMESTAMP here rather than with --after-cursor: journald
+        keeps entries of dynamic users (uid >= 1000) in per-user files, and
+        systemd 252's journalctl, seeking a cursor across those files with a
+        match, was seen to return nothing although matching entries existed."""
+        cmd = ["journalctl", "--no-pager", "-q"]
         if unit:
             cmd += ["-u", unit]
-        if cursor:
-            cmd += ["--after-cursor", cursor]
-        return self.run(cmd + list(args), timeout=timeout).stdout
+        if not cursor:
+            return self.run(cmd + ["-o", output] + list(args), timeout=timeout).stdout
+        # One second of margin for --since (it has second granularity);
+        # the exact cut is made on the microsecond timestamps below.
+        since = "@%d" % (int(cursor) // 1000000 - 1)
+        out = self.run(cmd + ["-o", "json", "--since", since] + list(args), timeout=timeout).stdout
+        kept = []
+        for line in out.splitlines():
+            if not line.startswith("{"):
+                continue
+            entry = json.loads(line)
+            if int(entry.get("__REALTIME_TIMESTAMP", "0")) <= int(cursor):
+                continue
+            if output == "json":
+                kept.append(line)
+            else:
+                message = entry.get("MESSAGE", "")
+                kept.append(message if isinstance(message, str) else "")
+        return "\n".join(kept) + ("\n" if kept else "")
 
     def journal_cursor(self):
-        out = self.run(["journalctl", "--no-pager", "-q", "-n", "0",
-                        "--show-cursor"]).stdout
-        m = re.search(r"-- cursor: (\S+)", out)
-        return m.group(1) if m else None
+        """A mark for journal(cursor=...): the machine's realtime clock in
+        microseconds, so only entries written after this call count."""
+        out = self.run(["date", "+%s%6N"]).stdout.strip()
+        return out
 
     def wait_journal(self, pattern, timeout=30.0, **kw):
         """Wait until a journal line matches the regex pattern; returns it."""

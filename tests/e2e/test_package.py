@@ -5,7 +5,8 @@ Boots systemd as PID 1 over a fresh bookworm rootfs (nspawn.py), installs
 the .deb with apt-get and checks what a user relies on: the socket enabled
 and listening with the service idle until the first client, echo over IPv4
 and IPv6, the STATUS= line, one journal record per connection with every
-field, the catalog, reload (good and broken), restarts and an upgrade under
+field, the catalog, reload (good and broken), admission control with its journal
+records, restarts and an upgrade under
 a client loop without a single refused or broken connection, a draining
 stop, the hardening of a running worker, moving the port through the
 generator, and a purge that leaves nothing behind.
@@ -85,6 +86,12 @@ def read_text(m, path):
     return m.read_file(path).decode()
 
 
+# The client loops open hundreds of connections a second from one address:
+# by design the default per-source rate would refuse most of them, so the
+# tests about restarts and upgrades lift the per-source limits first.
+ONE_BUSY_SOURCE = "max_clients_per_source = 0;\nsource_rate = 0;\n"
+
+
 def reset_conf(m, text):
     m.write_file(CONF, text)
 
@@ -155,8 +162,31 @@ def t_reload(m):
     m.wait_for(lambda: echo_ok(m, nbytes=5000), 10, "the default limits back")
 
 
+@check("admission control: a denied source is reset; USR1 puts its record in the journal")
+def t_admission(m):
+    cursor = m.journal_cursor()
+    reset_conf(m, 'deny = [ "127.0.0.2" ];\n')
+    m.systemctl("reload", "echo-mpserv.service")
+    m.wait_journal(r'configuration reloaded: deny \[\] -> \[ "127.0.0.2" \]', cursor=cursor, unit="echo-mpserv.service")
+    for _ in range(3):
+        assert client(m, "from", "127.0.0.1", 7, "127.0.0.2") == {"served": False}
+    assert client(m, "from", "127.0.0.1", 7, "127.0.0.3") == {"served": True}
+    m.systemctl("kill", "-s", "USR1", "--kill-who=main", "echo-mpserv.service")
+    m.wait_journal(r"summary: .*3 refused \(denied 3, rate 0, per-source 0\)", cursor=cursor,
+                   unit="echo-mpserv.service")
+    out = m.journal("MESSAGE_ID=b1e067611acd413c80239b49fcde3715", unit="echo-mpserv.service",
+                    cursor=cursor, output="json")
+    recs = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert len(recs) == 1 and recs[0]["SOURCE"] == "127.0.0.2" and recs[0]["REFUSED_DENIED"] == "3", recs
+    reset_conf(m, "")
+    m.systemctl("reload", "echo-mpserv.service")
+    m.wait_for(lambda: client(m, "from", "127.0.0.1", 7, "127.0.0.2") == {"served": True}, 10, "the deny to go")
+
+
 @check("restarts under a client loop: 0 refused, 0 broken")
 def t_restarts(m):
+    reset_conf(m, ONE_BUSY_SOURCE)
+    m.systemctl("reload", "echo-mpserv.service")
     job = loop_in_background(m, 12)
     restarts = 0
     time.sleep(1)
@@ -231,6 +261,9 @@ def t_port(m):
 
 @check("upgrade to a newer package under a client loop: 0 refused, 0 broken")
 def t_upgrade(m, newer):
+    reset_conf(m, ONE_BUSY_SOURCE)
+    m.systemctl("daemon-reload")
+    m.systemctl("restart", "echo-mpserv.service")
     assert echo_ok(m)
     old_pid = main_pid(m)
     job = loop_in_background(m, 10)
@@ -290,6 +323,7 @@ def main():
         t_status(m)
         t_journal(m)
         t_reload(m)
+        t_admission(m)
         t_restarts(m)
         t_stop_drains(m)
         t_hardening(m)
