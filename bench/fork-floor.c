@@ -28,7 +28,7 @@
 #include <libconfig.h>
 #include <math.h>
 #include <systemd/sd-daemon.h>
-static void *volatile daemon_libs[] = { (void *) sd_booted, (void *) config_init, (void *) nextafter };
+__attribute__((used)) static void *volatile daemon_libs[] = { (void *) sd_booted, (void *) config_init, (void *) nextafter };
 #define VARIANT "daemon-libs"
 #else
 #define VARIANT "plain"

@@ -58,6 +58,7 @@ int cidr_parse(const char *s, struct cidr *out) {
         }
         max = is_v4 ? 32 : 128;
         len = max;
+        memset(out, 0, sizeof(*out)); /* padding too: configurations compare byte for byte */
         if (slash) {
                 char *end;
                 unsigned long l;
@@ -76,8 +77,10 @@ int cidr_parse(const char *s, struct cidr *out) {
 }
 
 struct cidr cidr_source(const struct in6_addr *addr, unsigned v4_len, unsigned v6_len) {
-        struct cidr p = { .addr = *addr };
+        struct cidr p;
 
+        memset(&p, 0, sizeof(p)); /* padding too */
+        p.addr = *addr;
         p.len = (uint8_t) (cidr_is_v4(addr) ? 96 + v4_len : v6_len);
         truncate_to(&p.addr, p.len);
         return p;

@@ -1,7 +1,8 @@
 /* A lexer just good enough to find libconfig's numeric literals: it skips
  * strings and the three comment styles, treats names as opaque words, and
  * checks every number against what libconfig can store without wrapping.
- * It also refuses @include, which would read files past the size cap. */
+ * It also refuses @include, which would read files past the size cap (and
+ * a FIFO would block the daemon). */
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -36,6 +37,20 @@ static void check_number(const char *name, unsigned line, const char *tok, size_
         hex = strstr(buf, "0x") || strstr(buf, "0X");
         is_float = !hex && strpbrk(buf, ".eE");
 
+        /* libconfig reads "." and "-." as 0 (which means "no limit" for
+         * most keys): a number needs a digit. */
+        if (!strpbrk(buf, "0123456789")) {
+                config_diag_add(diag, "%s:%u: '%.*s' is not a number", name, line, (int) len, tok);
+                (*problems)++;
+                return;
+        }
+        if (hex && buf[0] == '-') {
+                config_diag_add(diag, "%s:%u: hexadecimal numbers cannot be negative: %.*s", name, line,
+                                (int) len, tok);
+                (*problems)++;
+                return;
+        }
+
         errno = 0;
         if (is_float) {
                 double v = strtod(buf, NULL);
@@ -52,8 +67,7 @@ static void check_number(const char *name, unsigned line, const char *tok, size_
         if (hex) {
                 const char *p = buf + (buf[0] == '+' || buf[0] == '-');
                 uint64_t u = strtoull(p, NULL, 16);
-                overflow = errno == ERANGE || buf[0] == '-' ||
-                           u > (is_long ? (uint64_t) INT64_MAX : (uint64_t) INT32_MAX);
+                overflow = errno == ERANGE || u > (is_long ? (uint64_t) INT64_MAX : (uint64_t) INT32_MAX);
         } else {
                 long long v = strtoll(buf, NULL, 10);
                 overflow = errno == ERANGE || (!is_long && (v > INT32_MAX || v < INT32_MIN));
@@ -69,8 +83,29 @@ static void check_number(const char *name, unsigned line, const char *tok, size_
         (*problems)++;
 }
 
-unsigned config_check_literals(const char *name, const char *text, size_t len, struct config_diag *diag) {
-        unsigned line = 1, problems = 0;
+/* "@include" anywhere, strings and comments included: whether libconfig
+ * would take a given occurrence as a directive depends on its lexer's state
+ * (a string left open on the line before hides it, for one), and guessing
+ * that state wrong would let it open a file. No configuration of this daemon
+ * needs those bytes, so any of them refuses the file. */
+static unsigned check_include(const char *name, const char *text, size_t len, struct config_diag *diag,
+                              bool *include) {
+        const char *at = memmem(text, len, "@include", 8);
+        unsigned line = 1;
+
+        if (!at)
+                return 0;
+        for (const char *p = text; p < at; p++)
+                line += *p == '\n';
+        *include = true;
+        config_diag_add(diag, "%s:%u: @include is not supported; keep the whole configuration in one file",
+                        name, line);
+        return 1;
+}
+
+unsigned config_check_literals(const char *name, const char *text, size_t len, struct config_diag *diag,
+                               bool *include) {
+        unsigned line = 1, problems = check_include(name, text, len, diag, include);
         char prev = '=';  /* last significant character, to tell a sign from a name */
         size_t i = 0;
 
@@ -100,15 +135,11 @@ unsigned config_check_literals(const char *name, const char *text, size_t len, s
                         i++;
                         prev = '"';
                 } else if (c == '@') {
-                        if (len - i >= 8 && strncmp(text + i, "@include", 8) == 0) {
-                                config_diag_add(diag, "%s:%u: @include is not supported; "
-                                                "keep the whole configuration in one file", name, line);
-                                problems++;
-                        }
                         while (i < len && text[i] != '\n')
                                 i++;
                 } else if (isdigit((unsigned char) c) ||
-                           (c == '.' && i + 1 < len && isdigit((unsigned char) text[i + 1])) ||
+                           (c == '.' && ((i + 1 < len && isdigit((unsigned char) text[i + 1])) ||
+                                         strchr("=:,[(", prev))) ||
                            ((c == '-' || c == '+') && strchr("=:,[(", prev) && i + 1 < len &&
                             (isdigit((unsigned char) text[i + 1]) || text[i + 1] == '.'))) {
                         size_t start = i++;

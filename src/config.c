@@ -35,6 +35,25 @@ void config_diag_add(struct config_diag *d, const char *fmt, ...) {
         d->text[d->len] = 0;
 }
 
+/* A user's string fit to quote in a one-line diagnostic: control and
+ * non-ASCII bytes escaped (a newline must not forge a second line), long
+ * strings cut. */
+static const char *printable(const char *v, char buf[static 80]) {
+        const unsigned char *p = (const unsigned char *) v;
+        size_t o = 0;
+
+        for (; *p && o < 68; p++) {
+                if (*p >= 0x20 && *p < 0x7f && *p != '\\')
+                        buf[o++] = (char) *p;
+                else
+                        o += (size_t) snprintf(buf + o, 80 - o, "\\x%02x", *p);
+        }
+        if (*p)
+                o += (size_t) snprintf(buf + o, 80 - o, "...");
+        buf[o] = 0;
+        return buf;
+}
+
 static const char *type_name(int type) {
         switch (type) {
         case CONFIG_TYPE_GROUP: return "a group";
@@ -93,12 +112,14 @@ static int set_fixed3(const char *name, const struct key *k, config_setting_t *s
                                 duration ? "a number of seconds" : "a number", type_name(type));
                 return -EINVAL;
         }
-        if (!isfinite(v) || v < 0 || v * 1000.0 > (double) k->max + 0.5 || (v > 0 && v * 1000.0 < 0.5)) {
-                config_diag_add(diag, "%s:%u: %s = %g%s is out of range (0 for no limit, or 0.001..%" PRIu64 "%s)",
+        /* Compare what would be stored: rounded to thousandths first, so
+         * 300.0005 (stored as 300.001) is over a maximum of 300. */
+        if (!isfinite(v) || v < 0 || v * 1000.0 > (double) k->max + 1.0 ||
+            (milli = (uint64_t) llround(v * 1000.0)) > k->max || (v > 0 && milli == 0)) {
+                config_diag_add(diag, "%s:%u: %s = %.10g%s is out of range (0 for no limit, or 0.001..%" PRIu64 "%s)",
                                 name, line, k->name, v, unit, k->max / 1000, unit);
                 return -ERANGE;
         }
-        milli = (uint64_t) llround(v * 1000.0);
         *(uint32_t *) config_field(c, k) = (uint32_t) milli;
         return 0;
 }
@@ -123,7 +144,7 @@ static int set_log_level(const char *name, const struct key *k, config_setting_t
         level = config_log_level_from_name(v);
         if (level < 0) {
                 config_diag_add(diag, "%s:%u: %s = \"%s\" is not one of error, warning, notice, info, debug",
-                                name, config_setting_source_line(s), k->name, v);
+                                name, config_setting_source_line(s), k->name, printable(v, (char[80]) { 0 }));
                 return -EINVAL;
         }
         c->log_level = level;
@@ -140,7 +161,7 @@ static int set_addr_mode(const char *name, const struct key *k, config_setting_t
         mode = config_log_addresses_from_name(v);
         if (mode < 0) {
                 config_diag_add(diag, "%s:%u: %s = \"%s\" is not one of full, prefix, hash",
-                                name, config_setting_source_line(s), k->name, v);
+                                name, config_setting_source_line(s), k->name, printable(v, (char[80]) { 0 }));
                 return -EINVAL;
         }
         c->log_addresses = mode;
@@ -177,12 +198,13 @@ static int add_address(const char *name, unsigned line, const struct key *k, con
         }
         if (inet_pton(AF_INET, v, bin) != 1 && inet_pton(AF_INET6, v, bin) != 1) {
                 config_diag_add(diag, "%s:%u: listen: \"%s\" is not a numeric IPv4 or IPv6 address",
-                                name, line, v);
+                                name, line, printable(v, (char[80]) { 0 }));
                 return -EINVAL;
         }
         for (uint32_t i = 0; i < c->n_listen; i++)
                 if (strcmp(c->listen[i], v) == 0) {
-                        config_diag_add(diag, "%s:%u: listen: \"%s\" is given twice", name, line, v);
+                        config_diag_add(diag, "%s:%u: listen: \"%s\" is given twice", name, line,
+                                        printable(v, (char[80]) { 0 }));
                         return -EINVAL;
                 }
         if (c->n_listen >= CONFIG_MAX_LISTEN) {
@@ -243,7 +265,8 @@ static int add_cidr(const char *name, unsigned line, const struct key *k, const 
         }
         if (cidr_parse(v, &p) < 0) {
                 config_diag_add(diag, "%s:%u: %s: \"%s\" is not an address or prefix such as 192.0.2.0/24 "
-                                "or 2001:db8::/32 (with no bits set past the length)", name, line, cidr_key, v);
+                                "or 2001:db8::/32 (with no bits set past the length)", name, line, cidr_key,
+                                printable(v, (char[80]) { 0 }));
                 return -EINVAL;
         }
         if (*count >= CONFIG_MAX_CIDRS) {
@@ -305,12 +328,26 @@ int config_parse(const char *name, const char *text, size_t len, struct config *
                 return -EINVAL;
         }
         /* Parse even after a bad literal, so one run reports every problem;
-         * the count check at the end still refuses the file. */
-        (void) config_check_literals(name, text, len, diag);
+         * the count check at the end still refuses the file. But never hand
+         * libconfig an @include: it would open the named file (a FIFO would
+         * block us, a large file would be read past the size limit). */
+        bool include = false;
+        (void) config_check_literals(name, text, len, diag, &include);
+        if (include)
+                return -EINVAL;
+
+        /* libconfig 1.5 calls a comment on a last line without a newline a
+         * syntax error; a file is text, so it gets its newline. */
+        _cleanup_(freep) char *copy = malloc(len + 2);
+        if (!copy)
+                return -ENOMEM;
+        memcpy(copy, text, len);
+        copy[len] = '\n';
+        copy[len + 1] = 0;
 
         config_defaults(&c);
         config_init(&lc);
-        if (config_read_string(&lc, text) != CONFIG_TRUE) {
+        if (config_read_string(&lc, copy) != CONFIG_TRUE) {
                 config_diag_add(diag, "%s:%d: %s", name, config_error_line(&lc), config_error_text(&lc));
                 config_destroy(&lc);
                 return -EINVAL;
@@ -325,7 +362,7 @@ int config_parse(const char *name, const char *text, size_t len, struct config *
 
                 if (!k)
                         config_diag_add(diag, "%s:%u: unknown key '%s'", name,
-                                        config_setting_source_line(s), key ? key : "?");
+                                        config_setting_source_line(s), key ? printable(key, (char[80]) { 0 }) : "?");
                 else
                         (void) set_key(name, k, s, &c, diag);
         }

@@ -95,5 +95,8 @@ void config_diag_add(struct config_diag *d, const char *fmt, ...) __attribute__(
 /* config-literals.c: libconfig 1.5 silently wraps integer literals that do
  * not fit (4294967297 reads as 1, a too large 64-bit one saturates) and
  * reads 1e999 as inf. This scan finds such literals first so they are
- * reported instead. Returns the number of problems added to diag. */
-unsigned config_check_literals(const char *name, const char *text, size_t len, struct config_diag *diag);
+ * reported instead. *include is set when the text has an @include, which
+ * must then not reach libconfig at all. Returns the number of problems
+ * added to diag. */
+unsigned config_check_literals(const char *name, const char *text, size_t len, struct config_diag *diag,
+                               bool *include);

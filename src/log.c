@@ -108,6 +108,7 @@ void log_struct(int level, const char *msgid, const char *message, const char *c
         write_stderr(level, message);
 }
 
+__attribute__((format(printf, 4, 0)))
 static void log_va(int level, const char *msgid, int err, const char *fmt, va_list ap) {
         char message[LINE_MAX_LEN];
         int n = vsnprintf(message, sizeof(message), fmt, ap);

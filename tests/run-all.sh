@@ -1,7 +1,8 @@
 #!/bin/bash
 # Runs the whole echo-mpserv test suite on a Debian 12 machine, as root.
 # Installs every package it needs from Debian, then builds and tests three
-# ways (a plain -Werror build, ASan+UBSan, valgrind), builds the Debian
+# ways (a plain -Werror build, ASan+UBSan, valgrind), fuzzes the
+# configuration loader for a minute (tests/fuzz/), builds the Debian
 # package, runs lintian on it, and tests it end to end under a real systemd
 # booted in namespaces (tests/e2e/).
 #
@@ -16,6 +17,7 @@ packages=(
         python3 valgrind util-linux procps mandoc groff-base systemd    # tests
         debhelper dpkg-dev fakeroot lintian                             # the package
         mmdebstrap iproute2 tar                                         # e2e under systemd
+        clang libclang-rt-14-dev                                        # libFuzzer
 )
 
 step() { printf '\n=== %s\n' "$*"; }
@@ -72,9 +74,18 @@ package_and_e2e() {
                 "$out/echo-mpserv_$version+ci1_$arch.deb"
 }
 
+fuzz() {
+        step "fuzz: the configuration loader under libFuzzer (ASan+UBSan) for 60 s"
+        rm -rf build-ci-fuzz
+        FUZZ_BUILD_DIR=build-ci-fuzz tests/fuzz/run-config-fuzz.sh 60
+        step "fuzz: replay the seed corpus"
+        meson test -C build-ci-fuzz --suite fuzz --print-errorlogs
+}
+
 install_packages "${packages[@]}"
 build_and_test build-ci
 build_and_test build-ci-asan -Db_sanitize=address,undefined
 build_and_test build-ci-valgrind -Dvalgrind=true
+fuzz
 package_and_e2e
 step "all tests passed"
