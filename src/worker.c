@@ -120,12 +120,15 @@ static enum close_reason wait_for(struct session *s, short events, uint64_t dead
         }
 }
 
-/* Writes buf[0..len) back. Returns CLOSE_NONE or a close reason. */
-static enum close_reason write_all(struct session *s, const char *buf, size_t len) {
+/* Sends `len` bytes back: from buf, or in splice mode from the pipe.
+ * Returns CLOSE_NONE or a close reason. */
+static enum close_reason send_back(struct session *s, const char *buf, size_t len) {
         uint64_t stalled_until = UINT64_MAX;
 
         while (len > 0) {
-                ssize_t n = send(s->fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+                ssize_t n = s->pipe[0] >= 0
+                        ? splice(s->pipe[0], NULL, s->fd, NULL, len, SPLICE_F_MOVE | SPLICE_F_NONBLOCK)
+                        : send(s->fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
 
                 if (n > 0) {
                         s->st->bytes_out += (uint64_t) n;
@@ -139,32 +142,6 @@ static enum close_reason write_all(struct session *s, const char *buf, size_t le
                 if (n == 0 || errno != EAGAIN)
                         return io_error(n < 0 ? errno : EIO, s->st);
                 if (stalled_until == UINT64_MAX) /* the write timeout counts time without progress */
-                        stalled_until = after(now_usec(CLOCK_MONOTONIC), s->lim->write_timeout_ms);
-                enum close_reason r = wait_for(s, POLLOUT, stalled_until, CLOSE_WRITE_TIMEOUT);
-                if (r != CLOSE_NONE)
-                        return r;
-        }
-        return CLOSE_NONE;
-}
-
-/* Moves `len` bytes from the pipe back to the (non-blocking) socket. */
-static enum close_reason drain_pipe(struct session *s, size_t len) {
-        uint64_t stalled_until = UINT64_MAX;
-
-        while (len > 0) {
-                ssize_t n = splice(s->pipe[0], NULL, s->fd, NULL, len, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-
-                if (n > 0) {
-                        s->st->bytes_out += (uint64_t) n;
-                        len -= (size_t) n;
-                        stalled_until = UINT64_MAX;
-                        continue;
-                }
-                if (n < 0 && errno == EINTR)
-                        continue;
-                if (n == 0 || errno != EAGAIN)
-                        return io_error(n < 0 ? errno : EIO, s->st);
-                if (stalled_until == UINT64_MAX)
                         stalled_until = after(now_usec(CLOCK_MONOTONIC), s->lim->write_timeout_ms);
                 enum close_reason r = wait_for(s, POLLOUT, stalled_until, CLOSE_WRITE_TIMEOUT);
                 if (r != CLOSE_NONE)
@@ -265,15 +242,11 @@ static enum close_reason echo_loop(struct session *s, char *buf) {
                 if (n < 0)
                         return (enum close_reason) -n;
                 s->st->bytes_in += (uint64_t) n;
-                if (s->pipe[0] >= 0) {
-                        r = drain_pipe(s, (size_t) n);
-                } else {
-                        r = write_all(s, buf, (size_t) n);
-                        if (r == CLOSE_NONE && (size_t) n == lim->buffer_size)
-                                start_splicing(s); /* a full buffer: bulk traffic */
-                }
+                r = send_back(s, buf, (size_t) n);
                 if (r != CLOSE_NONE)
                         return r;
+                if (s->pipe[0] < 0 && (size_t) n == lim->buffer_size)
+                        start_splicing(s); /* a full buffer: bulk traffic */
         }
 }
 

@@ -106,7 +106,8 @@ class Collector:
                 left = deadline - time.monotonic()
                 if left <= 0 or (self.closed and not value):
                     tail = "\n".join(str(i) for i in self.items[-15:])
-                    raise AssertionError(f"timed out waiting for {what}; last items:\n{tail}")
+                    why = "the source closed" if self.closed else "timed out"
+                    raise AssertionError(f"{why} waiting for {what}; last items:\n{tail}")
                 self.cond.wait(min(left, 0.2))
 
 
@@ -215,6 +216,10 @@ class Daemon:
             for line in iter(stream.readline, b""):
                 collector.add(decode(line))
             collector.close()
+            # stderr at EOF: the daemon is gone, so no notification will come
+            # either; waiting for one must fail now, not at its timeout.
+            if stream is self.proc.stderr:
+                self.notes.close()
         t = threading.Thread(target=run, daemon=True)
         t.start()
         self.threads.append(t)
@@ -307,7 +312,12 @@ class Daemon:
                 if text in n:
                     return (i, n)
             return None
-        return self.notes.wait(found, timeout, f"notification {text!r}")
+        try:
+            return self.notes.wait(found, timeout, f"notification {text!r}")
+        except AssertionError as e:
+            status = self.proc.poll()
+            log = "\n".join(self.log.snapshot()[-10:])
+            raise AssertionError(f"{e}\ndaemon exit status: {status}; its last log lines:\n{log}") from None
 
     def children(self):
         """(pid, state) of the daemon's direct children."""
@@ -368,12 +378,17 @@ def served(address, source=None, payload=b"x"):
 
 
 def free_port():
-    """A port free on both 127.0.0.1 and ::1 right now, for standalone runs."""
-    for _ in range(50):
+    """A port free on both 127.0.0.1 and ::1 right now, for standalone runs.
+    Chosen below the kernel's ephemeral range, so no outgoing connection
+    (other tests connect all the time) takes it before the daemon binds."""
+    import random
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+        low = int(f.read().split()[0])
+    for _ in range(200):
+        port = random.randrange(max(1025, low - 12000), low)
         with socket.socket() as v4, socket.socket(socket.AF_INET6) as v6:
-            v4.bind(("127.0.0.1", 0))
-            port = v4.getsockname()[1]
             try:
+                v4.bind(("127.0.0.1", port))
                 v6.bind(("::1", port))
             except OSError:
                 continue
