@@ -58,8 +58,12 @@ int admission_check(struct admission *a, const union sockaddr_any *peer, uint64_
                 return -1; /* not an IP peer: nothing to judge it by */
         key = cidr_source(&addr, c->source_prefix_v4, c->source_prefix_v6);
         e = sources_get(&a->sources, &key, burst, now);
-        if (!e && sources_sweep(&a->sources, rate, burst, now) > 0)
-                e = sources_get(&a->sources, &key, burst, now);
+        if (!e && (a->full_sweeps == 0 || now - a->swept_usec >= ADMISSION_SWEEP_INTERVAL_USEC)) {
+                a->swept_usec = now;
+                a->full_sweeps++;
+                if (sources_sweep(&a->sources, rate, burst, now) > 0)
+                        e = sources_get(&a->sources, &key, burst, now);
+        }
 
         if (listed(c->deny, c->n_deny, &addr) || (c->n_allow > 0 && !listed(c->allow, c->n_allow, &addr)))
                 return refuse(a, e, REFUSE_DENIED);

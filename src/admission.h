@@ -15,8 +15,13 @@
 #include "cidr.h"
 #include "config.h"
 #include "sources.h"
+#include "util.h"
 
 #define ADMISSION_SOURCES 65536
+/* When the table is full, sweeping it for room costs a pass over every
+ * entry: at most once a second, or a flood of new sources would make every
+ * accept a full scan. In between, new sources go untracked. */
+#define ADMISSION_SWEEP_INTERVAL_USEC USEC_PER_SEC
 
 struct admission {
         struct sources sources;
@@ -24,6 +29,8 @@ struct admission {
         uint64_t refused[_REFUSE_MAX];  /* since start */
         uint64_t untracked;             /* admitted with no room to track the source */
         uint64_t untracked_reported;
+        uint64_t swept_usec;            /* last sweep made because the table was full */
+        uint64_t full_sweeps;
 };
 
 int admission_init(struct admission *a, const struct config *cfg);

@@ -171,6 +171,13 @@ static void test_table_full_fails_open(void) {
         }
         ASSERT_INT(admitted, ==, ADMISSION_SOURCES / 2 + 10);
         ASSERT(a.untracked == 10);
+        /* A full table is swept for room at most once a second, however
+         * many new sources arrive: not a pass over it per connection. */
+        ASSERT(a.full_sweeps == 1);
+        ASSERT_INT(check(&a, "2001:db8:ffff::1", t + ADMISSION_SWEEP_INTERVAL_USEC - 1), ==, -1);
+        ASSERT(a.full_sweeps == 1 && a.untracked == 11);
+        ASSERT_INT(check(&a, "2001:db8:ffff::2", t + ADMISSION_SWEEP_INTERVAL_USEC), ==, -1);
+        ASSERT(a.full_sweeps == 2 && a.untracked == 12);
         admission_done(&a);
 }
 
