@@ -11,6 +11,7 @@
 #include "config.h"
 #include "listen.h"
 #include "log.h"
+#include "report.h"
 #include "server.h"
 
 #define KILL_GRACE_USEC (2 * USEC_PER_SEC)
@@ -41,7 +42,9 @@ struct server {
         uint64_t status_at, watchdog_interval, watchdog_at;
 };
 
-/* The STATUS= text, or (buf NULL) the summary record. */
+/* The counters the operator sees, for report.c. */
+struct report_state server_report_state(const struct server *s);
+/* The STATUS= text. */
 void server_format_status(const struct server *s, char *buf, size_t size);
 void server_send_status(struct server *s, uint64_t now);
 /* Arms or disarms the listeners to match the state; logs cap changes. */

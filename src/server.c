@@ -40,19 +40,19 @@
 #define STATUS_INTERVAL_USEC (500 * USEC_PER_MSEC)
 
 
-void server_format_status(const struct server *s, char *buf, size_t size) {
-        struct report_state st = {
+struct report_state server_report_state(const struct server *s) {
+        return (struct report_state) {
                 .active = s->children.active, .max_clients = s->cfg.max_clients, .served = s->served,
                 .refused = s->adm.refused, .sources = admission_sources(&s->adm),
                 .untracked = s->adm.untracked, .at_cap = s->at_cap, .fork_failing = s->pending_fd >= 0,
                 .accept_paused = s->resume_at != 0, .draining = s->draining,
                 .uptime_usec = now_usec(CLOCK_MONOTONIC) - s->started_usec,
         };
+}
 
-        if (!buf) {
-                report_summary(&st);
-                return;
-        }
+void server_format_status(const struct server *s, char *buf, size_t size) {
+        struct report_state st = server_report_state(s);
+
         report_status(&st, buf, size);
 }
 
@@ -255,7 +255,8 @@ static void handle_signals(struct server *s) {
                          * so the summary is the whole picture. */
                         report_refusals(&s->adm, now_usec(CLOCK_MONOTONIC));
                         s->report_at = now_usec(CLOCK_MONOTONIC) + REPORT_INTERVAL_USEC;
-                        server_format_status(s, NULL, 0);
+                        struct report_state st = server_report_state(s);
+                        report_summary(&st);
                         break;
                 }
         }
