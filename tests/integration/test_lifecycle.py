@@ -238,11 +238,7 @@ def test_descriptor_hygiene():
 
 
 def test_status_and_watchdog():
-    env = {"WATCHDOG_USEC": "200000"}
-    d = Daemon(env=env)
-    d.extra_env = env
-    # WATCHDOG_PID must name the daemon: bash exports it with its own pid.
-    d.prefix = []
+    d = Daemon(env={"WATCHDOG_USEC": "200000"})
     try:
         d.start(wait_ready=False)
         _, ready = d.wait_notify("READY=1")
