@@ -284,14 +284,7 @@ class Session:
                 if mask & selectors.EVENT_READ and not self._recv_ready():
                     self.fail("the server closed the connection before the client did")
                 if mask & selectors.EVENT_WRITE and off < len(view):
-                    try:
-                        n = self.sock.send(view[off:off + CHUNK])
-                    except BlockingIOError:
-                        n = 0
-                    except (ConnectionResetError, BrokenPipeError) as e:
-                        self.fail("send failed: %s" % e)
-                    self.sent += view[off:off + n]
-                    off += n
+                    off += self._send_some(view, off)
 
     def _flood(self, data):
         """Writes without reading the echo until the kernel stops taking data
@@ -303,14 +296,19 @@ class Session:
         self.sel.modify(self.sock, selectors.EVENT_WRITE)
         while off < len(view) and self.sel.select(0.05):
             self.check_deadline()
-            try:
-                n = self.sock.send(view[off:off + CHUNK])
-            except BlockingIOError:
-                n = 0
-            except (ConnectionResetError, BrokenPipeError) as e:
-                self.fail("send failed: %s" % e)
-            self.sent += view[off:off + n]
-            off += n
+            off += self._send_some(view, off)
+
+    def _send_some(self, view, off):
+        """Sends what the kernel takes of view[off:], up to a chunk; records
+        it as sent and returns how much that was."""
+        try:
+            n = self.sock.send(view[off:off + CHUNK])
+        except BlockingIOError:
+            return 0
+        except (ConnectionResetError, BrokenPipeError) as e:
+            self.fail("send failed: %s" % e)
+        self.sent += view[off:off + n]
+        return n
 
     def run(self):
         self.deadline = time.monotonic() + SESSION_LIMIT * SLOW
