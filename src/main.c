@@ -60,9 +60,10 @@ static int load_hash_key(const struct cli *cli, const struct config *cfg) {
         int r;
 
         if (cfg->log_hash_key[0]) {
-                log_msg(LOG_WARNING, MSGID_CONFIG, "%s: log_hash_key is deprecated: a file the service's dynamic "
-                        "user can read, every local user can; move the key to /etc/echo-mpserv/log-hash-key and "
-                        "set log_hash_key_credential = \"log-hash-key\" (see echo-mpserv.conf(5))", cli->config_path);
+                log_msg(LOG_WARNING, MSGID_CONFIG, "%s: log_hash_key is deprecated: the service's dynamic user must "
+                        "read this file, so every local user can read the key; move it to "
+                        "/etc/echo-mpserv/log-hash-key (mode 0600) and set log_hash_key_credential = "
+                        "\"log-hash-key\" (see echo-mpserv.conf(5))", cli->config_path);
                 return logaddr_set_key(cfg->log_hash_key, strlen(cfg->log_hash_key));
         }
         if (!name[0])
@@ -74,7 +75,9 @@ static int load_hash_key(const struct cli *cli, const struct config *cfg) {
         }
         r = credential_read(name, key, CONFIG_HASH_KEY_MIN, CONFIG_HASH_KEY_MAX, err, sizeof(err));
         if (r < 0) {
-                log_msg(LOG_ERR, MSGID_CONFIG, "log_hash_key_credential: %s", err);
+                /* The unit's SetCredential= placeholder is too short on purpose. */
+                log_msg(LOG_ERR, MSGID_CONFIG, "log_hash_key_credential: %s%s", err, r == -EMSGSIZE ?
+                        "; the service unit passes a placeholder when its LoadCredential= file is missing" : "");
                 return r;
         }
         r = logaddr_set_key(key, (size_t) r);
