@@ -33,6 +33,7 @@ const struct key config_keys[] = {
         { "allow",             KIND_CIDRS,     FIELD(allow), FIELD(n_allow), 0, CONFIG_MAX_CIDRS,     true },
         { "deny",              KIND_CIDRS,     FIELD(deny), FIELD(n_deny), 0, CONFIG_MAX_CIDRS,       true },
         { "log_addresses",     KIND_ADDR_MODE, FIELD(log_addresses), 0,       0, 0,                      true },
+        { "log_hash_key_credential", KIND_CREDENTIAL, FIELD(log_hash_key_credential), 0, 1, CREDENTIAL_NAME_MAX, false },
         { "log_hash_key",      KIND_SECRET,    FIELD(log_hash_key), 0,        CONFIG_HASH_KEY_MIN, CONFIG_HASH_KEY_MAX, false },
 };
 

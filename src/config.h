@@ -14,6 +14,7 @@
 #include <stdio.h>
 
 #include "cidr.h"
+#include "credential.h"
 
 #define CONFIG_DEFAULT_PATH "/etc/echo-mpserv/echo-mpserv.conf"
 #define CONFIG_MAX_FILE_SIZE (64 * 1024)
@@ -57,7 +58,12 @@ struct config {
         struct cidr allow[CONFIG_MAX_CIDRS];    /* empty: everyone */
         struct cidr deny[CONFIG_MAX_CIDRS];
         int log_addresses;                      /* enum log_addresses */
-        char log_hash_key[CONFIG_HASH_KEY_MAX + 1]; /* empty: random at each start */
+        /* Where the hash key comes from, read at start only (not here: the
+         * configuration is what the file says): a credential the service
+         * manager passes, or, deprecated, the key itself in the file. Both
+         * empty: a random key at each start. */
+        char log_hash_key_credential[CREDENTIAL_NAME_MAX + 1];
+        char log_hash_key[CONFIG_HASH_KEY_MAX + 1];
 };
 
 struct config_diag {

@@ -410,8 +410,15 @@ int server_run_connected(const struct config *cfg, int fd) {
         struct worker_limits limits = limits_of(cfg);
         struct slot slot = { .pid = getpid(), .start_usec = now_usec(CLOCK_MONOTONIC) };
         socklen_t len = sizeof(slot.peer);
+        int r;
 
         spawn_reset_signals();
+        /* The record shows the address as log_addresses says, here too. */
+        r = logaddr_configure(cfg);
+        if (r < 0) {
+                safe_close(fd);
+                return log_errno(LOG_ERR, r, NULL, "cannot set up address hashing; closing the connection");
+        }
         (void) getpeername(fd, &slot.peer.sa, &len);
         spawn_serve_here(fd, &slot, &limits);
         session_log_record(&slot, 0, now_usec(CLOCK_MONOTONIC));
