@@ -33,6 +33,7 @@ struct server {
         uint64_t resume_at, backoff;
         int pending_fd;
         union sockaddr_any pending_peer;
+        struct admission_hold pending_hold;
         unsigned failures;
         struct ratelimit trouble_rl;
 
