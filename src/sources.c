@@ -85,6 +85,7 @@ static void unlink_entry(struct sources *s, struct source *e) {
                 s->pool[e->next].prev = e->prev;
         else
                 s->lists[e->list].tail = e->prev;
+        s->lists[e->list].n--;
         s->resting--;
         e->list = SOURCE_LIVE;
 }
@@ -98,6 +99,7 @@ static void link_tail(struct sources *s, struct source *e, enum source_list l) {
         else
                 s->lists[l].head = pos(s, e);
         s->lists[l].tail = pos(s, e);
+        s->lists[l].n++;
         s->resting++;
 }
 
@@ -195,8 +197,11 @@ void sources_seen(struct sources *s, struct source *e, uint64_t now) {
         if (l == SOURCE_LIVE)
                 return;
         link_tail(s, e, l);
-        /* A session just ended: one more rests. e is the most recently
-         * seen, so it goes last. */
+        if (s->lists[SOURCE_BLOCKED].n > s->capacity / 2)
+                forget(s, &s->pool[s->lists[SOURCE_BLOCKED].head]);
+        /* A session just ended: one more rests. Never e: it is the most
+         * recently seen, and with at most half of them blocked, at least
+         * half of the resting entries are in the lists tried first. */
         while (s->resting > s->capacity && forget_one(s, SOURCE_BLOCKED))
                 ;
 }

@@ -11,15 +11,16 @@
  * - At most `capacity` entries rest (no live session). When one more would
  *   rest, the least recently seen resting entry is forgotten, taken first
  *   from the entries that only tally denied refusals, then from the idle
- *   ones, and only when every resting entry is blocked, from the blocked
- *   ones. Each choice is the head of a list kept in the order entries were
- *   last seen, so making room costs O(1).
+ *   ones. At most half of them are blocked: one more block forgets the
+ *   least recently seen blocked entry. So neither kind can push the other
+ *   out: a resting entry is forgotten only after capacity / 2 others of its
+ *   kind were seen after it. Each choice is the head of a list kept in the
+ *   order entries were last seen, so making room costs O(1).
  * - What a forgotten entry still had to report is folded into `forgotten`,
  *   so no refusal goes uncounted.
  *
  * A forgotten source starts again with a full bucket, like a source never
- * seen: to make the table forget a source, `capacity` other sources must be
- * seen after it (for a blocked one: blocked after it). */
+ * seen. */
 #pragma once
 
 #include <stdbool.h>
@@ -71,7 +72,7 @@ struct sources {
         uint32_t count, resting;
         uint32_t free_head;             /* entries dropped, linked by next */
         uint32_t unused;                /* pool[unused..] never used yet */
-        struct { uint32_t head, tail; } lists[_SOURCE_LISTS];
+        struct { uint32_t head, tail, n; } lists[_SOURCE_LISTS];
         uint64_t forgotten_total;       /* entries forgotten to make room, since start */
         struct source_tally forgotten;  /* their refusals since the last report */
         uint8_t key[SIPHASH_KEY_SIZE];
@@ -96,7 +97,7 @@ struct source *sources_get(struct sources *s, const struct cidr *key, bool tally
 /* The entry was seen or changed (sessions, block, checked): moves it to the
  * list its state puts it in, as the most recently seen, and forgets the
  * least recently seen resting entries while more than `capacity` rest
- * (after a session ended), which may be e itself: do not use e after. */
+ * (after a session ended); never e itself. */
 void sources_seen(struct sources *s, struct source *e, uint64_t now);
 
 /* Takes one token, refilling at `rate` per second up to `burst` first.

@@ -330,6 +330,36 @@ static void test_full_of_blocked_sources(void) {
         admission_done(&a);
 }
 
+/* With the table full of blocks, sessions that overlap new sources: each
+ * session ending must not make its own source (or the other idle ones) the
+ * next to be forgotten, or its bucket would be fresh at every connection. */
+static void test_blocks_do_not_churn_the_rest(void) {
+        struct config c = strict();
+        struct admission a;
+        char ip[32];
+        uint64_t t = USEC_PER_SEC;
+        int admitted = 0;
+
+        ASSERT_INT(admission_init(&a, &c), ==, 0);
+        for (int i = 0; i < FLOOD; i++) {
+                flood_ip(ip, sizeof(ip), 12, i);
+                block(&a, ip, t);
+        }
+        ASSERT(a.sources.lists[SOURCE_BLOCKED].n <= TABLE / 2);
+        for (int i = 0; i < 10; i++) {
+                admitted += check(&a, "192.0.2.1", t) == -1;
+                flood_ip(ip, sizeof(ip), 13, i);
+                ASSERT_INT(check(&a, ip, t), ==, -1);   /* a new source while the session lasts */
+                for (unsigned k = 0; k < n_held; k++)   /* the first one's session ends first */
+                        admission_release(&a, &held[k], t);
+                n_held = 0;
+                assert_bounded(&a);
+        }
+        ASSERT_INT(admitted, ==, 3);                    /* the burst, then refused */
+        n_held = 0;
+        admission_done(&a);
+}
+
 static void test_report_exact_when_full(void) {
         struct config c = strict();
         struct admission a;
@@ -406,6 +436,7 @@ int main(void) {
         RUN(test_full_of_denied_sources);
         RUN(test_full_of_one_shot_sources);
         RUN(test_full_of_blocked_sources);
+        RUN(test_blocks_do_not_churn_the_rest);
         RUN(test_report_exact_when_full);
         RUN(test_reload_recounts_holds);
         return 0;
