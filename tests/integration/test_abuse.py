@@ -139,6 +139,23 @@ def test_reload_with_new_prefix_recounts_live_sessions():
         b.close()
 
 
+def test_reload_with_new_table_size_recounts_live_sessions():
+    with Daemon(NO_RATE + "max_clients_per_source = 2;") as d:
+        held = [connect(d.address(), source="127.0.0.1") for _ in range(2)]
+        for s in held:
+            s.sendall(b"t")
+            recv_exact(s, 1)
+        d.write_config(NO_RATE + "max_clients_per_source = 2; source_table_size = 64;")
+        d.signal(signal.SIGHUP)
+        d.wait_log(r"source_table_size 32768 -> 64")
+        assert not served(d.address(), "127.0.0.1")     # its two sessions counted in the new table
+        held.pop().close()
+        wait_until(lambda: served(d.address(), "127.0.0.1"), 10, "the released place to be usable")
+        summary = flush_report(d).group(0)
+        assert "(source_table_size 64)" in summary, summary
+        held[0].close()
+
+
 def test_log_addresses_prefix_and_hash():
     with Daemon(NO_RATE + 'log_addresses = "prefix"; source_prefix_ipv4 = 24;') as d:
         assert served(d.address(), "127.0.0.9")
@@ -303,6 +320,7 @@ if __name__ == "__main__":
     main([test_per_source_limit_refuses_only_that_source, test_rate_limit_blocks_a_while_then_forgives,
           test_allow_and_deny_reloadable, test_flood_is_reported_in_aggregate,
           test_periodic_report_without_asking, test_dual_stack_counts_mapped_as_ipv4,
-          test_reload_with_new_prefix_recounts_live_sessions, test_log_addresses_prefix_and_hash,
+          test_reload_with_new_prefix_recounts_live_sessions,
+          test_reload_with_new_table_size_recounts_live_sessions, test_log_addresses_prefix_and_hash,
           test_denied_flood_does_not_open_the_default_table, test_full_source_table_ipv4,
           test_full_source_table_ipv6])
