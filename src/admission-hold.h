@@ -1,7 +1,7 @@
-/* What admission control counted for one session, kept with the session
- * (its child slot, or the client waiting for a fork retry) so that the end
- * of the session gives back exactly that: the source it was counted under,
- * or nothing. */
+/* What admission control counted for one session, kept by the parent for
+ * the session (per child slot, or for the client waiting for a fork retry)
+ * so that its end gives back exactly that: the source it was counted
+ * under, or nothing. */
 #pragma once
 
 #include <stdbool.h>

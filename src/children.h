@@ -15,7 +15,6 @@
 #include <sys/types.h>
 
 #include "addr.h"
-#include "admission-hold.h"
 #include "worker.h"
 
 struct slot {
@@ -23,7 +22,6 @@ struct slot {
         uint32_t index;
         uint64_t start_usec;            /* CLOCK_MONOTONIC, set by the parent */
         union sockaddr_any peer;        /* set by the parent from accept() */
-        struct admission_hold hold;     /* what admission control counted; the parent's */
         union sockaddr_any local;       /* set by the worker (getsockname) */
         struct worker_stats stats;      /* kept current by the worker */
         bool cut;                       /* the parent ended it at shutdown */

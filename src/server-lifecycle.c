@@ -13,7 +13,10 @@
 #include "util.h"
 
 static void recount_one(struct slot *slot, void *userdata) {
-        admission_hold_session(userdata, &slot->peer, now_usec(CLOCK_MONOTONIC), &slot->hold);
+        struct server *s = userdata;
+        struct counted *c = server_counted(s, slot);
+
+        admission_hold_session(&s->adm, &c->peer, now_usec(CLOCK_MONOTONIC), &c->hold);
 }
 
 /* Sources are counted by prefix: new prefix lengths mean new sources. The
@@ -21,7 +24,7 @@ static void recount_one(struct slot *slot, void *userdata) {
 static void recount_sources(struct admission *a, void *userdata) {
         struct server *s = userdata;
 
-        children_foreach(&s->children, recount_one, a);
+        children_foreach(&s->children, recount_one, s);
         if (s->pending_fd >= 0)
                 admission_hold_session(a, &s->pending_peer, now_usec(CLOCK_MONOTONIC), &s->pending_hold);
 }

@@ -145,7 +145,7 @@ static int start_worker(struct server *s, int fd, const union sockaddr_any *peer
                 return -ENOSPC;
         }
         slot->peer = *peer;
-        slot->hold = *hold;
+        *server_counted(s, slot) = (struct counted) { .peer = *peer, .hold = *hold };
         slot->start_usec = now_usec(CLOCK_MONOTONIC);
         pid = spawn_worker(fd, slot, &limits, &s->worker_mask);
         if (pid < 0) {
@@ -226,7 +226,7 @@ static void reap(struct server *s) {
                 if (!slot)
                         continue;
                 session_log_record(slot, status, now_usec(CLOCK_MONOTONIC));
-                admission_release(&s->adm, &slot->hold, now_usec(CLOCK_MONOTONIC));
+                admission_release(&s->adm, &server_counted(s, slot)->hold, now_usec(CLOCK_MONOTONIC));
                 if (s->draining) {
                         if (slot->cut)
                                 s->cut++;
@@ -349,6 +349,9 @@ static int setup(struct server *s) {
         r = children_init(&s->children, CONFIG_MAX_CLIENTS_LIMIT);
         if (r < 0)
                 return log_errno(LOG_ERR, r, NULL, "cannot set up child accounting");
+        s->counted = parent_only_alloc(CONFIG_MAX_CLIENTS_LIMIT * sizeof(*s->counted));
+        if (!s->counted)
+                return log_errno(LOG_ERR, -ENOMEM, NULL, "cannot set up child accounting");
         r = admission_init(&s->adm, &s->cfg);
         if (r < 0)
                 return log_errno(LOG_ERR, r, NULL, "cannot set up admission control");
@@ -409,6 +412,7 @@ out:
         safe_close(s.sfd);
         safe_close(s.epfd);
         children_done(&s.children);
+        parent_only_free(s.counted, CONFIG_MAX_CLIENTS_LIMIT * sizeof(*s.counted));
         admission_done(&s.adm);
         return r;
 }
