@@ -303,10 +303,14 @@ def test_full_source_table_ipv6():
         print(out.rstrip())
         assert r.returncode == 0, r.stderr
         return
+    # A local route makes the kernel deliver the whole /48 to lo; binding
+    # to an address that is not configured needs ip_nonlocal_bind (both
+    # only in this namespace).
     for cmd in (["ip", "link", "set", "lo", "up"],
-                ["ip", "-6", "route", "add", "local", "2001:db8::/48", "dev", "lo"],
-                ["sysctl", "-qw", "net.ipv6.ip_nonlocal_bind=1"]):
+                ["ip", "-6", "route", "add", "local", "2001:db8::/48", "dev", "lo"]):
         subprocess.run(cmd, check=True)
+    with open("/proc/sys/net/ipv6/ip_nonlocal_bind", "w") as f:
+        f.write("1")
 
     def source(kind, i):
         return f"2001:db8:0:{kind << 12 | i:x}::{kind + 1:x}"
