@@ -264,6 +264,17 @@ int sources_reset(struct sources *s, uint32_t capacity, uint32_t live_max) {
                 return r;
         fresh.forgotten_total = s->forgotten_total;
         fresh.forgotten = s->forgotten;
+        /* What the old entries had to report goes with the rest. */
+        for (uint32_t h = 0; h <= s->index_mask; h++) {
+                const struct source *e = s->index[h] ? &s->pool[s->index[h] - 1] : NULL;
+                bool reported = false;
+
+                for (int i = 0; e && i < _REFUSE_MAX; i++) {
+                        fresh.forgotten.refused[i] += e->refused[i];
+                        reported |= e->refused[i] != 0;
+                }
+                fresh.forgotten.sources += reported;
+        }
         sources_done(s);
         *s = fresh;
         return 0;

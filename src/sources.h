@@ -112,6 +112,6 @@ uint32_t sources_sweep(struct sources *s, double rate, double burst, uint64_t no
 void sources_foreach(struct sources *s, void (*fn)(struct source *e, void *userdata), void *userdata);
 
 /* Replaces the table with an empty one of a new capacity (a reload that
- * changes how sources are counted). Returns 0 or -ENOMEM (the table is then
- * unchanged). */
+ * changes how sources are counted); what the old entries had to report is
+ * kept in `forgotten`. Returns 0 or -ENOMEM (the table is then unchanged). */
 int sources_reset(struct sources *s, uint32_t capacity, uint32_t live_max);

@@ -409,11 +409,18 @@ static void test_reload_recounts_holds(void) {
         ASSERT_INT(admission_init(&a, &c), ==, 0);
         ASSERT_INT(check(&a, ips[0], t), ==, -1);
         ASSERT_INT(check(&a, ips[1], t), ==, -1);
+        ASSERT_INT(check(&a, ips[0], t), ==, -1);
+        ASSERT_INT(check(&a, ips[0], t), ==, REFUSE_PER_SOURCE);
+        release_last(&a, t);
         old = c;
         c.source_prefix_v4 = 24;
         ASSERT_INT(admission_reconfigure(&a, &old, recount, (void *) ips), ==, 0);
         ASSERT_INT(recounted, ==, 2);
         ASSERT_INT(check(&a, "192.0.2.3", t), ==, REFUSE_PER_SOURCE);
+        /* The refusal counted before the reload is still reported, once. */
+        struct seen s = { 0 };
+        admission_report(&a, t, 10, collect, &s);
+        ASSERT_INT(s.total[REFUSE_PER_SOURCE], ==, 2);
         release_all(&a, t);
         ASSERT_INT(check(&a, "192.0.2.3", t), ==, -1);
         ASSERT_INT(check(&a, "192.0.2.4", t), ==, -1);
