@@ -194,7 +194,6 @@ def push_sources_past_a_full_table(address, source, family):
     admitted, blocked), many more than it holds, then checks that a fresh
     source and a blocked one still get their limits. source(kind, i) gives
     the i-th client address of a kind; kind 1 is denied by the config."""
-    refused = {"denied": 0, "rate": 0, "per-source": 0}
     blocked = source(0, 1)
 
     def block(src):
@@ -230,7 +229,6 @@ def push_sources_past_a_full_table(address, source, family):
     assert not served(address, blocked), "the blocked source got through"
     print(f"   {family}: source_table_size {TABLE}; pushed {PUSHED} denied, {PUSHED} one-shot and "
           f"{PUSHED} blocked sources; a fresh and a blocked source still refused")
-    return refused
 
 
 def check_full_table_reports(d, denied):
