@@ -22,6 +22,8 @@
 #define CONFIG_MAX_CLIENTS_LIMIT 16384
 #define CONFIG_ADDR_MAX INET6_ADDRSTRLEN
 #define CONFIG_MAX_CIDRS 64
+#define CONFIG_SOURCE_TABLE_MIN 64
+#define CONFIG_SOURCE_TABLE_MAX 262144
 #define CONFIG_HASH_KEY_MIN 16
 #define CONFIG_HASH_KEY_MAX 128
 
@@ -54,6 +56,7 @@ struct config {
         uint32_t source_rate_milli;             /* connections per 1000 s; 0: no limit */
         uint32_t source_burst;                  /* tokens in a full bucket */
         uint32_t source_block_ms;               /* refused this long after running dry */
+        uint32_t source_table_size;             /* sources remembered besides those with sessions */
         uint32_t n_allow, n_deny;
         struct cidr allow[CONFIG_MAX_CIDRS];    /* empty: everyone */
         struct cidr deny[CONFIG_MAX_CIDRS];

@@ -157,6 +157,9 @@ static void test_admission_keys(void) {
         expect_error("source_rate = -1;", "source_rate = -1 is out of range");
         expect_error("source_rate = \"fast\";", "source_rate must be a number, not a string");
         expect_error("source_burst = 0;", "source_burst = 0 is out of range (1..1000000)");
+        expect_error("source_table_size = 63;", "source_table_size = 63 is out of range (64..262144)");
+        expect_error("source_table_size = 262145;", "source_table_size = 262145 is out of range");
+        expect_error("source_table_size = 0;", "source_table_size = 0 is out of range");
         expect_error("allow = [ \"10.0.0.1/8\" ];", "allow: \"10.0.0.1/8\" is not an address or prefix");
         expect_error("deny = [ \"example.org\" ];", "deny: \"example.org\" is not an address or prefix");
         expect_error("deny = [ \"10.0.0.0/33\" ];", "deny: \"10.0.0.0/33\"");
