@@ -76,10 +76,11 @@ def raise_nofile():
 class Collector:
     """Lines or datagrams gathered by a thread, waited for under a condition."""
 
-    def __init__(self):
+    def __init__(self, writers=1):
         self.items = []
         self.cond = threading.Condition()
         self.closed = False
+        self.writers = writers  # closed when the last of them is done
 
     def add(self, item):
         with self.cond:
@@ -88,7 +89,8 @@ class Collector:
 
     def close(self):
         with self.cond:
-            self.closed = True
+            self.writers -= 1
+            self.closed = self.writers <= 0
             self.cond.notify_all()
 
     def snapshot(self):
@@ -131,7 +133,7 @@ class Daemon:
         self.ignored_signals = ignored_signals  # e.g. ("CHLD",): inherited as SIG_IGN
         self.sockets = []
         self.proc = None
-        self.log = Collector()
+        self.log = Collector(writers=2)  # stderr and stdout: complete when both end
         self.notes = Collector()
         self.threads = []
 
