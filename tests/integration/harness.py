@@ -141,14 +141,18 @@ class Daemon:
     # Every test client comes from one loopback source, so tests not about
     # admission control lift the per-source limits (the defaults would
     # refuse their load by design). A test that sets either key keeps it.
+    # Likewise, tests count one record per connection, so those not about
+    # the record budget lift it (past its burst, connections are summarized).
     UNLIMITED_SOURCES = "max_clients_per_source = 0;\nsource_rate = 0;\n"
+    UNLIMITED_RECORDS = "log_connection_rate = 0; "  # no newline: error line numbers stay
 
     def write_config(self, text, mode=0o644):
-        if text and "max_clients_per_source" not in text and "source_rate" not in text and \
-                "@include" not in text:
-            text = self.UNLIMITED_SOURCES + text
-        elif not text:
-            text = self.UNLIMITED_SOURCES
+        text = text or ""
+        if "@include" not in text:
+            if "log_connection_rate" not in text:
+                text = self.UNLIMITED_RECORDS + text
+            if "max_clients_per_source" not in text and "source_rate" not in text:
+                text = self.UNLIMITED_SOURCES + text
         tmp = self.config_path + ".tmp"
         with open(tmp, "w") as f:
             f.write(text)
