@@ -82,6 +82,7 @@ def test_no_budget_records_every_connection():
         short_sessions(d, n, b"x")
         d.wait_records(n)
         assert d.stop() == 0
+        d.wait_log(STOPPED_RE)  # the last lines are read
         assert not summaries(d) and not d.log_lines(r"over budget")
 
 
@@ -95,6 +96,7 @@ def test_reload_changes_the_budget():
         short_sessions(d, 30)
         d.wait_notify("STATUS=0 active (cap 256), 50 served")
         assert d.stop() == 0
+        d.wait_log(STOPPED_RE)  # the last lines are read
         recorded, folded = len(d.records()), sum(int(s["n"]) for s in summaries(d))
         assert recorded + folded == 50 and folded >= 10, (recorded, folded)
 

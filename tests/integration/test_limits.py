@@ -150,6 +150,8 @@ def test_cap_changes_logged_at_a_bounded_rate():
         held.close()
         d.wait_records(short + 1)
         assert d.stop() == 0  # owed records are written at exit
+        d.wait_log(r"stopped: ")  # the last lines are read
+        d.wait_notify("STOPPING=1")
         elapsed = time.monotonic() - start
         statuses = [n for n in d.notes.snapshot()[notes0:] if "STATUS=" in n and "READY=1" not in n]
         reached = left = 0
