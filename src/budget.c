@@ -154,8 +154,8 @@ static void format_sources(struct budget *b, char *buf, size_t size) {
 
 static void write_summary(struct budget *b, uint64_t now, uint64_t served) {
         char reasons[256], sources[BUDGET_TOP_SOURCES * (LOGADDR_MAX + 24)], n_sources[32];
-        char message[1024], f[10 + _CLOSE_REASON_MAX][96];
-        const char *fields[ELEMENTSOF(f)];
+        char message[1024], f[9 + _CLOSE_REASON_MAX][96], top[sizeof(sources) + 16];
+        const char *fields[ELEMENTSOF(f) + 1];
         uint64_t span = now - b->since_usec;
         size_t n = 0;
 
@@ -193,8 +193,7 @@ static void write_summary(struct budget *b, uint64_t now, uint64_t served) {
         snprintf(f[n++], sizeof(f[0]), "SERVED=%" PRIu64, served);
         for (size_t i = 0; i < n; i++)
                 fields[i] = f[i];
-        /* The sources list may be long: a field of its own, not a slot of f. */
-        char top[sizeof(sources) + 16];
+        /* The list of sources may be longer than a slot of f. */
         snprintf(top, sizeof(top), "TOP_SOURCES=%s", sources);
         fields[n++] = top;
         log_struct(LOG_INFO, MSGID_BUDGET_SUMMARY, message, fields, n);
