@@ -24,6 +24,8 @@ const struct key config_keys[] = {
         { "socket_buffer",     KIND_U32,       FIELD(socket_buffer), 0,    0, 16 * 1024 * 1024,       true },
         { "drain_timeout",     KIND_DURATION,  FIELD(drain_timeout_ms), 0,    1, 300 * 1000,             true },
         { "log_level",         KIND_LOG_LEVEL, FIELD(log_level), 0,           0, 0,                      true },
+        { "log_connection_rate", KIND_RATE,    FIELD(log_connection_rate_milli), 0, 1, UINT64_C(1000000000), true },
+        { "log_connection_burst", KIND_U32,    FIELD(log_connection_burst), 0, 1, 1000000,                true },
         { "max_clients_per_source", KIND_U32,  FIELD(max_clients_per_source), 0, 0, CONFIG_MAX_CLIENTS_LIMIT, true },
         { "source_prefix_ipv4", KIND_U32,      FIELD(source_prefix_v4), 0,    0, 32,                     true },
         { "source_prefix_ipv6", KIND_U32,      FIELD(source_prefix_v6), 0,    0, 128,                    true },
@@ -65,6 +67,11 @@ void config_defaults(struct config *c) {
         c->buffer_size = 64 * 1024;
         c->drain_timeout_ms = 10 * 1000;
         c->log_level = LOG_INFO;
+        /* At most 1000 + 100 * 30 = 4000 records in any 30 s: well below
+         * what journald takes (10000 per 30 s by default, 20000 from the
+         * service unit; tests/integration/test_units.py checks the margin). */
+        c->log_connection_rate_milli = 100 * 1000;
+        c->log_connection_burst = 1000;
         c->max_clients_per_source = 32;
         c->source_prefix_v4 = 32;
         c->source_prefix_v6 = 64;

@@ -48,6 +48,10 @@ struct config {
         uint32_t socket_buffer;         /* SO_SNDBUF/SO_RCVBUF per client; 0: kernel autotuning */
         uint32_t drain_timeout_ms;
         int log_level;                  /* syslog priority, LOG_ERR..LOG_DEBUG */
+        /* The record budget (budget.h): connection records per 1000 s (0: no
+         * budget) and how many may come at once. */
+        uint32_t log_connection_rate_milli;
+        uint32_t log_connection_burst;
 
         /* Admission control, per source (a prefix of the client address). */
         uint32_t max_clients_per_source;        /* 0: no limit */

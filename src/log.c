@@ -153,3 +153,7 @@ bool ratelimit_allow(struct ratelimit *rl, uint64_t now, unsigned *suppressed) {
         rl->suppressed++;
         return false;
 }
+
+uint64_t ratelimit_owed_at(const struct ratelimit *rl) {
+        return rl->suppressed ? rl->begin + rl->interval_usec : 0;
+}

@@ -12,7 +12,7 @@
 #include <stdint.h>
 #include <syslog.h>
 
-/* One MESSAGE_ID per event kind; the catalog (man/echo-mpserv.catalog)
+/* One MESSAGE_ID per event kind; the catalog (systemd/echo-mpserv.catalog)
  * explains each. Changing one breaks operators' journalctl filters. */
 #define MSGID_STARTUP           "29740cc534dd41cd953de89b774700d7"
 #define MSGID_LISTENING         "2c4f968968bc43deb51554edd6091da7"
@@ -29,6 +29,9 @@
 #define MSGID_STOPPED           "3422e862351748908e86a27c34e010ff"
 #define MSGID_SUMMARY           "be95ba5a64a6407e94dc2029a61a6edd"
 #define MSGID_REFUSED           "b1e067611acd413c80239b49fcde3715"
+#define MSGID_BUDGET_SPENT      "1f4a63ea058a4cf896d327bf2bccee01"
+#define MSGID_BUDGET_SUMMARY    "7f8dfbe9eb64428aaebb1bf94479cdb5"
+#define MSGID_BUDGET_RESTORED   "f9fa98b289b648e79b0c5bc47a255a59"
 
 enum log_target {
         LOG_TARGET_STDERR,
@@ -60,7 +63,9 @@ int log_errno(int level, int err, const char *msgid, const char *fmt, ...) __att
 void log_struct(int level, const char *msgid, const char *message, const char *const *fields, size_t n_fields);
 
 /* Allows `burst` events per `interval_usec`; past that it counts what it
- * suppressed so the next allowed record can say so. */
+ * suppressed so the next allowed record can say so. A caller that must not
+ * leave the last events unsaid (a state that changed back and forth) writes
+ * that next record itself at ratelimit_owed_at(). */
 struct ratelimit {
         uint64_t interval_usec;
         unsigned burst;
@@ -72,3 +77,7 @@ struct ratelimit {
 /* True when the caller may log now; *suppressed receives (and resets) the
  * number of events dropped since the last allowed one. */
 bool ratelimit_allow(struct ratelimit *rl, uint64_t now_usec, unsigned *suppressed);
+/* When events were suppressed: the end of their window, from which
+ * ratelimit_allow() lets the record that reports them through. 0 when
+ * nothing is owed. */
+uint64_t ratelimit_owed_at(const struct ratelimit *rl);

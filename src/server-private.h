@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "admission.h"
+#include "budget.h"
 #include "children.h"
 #include "config.h"
 #include "listen.h"
@@ -42,6 +43,13 @@ struct server {
          * shared with the workers, and nothing a worker writes may decide
          * what its session gives back. */
         struct counted { union sockaddr_any peer; struct admission_hold hold; } *counted;
+        /* Records a client can provoke, folded to one a second (see
+         * log_cap() and log_recovered() in server.c): what each owed record
+         * still has to report. cap_changes: [0] left the cap, [1] reached it. */
+        struct ratelimit cap_rl, recover_rl;
+        unsigned cap_changes[2], recoveries, recovered_failures;
+        struct budget budget;
+
         struct admission adm;
         uint64_t served, started_usec, report_at;
         bool status_dirty;
@@ -58,9 +66,21 @@ static inline struct counted *server_counted(const struct server *s, const struc
 struct report_state server_report_state(const struct server *s);
 /* The STATUS= text. */
 void server_format_status(const struct server *s, char *buf, size_t size);
-void server_send_status(struct server *s, uint64_t now);
-/* Arms or disarms the listeners to match the state; logs cap changes. */
+/* Arms or disarms the listeners to match the state; logs cap changes and
+ * marks STATUS= for the next update (at most one per STATUS_INTERVAL). */
 void server_update_listening(struct server *s);
+
+/* server-records.c. A change at the cap (s->at_cap is the new state,
+ * counted in cap_changes) and a recovery from resource trouble (counted in
+ * recoveries, recovered_failures): logged now, or folded into a record owed
+ * at most a second later. */
+void server_log_cap(struct server *s, uint64_t now);
+void server_log_recovered(struct server *s, uint64_t now);
+/* Writes the owed records whose time has come: folded ones and the record
+ * budget's summary; when final (at exit), all of them. */
+void server_write_owed_records(struct server *s, uint64_t now, bool final);
+/* When the next one is owed; UINT64_MAX when none is. */
+uint64_t server_records_due(const struct server *s);
 
 /* SIGHUP: re-reads the configuration; a broken file changes nothing. */
 void server_reload(struct server *s);

@@ -7,7 +7,8 @@
  *   cap, no resource back-off, no pending fork retry, not draining); the
  *   kernel backlog is the only queue. server_update_listening() derives that state;
  *   nothing else arms or disarms the listeners.
- * - Every worker is reaped by a WNOHANG loop and gets exactly one record.
+ * - Every worker is reaped by a WNOHANG loop and is in exactly one record:
+ *   its own, or a summary when the record budget is spent (budget.h).
  * - The parent closes its copy of a client right after the fork.
  * - Admission control runs before any fork: a refused connection costs an
  *   accept() and a reset, never a process. */
@@ -57,7 +58,7 @@ void server_format_status(const struct server *s, char *buf, size_t size) {
         report_status(&st, buf, size);
 }
 
-void server_send_status(struct server *s, uint64_t now) {
+static void send_status(struct server *s, uint64_t now) {
         char status[256];
 
         server_format_status(s, status, sizeof(status));
@@ -72,14 +73,9 @@ void server_update_listening(struct server *s) {
 
         if (cap != s->at_cap && !s->draining) {
                 s->at_cap = cap;
-                if (cap)
-                        log_msg(LOG_WARNING, MSGID_CAP_REACHED,
-                                "max_clients (%u) reached; new connections wait in the kernel backlog",
-                                s->cfg.max_clients);
-                else
-                        log_msg(LOG_NOTICE, MSGID_CAP_CLEARED, "below max_clients (%u) again; accepting",
-                                s->cfg.max_clients);
-                server_send_status(s, now_usec(CLOCK_MONOTONIC));
+                s->cap_changes[cap]++;
+                server_log_cap(s, now_usec(CLOCK_MONOTONIC));
+                s->status_dirty = true;
         }
         want = !cap && !s->draining && s->resume_at == 0 && s->pending_fd < 0;
         if (want == s->listening)
@@ -110,8 +106,9 @@ static void back_off(struct server *s, const char *msgid, const char *what, int 
 }
 
 static void recovered(struct server *s) {
-        if (s->failures > 0)
-                log_msg(LOG_NOTICE, MSGID_RECOVERED, "accepting again after %u resource failure(s)", s->failures);
+        s->recoveries++;
+        s->recovered_failures += s->failures;
+        server_log_recovered(s, now_usec(CLOCK_MONOTONIC));
         s->failures = 0;
         s->backoff = 0;
         s->resume_at = 0;
@@ -225,7 +222,7 @@ static void reap(struct server *s) {
                 slot = children_find(&s->children, pid);
                 if (!slot)
                         continue;
-                session_log_record(slot, status, now_usec(CLOCK_MONOTONIC));
+                budget_connection(&s->budget, &s->cfg, slot, status, now_usec(CLOCK_MONOTONIC));
                 admission_release(&s->adm, &server_counted(s, slot)->hold, now_usec(CLOCK_MONOTONIC));
                 if (s->draining) {
                         if (slot->cut)
@@ -256,9 +253,10 @@ static void handle_signals(struct server *s) {
                                 server_reload(s);
                         break;
                 case SIGUSR1:
-                        /* The refusals pending since the last report first,
-                         * so the summary is the whole picture. */
+                        /* What is pending since the last reports first, so
+                         * the summary is the whole picture. */
                         report_refusals(&s->adm, now_usec(CLOCK_MONOTONIC));
+                        budget_flush(&s->budget, now_usec(CLOCK_MONOTONIC), s->served, false);
                         s->report_at = now_usec(CLOCK_MONOTONIC) + REPORT_INTERVAL_USEC;
                         struct report_state st = server_report_state(s);
                         report_summary(&st);
@@ -287,8 +285,9 @@ static void run_deadlines(struct server *s, uint64_t now) {
                 report_refusals(&s->adm, now);
                 s->report_at = now + REPORT_INTERVAL_USEC;
         }
+        server_write_owed_records(s, now, false);
         if (s->status_dirty && now >= s->status_at)
-                server_send_status(s, now);
+                send_status(s, now);
         if (s->watchdog_interval && now >= s->watchdog_at) {
                 notify_watchdog();
                 s->watchdog_at = now + s->watchdog_interval;
@@ -310,6 +309,8 @@ static int next_timeout_ms(const struct server *s, uint64_t now) {
                 next = s->watchdog_at;
         if (s->report_at < next)
                 next = s->report_at;
+        if (server_records_due(s) < next)
+                next = server_records_due(s);
         if (next == UINT64_MAX)
                 return -1;
         if (next <= now)
@@ -359,6 +360,7 @@ static int setup(struct server *s) {
         if (r < 0)
                 return log_errno(LOG_ERR, r, NULL, "cannot set up address hashing");
         s->started_usec = now_usec(CLOCK_MONOTONIC);
+        budget_init(&s->budget, &s->cfg, s->started_usec);
         s->report_at = s->started_usec + REPORT_INTERVAL_USEC;
         return 0;
 }
@@ -367,6 +369,8 @@ int server_run(const struct config *cfg, const struct server_options *opt, struc
         struct server s = {
                 .cfg = *cfg, .opt = opt, .ls = ls, .epfd = -1, .sfd = -1, .pending_fd = -1,
                 .trouble_rl = { .interval_usec = USEC_PER_SEC, .burst = 1 },
+                .cap_rl = { .interval_usec = USEC_PER_SEC, .burst = 1 },
+                .recover_rl = { .interval_usec = USEC_PER_SEC, .burst = 1 },
         };
         char status[256];
         int r;
@@ -402,7 +406,9 @@ int server_run(const struct config *cfg, const struct server_options *opt, struc
                 run_deadlines(&s, now_usec(CLOCK_MONOTONIC));
         }
 
-        report_refusals(&s.adm, now_usec(CLOCK_MONOTONIC)); /* nothing counted is lost */
+        /* Nothing counted is lost. */
+        report_refusals(&s.adm, now_usec(CLOCK_MONOTONIC));
+        server_write_owed_records(&s, now_usec(CLOCK_MONOTONIC), true);
         if (s.draining)
                 log_msg(LOG_NOTICE, MSGID_STOPPED, "stopped: %u session(s) drained, %u cut; %" PRIu64
                         " served in total", s.drained, s.cut, s.served);

@@ -1,3 +1,4 @@
+/* See session-log.h. */
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
@@ -9,6 +10,35 @@
 #include "session-log.h"
 #include "util.h"
 
+/* The reason, and what the record adds to it (detail may be NULL). */
+static enum close_reason classify(const struct slot *slot, int status, char *detail, size_t size) {
+        enum close_reason reason = (enum close_reason) slot->stats.reason;
+
+        if (WIFSIGNALED(status)) {
+                if (detail)
+                        snprintf(detail, size, " (worker killed by SIG%s)", sigabbrev_np(WTERMSIG(status)) ?: "?");
+                return slot->cut ? CLOSE_SHUTDOWN : CLOSE_ERROR;
+        }
+        if (reason == CLOSE_NONE || (WIFEXITED(status) && WEXITSTATUS(status) != 0)) {
+                if (detail)
+                        snprintf(detail, size, " (worker exited with status %d)", WEXITSTATUS(status));
+                return CLOSE_ERROR;
+        }
+        if (reason == CLOSE_ERROR && slot->stats.error && detail)
+                snprintf(detail, size, " (%s)", strerror(slot->stats.error));
+        return reason;
+}
+
+enum close_reason session_log_reason(const struct slot *slot, int status) {
+        return classify(slot, status, NULL, 0);
+}
+
+uint64_t session_log_duration(const struct slot *slot, uint64_t now) {
+        uint64_t end = slot->stats.end_usec ? slot->stats.end_usec : now;
+
+        return end > slot->start_usec ? end - slot->start_usec : 0;
+}
+
 void session_log_record(const struct slot *slot, int status, uint64_t now) {
         char client[LOGADDR_MAX], local[ADDR_HOST_MAX], detail[96] = "";
         char client_str[LOGADDR_MAX + 16], local_str[ADDR_STR_MAX];
@@ -16,23 +46,13 @@ void session_log_record(const struct slot *slot, int status, uint64_t now) {
         const char *fields[ELEMENTSOF(f)];
         char message[512];
         uint16_t client_port, local_port;
-        uint64_t end = slot->stats.end_usec ? slot->stats.end_usec : now;
-        uint64_t duration = end > slot->start_usec ? end - slot->start_usec : 0;
-        enum close_reason reason = (enum close_reason) slot->stats.reason;
+        uint64_t duration = session_log_duration(slot, now);
+        enum close_reason reason;
         size_t n = 0;
 
         if (!log_enabled(LOG_INFO))
                 return;
-
-        if (WIFSIGNALED(status)) {
-                reason = slot->cut ? CLOSE_SHUTDOWN : CLOSE_ERROR;
-                snprintf(detail, sizeof(detail), " (worker killed by SIG%s)", sigabbrev_np(WTERMSIG(status)) ?: "?");
-        } else if (reason == CLOSE_NONE || (WIFEXITED(status) && WEXITSTATUS(status) != 0)) {
-                reason = CLOSE_ERROR;
-                snprintf(detail, sizeof(detail), " (worker exited with status %d)", WEXITSTATUS(status));
-        } else if (reason == CLOSE_ERROR && slot->stats.error) {
-                snprintf(detail, sizeof(detail), " (%s)", strerror(slot->stats.error));
-        }
+        reason = classify(slot, status, detail, sizeof(detail));
 
         addr_host_port(&slot->peer, client, &client_port); /* for the port */
         logaddr_client(&slot->peer, client);

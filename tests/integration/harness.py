@@ -76,10 +76,11 @@ def raise_nofile():
 class Collector:
     """Lines or datagrams gathered by a thread, waited for under a condition."""
 
-    def __init__(self):
+    def __init__(self, writers=1):
         self.items = []
         self.cond = threading.Condition()
         self.closed = False
+        self.writers = writers  # closed when the last of them is done
 
     def add(self, item):
         with self.cond:
@@ -88,7 +89,8 @@ class Collector:
 
     def close(self):
         with self.cond:
-            self.closed = True
+            self.writers -= 1
+            self.closed = self.writers <= 0
             self.cond.notify_all()
 
     def snapshot(self):
@@ -131,7 +133,7 @@ class Daemon:
         self.ignored_signals = ignored_signals  # e.g. ("CHLD",): inherited as SIG_IGN
         self.sockets = []
         self.proc = None
-        self.log = Collector()
+        self.log = Collector(writers=2)  # stderr and stdout: complete when both end
         self.notes = Collector()
         self.threads = []
 
@@ -139,14 +141,18 @@ class Daemon:
     # Every test client comes from one loopback source, so tests not about
     # admission control lift the per-source limits (the defaults would
     # refuse their load by design). A test that sets either key keeps it.
+    # Likewise, tests count one record per connection, so those not about
+    # the record budget lift it (past its burst, connections are summarized).
     UNLIMITED_SOURCES = "max_clients_per_source = 0;\nsource_rate = 0;\n"
+    UNLIMITED_RECORDS = "log_connection_rate = 0; "  # no newline: error line numbers stay
 
     def write_config(self, text, mode=0o644):
-        if text and "max_clients_per_source" not in text and "source_rate" not in text and \
-                "@include" not in text:
-            text = self.UNLIMITED_SOURCES + text
-        elif not text:
-            text = self.UNLIMITED_SOURCES
+        text = text or ""
+        if "@include" not in text:
+            if "log_connection_rate" not in text:
+                text = self.UNLIMITED_RECORDS + text
+            if "max_clients_per_source" not in text and "source_rate" not in text:
+                text = self.UNLIMITED_SOURCES + text
         tmp = self.config_path + ".tmp"
         with open(tmp, "w") as f:
             f.write(text)

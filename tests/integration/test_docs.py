@@ -83,7 +83,7 @@ def test_message_ids_everywhere():
         catalog = set(re.findall(r"^-- ([0-9a-f]{32})$", f.read(), re.M))
     man = rendered("echo-mpserv.8")
     in_man = set(re.findall(r"\b([0-9a-f]{32})\b", section(man, "LOGGING")))
-    assert len(ids) == 15 and ids == catalog == in_man, (ids ^ catalog, ids ^ in_man)
+    assert len(ids) == 18 and ids == catalog == in_man, (ids ^ catalog, ids ^ in_man)
 
 
 def test_journalctl_reads_the_catalog():
@@ -95,7 +95,7 @@ def test_journalctl_reads_the_catalog():
         subprocess.run(["journalctl", f"--root={root}", "--update-catalog"], check=True)
         listed = subprocess.run(["journalctl", f"--root={root}", "--list-catalog"], capture_output=True,
                                 text=True, check=True).stdout.splitlines()
-    assert len(listed) == 15 and all(" echo-mpserv: echo-mpserv " in line for line in listed), listed
+    assert len(listed) == 18 and all(" echo-mpserv: echo-mpserv " in line for line in listed), listed
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import select
 import socket
 import time
 
-from harness import SLOW, Daemon, connect, main, recv_all, recv_exact
+from harness import SLOW, Daemon, connect, main, recv_all, recv_exact, scaled
 
 
 def no_data_within(s, seconds):
@@ -125,7 +125,53 @@ def test_client_reset_is_recorded_not_fatal():
         assert sum(r["reason"] == "reset" for r in recs) > 0, recs
 
 
+CAP_RE = (r"(?P<kind>max_clients \(2\) reached; new connections wait in the kernel backlog|"
+          r"below max_clients \(2\) again; accepting)"
+          r"(?: \(reached (?P<reached>\d+) time\(s\) and left (?P<left>\d+) time\(s\) since the last record\))?$")
+
+
+def test_cap_changes_logged_at_a_bounded_rate():
+    """A client that reaches and leaves the cap with every connection gets a
+    cap record a second at most (each counting the changes it stands for),
+    and STATUS= no more often than twice a second."""
+    short = scaled(50, 10)
+    with Daemon("max_clients = 2;") as d:
+        held = connect(d.address())
+        held.sendall(b"h")
+        assert recv_exact(held, 1) == b"h"
+        d.wait_notify("STATUS=1 active")
+        notes0 = len(d.notes.snapshot())
+        start = time.monotonic()
+        for i in range(short):
+            with connect(d.address()) as s:
+                s.sendall(b"s")
+                assert recv_exact(s, 1) == b"s"
+        d.wait_records(short)
+        held.close()
+        d.wait_records(short + 1)
+        assert d.stop() == 0  # owed records are written at exit
+        d.wait_log(r"stopped: ")  # the last lines are read
+        d.wait_notify("STOPPING=1")
+        elapsed = time.monotonic() - start
+        statuses = [n for n in d.notes.snapshot()[notes0:] if "STATUS=" in n and "READY=1" not in n]
+        reached = left = 0
+        lines = d.log_lines(CAP_RE)
+        for m in lines:
+            if m.group("reached") is not None:
+                reached += int(m.group("reached"))
+                left += int(m.group("left"))
+            elif "reached" in m.group("kind"):
+                reached += 1
+            else:
+                left += 1
+        print(f"   {short} short sessions beside a held one at max_clients 2 in {elapsed:.2f} s: "
+              f"{len(lines)} cap record(s) for {reached} + {left} changes, {len(statuses)} STATUS= update(s)")
+        assert (reached, left) == (short, short), (reached, left)   # every change counted once
+        assert len(lines) <= elapsed + 2, (len(lines), elapsed)
+        assert len(statuses) <= elapsed / 0.5 + 2, (len(statuses), elapsed)
+
+
 if __name__ == "__main__":
     main([test_max_clients_backpressure, test_idle_timeout, test_write_timeout_client_never_reads,
           test_max_session_time_busy_client, test_max_session_bytes,
-          test_client_reset_is_recorded_not_fatal])
+          test_client_reset_is_recorded_not_fatal, test_cap_changes_logged_at_a_bounded_rate])

@@ -4,6 +4,7 @@ fork() failing (RLIMIT_NPROC). The parent must not spin or die, must log at
 a bounded rate, and must recover by itself."""
 import os
 import resource
+import threading
 import time
 
 from harness import SLOW, Daemon, Skip, connect, main, recv_exact, wait_until
@@ -89,5 +90,52 @@ def test_fork_failure_backs_off_and_recovers():
         assert d.stop() == 0
 
 
+RECOVERED_RE = r"accepting again after (\d+) resource failure\(s\)(?: \(recovered (\d+) time\(s\) since the last record\))?$"
+
+
+def test_flapping_fork_failures_logged_at_a_bounded_rate():
+    """Clients that keep the daemon at the edge of its process limit make
+    fork() fail and recover over and over: at most one recovery record a
+    second, each counting the recoveries it stands for."""
+    if os.geteuid() != 0:
+        raise Skip("needs root to run the daemon as an otherwise unused uid")
+    nproc = 3  # the daemon itself plus two workers
+    prefix = ["prlimit", f"--nproc={nproc}:{nproc}", "setpriv", f"--reuid={UNUSED_UID}",
+              f"--regid={UNUSED_UID}", "--clear-groups"]
+    with Daemon("max_clients = 50;", prefix=prefix, public_binary=True) as d:
+        served, errors = [0], []
+
+        def client(seconds):
+            end = time.monotonic() + seconds
+            try:
+                while time.monotonic() < end:
+                    with connect(d.address()) as s:
+                        s.sendall(b"x")
+                        assert recv_exact(s, 1) == b"x"
+                    served[0] += 1
+            except Exception as e:  # reported below
+                errors.append(e)
+
+        start = time.monotonic()
+        threads = [threading.Thread(target=client, args=(2.0,)) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors
+        d.wait_records(served[0])
+        assert d.stop() == 0  # owed records are written at exit
+        d.wait_log(r"stopped: ")  # the last lines are read
+        elapsed = time.monotonic() - start
+        lines = d.log_lines(RECOVERED_RE)
+        recoveries = sum(int(m.group(2) or 1) for m in lines)
+        failures = sum(int(m.group(1)) for m in lines)
+        print(f"   {served[0]} sessions from 4 clients at a limit of 2 workers in {elapsed:.1f} s: "
+              f"{recoveries} recoveries from {failures} fork failures in {len(lines)} record(s)")
+        assert recoveries > 0 and failures >= recoveries, (recoveries, failures)
+        assert len(lines) <= elapsed + 2, (len(lines), elapsed)
+
+
 if __name__ == "__main__":
-    main([test_emfile_low_cpu_and_recovery, test_fork_failure_backs_off_and_recovers])
+    main([test_emfile_low_cpu_and_recovery, test_fork_failure_backs_off_and_recovers,
+          test_flapping_fork_failures_logged_at_a_bounded_rate])

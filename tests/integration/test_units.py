@@ -62,5 +62,25 @@ def test_limits_fit_the_largest_configuration():
     print(f"   TasksMax={service['TasksMax']} for max_clients up to {largest}")
 
 
+def test_journal_takes_what_the_record_budget_writes():
+    """journald drops records past the unit's rate limit without a trace: it
+    must take at least twice what the default budget writes in its interval
+    (the rest of the daemon's records are bounded too). 0 would not turn the
+    limit off in systemd 252: it means journald's default."""
+    with tempfile.NamedTemporaryFile("w", suffix=".conf") as empty:
+        dump = subprocess.run([DAEMON, "-c", empty.name, "--dump-config"], capture_output=True,
+                              text=True, check=True).stdout
+    defaults = dict(re.findall(r"^(\w+) = (.*);$", dump, re.M))
+    rate, burst = float(defaults["log_connection_rate"]), int(defaults["log_connection_burst"])
+    service = settings(SERVICE)
+    interval = service["LogRateLimitIntervalSec"]
+    assert interval.endswith("s") and interval[:-1].isdigit() and int(interval[:-1]) > 0, interval
+    most = burst + rate * int(interval[:-1])
+    print(f"   the budget writes at most {most:.0f} connection records per {interval}; "
+          f"journald takes {service['LogRateLimitBurst']}")
+    assert rate > 0 and int(service["LogRateLimitBurst"]) >= 2 * most, (most, service["LogRateLimitBurst"])
+
+
 if __name__ == "__main__":
-    main([test_units_verify_cleanly, test_exposure_at_most_one, test_limits_fit_the_largest_configuration])
+    main([test_units_verify_cleanly, test_exposure_at_most_one, test_limits_fit_the_largest_configuration,
+          test_journal_takes_what_the_record_budget_writes])

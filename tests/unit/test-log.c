@@ -1,4 +1,5 @@
-/* log: stderr format and levels, journal fallback, the rate limiter. */
+/* log: stderr format and levels, journal fallback, the rate limiter and
+ * the records it owes. */
 #include <errno.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -57,9 +58,28 @@ static void test_ratelimit(void) {
         ASSERT(ratelimit_allow(&rl, 1001 + USEC_PER_SEC, &suppressed) && suppressed == 0);
 }
 
+static void test_ratelimit_owed(void) {
+        struct ratelimit rl = { .interval_usec = USEC_PER_SEC, .burst = 1 };
+        unsigned suppressed;
+
+        ASSERT(ratelimit_allow(&rl, 5000, &suppressed));
+        ASSERT_INT(ratelimit_owed_at(&rl), ==, 0); /* nothing folded, nothing owed */
+        ASSERT(!ratelimit_allow(&rl, 6000, &suppressed));
+        ASSERT(!ratelimit_allow(&rl, 7000, &suppressed));
+        ASSERT_INT(ratelimit_owed_at(&rl), ==, 5000 + USEC_PER_SEC);
+        /* At that time the owed record goes through with the count... */
+        ASSERT(ratelimit_allow(&rl, 5000 + USEC_PER_SEC, &suppressed));
+        ASSERT_INT(suppressed, ==, 2);
+        ASSERT_INT(ratelimit_owed_at(&rl), ==, 0);
+        /* ...and uses up its window like any record. */
+        ASSERT(!ratelimit_allow(&rl, 5001 + USEC_PER_SEC, &suppressed));
+        ASSERT_INT(ratelimit_owed_at(&rl), ==, 5000 + 2 * USEC_PER_SEC);
+}
+
 int main(void) {
         RUN(test_stderr_lines);
         RUN(test_target_choice);
         RUN(test_ratelimit);
+        RUN(test_ratelimit_owed);
         return 0;
 }

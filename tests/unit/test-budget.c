@@ -1,0 +1,193 @@
+/* budget: records paid from the bucket, the rest folded into summaries
+ * whose counts add up, and the records that say when folding starts and
+ * stops. */
+#include <arpa/inet.h>
+#include <signal.h>
+
+#include "budget.h"
+#include "capture.h"
+#include "log.h"
+#include "util.h"
+
+#define T0 (100 * USEC_PER_SEC)
+
+static struct config cfg(uint32_t rate_milli, uint32_t burst) {
+        struct config c = { .log_connection_rate_milli = rate_milli, .log_connection_burst = burst,
+                            .source_prefix_v4 = 32, .source_prefix_v6 = 64 };
+        return c;
+}
+
+static struct slot session(const char *client, uint64_t bytes, enum close_reason reason) {
+        struct slot s = { .pid = 4321, .start_usec = T0 - USEC_PER_SEC };
+
+        s.peer.in.sin_family = AF_INET;
+        inet_pton(AF_INET, client, &s.peer.in.sin_addr);
+        s.peer.in.sin_port = htons(40000);
+        s.local.in.sin_family = AF_INET;
+        inet_pton(AF_INET, "192.0.2.1", &s.local.in.sin_addr);
+        s.local.in.sin_port = htons(7);
+        s.stats = (struct worker_stats) { .bytes_in = bytes, .bytes_out = bytes, .end_usec = T0, .reason = reason };
+        return s;
+}
+
+static unsigned count(const char *text, const char *needle) {
+        unsigned n = 0;
+
+        for (const char *p = text; (p = strstr(p, needle)); p++)
+                n++;
+        return n;
+}
+
+static void test_burst_then_folded(void) {
+        struct config c = cfg(2000, 3); /* 2 a second, 3 at once */
+        struct budget b;
+        struct capture cap;
+        struct slot s = session("192.0.2.9", 10, CLOSE_CLIENT);
+        const char *out;
+
+        budget_init(&b, &c, T0);
+        ASSERT(budget_due(&b) == UINT64_MAX);
+        capture_start(&cap);
+        for (int i = 0; i < 10; i++)
+                budget_connection(&b, &c, &s, 0, T0);
+        out = capture_end(&cap);
+        ASSERT_INT(count(out, "info: connection 192.0.2.9:40000"), ==, 3);
+        ASSERT_INT(count(out, "notice: connection records over budget (2 a second, bursts of 3)"), ==, 1);
+        ASSERT_INT(b.recorded, ==, 3);
+        ASSERT_INT(b.connections, ==, 7);
+        ASSERT_INT(budget_due(&b), ==, T0 + BUDGET_INTERVAL_USEC);
+
+        /* Half a second later the bucket holds one record again. */
+        capture_start(&cap);
+        budget_connection(&b, &c, &s, 0, T0 + USEC_PER_SEC / 2);
+        budget_connection(&b, &c, &s, 0, T0 + USEC_PER_SEC / 2);
+        out = capture_end(&cap);
+        ASSERT_INT(count(out, "info: connection "), ==, 1);
+        ASSERT_INT(b.recorded, ==, 4);
+        ASSERT_INT(b.connections, ==, 8);
+}
+
+static void test_summary_adds_up(void) {
+        struct config c = cfg(1000, 1);
+        struct budget b;
+        struct capture cap;
+        struct slot a = session("192.0.2.9", 100, CLOSE_CLIENT), r = session("198.51.100.7", 5, CLOSE_RESET);
+        const char *out;
+
+        budget_init(&b, &c, T0);
+        capture_start(&cap);
+        budget_connection(&b, &c, &a, 0, T0);           /* recorded */
+        for (int i = 0; i < 4; i++)
+                budget_connection(&b, &c, &a, 0, T0);   /* folded */
+        budget_connection(&b, &c, &r, 0, T0);
+        budget_connection(&b, &c, &r, SIGKILL, T0);     /* killed: error, from its wait status */
+        budget_flush(&b, T0 + 2 * USEC_PER_SEC, 9, false);
+        out = capture_end(&cap);
+        ASSERT_STR_CONTAINS(out, "info: summary of 6 connection(s) closed in the last 2.0 s without a record each "
+                                 "(over the record budget): client-closed 4, reset 1, error 1; 410 bytes in, "
+                                 "410 bytes out, 6.000 s in sessions; 2 source(s): 192.0.2.9 4, 198.51.100.7 2; "
+                                 "1 recorded and 6 summarized of 9 served\n");
+        ASSERT_INT(b.recorded + b.summarized, ==, 7);
+        ASSERT_INT(b.connections, ==, 0);
+        ASSERT(b.folding); /* until a flush finds nothing new */
+        ASSERT_INT(budget_due(&b), ==, T0 + 2 * USEC_PER_SEC + BUDGET_INTERVAL_USEC);
+
+        capture_start(&cap);
+        budget_flush(&b, T0 + 12 * USEC_PER_SEC, 9, false);
+        out = capture_end(&cap);
+        ASSERT(strcmp(out, "notice: connection records within budget again: 6 connection(s) went into 1 "
+                           "summary record(s) in the last 12 s\n") == 0);
+        ASSERT(!b.folding && budget_due(&b) == UINT64_MAX);
+
+        /* Back under budget: records again, nothing folded. */
+        capture_start(&cap);
+        budget_connection(&b, &c, &a, 0, T0 + 20 * USEC_PER_SEC);
+        out = capture_end(&cap);
+        ASSERT_INT(count(out, "info: connection "), ==, 1);
+        ASSERT_INT(b.recorded, ==, 2);
+}
+
+static void test_final_flush(void) {
+        struct config c = cfg(1000, 1);
+        struct budget b;
+        struct capture cap;
+        struct slot a = session("192.0.2.9", 1, CLOSE_CLIENT);
+        const char *out;
+
+        budget_init(&b, &c, T0);
+        capture_start(&cap);
+        budget_connection(&b, &c, &a, 0, T0);
+        budget_connection(&b, &c, &a, 0, T0);
+        budget_flush(&b, T0 + 1, 2, true);
+        out = capture_end(&cap);
+        ASSERT_STR_CONTAINS(out, "info: summary of 1 connection(s)");
+        ASSERT_STR_CONTAINS(out, "notice: connection records end with the daemon: 1 connection(s) went into 1 "
+                                 "summary record(s)");
+        ASSERT(!b.folding);
+}
+
+static void test_no_budget_and_quiet_levels(void) {
+        struct config c = cfg(0, 1); /* rate 0: every connection recorded */
+        struct budget b;
+        struct capture cap;
+        struct slot a = session("192.0.2.9", 1, CLOSE_CLIENT);
+        const char *out;
+
+        budget_init(&b, &c, T0);
+        capture_start(&cap);
+        for (int i = 0; i < 50; i++)
+                budget_connection(&b, &c, &a, 0, T0);
+        out = capture_end(&cap);
+        ASSERT_INT(count(out, "info: connection "), ==, 50);
+        ASSERT(!b.folding);
+
+        /* Below info there are no connection records to budget. */
+        c = cfg(1000, 1);
+        budget_init(&b, &c, T0);
+        log_set_max_level(LOG_NOTICE);
+        capture_start(&cap);
+        for (int i = 0; i < 5; i++)
+                budget_connection(&b, &c, &a, 0, T0);
+        out = capture_end(&cap);
+        log_set_max_level(LOG_INFO);
+        ASSERT(strcmp(out, "") == 0);
+        ASSERT(!b.folding && b.connections == 0);
+}
+
+static void test_many_sources_keep_the_busiest(void) {
+        struct config c = cfg(1000, 1);
+        struct budget b;
+        struct capture cap;
+        struct slot busy = session("203.0.113.5", 1, CLOSE_CLIENT);
+        const char *out;
+        char addr[32];
+
+        budget_init(&b, &c, T0);
+        capture_start(&cap);
+        budget_connection(&b, &c, &busy, 0, T0); /* recorded */
+        for (int i = 0; i < 200; i++) {
+                struct slot s = session("192.0.2.1", 1, CLOSE_CLIENT);
+                snprintf(addr, sizeof(addr), "10.0.%d.%d", i / 250, i % 250 + 1);
+                inet_pton(AF_INET, addr, &s.peer.in.sin_addr);
+                budget_connection(&b, &c, &s, 0, T0);
+                budget_connection(&b, &c, &busy, 0, T0);
+        }
+        budget_flush(&b, T0 + 1, 401, false);
+        out = capture_end(&cap);
+        ASSERT_STR_CONTAINS(out, "summary of 400 connection(s)");
+        ASSERT_STR_CONTAINS(out, "more than 32 source(s): 203.0.113.5 ~");
+        ASSERT_INT(b.summarized, ==, 400);
+}
+
+int main(void) {
+        unsetenv("JOURNAL_STREAM");
+        unsetenv("INVOCATION_ID");
+        log_setup();
+        log_set_max_level(LOG_INFO);
+        RUN(test_burst_then_folded);
+        RUN(test_summary_adds_up);
+        RUN(test_final_flush);
+        RUN(test_no_budget_and_quiet_levels);
+        RUN(test_many_sources_keep_the_busiest);
+        return 0;
+}
