@@ -76,9 +76,10 @@ def raise_nofile():
 class Collector:
     """Lines or datagrams gathered by a thread, waited for under a condition."""
 
-    def __init__(self):
+    def __init__(self, sources=1):
         self.items = []
         self.cond = threading.Condition()
+        self.sources = sources  # closed when every source has ended
         self.closed = False
 
     def add(self, item):
@@ -88,7 +89,8 @@ class Collector:
 
     def close(self):
         with self.cond:
-            self.closed = True
+            self.sources -= 1
+            self.closed = self.sources <= 0
             self.cond.notify_all()
 
     def snapshot(self):
@@ -131,7 +133,9 @@ class Daemon:
         self.ignored_signals = ignored_signals  # e.g. ("CHLD",): inherited as SIG_IGN
         self.sockets = []
         self.proc = None
-        self.log = Collector()
+        # Fed by stdout and stderr: the one that ends first must not close it
+        # while the other still has lines in its pipe.
+        self.log = Collector(sources=2)
         self.notes = Collector()
         self.threads = []
 
