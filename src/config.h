@@ -3,8 +3,10 @@
  * Contract: config_parse() either fills a complete, validated struct config
  * (defaults for every absent key) and returns 0, or leaves *out untouched,
  * returns a negative errno and describes every problem it found in *diag as
- * "FILE:LINE: message" lines. struct config holds no pointers, so copying it
- * is a plain assignment and a reload can never leave it half-updated. */
+ * "FILE:LINE: message" lines. A file is accepted only when every setting in
+ * its text is one the parser read (config-scan.h): no text goes unread.
+ * struct config holds no pointers, so copying it is a plain assignment and a
+ * reload can never leave it half-updated. */
 #pragma once
 
 #include <netinet/in.h>
@@ -91,12 +93,3 @@ int config_log_level_from_name(const char *name); /* -EINVAL when unknown */
 const char *config_log_addresses_name(int mode);
 
 void config_diag_add(struct config_diag *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-/* config-literals.c: libconfig 1.5 silently wraps integer literals that do
- * not fit (4294967297 reads as 1, a too large 64-bit one saturates) and
- * reads 1e999 as inf. This scan finds such literals first so they are
- * reported instead. *include is set when the text has an @include, which
- * must then not reach libconfig at all. Returns the number of problems
- * added to diag. */
-unsigned config_check_literals(const char *name, const char *text, size_t len, struct config_diag *diag,
-                               bool *include);

@@ -52,6 +52,16 @@ CONFIG_ROWS = [
     ("@include \"/etc/passwd\"\n", "c.conf:1: @include is not supported"),
     (b"port = 7;\x00\n", "c.conf:1: contains a NUL byte"),
     ("#" * 70000 + "\n", "c.conf: 70001 bytes is more than the 65536-byte limit; not parsed"),
+    # Text libconfig 1.5 would skip, or read otherwise than it is written.
+    ("port = 7;\n/* keep this loopback-only *\nlisten = [ \"127.0.0.1\" ];\ndeny = [ \"0.0.0.0/0\", \"::/0\" ];\n",
+     "c.conf:2: a /* comment that is never closed; it would hide the rest of the file"),
+    ("port = 7;\n\"loopback only\nbacklog = 5;\n", "c.conf:2: a string that is never closed"),
+    ("port = 7; # loopback only\rlisten = [ \"127.0.0.1\" ];\n", "c.conf:1: a carriage return that does not end a line"),
+    (b"\xef\xbb\xbfport = 7;\n", "c.conf:1: the file starts with a byte order mark"),
+    ("log_hash_key = \"\\x00123456789abcdefgh\";\n", "c.conf:1: a string cannot hold a NUL byte"),
+    ("port = 7backlog = 5;\n", "c.conf:1: 'backlog' is read as a setting where the text does not clearly start one"),
+    ("port = 7;\nport = 8;\n", "c.conf:2: duplicate setting 'port' (first set on line 1)"),
+    ("port = 7;\nbacklog = 5;\ngarbage\n", "c.conf:3: syntax error at the end of the file"),
 ]
 
 

@@ -170,10 +170,85 @@ static void test_syntax_and_text(void) {
         struct config_diag d = { 0 };
 
         expect_error("port = 7;\nmax_clients = ;", "test.conf:2: syntax error");
-        expect_error("port = 7;\nport = 8;", "test.conf:2: duplicate setting name");
+        expect_error("port = 7;\nport = 8;", "test.conf:2: duplicate setting 'port' (first set on line 1)");
         expect_error("@include \"/etc/passwd\"\n", "test.conf:1: @include is not supported");
         ASSERT_INT(config_parse("test.conf", nul, sizeof(nul) - 1, &c, &d), <, 0);
         ASSERT_STR_CONTAINS(d.text, "test.conf:2: contains a NUL byte");
+}
+
+/* libconfig 1.5 reads some text otherwise than it is written, or not at
+ * all: each such file is refused, naming the line. */
+static void test_no_text_ignored(void) {
+        static const struct {
+                const char *text, *message;
+        } rows[] = {
+                /* A comment or string left open would hide every setting after it. */
+                { "port = 7;\n/* keep this loopback-only *\nlisten = [ \"127.0.0.1\" ];\n"
+                  "deny = [ \"0.0.0.0/0\", \"::/0\" ];\n", "test.conf:2: a /* comment that is never closed" },
+                { "port = 8;\n/* trailing", "test.conf:2: a /* comment that is never closed" },
+                { "port = /* 8;\nbacklog = 5;\n", "test.conf:1: a /* comment that is never closed" },
+                { "port = 7;\n\"abc\nlisten = 5;\n", "test.conf:2: a string that is never closed" },
+                { "port = 7;\nlog_level = \"info;\nport = 8;\n", "test.conf:2: a string that is never closed" },
+                /* libconfig ends a line at a line feed only. */
+                { "port = 7; # note\rdeny = \"0.0.0.0/0\";\n", "test.conf:1: a carriage return that does not end a line" },
+                { "port = 7;\nbacklog = 5;\rmax_clients = 3;\r", "test.conf:2: a carriage return" },
+                { "port = 9;\r\nfoo = 1;\r\n", "test.conf:2: unknown key 'foo'" },
+                { "\xef\xbb\xbfport = 7;\n", "test.conf:1: the file starts with a byte order mark" },
+                /* libconfig drops a \x00 from a string. */
+                { "log_hash_key = \"\\x00123456789abcdefgh\";\n", "test.conf:1: a string cannot hold a NUL byte" },
+                { "port = 8;\nlog_hash_key = \"0123456789abcdef\\X00\";\n", "test.conf:2: a string cannot hold" },
+                /* A setting libconfig read where the text does not clearly start one. */
+                { "port = 7backlog = 5;\n", "test.conf:1: 'backlog' is read as a setting where the text does not" },
+                /* Stray text is a syntax error where it stands. */
+                { "port = 7;;\n", "test.conf:1: syntax error" },
+                { "port = 7; */ backlog = 5;\n", "test.conf:1: syntax error" },
+                { "/* a /* b */ port = 8; */\n", "test.conf:1: syntax error" },
+                { "port = 7;\n42\n", "test.conf:2: syntax error" },
+                { "p\xc3\xa9rt = 7;\n", "test.conf:1: syntax error" },
+                { "port = 7;\nbacklog = 5;\ngarbage\n", "test.conf:3: syntax error at the end of the file" },
+                { "port = 7;\nbacklog =\n\n\n", "test.conf:2: syntax error at the end of the file" },
+                { "port = 7;\nport = 8;\n", "test.conf:2: duplicate setting 'port' (first set on line 1)" },
+                { "backlog = 5; port = 7;\nmax_clients = 3; port = 8;\n",
+                  "test.conf:2: duplicate setting 'port' (first set on line 1)" },
+                /* Lines are counted through comments and strings. */
+                { "/* a\nb\n*/\nlog_level = \"x\ny\";\nfoo = 1;\n", "test.conf:6: unknown key 'foo'" },
+        };
+        struct config c;
+        struct config_diag d;
+
+        for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+                fprintf(stderr, "   row %zu\n", i);
+                expect_error(rows[i].text, rows[i].message);
+        }
+
+        /* What only looks like a comment, or a line end, is read as written. */
+        ASSERT_INT(parse("log_hash_key = \"/* not a comment */ 01\";\nport = 8;\n", &c, &d), ==, 0);
+        ASSERT(strcmp(c.log_hash_key, "/* not a comment */ 01") == 0);
+        ASSERT_INT(c.port, ==, 8);
+        ASSERT_INT(parse("log_hash_key = \"// nor this 0123456\";\nport = 8;\n", &c, &d), ==, 0);
+        ASSERT_INT(c.port, ==, 8);
+        ASSERT_INT(parse("port = 9; // no continuation \\\nbacklog = 5;\r\n", &c, &d), ==, 0);
+        ASSERT_INT(c.port, ==, 9);
+        ASSERT_INT(c.backlog, ==, 5);
+        ASSERT_INT(parse("port /* a\n\n */ = 8;\f\n# caf\xc3\xa9\n", &c, &d), ==, 0);
+        ASSERT_INT(c.port, ==, 8);
+        /* Inside a string a carriage return is a byte of the value. */
+        ASSERT_INT(parse("log_hash_key = \"0123456789abcdef\r\";\n", &c, &d), ==, 0);
+        ASSERT(strcmp(c.log_hash_key, "0123456789abcdef\r") == 0);
+
+        /* A very long line neither hides the next one nor shifts its number. */
+        char *long_line = malloc(60100);
+        ASSERT(long_line);
+        memset(long_line, ' ', 60000);
+        snprintf(long_line + 60000, 100, "port = 8;\nfoo = 1;\n");
+        expect_error(long_line, "test.conf:2: unknown key 'foo'");
+        memcpy(long_line, "log_level = \"", 13);
+        memset(long_line + 13, 'a', 59000);
+        snprintf(long_line + 59013, 100, "\";\nfoo = 1;\n");
+        expect_error(long_line, "test.conf:1: log_level = \"aaaa");
+        expect_error(long_line, "...\" is not one of");
+        expect_error(long_line, "test.conf:2: unknown key 'foo'");
+        free(long_line);
 }
 
 /* Found by tests/fuzz/fuzz-config.c; each stays fixed. */
@@ -340,6 +415,7 @@ int main(void) {
         RUN(test_listen);
         RUN(test_admission_keys);
         RUN(test_syntax_and_text);
+        RUN(test_no_text_ignored);
         RUN(test_fuzz_findings);
         RUN(test_all_errors_reported);
         RUN(test_files);
