@@ -88,6 +88,13 @@ int config_dump(const struct config *c, FILE *f);
 unsigned config_describe_changes(const struct config *old, const struct config *new,
                                  char *buf, size_t size, bool *needs_restart);
 
+/* For a reload: every key that takes effect only at start (reloadable =
+ * false in the key table: the listening sockets, the hash key) gets its
+ * running value back in *next. The names of those whose value in *next
+ * differed go into pending ("port, listen"; empty when none): a restart is
+ * pending for them. Returns how many differed. */
+unsigned config_keep_restart_keys(struct config *next, const struct config *running, char *pending, size_t size);
+
 const char *config_log_level_name(int level);
 int config_log_level_from_name(const char *name); /* -EINVAL when unknown */
 const char *config_log_addresses_name(int mode);

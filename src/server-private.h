@@ -36,6 +36,10 @@ struct server {
         unsigned failures;
         struct ratelimit trouble_rl;
 
+        /* Restart-only keys whose value in the file differs from the one
+         * running ("port, listen"); empty when none. */
+        char restart_pending[128];
+
         struct admission adm;
         uint64_t served, started_usec, report_at;
         bool status_dirty;

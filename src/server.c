@@ -46,6 +46,7 @@ struct report_state server_report_state(const struct server *s) {
                 .refused = s->adm.refused, .sources = admission_sources(&s->adm),
                 .untracked = s->adm.untracked, .at_cap = s->at_cap, .fork_failing = s->pending_fd >= 0,
                 .accept_paused = s->resume_at != 0, .draining = s->draining,
+                .restart_pending = s->restart_pending,
                 .uptime_usec = now_usec(CLOCK_MONOTONIC) - s->started_usec,
         };
 }

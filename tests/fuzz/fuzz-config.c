@@ -16,7 +16,10 @@
  *     reports, and config_parse() reports at least as much;
  *   - no text is ignored: an accepted text followed by a line with an
  *     unknown key is refused, naming that key at its line (a comment or a
- *     string left open at the end of an accepted text would swallow it).
+ *     string left open at the end of an accepted text would swallow it);
+ *   - at a reload, config_keep_restart_keys() leaves only reloadable keys
+ *     differing from the running configuration, and names exactly the
+ *     restart-only keys that differed.
  * A violation calls abort(), which libFuzzer reports as a crash with the
  * input that caused it. Memory errors, leaks and undefined behaviour are
  * caught by ASan, LSan and UBSan.
@@ -320,6 +323,27 @@ static void check_tail_is_read(const char *text, size_t size) {
         free(both);
 }
 
+/* A reload keeps the running values of the restart-only keys. */
+static void check_keep_restart_keys(const struct config *running, const struct config *file) {
+        struct config next = *file;
+        char pending[512], expect[512] = "";
+        size_t used = 0;
+        unsigned n, differ = 0;
+
+        for (size_t i = 0; i < config_n_keys; i++)
+                if (!config_keys[i].reloadable && key_differs(running, file, &config_keys[i]))
+                        used += (size_t) snprintf(expect + used, sizeof(expect) - used, "%s%s",
+                                                  differ++ ? ", " : "", config_keys[i].name);
+        n = config_keep_restart_keys(&next, running, pending, sizeof(pending));
+        CHECK(n == differ);
+        CHECK(strcmp(pending, expect) == 0);
+        for (size_t i = 0; i < config_n_keys; i++) {
+                const struct key *k = &config_keys[i];
+                CHECK(key_differs(&next, k->reloadable ? file : running, k) == false);
+        }
+        check_valid(&next);
+}
+
 /* Parses one text and checks everything above on the result. */
 static void check_text(const char *data, size_t size) {
         struct config parsed, untouched, defaults;
@@ -372,6 +396,8 @@ static void check_text(const char *data, size_t size) {
         check_describe(&defaults, &parsed);
         check_describe(&parsed, &defaults);
         check_describe(&parsed, &parsed);
+        check_keep_restart_keys(&defaults, &parsed);
+        check_keep_restart_keys(&parsed, &defaults);
         free(text);
 }
 

@@ -81,6 +81,13 @@ def test_config_errors():
             assert message in err, (text[:40], mode, err)
 
 
+def test_port_option_without_config_file():
+    if os.path.exists("/etc/echo-mpserv/echo-mpserv.conf"):
+        raise Skip("the default configuration file exists here")
+    code, out, err = run(["--dump-config", "-p", "7000"])
+    assert code == EXIT_OK and "port = 7000;" in out, (code, out, err)
+
+
 def test_missing_given_config_is_an_error():
     code, _, err = run(["-c", "/nonexistent/x.conf", "--check-config"])
     assert code == EXIT_CONFIG and "/nonexistent/x.conf: No such file or directory" in err, err
@@ -165,7 +172,8 @@ def test_port_mismatch_warning():
 
 
 if __name__ == "__main__":
-    main([test_usage_errors, test_config_errors, test_missing_given_config_is_an_error,
+    main([test_usage_errors, test_config_errors,
+          test_port_option_without_config_file, test_missing_given_config_is_an_error,
           test_check_config_ok_and_help_version, test_dump_config_round_trip,
           test_shipped_config_is_the_defaults_and_documents_every_key, test_port_in_use,
           test_bad_address_and_permission, test_wrong_kind_of_passed_socket, test_port_mismatch_warning])

@@ -287,6 +287,36 @@ static void test_fuzz_findings(void) {
         ASSERT_INT(parse("port = 7;\n# last", &c, &d), ==, 0);
 }
 
+/* The keys that need a restart keep their running values at a reload, and
+ * which of them the file would change is said by name. */
+static void test_keep_restart_keys(void) {
+        struct config running, next, expect;
+        char pending[128], tiny[5];
+
+        config_defaults(&running);
+        next = running;
+        next.max_clients = 10;
+        ASSERT_INT(config_keep_restart_keys(&next, &running, pending, sizeof(pending)), ==, 0);
+        ASSERT(strcmp(pending, "") == 0);
+        ASSERT_INT(next.max_clients, ==, 10);
+
+        expect = next;
+        next.port = 9;
+        next.backlog = 5;
+        next.n_listen = 2;
+        snprintf(next.listen[1], sizeof(next.listen[1]), "::1");
+        snprintf(next.log_hash_key, sizeof(next.log_hash_key), "0123456789abcdefX");
+        ASSERT_INT(config_keep_restart_keys(&next, &running, pending, sizeof(pending)), ==, 4);
+        ASSERT(strcmp(pending, "port, listen, backlog, log_hash_key") == 0);
+        ASSERT(memcmp(&next, &expect, sizeof(next)) == 0);
+
+        next.port = 10;
+        memset(tiny, 'x', sizeof(tiny));
+        ASSERT_INT(config_keep_restart_keys(&next, &running, tiny, 3), ==, 1);
+        ASSERT(strcmp(tiny, "po") == 0 && tiny[3] == 'x');
+        ASSERT_INT(next.port, ==, 7);
+}
+
 static void test_all_errors_reported(void) {
         struct config c;
         struct config_diag d;
@@ -421,5 +451,6 @@ int main(void) {
         RUN(test_files);
         RUN(test_dump_round_trip);
         RUN(test_describe_changes);
+        RUN(test_keep_restart_keys);
         return 0;
 }
