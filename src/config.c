@@ -17,23 +17,34 @@
 #include "config-scan.h"
 #include "util.h"
 
+/* Room kept at the end of the text for the line that counts the rest. */
+#define DIAG_TAIL 64
+
 void config_diag_add(struct config_diag *d, const char *fmt, ...) {
+        char line[1024];
         va_list ap;
         int n;
 
         d->count++;
-        if (d->len >= sizeof(d->text) - 1)
-                return;
         va_start(ap, fmt);
-        n = vsnprintf(d->text + d->len, sizeof(d->text) - d->len - 1, fmt, ap);
+        n = vsnprintf(line, sizeof(line), fmt, ap);
         va_end(ap);
         if (n < 0)
+                n = snprintf(line, sizeof(line), "(a problem that cannot be described)");
+        if ((size_t) n >= sizeof(line))
+                n = sizeof(line) - 1;
+        if (d->kept == d->len && d->len + (size_t) n + 1 + DIAG_TAIL < sizeof(d->text)) {
+                memcpy(d->text + d->len, line, (size_t) n);
+                d->len += (size_t) n;
+                d->text[d->len++] = '\n';
+                d->text[d->len] = 0;
+                d->kept = d->len;
+                d->shown++;
                 return;
-        d->len += (size_t) n;
-        if (d->len > sizeof(d->text) - 2)
-                d->len = sizeof(d->text) - 2;
-        d->text[d->len++] = '\n';
-        d->text[d->len] = 0;
+        }
+        n = snprintf(d->text + d->kept, sizeof(d->text) - d->kept, "(and %u more problem(s) not shown)\n",
+                     d->count - d->shown);
+        d->len = d->kept + (size_t) n;
 }
 
 /* A user's string fit to quote in a one-line diagnostic: control and

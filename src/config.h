@@ -62,10 +62,15 @@ struct config {
         char log_hash_key[CONFIG_HASH_KEY_MAX + 1]; /* empty: random at each start */
 };
 
+/* Problems as "FILE:LINE: message" lines. When they do not all fit, the
+ * text ends in one line that says how many more there are: none is
+ * dropped without a word. */
 struct config_diag {
         char text[4096];
         size_t len;
         unsigned count;
+        size_t kept;            /* length of the lines shown before that last line */
+        unsigned shown;
 };
 
 void config_defaults(struct config *c);

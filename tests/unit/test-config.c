@@ -328,6 +328,34 @@ static void test_all_errors_reported(void) {
         ASSERT_STR_CONTAINS(d.text, "test.conf:3: integer 4294967297");
 }
 
+/* More problems than the text holds: whole lines, then how many more. */
+static void test_many_errors_counted(void) {
+        struct config c;
+        struct config_diag d;
+        char *text = malloc(300 * 20), *last;
+        size_t used = 0;
+        unsigned lines = 0;
+
+        ASSERT(text);
+        for (int i = 0; i < 300; i++)
+                used += (size_t) sprintf(text + used, "unknown_%03d = 1;\n", i);
+        ASSERT_INT(parse(text, &c, &d), <, 0);
+        ASSERT_INT(d.count, ==, 300);
+        ASSERT_INT(strlen(d.text), ==, d.len);
+        for (const char *p = d.text; (p = strchr(p, '\n')); p++)
+                lines++;
+        ASSERT_STR_CONTAINS(d.text, "test.conf:1: unknown key 'unknown_000'\n");
+        last = strstr(d.text, "(and ");
+        ASSERT(last && last > d.text && last[-1] == '\n');
+        /* Every line before the count is whole. */
+        for (char *p = d.text; p < last; p = strchr(p, '\n') + 1)
+                ASSERT(strncmp(p, "test.conf:", 10) == 0 && strstr(p, "' \n") == NULL);
+        char expect[64];
+        snprintf(expect, sizeof(expect), "(and %u more problem(s) not shown)\n", 300 - (lines - 1));
+        ASSERT(strcmp(last, expect) == 0);
+        free(text);
+}
+
 static char *write_temp(const char *content, size_t len) {
         static char path[64];
         int fd;
@@ -448,6 +476,7 @@ int main(void) {
         RUN(test_no_text_ignored);
         RUN(test_fuzz_findings);
         RUN(test_all_errors_reported);
+        RUN(test_many_errors_counted);
         RUN(test_files);
         RUN(test_dump_round_trip);
         RUN(test_describe_changes);
