@@ -3,8 +3,8 @@
  * checks every number against what libconfig can store without wrapping,
  * lists every setting, and reports the text libconfig would read otherwise
  * than it is written: a block comment or a string that is never closed, a
- * \x00 escape, a carriage return that does not end a line, a byte order
- * mark, and @include. */
+ * \x00 escape, a carriage return that does not end a line, two strings
+ * with no comma between them, a byte order mark, and @include. */
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -238,6 +238,11 @@ static void lex_one(struct lexer *lx) {
                 skip_block_comment(lx);
                 significant = false;
         } else if (c == '"') {
+                /* libconfig joins adjacent strings as C does: in a list that
+                 * is a missing comma ("::" "1" would read as "::1"). */
+                if (lx->prev == '"')
+                        PROBLEM(lx, lx->line, "two strings with no comma between them would be read as one; "
+                                "separate list entries with ','");
                 skip_string(lx);
                 lx->prev = '"';
         } else if (c == '@') {

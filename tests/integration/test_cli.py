@@ -59,6 +59,7 @@ CONFIG_ROWS = [
     ("port = 7; # loopback only\rlisten = [ \"127.0.0.1\" ];\n", "c.conf:1: a carriage return that does not end a line"),
     (b"\xef\xbb\xbfport = 7;\n", "c.conf:1: the file starts with a byte order mark"),
     ("log_hash_key = \"\\x00123456789abcdefgh\";\n", "c.conf:1: a string cannot hold a NUL byte"),
+    ("listen = [ \"::\" \"1\" ];\n", "c.conf:1: two strings with no comma between them would be read as one"),
     ("port = 7backlog = 5;\n", "c.conf:1: 'backlog' is read as a setting where the text does not clearly start one"),
     ("port = 7;\nport = 8;\n", "c.conf:2: duplicate setting 'port' (first set on line 1)"),
     ("port = 7;\nbacklog = 5;\ngarbage\n", "c.conf:3: syntax error at the end of the file"),

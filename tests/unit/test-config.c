@@ -197,6 +197,10 @@ static void test_no_text_ignored(void) {
                 /* libconfig drops a \x00 from a string. */
                 { "log_hash_key = \"\\x00123456789abcdefgh\";\n", "test.conf:1: a string cannot hold a NUL byte" },
                 { "port = 8;\nlog_hash_key = \"0123456789abcdef\\X00\";\n", "test.conf:2: a string cannot hold" },
+                /* libconfig joins adjacent strings: "::" "1" would be one address. */
+                { "listen = [ \"::\" \"1\" ];\n", "test.conf:1: two strings with no comma between them" },
+                { "deny = [ \"10.0.0.0/8\"\n  /* and */ \"192.168.0.0/16\" ];\n",
+                  "test.conf:2: two strings with no comma between them" },
                 /* A setting libconfig read where the text does not clearly start one. */
                 { "port = 7backlog = 5;\n", "test.conf:1: 'backlog' is read as a setting where the text does not" },
                 /* Stray text is a syntax error where it stands. */
