@@ -17,19 +17,18 @@ const char *refuse_reason_name(int reason) {
 
 int admission_init(struct admission *a, const struct config *cfg) {
         *a = (struct admission) { .cfg = cfg };
-        return sources_init(&a->sources, ADMISSION_SOURCES);
+        return sources_init(&a->sources, cfg->source_table_size, ADMISSION_LIVE_MAX);
 }
 
 void admission_done(struct admission *a) {
         sources_done(&a->sources);
 }
 
-bool admission_source_of(const struct admission *a, const union sockaddr_any *peer, struct cidr *key) {
-        struct in6_addr addr;
-
-        if (!cidr_address_of(peer, &addr))
+static bool source_of(const struct admission *a, const union sockaddr_any *peer, struct in6_addr *addr,
+                      struct cidr *key) {
+        if (!cidr_address_of(peer, addr))
                 return false;
-        *key = cidr_source(&addr, a->cfg->source_prefix_v4, a->cfg->source_prefix_v6);
+        *key = cidr_source(addr, a->cfg->source_prefix_v4, a->cfg->source_prefix_v6);
         return true;
 }
 
@@ -40,69 +39,93 @@ static bool listed(const struct cidr *list, uint32_t n, const struct in6_addr *a
         return false;
 }
 
-static int refuse(struct admission *a, struct source *e, int reason) {
+static int refuse(struct admission *a, struct source *e, int reason, uint64_t now) {
         a->refused[reason]++;
-        if (e)
+        if (e) {
                 e->refused[reason]++;
+                sources_seen(&a->sources, e, now);
+        } else {
+                a->sources.forgotten.refused[reason]++;
+                a->sources.forgotten.sources++;
+        }
         return reason;
 }
 
-int admission_check(struct admission *a, const union sockaddr_any *peer, uint64_t now) {
+/* A denied source is tallied for the report in its entry when it has one,
+ * else in a tally that may only take the place of another tally (or of
+ * nothing): a flood of denied sources never displaces what the checks of
+ * admitted sources rely on. Without room it is summed with the rest. */
+static int refuse_denied(struct admission *a, const struct cidr *key, uint64_t now) {
+        struct source *e = sources_find(&a->sources, key);
+
+        if (!e)
+                e = sources_get(&a->sources, key, true, a->cfg->source_burst, now);
+        return refuse(a, e, REFUSE_DENIED, now);
+}
+
+static void hold(struct admission *a, struct source *e, uint64_t now, struct admission_hold *h) {
+        e->active++;
+        sources_seen(&a->sources, e, now);
+        *h = (struct admission_hold) { .source = e->key, .counted = true };
+}
+
+int admission_check(struct admission *a, const union sockaddr_any *peer, uint64_t now,
+                    struct admission_hold *h) {
         const struct config *c = a->cfg;
         double rate = c->source_rate_milli / 1000.0, burst = c->source_burst;
         struct in6_addr addr;
         struct source *e;
         struct cidr key;
 
-        if (!cidr_address_of(peer, &addr))
-                return -1; /* not an IP peer: nothing to judge it by */
-        key = cidr_source(&addr, c->source_prefix_v4, c->source_prefix_v6);
-        e = sources_get(&a->sources, &key, burst, now);
-        if (!e && (a->full_sweeps == 0 || now - a->swept_usec >= ADMISSION_SWEEP_INTERVAL_USEC)) {
-                a->swept_usec = now;
-                a->full_sweeps++;
-                if (sources_sweep(&a->sources, rate, burst, now) > 0)
-                        e = sources_get(&a->sources, &key, burst, now);
-        }
-
+        *h = (struct admission_hold) { .counted = false };
+        if (!source_of(a, peer, &addr, &key))
+                return -1; /* not an IP peer (the listeners are TCP/IP): nothing to count */
         if (listed(c->deny, c->n_deny, &addr) || (c->n_allow > 0 && !listed(c->allow, c->n_allow, &addr)))
-                return refuse(a, e, REFUSE_DENIED);
-        if (!e) {
-                a->untracked++;
-                return -1;
-        }
+                return refuse_denied(a, &key, now);
+        e = sources_get(&a->sources, &key, false, burst, now);
+        if (!e) /* only live sessions in the table: more than ADMISSION_LIVE_MAX, cannot be */
+                return refuse(a, NULL, REFUSE_PER_SOURCE, now);
+        e->checked = true;
         if (e->blocked_until > now)
-                return refuse(a, e, REFUSE_RATE);
+                return refuse(a, e, REFUSE_RATE, now);
         if (rate > 0 && !source_take_token(e, rate, burst, now)) {
                 e->blocked_until = now + (uint64_t) c->source_block_ms * USEC_PER_MSEC;
-                return refuse(a, e, REFUSE_RATE);
+                return refuse(a, e, REFUSE_RATE, now);
         }
         if (c->max_clients_per_source && e->active >= c->max_clients_per_source)
-                return refuse(a, e, REFUSE_PER_SOURCE);
-        e->active++;
+                return refuse(a, e, REFUSE_PER_SOURCE, now);
+        hold(a, e, now, h);
         return -1;
 }
 
-void admission_add_session(struct admission *a, const union sockaddr_any *peer, uint64_t now) {
+void admission_hold_session(struct admission *a, const union sockaddr_any *peer, uint64_t now,
+                            struct admission_hold *h) {
+        struct in6_addr addr;
         struct source *e;
         struct cidr key;
 
-        if (!admission_source_of(a, peer, &key))
+        *h = (struct admission_hold) { .counted = false };
+        if (!source_of(a, peer, &addr, &key))
                 return;
-        e = sources_get(&a->sources, &key, a->cfg->source_burst, now);
-        if (e)
-                e->active++;
+        e = sources_get(&a->sources, &key, false, a->cfg->source_burst, now);
+        if (!e)
+                return; /* cannot be: see admission_check() */
+        e->checked = true;
+        hold(a, e, now, h);
 }
 
-void admission_release(struct admission *a, const union sockaddr_any *peer) {
+void admission_release(struct admission *a, struct admission_hold *h, uint64_t now) {
         struct source *e;
-        struct cidr key;
 
-        if (!admission_source_of(a, peer, &key))
+        if (!h->counted)
                 return;
-        e = sources_find(&a->sources, &key);
-        if (e && e->active > 0)
+        h->counted = false;
+        /* An entry with live sessions is never forgotten, so it is there. */
+        e = sources_find(&a->sources, &h->source);
+        if (e && e->active > 0) {
                 e->active--;
+                sources_seen(&a->sources, e, now);
+        }
 }
 
 int admission_reconfigure(struct admission *a, const struct config *old,
@@ -110,9 +133,10 @@ int admission_reconfigure(struct admission *a, const struct config *old,
         int r;
 
         if (old->source_prefix_v4 == a->cfg->source_prefix_v4 &&
-            old->source_prefix_v6 == a->cfg->source_prefix_v6)
+            old->source_prefix_v6 == a->cfg->source_prefix_v6 &&
+            old->source_table_size == a->cfg->source_table_size)
                 return 0;
-        r = sources_clear(&a->sources);
+        r = sources_reset(&a->sources, a->cfg->source_table_size, ADMISSION_LIVE_MAX);
         if (r < 0)
                 return r;
         recount(a, userdata);
@@ -169,6 +193,11 @@ void admission_report(struct admission *a, uint64_t now, unsigned max_lines,
         sources_foreach(&a->sources, report_one, &r);
         for (unsigned i = 0; i < r.n_top; i++)
                 fn(&r.top[i].key, r.top[i].counts, 1, userdata);
+        /* What forgotten sources had to report goes with the rest. */
+        for (int i = 0; i < _REFUSE_MAX; i++)
+                r.rest[i] += a->sources.forgotten.refused[i];
+        r.rest_sources += a->sources.forgotten.sources;
+        a->sources.forgotten = (struct source_tally) { 0 };
         if (r.rest_sources)
                 fn(NULL, r.rest, r.rest_sources, userdata);
         sources_sweep(&a->sources, a->cfg->source_rate_milli / 1000.0, a->cfg->source_burst, now);
@@ -176,4 +205,8 @@ void admission_report(struct admission *a, uint64_t now, unsigned max_lines,
 
 uint32_t admission_sources(const struct admission *a) {
         return a->sources.count;
+}
+
+uint64_t admission_forgotten(const struct admission *a) {
+        return a->sources.forgotten_total;
 }

@@ -1,67 +1,71 @@
 /* Admission control: whether an accepted connection gets a worker.
  *
- * Decided before any fork, in this order: the deny and allow lists, a block
- * earned by going over the connection rate, the rate itself (a token bucket
- * per source; running dry blocks the source for block_ms), and the number of
- * sessions the source already has. Sources are counted by prefix
- * (prefix_v4, prefix_v6). One source over its limits is refused while
- * everyone else is served; nothing here ever refuses everyone. */
+ * Decided before any fork, in this order: the deny and allow lists (judged
+ * before any per-source state exists: a denied source gets at most a tally
+ * that yields its place to anything else), a block earned by going over the
+ * connection rate, the rate itself (a token bucket per source; running dry
+ * blocks the source for block_ms), and the number of sessions the source
+ * already has. Sources are counted by prefix (prefix_v4, prefix_v6). One
+ * source over its limits is refused while everyone else is served; nothing
+ * here ever refuses everyone, and nothing is admitted unchecked: the source
+ * table always has room (see sources.h for what a full table forgets). */
 #pragma once
 
 #include <stdbool.h>
 #include <stdint.h>
 
 #include "addr.h"
+#include "admission-hold.h"
 #include "cidr.h"
 #include "config.h"
 #include "sources.h"
 #include "util.h"
 
-#define ADMISSION_SOURCES 65536
-/* When the table is full, sweeping it for room costs a pass over every
- * entry: at most once a second, or a flood of new sources would make every
- * accept a full scan. In between, new sources go untracked. */
-#define ADMISSION_SWEEP_INTERVAL_USEC USEC_PER_SEC
+/* Sessions that can be live at once: every worker slot and the client
+ * waiting for a fork retry. Their sources always fit in the table. */
+#define ADMISSION_LIVE_MAX (CONFIG_MAX_CLIENTS_LIMIT + 1)
 
 struct admission {
         struct sources sources;
         const struct config *cfg;       /* limits and lists; owned by the caller */
         uint64_t refused[_REFUSE_MAX];  /* since start */
-        uint64_t untracked;             /* admitted with no room to track the source */
-        uint64_t untracked_reported;
-        uint64_t swept_usec;            /* last sweep made because the table was full */
-        uint64_t full_sweeps;
+        uint64_t forgotten_reported;    /* sources.forgotten_total at the last report */
 };
 
 int admission_init(struct admission *a, const struct config *cfg);
 void admission_done(struct admission *a);
 
-/* The source key of a peer under the current prefix lengths. */
-bool admission_source_of(const struct admission *a, const union sockaddr_any *peer, struct cidr *key);
-
-/* Decides for a new connection from peer. Returns -1 when admitted (the
- * source's session count is then already raised), or the refuse_reason. */
-int admission_check(struct admission *a, const union sockaddr_any *peer, uint64_t now);
+/* Decides for a new connection from peer. Returns -1 when admitted, with
+ * what was counted in *hold (the session must give it back through
+ * admission_release()), or the refuse_reason (*hold is then not counted). */
+int admission_check(struct admission *a, const union sockaddr_any *peer, uint64_t now,
+                    struct admission_hold *hold);
 
 /* Counts a session that is already running (a recount after a reload). */
-void admission_add_session(struct admission *a, const union sockaddr_any *peer, uint64_t now);
+void admission_hold_session(struct admission *a, const union sockaddr_any *peer, uint64_t now,
+                            struct admission_hold *hold);
 
-/* A session of peer's source ended (or an admitted client was dropped). */
-void admission_release(struct admission *a, const union sockaddr_any *peer);
+/* A session ended (or an admitted client was dropped): gives back what
+ * *hold counted, once; *hold is then not counted. */
+void admission_release(struct admission *a, struct admission_hold *hold, uint64_t now);
 
-/* The configuration changed (a reload): when the prefix lengths changed,
- * sources are recounted from the peers of the live sessions via `recount`. */
+/* The configuration changed (a reload): when the prefix lengths or the
+ * table size changed, the table starts afresh and the live sessions are
+ * recounted via `recount`, which must set the hold of every one of them. */
 int admission_reconfigure(struct admission *a, const struct config *old,
                           void (*recount)(struct admission *a, void *userdata), void *userdata);
 
 /* Reports what was refused since the last report: calls fn for the
  * max_lines sources (at most 32) with the most refusals, largest first, and
- * once more with key NULL for the sum of all the others; then forgets the
- * per-source counts and drops idle sources. */
+ * once more with key NULL for the sum of all the others (including sources
+ * forgotten meanwhile); then forgets the per-source counts and drops
+ * sources with nothing left to remember. */
 void admission_report(struct admission *a, uint64_t now, unsigned max_lines,
                       void (*fn)(const struct cidr *key, const uint32_t counts[_REFUSE_MAX],
                                  uint32_t sources, void *userdata),
                       void *userdata);
 
 uint32_t admission_sources(const struct admission *a);
+/* Sources forgotten to make room, since start. */
+uint64_t admission_forgotten(const struct admission *a);
 const char *refuse_reason_name(int reason);

@@ -32,7 +32,7 @@ int config_format_value(const struct config *c, const struct key *k, char *buf, 
                 return snprintf(buf, size, "\"%s\"", config_log_level_name(c->log_level));
         case KIND_ADDR_MODE:
                 return snprintf(buf, size, "\"%s\"", config_log_addresses_name(c->log_addresses));
-        case KIND_SECRET:
+        case KIND_CREDENTIAL: case KIND_SECRET:
                 return snprintf(buf, size, "\"%s\"", (const char *) p);
         case KIND_ADDRESSES:
                 used += (size_t) snprintf(buf, size, "[");
@@ -63,8 +63,16 @@ int config_dump(const struct config *c, FILE *f) {
 
         fputs("# echo-mpserv: effective configuration (durations in seconds)\n", f);
         for (size_t i = 0; i < config_n_keys; i++) {
-                config_format_value(c, &config_keys[i], v, sizeof(v));
-                fprintf(f, "%s = %s;\n", config_keys[i].name, v);
+                const struct key *k = &config_keys[i];
+
+                /* A secret is never printed: dumps end up in bug reports.
+                 * Loaded back, the dump has none. */
+                if (k->kind == KIND_SECRET && *(const char *) config_cfield(c, k)) {
+                        fprintf(f, "# %s is set in the file and not shown\n%s = \"\";\n", k->name, k->name);
+                        continue;
+                }
+                config_format_value(c, k, v, sizeof(v));
+                fprintf(f, "%s = %s;\n", k->name, v);
         }
         return fflush(f) == 0 && !ferror(f) ? 0 : -EIO;
 }
@@ -117,7 +125,7 @@ static size_t value_size(const struct key *k) {
                 return sizeof(((const struct config *) NULL)->listen);
         case KIND_CIDRS:
                 return sizeof(struct cidr) * CONFIG_MAX_CIDRS;
-        case KIND_SECRET:
+        case KIND_CREDENTIAL: case KIND_SECRET:
                 return (size_t) k->max + 1; /* the characters and their NUL */
         }
         return 0;

@@ -30,9 +30,11 @@ const struct key config_keys[] = {
         { "source_rate",       KIND_RATE,      FIELD(source_rate_milli), 0,   1, UINT64_C(1000000000),   true },
         { "source_burst",      KIND_U32,       FIELD(source_burst), 0,        1, 1000000,                true },
         { "source_block_time", KIND_DURATION,  FIELD(source_block_ms), 0,     1, DAY_MS,                 true },
+        { "source_table_size", KIND_U32,       FIELD(source_table_size), 0,   CONFIG_SOURCE_TABLE_MIN, CONFIG_SOURCE_TABLE_MAX, true },
         { "allow",             KIND_CIDRS,     FIELD(allow), FIELD(n_allow), 0, CONFIG_MAX_CIDRS,     true },
         { "deny",              KIND_CIDRS,     FIELD(deny), FIELD(n_deny), 0, CONFIG_MAX_CIDRS,       true },
         { "log_addresses",     KIND_ADDR_MODE, FIELD(log_addresses), 0,       0, 0,                      true },
+        { "log_hash_key_credential", KIND_CREDENTIAL, FIELD(log_hash_key_credential), 0, 1, CREDENTIAL_NAME_MAX, false },
         { "log_hash_key",      KIND_SECRET,    FIELD(log_hash_key), 0,        CONFIG_HASH_KEY_MIN, CONFIG_HASH_KEY_MAX, false },
 };
 
@@ -69,6 +71,7 @@ void config_defaults(struct config *c) {
         c->source_rate_milli = 20 * 1000;
         c->source_burst = 40;
         c->source_block_ms = 10 * 1000;
+        c->source_table_size = 32768;
         c->log_addresses = LOG_ADDRESSES_FULL;
 }
 

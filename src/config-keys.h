@@ -19,7 +19,8 @@ enum kind {
         KIND_ADDRESSES, /* listen: numeric addresses */
         KIND_CIDRS,     /* allow, deny: prefixes */
         KIND_ADDR_MODE, /* log_addresses */
-        KIND_SECRET,    /* log_hash_key: never shown in change reports */
+        KIND_CREDENTIAL, /* log_hash_key_credential: the name of a credential */
+        KIND_SECRET,    /* log_hash_key: never shown in change reports or dumps */
 };
 
 struct key {

@@ -200,6 +200,24 @@ static int set_secret(const char *name, const struct key *k, config_setting_t *s
         return 0;
 }
 
+/* Empty means "no credential". */
+static int set_credential(const char *name, const struct key *k, config_setting_t *s,
+                          struct config *c, struct config_diag *diag) {
+        const char *v = get_string(name, k, s, diag);
+
+        if (!v)
+                return -EINVAL;
+        if (v[0] && !credential_name_valid(v)) {
+                config_diag_add(diag, "%s:%u: %s = \"%s\" is not a credential name (1 to %" PRIu64 " letters, "
+                                "digits, '.', '_' or '-')", name, config_setting_source_line(s), k->name,
+                                printable(v, (char[80]) { 0 }), k->max);
+                return -EINVAL;
+        }
+        memset(c->log_hash_key_credential, 0, sizeof(c->log_hash_key_credential));
+        memcpy(c->log_hash_key_credential, v, strlen(v));
+        return 0;
+}
+
 static int add_address(const char *name, unsigned line, const struct key *k, const char *v,
                        struct config *c, struct config_diag *diag) {
         unsigned char bin[sizeof(struct in6_addr)];
@@ -311,6 +329,8 @@ static int set_key(const char *name, const struct key *k, config_setting_t *s,
                 return set_cidrs(name, k, s, c, diag);
         case KIND_ADDR_MODE:
                 return set_addr_mode(name, k, s, c, diag);
+        case KIND_CREDENTIAL:
+                return set_credential(name, k, s, c, diag);
         case KIND_SECRET:
                 return set_secret(name, k, s, c, diag);
         }
@@ -411,6 +431,12 @@ int config_parse(const char *name, const char *text, size_t len, struct config *
         if (r < 0)
                 config_diag_add(diag, "%s: %s", name, strerror(-r));
         set_all(name, config_root_setting(&lc), &c, diag);
+        /* One source for the key: a file holding both would keep the
+         * secret in the world-readable place it was moved out of. */
+        if (c.log_hash_key[0] && c.log_hash_key_credential[0])
+                config_diag_add(diag, "%s:%u: log_hash_key and log_hash_key_credential exclude each other; "
+                                "keep the key in the credential only", name,
+                                config_setting_source_line(config_lookup(&lc, "log_hash_key")));
         config_destroy(&lc);
 
         if (diag->count > before)

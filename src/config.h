@@ -16,6 +16,7 @@
 #include <stdio.h>
 
 #include "cidr.h"
+#include "credential.h"
 
 #define CONFIG_DEFAULT_PATH "/etc/echo-mpserv/echo-mpserv.conf"
 #define CONFIG_MAX_FILE_SIZE (64 * 1024)
@@ -23,6 +24,8 @@
 #define CONFIG_MAX_CLIENTS_LIMIT 16384
 #define CONFIG_ADDR_MAX INET6_ADDRSTRLEN
 #define CONFIG_MAX_CIDRS 64
+#define CONFIG_SOURCE_TABLE_MIN 64
+#define CONFIG_SOURCE_TABLE_MAX 262144
 #define CONFIG_HASH_KEY_MIN 16
 #define CONFIG_HASH_KEY_MAX 128
 
@@ -55,11 +58,17 @@ struct config {
         uint32_t source_rate_milli;             /* connections per 1000 s; 0: no limit */
         uint32_t source_burst;                  /* tokens in a full bucket */
         uint32_t source_block_ms;               /* refused this long after running dry */
+        uint32_t source_table_size;             /* sources remembered besides those with sessions */
         uint32_t n_allow, n_deny;
         struct cidr allow[CONFIG_MAX_CIDRS];    /* empty: everyone */
         struct cidr deny[CONFIG_MAX_CIDRS];
         int log_addresses;                      /* enum log_addresses */
-        char log_hash_key[CONFIG_HASH_KEY_MAX + 1]; /* empty: random at each start */
+        /* Where the hash key comes from, read at start only (not here: the
+         * configuration is what the file says): a credential the service
+         * manager passes, or, deprecated, the key itself in the file. Both
+         * empty: a random key at each start. */
+        char log_hash_key_credential[CREDENTIAL_NAME_MAX + 1];
+        char log_hash_key[CONFIG_HASH_KEY_MAX + 1];
 };
 
 /* Problems as "FILE:LINE: message" lines. When they do not all fit, the

@@ -10,26 +10,30 @@
 static int mode = LOG_ADDRESSES_FULL;
 static unsigned prefix_v4 = 32, prefix_v6 = 64;
 static uint8_t key[SIPHASH_KEY_SIZE];
-static bool random_key_made;
+static bool key_set;
+
+int logaddr_set_key(const void *material, size_t len) {
+        if (len > 0) {
+                /* 128 bits from the material, however long it is. The same
+                 * bytes give the same key whether they came from the file
+                 * or from a credential. */
+                static const uint8_t k0[SIPHASH_KEY_SIZE] = { 0 }, k1[SIPHASH_KEY_SIZE] = { 1 };
+                uint64_t h0 = siphash24(material, len, k0), h1 = siphash24(material, len, k1);
+                memcpy(key, &h0, 8);
+                memcpy(key + 8, &h1, 8);
+        } else if (getrandom(key, sizeof(key), 0) != (ssize_t) sizeof(key)) {
+                return -EIO;
+        }
+        key_set = true;
+        return 0;
+}
 
 int logaddr_configure(const struct config *c) {
         mode = c->log_addresses;
         prefix_v4 = c->source_prefix_v4;
         prefix_v6 = c->source_prefix_v6;
-        if (c->log_hash_key[0]) {
-                /* 128 bits from the configured text, however long it is. */
-                static const uint8_t k0[SIPHASH_KEY_SIZE] = { 0 }, k1[SIPHASH_KEY_SIZE] = { 1 };
-                size_t len = strlen(c->log_hash_key);
-                uint64_t h0 = siphash24(c->log_hash_key, len, k0), h1 = siphash24(c->log_hash_key, len, k1);
-                memcpy(key, &h0, 8);
-                memcpy(key + 8, &h1, 8);
-                random_key_made = false;
-        } else if (!random_key_made) {
-                if (getrandom(key, sizeof(key), 0) != (ssize_t) sizeof(key))
-                        return -EIO;
-                random_key_made = true;
-        }
-        return 0;
+        /* Never hash with the all-zero key anyone could recompute. */
+        return key_set ? 0 : logaddr_set_key(NULL, 0);
 }
 
 bool logaddr_full(void) {

@@ -1,7 +1,8 @@
 /* How client addresses appear in logs (log_addresses): in full, truncated
  * to the source prefix, or as a keyed hash, for operators with privacy
- * rules. The hash key comes from log_hash_key, or is random for the life of
- * the process: hashes then match within one run only. */
+ * rules. The hash key is set once at start (a credential, or log_hash_key),
+ * or is random for the life of the process: hashes then match within one
+ * run only. */
 #pragma once
 
 #include "addr.h"
@@ -10,7 +11,12 @@
 
 #define LOGADDR_MAX (CIDR_STR_MAX + 8)
 
-/* Takes the mode, the prefix lengths and the key. 0 or -errno. */
+/* Sets the hash key from `material` (any bytes); len 0: a random key.
+ * 0 or -errno. */
+int logaddr_set_key(const void *material, size_t len);
+
+/* Takes the mode and the prefix lengths (a reload may change them; the key
+ * stays), and makes a random key if none was set. 0 or -errno. */
 int logaddr_configure(const struct config *c);
 
 /* The client's address (no port) as the mode shows it. */

@@ -7,8 +7,10 @@
 
 #include "cli.h"
 #include "config.h"
+#include "credential.h"
 #include "listen.h"
 #include "log.h"
+#include "logaddr.h"
 #include "server.h"
 #include "util.h"
 
@@ -40,6 +42,45 @@ static int load_config(const struct cli *cli, const struct server_options *opt, 
         }
         server_options_apply(opt, cfg);
         return 0;
+}
+
+/* The key for log_addresses = "hash", set once at start: from the credential
+ * the configuration names, or (deprecated) from the file itself; neither
+ * leaves a random key to logaddr. --check-config reads the credential only
+ * where one is passed: a root shell has no $CREDENTIALS_DIRECTORY, and a
+ * valid setup must still check out. Returns 0 or -errno, reported. */
+static int load_hash_key(const struct cli *cli, const struct config *cfg) {
+        const char *name = cfg->log_hash_key_credential;
+        unsigned char key[CONFIG_HASH_KEY_MAX + 1];
+        char err[512];
+        int r;
+
+        if (cfg->log_hash_key[0]) {
+                log_msg(LOG_WARNING, MSGID_CONFIG, "%s: log_hash_key is deprecated: the service's dynamic user must "
+                        "read this file, so every local user can read the key; move it to "
+                        "/etc/echo-mpserv/log-hash-key (mode 0600) and set log_hash_key_credential = "
+                        "\"log-hash-key\" (see echo-mpserv.conf(5))", cli->config_path);
+                return logaddr_set_key(cfg->log_hash_key, strlen(cfg->log_hash_key));
+        }
+        if (!name[0])
+                return 0;
+        if (cli->action == CLI_CHECK_CONFIG && !getenv("CREDENTIALS_DIRECTORY")) {
+                log_msg(LOG_NOTICE, MSGID_CONFIG, "credential \"%s\" (log_hash_key_credential) not checked: "
+                        "$CREDENTIALS_DIRECTORY is not set here; the daemon reads it at start", name);
+                return 0;
+        }
+        r = credential_read(name, key, CONFIG_HASH_KEY_MIN, CONFIG_HASH_KEY_MAX, err, sizeof(err));
+        if (r < 0) {
+                /* The unit's SetCredential= placeholder is too short on purpose. */
+                log_msg(LOG_ERR, MSGID_CONFIG, "log_hash_key_credential: %s%s", err, r == -EMSGSIZE ?
+                        "; the service unit passes a placeholder when its LoadCredential= file is missing" : "");
+                return r;
+        }
+        r = logaddr_set_key(key, (size_t) r);
+        explicit_bzero(key, sizeof(key));
+        if (r < 0)
+                log_errno(LOG_ERR, r, MSGID_CONFIG, "cannot set up address hashing");
+        return r;
 }
 
 static void check_inherited_ports(const struct cli *cli, const struct config *cfg, const struct listen_set *ls) {
@@ -122,6 +163,8 @@ int main(int argc, char *argv[]) {
         if (load_config(&cli, &opt, &cfg) < 0)
                 return EXIT_CONFIG;
         log_set_max_level(cfg.log_level);
+        if (cli.action != CLI_DUMP_CONFIG && load_hash_key(&cli, &cfg) < 0)
+                return EXIT_CONFIG;
 
         if (cli.action == CLI_CHECK_CONFIG) {
                 puts("configuration OK");

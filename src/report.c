@@ -36,16 +36,16 @@ void report_summary(const struct report_state *st) {
         size_t n = 0;
 
         report_status(st, status, sizeof(status));
-        snprintf(message, sizeof(message), "summary: %s; %" PRIu32 " source(s) tracked, %" PRIu64
-                 " connection(s) untracked; up %" PRIu64 " s", status, st->sources, st->untracked,
-                 st->uptime_usec / USEC_PER_SEC);
+        snprintf(message, sizeof(message), "summary: %s; %" PRIu32 " source(s) tracked (source_table_size %"
+                 PRIu32 "), %" PRIu64 " forgotten to make room; up %" PRIu64 " s", status, st->sources,
+                 st->source_table_size, st->forgotten, st->uptime_usec / USEC_PER_SEC);
         snprintf(f[n++], sizeof(f[0]), "ACTIVE=%u", st->active);
         snprintf(f[n++], sizeof(f[0]), "SERVED=%" PRIu64, st->served);
         snprintf(f[n++], sizeof(f[0]), "REFUSED_DENIED=%" PRIu64, st->refused[REFUSE_DENIED]);
         snprintf(f[n++], sizeof(f[0]), "REFUSED_RATE=%" PRIu64, st->refused[REFUSE_RATE]);
         snprintf(f[n++], sizeof(f[0]), "REFUSED_PER_SOURCE=%" PRIu64, st->refused[REFUSE_PER_SOURCE]);
         snprintf(f[n++], sizeof(f[0]), "SOURCES=%" PRIu32, st->sources);
-        snprintf(f[n++], sizeof(f[0]), "UNTRACKED=%" PRIu64, st->untracked);
+        snprintf(f[n++], sizeof(f[0]), "SOURCES_FORGOTTEN=%" PRIu64, st->forgotten);
         snprintf(f[n++], sizeof(f[0]), "UPTIME_USEC=%" PRIu64, st->uptime_usec);
         if (st->restart_pending && st->restart_pending[0])
                 snprintf(f[n++], sizeof(f[0]), "RESTART_PENDING=%s", st->restart_pending);
@@ -86,10 +86,11 @@ static void one_source(const struct cidr *key, const uint32_t counts[_REFUSE_MAX
 
 void report_refusals(struct admission *a, uint64_t now) {
         admission_report(a, now, REPORT_MAX_LINES, one_source, NULL);
-        if (a->untracked > a->untracked_reported) {
-                log_msg(LOG_WARNING, MSGID_REFUSED, "source table full: %" PRIu64 " connection(s) admitted "
-                        "without per-source limits in the last %" PRIu64 " s",
-                        a->untracked - a->untracked_reported, REPORT_INTERVAL_USEC / USEC_PER_SEC);
-                a->untracked_reported = a->untracked;
+        if (admission_forgotten(a) > a->forgotten_reported) {
+                log_msg(LOG_WARNING, MSGID_REFUSED, "source table full (source_table_size %" PRIu32 "): "
+                        "forgot the %" PRIu64 " least recently seen source(s) without sessions in the last %"
+                        PRIu64 " s", a->sources.capacity, admission_forgotten(a) - a->forgotten_reported,
+                        REPORT_INTERVAL_USEC / USEC_PER_SEC);
+                a->forgotten_reported = admission_forgotten(a);
         }
 }

@@ -16,8 +16,8 @@ struct report_state {
         unsigned active, max_clients;
         uint64_t served;
         const uint64_t *refused;        /* [_REFUSE_MAX], since start */
-        uint32_t sources;
-        uint64_t untracked;
+        uint32_t sources, source_table_size;
+        uint64_t forgotten;             /* sources forgotten to make room, since start */
         bool at_cap, fork_failing, accept_paused, draining;
         const char *restart_pending;    /* keys waiting for a restart; "" when none */
         uint64_t uptime_usec;
@@ -29,6 +29,6 @@ void report_status(const struct report_state *st, char *buf, size_t size);
 void report_summary(const struct report_state *st);
 
 /* One record per source refused since the last call (at most
- * REPORT_MAX_LINES, the rest summed into one), and one for connections that
- * went untracked because the source table was full. */
+ * REPORT_MAX_LINES, the rest summed into one), and one when sources were
+ * forgotten to make room in the source table. */
 void report_refusals(struct admission *a, uint64_t now);

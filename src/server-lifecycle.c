@@ -13,16 +13,20 @@
 #include "util.h"
 
 static void recount_one(struct slot *slot, void *userdata) {
-        admission_add_session(userdata, &slot->peer, now_usec(CLOCK_MONOTONIC));
+        struct server *s = userdata;
+        struct counted *c = server_counted(s, slot);
+
+        admission_hold_session(&s->adm, &c->peer, now_usec(CLOCK_MONOTONIC), &c->hold);
 }
 
-/* Sources are counted by prefix: new prefix lengths mean new sources. */
+/* Sources are counted by prefix: new prefix lengths mean new sources. The
+ * table is new, so every hold is replaced, none given back. */
 static void recount_sources(struct admission *a, void *userdata) {
         struct server *s = userdata;
 
-        children_foreach(&s->children, recount_one, a);
+        children_foreach(&s->children, recount_one, s);
         if (s->pending_fd >= 0)
-                admission_add_session(a, &s->pending_peer, now_usec(CLOCK_MONOTONIC));
+                admission_hold_session(a, &s->pending_peer, now_usec(CLOCK_MONOTONIC), &s->pending_hold);
 }
 
 void server_options_apply(const struct server_options *opt, struct config *c) {
@@ -115,7 +119,7 @@ void server_begin_shutdown(struct server *s, int sig) {
         if (s->pending_fd >= 0) {
                 /* Admitted but never started: it counts as cut. */
                 s->pending_fd = safe_close(s->pending_fd);
-                admission_release(&s->adm, &s->pending_peer);
+                admission_release(&s->adm, &s->pending_hold, now);
                 s->cut++;
         }
         s->drain_deadline = now + (uint64_t) s->cfg.drain_timeout_ms * USEC_PER_MSEC;

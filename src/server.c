@@ -44,7 +44,8 @@ struct report_state server_report_state(const struct server *s) {
         return (struct report_state) {
                 .active = s->children.active, .max_clients = s->cfg.max_clients, .served = s->served,
                 .refused = s->adm.refused, .sources = admission_sources(&s->adm),
-                .untracked = s->adm.untracked, .at_cap = s->at_cap, .fork_failing = s->pending_fd >= 0,
+                .source_table_size = s->adm.sources.capacity, .forgotten = admission_forgotten(&s->adm),
+                .at_cap = s->at_cap, .fork_failing = s->pending_fd >= 0,
                 .accept_paused = s->resume_at != 0, .draining = s->draining,
                 .restart_pending = s->restart_pending,
                 .uptime_usec = now_usec(CLOCK_MONOTONIC) - s->started_usec,
@@ -132,24 +133,27 @@ static struct worker_limits limits_of(const struct config *c) {
 static void refuse(int fd);
 
 /* Starts a worker for fd, which it takes over: closed after the fork, or
- * kept as the pending client when fork fails. */
-static int start_worker(struct server *s, int fd, const union sockaddr_any *peer) {
+ * kept as the pending client when fork fails. So is *hold: it goes with the
+ * session (its slot, or the pending client), or is given back. */
+static int start_worker(struct server *s, int fd, const union sockaddr_any *peer, struct admission_hold *hold) {
         struct worker_limits limits = limits_of(&s->cfg);
         struct slot *slot = children_claim(&s->children);
         pid_t pid;
 
         if (!slot) { /* cannot happen below the cap (slots cover the largest one); be safe anyway */
                 refuse(fd);
-                admission_release(&s->adm, peer);
+                admission_release(&s->adm, hold, now_usec(CLOCK_MONOTONIC));
                 return -ENOSPC;
         }
         slot->peer = *peer;
+        *server_counted(s, slot) = (struct counted) { .peer = *peer, .hold = *hold };
         slot->start_usec = now_usec(CLOCK_MONOTONIC);
         pid = spawn_worker(fd, slot, &limits, &s->worker_mask);
         if (pid < 0) {
                 children_release(&s->children, slot);
                 s->pending_fd = fd;
                 s->pending_peer = *peer;
+                s->pending_hold = *hold;
                 back_off(s, MSGID_FORK_FAILED, "fork()", (int) pid);
                 return (int) pid;
         }
@@ -182,6 +186,7 @@ static void refuse(int fd) {
 static void accept_ready(struct server *s, struct listener *l) {
         for (int i = 0; i < ACCEPT_BATCH && s->listening; i++) {
                 union sockaddr_any peer;
+                struct admission_hold hold;
                 socklen_t len = sizeof(peer);
                 int fd;
 
@@ -197,12 +202,12 @@ static void accept_ready(struct server *s, struct listener *l) {
                         back_off(s, MSGID_ACCEPT_FAILED, "accept()", negative_errno());
                         break;
                 }
-                if (admission_check(&s->adm, &peer, now_usec(CLOCK_MONOTONIC)) >= 0) {
+                if (admission_check(&s->adm, &peer, now_usec(CLOCK_MONOTONIC), &hold) >= 0) {
                         refuse(fd);
                         s->status_dirty = true;
                         continue;
                 }
-                if (start_worker(s, fd, &peer) < 0)
+                if (start_worker(s, fd, &peer, &hold) < 0)
                         break;
         }
         server_update_listening(s);
@@ -222,7 +227,7 @@ static void reap(struct server *s) {
                 if (!slot)
                         continue;
                 session_log_record(slot, status, now_usec(CLOCK_MONOTONIC));
-                admission_release(&s->adm, &slot->peer);
+                admission_release(&s->adm, &server_counted(s, slot)->hold, now_usec(CLOCK_MONOTONIC));
                 if (s->draining) {
                         if (slot->cut)
                                 s->cut++;
@@ -270,8 +275,10 @@ static void run_deadlines(struct server *s, uint64_t now) {
                 s->resume_at = 0;
                 if (s->pending_fd >= 0) {
                         int fd = s->pending_fd;
+                        struct admission_hold hold = s->pending_hold;
                         s->pending_fd = -1;
-                        (void) start_worker(s, fd, &s->pending_peer);
+                        s->pending_hold.counted = false;
+                        (void) start_worker(s, fd, &s->pending_peer, &hold);
                 }
                 server_update_listening(s);
         }
@@ -343,6 +350,9 @@ static int setup(struct server *s) {
         r = children_init(&s->children, CONFIG_MAX_CLIENTS_LIMIT);
         if (r < 0)
                 return log_errno(LOG_ERR, r, NULL, "cannot set up child accounting");
+        s->counted = parent_only_alloc(CONFIG_MAX_CLIENTS_LIMIT * sizeof(*s->counted));
+        if (!s->counted)
+                return log_errno(LOG_ERR, -ENOMEM, NULL, "cannot set up child accounting");
         r = admission_init(&s->adm, &s->cfg);
         if (r < 0)
                 return log_errno(LOG_ERR, r, NULL, "cannot set up admission control");
@@ -403,6 +413,7 @@ out:
         safe_close(s.sfd);
         safe_close(s.epfd);
         children_done(&s.children);
+        parent_only_free(s.counted, CONFIG_MAX_CLIENTS_LIMIT * sizeof(*s.counted));
         admission_done(&s.adm);
         return r;
 }
@@ -411,8 +422,15 @@ int server_run_connected(const struct config *cfg, int fd) {
         struct worker_limits limits = limits_of(cfg);
         struct slot slot = { .pid = getpid(), .start_usec = now_usec(CLOCK_MONOTONIC) };
         socklen_t len = sizeof(slot.peer);
+        int r;
 
         spawn_reset_signals();
+        /* The record shows the address as log_addresses says, here too. */
+        r = logaddr_configure(cfg);
+        if (r < 0) {
+                safe_close(fd);
+                return log_errno(LOG_ERR, r, NULL, "cannot set up address hashing; closing the connection");
+        }
         (void) getpeername(fd, &slot.peer.sa, &len);
         spawn_serve_here(fd, &slot, &limits);
         session_log_record(&slot, 0, now_usec(CLOCK_MONOTONIC));

@@ -7,16 +7,37 @@
 #include "sources.h"
 #include "util.h"
 
-int sources_init(struct sources *s, uint32_t capacity) {
-        *s = (struct sources) { 0 };
-        if (capacity == 0 || (capacity & (capacity - 1)))
+#define NONE UINT32_MAX
+
+static size_t pool_bytes(const struct sources *s) {
+        return (size_t) s->pool_size * sizeof(*s->pool);
+}
+
+static size_t index_bytes(const struct sources *s) {
+        return ((size_t) s->index_mask + 1) * sizeof(*s->index);
+}
+
+int sources_init(struct sources *s, uint32_t capacity, uint32_t live_max) {
+        uint64_t pool = (uint64_t) capacity + live_max, size = 1;
+
+        *s = (struct sources) { .free_head = NONE };
+        if (capacity == 0 || pool >= UINT32_MAX / 4)
                 return -EINVAL;
+        while (size < pool * 2) /* at most half full: every probe ends soon */
+                size <<= 1;
+        s->pool_size = (uint32_t) pool;
+        s->capacity = capacity;
+        s->index_mask = (uint32_t) size - 1;
+        for (int l = 0; l < _SOURCE_LISTS; l++)
+                s->lists[l].head = s->lists[l].tail = NONE;
         /* Pages cost nothing until a source lands there, and workers never
          * see the table at all. */
-        s->table = parent_only_alloc((size_t) capacity * sizeof(*s->table));
-        if (!s->table)
+        s->pool = parent_only_alloc(pool_bytes(s));
+        s->index = parent_only_alloc(index_bytes(s));
+        if (!s->pool || !s->index) {
+                sources_done(s);
                 return -ENOMEM;
-        s->mask = capacity - 1;
+        }
         if (getrandom(s->key, sizeof(s->key), 0) != (ssize_t) sizeof(s->key)) {
                 sources_done(s);
                 return -EIO;
@@ -25,25 +46,164 @@ int sources_init(struct sources *s, uint32_t capacity) {
 }
 
 void sources_done(struct sources *s) {
-        parent_only_free(s->table, ((size_t) s->mask + 1) * sizeof(*s->table));
-        *s = (struct sources) { 0 };
-}
-
-static uint32_t slot_of(const struct sources *s, const struct cidr *key) {
-        return (uint32_t) cidr_hash(key, s->key) & s->mask;
+        parent_only_free(s->pool, pool_bytes(s));
+        parent_only_free(s->index, index_bytes(s));
+        *s = (struct sources) { .free_head = NONE };
 }
 
 static bool same(const struct cidr *a, const struct cidr *b) {
         return a->len == b->len && memcmp(&a->addr, &b->addr, sizeof(a->addr)) == 0;
 }
 
+/* The index slot holding key, or the empty one where it would go. */
+static uint32_t slot_of(const struct sources *s, const struct cidr *key, uint32_t hash) {
+        uint32_t h = hash & s->index_mask;
+
+        while (s->index[h] && !same(&s->pool[s->index[h] - 1].key, key))
+                h = (h + 1) & s->index_mask;
+        return h;
+}
+
 struct source *sources_find(const struct sources *s, const struct cidr *key) {
-        for (uint32_t h = slot_of(s, key);; h = (h + 1) & s->mask) {
-                if (!s->table[h].used)
-                        return NULL;
-                if (same(&s->table[h].key, key))
-                        return &s->table[h];
+        uint32_t h = slot_of(s, key, (uint32_t) cidr_hash(key, s->key));
+
+        return s->index[h] ? &s->pool[s->index[h] - 1] : NULL;
+}
+
+static uint32_t pos(const struct sources *s, const struct source *e) {
+        return (uint32_t) (e - s->pool);
+}
+
+static void unlink_entry(struct sources *s, struct source *e) {
+        if (e->list == SOURCE_LIVE)
+                return;
+        if (e->prev != NONE)
+                s->pool[e->prev].next = e->next;
+        else
+                s->lists[e->list].head = e->next;
+        if (e->next != NONE)
+                s->pool[e->next].prev = e->prev;
+        else
+                s->lists[e->list].tail = e->prev;
+        s->lists[e->list].n--;
+        s->resting--;
+        e->list = SOURCE_LIVE;
+}
+
+static void link_tail(struct sources *s, struct source *e, enum source_list l) {
+        e->list = (uint8_t) l;
+        e->next = NONE;
+        e->prev = s->lists[l].tail;
+        if (e->prev != NONE)
+                s->pool[e->prev].next = pos(s, e);
+        else
+                s->lists[l].head = pos(s, e);
+        s->lists[l].tail = pos(s, e);
+        s->lists[l].n++;
+        s->resting++;
+}
+
+/* Backward-shift delete from the index: no tombstones, so probes stay
+ * short. Only index slots move; entries keep their place in the pool. */
+static void unindex(struct sources *s, uint32_t hole) {
+        uint32_t j = hole;
+
+        s->index[hole] = 0;
+        for (;;) {
+                uint32_t home;
+
+                j = (j + 1) & s->index_mask;
+                if (!s->index[j])
+                        return;
+                home = s->pool[s->index[j] - 1].hash & s->index_mask;
+                if ((hole < j) ? (home <= hole || home > j) : (home <= hole && home > j)) {
+                        s->index[hole] = s->index[j];
+                        s->index[j] = 0;
+                        hole = j;
+                }
         }
+}
+
+static void drop(struct sources *s, struct source *e) {
+        unlink_entry(s, e);
+        unindex(s, slot_of(s, &e->key, e->hash));
+        e->next = s->free_head;
+        s->free_head = pos(s, e);
+        s->count--;
+}
+
+static void forget(struct sources *s, struct source *e) {
+        bool reported = false;
+
+        for (int r = 0; r < _REFUSE_MAX; r++) {
+                s->forgotten.refused[r] += e->refused[r];
+                reported |= e->refused[r] != 0;
+        }
+        s->forgotten.sources += reported;
+        s->forgotten_total++;
+        drop(s, e);
+}
+
+/* Forgets the least recently seen resting entry of the first non-empty
+ * list up to `last`. False when they are all empty. */
+static bool forget_one(struct sources *s, enum source_list last) {
+        for (int l = 0; l <= (int) last; l++)
+                if (s->lists[l].head != NONE) {
+                        forget(s, &s->pool[s->lists[l].head]);
+                        return true;
+                }
+        return false;
+}
+
+struct source *sources_get(struct sources *s, const struct cidr *key, bool tally_only, double burst,
+                           uint64_t now) {
+        uint32_t hash = (uint32_t) cidr_hash(key, s->key), h = slot_of(s, key, hash), p;
+        struct source *e;
+
+        if (s->index[h])
+                return &s->pool[s->index[h] - 1];
+        if (s->resting >= s->capacity || (s->free_head == NONE && s->unused == s->pool_size)) {
+                if (!forget_one(s, tally_only ? SOURCE_DENIED : SOURCE_BLOCKED))
+                        return NULL;
+                h = slot_of(s, key, hash); /* the delete may have shifted the run */
+        }
+        if (s->free_head != NONE) {
+                p = s->free_head;
+                s->free_head = s->pool[p].next;
+        } else {
+                p = s->unused++; /* untouched pages stay untouched */
+        }
+        e = &s->pool[p];
+        *e = (struct source) { .key = *key, .hash = hash, .tokens = burst, .refilled_usec = now,
+                               .list = SOURCE_LIVE };
+        s->index[h] = p + 1;
+        s->count++;
+        link_tail(s, e, SOURCE_DENIED);
+        return e;
+}
+
+static enum source_list list_for(const struct source *e, uint64_t now) {
+        if (e->active)
+                return SOURCE_LIVE;
+        if (e->blocked_until > now)
+                return SOURCE_BLOCKED;
+        return e->checked ? SOURCE_IDLE : SOURCE_DENIED;
+}
+
+void sources_seen(struct sources *s, struct source *e, uint64_t now) {
+        enum source_list l = list_for(e, now);
+
+        unlink_entry(s, e);
+        if (l == SOURCE_LIVE)
+                return;
+        link_tail(s, e, l);
+        if (s->lists[SOURCE_BLOCKED].n > s->capacity / 2)
+                forget(s, &s->pool[s->lists[SOURCE_BLOCKED].head]);
+        /* A session just ended: one more rests. Never e: it is the most
+         * recently seen, and with at most half of them blocked, at least
+         * half of the resting entries are in the lists tried first. */
+        while (s->resting > s->capacity && forget_one(s, SOURCE_BLOCKED))
+                ;
 }
 
 static void refill(struct source *e, double rate, double burst, uint64_t now) {
@@ -74,72 +234,48 @@ static bool idle(struct source *e, double rate, double burst, uint64_t now) {
         return rate <= 0 || e->tokens >= burst;
 }
 
-/* Backward-shift delete: no tombstones, so probes stay short. */
-static void remove_at(struct sources *s, uint32_t hole) {
-        uint32_t j = hole;
-
-        s->table[hole].used = false;
-        s->count--;
-        for (;;) {
-                uint32_t home;
-
-                j = (j + 1) & s->mask;
-                if (!s->table[j].used)
-                        return;
-                home = slot_of(s, &s->table[j].key);
-                if ((hole < j) ? (home <= hole || home > j) : (home <= hole && home > j)) {
-                        s->table[hole] = s->table[j];
-                        s->table[j].used = false;
-                        hole = j;
-                }
-        }
-}
-
 uint32_t sources_sweep(struct sources *s, double rate, double burst, uint64_t now) {
         uint32_t dropped = 0;
 
-        /* An entry shifted into slot i is examined again before moving on;
-         * one shifted from the start to the end is examined twice: harmless. */
-        for (uint32_t i = 0; i <= s->mask;) {
-                if (s->table[i].used && idle(&s->table[i], rate, burst, now)) {
-                        remove_at(s, i);
-                        dropped++;
-                } else {
-                        i++;
+        for (int l = 0; l < _SOURCE_LISTS; l++)
+                for (uint32_t p = s->lists[l].head; p != NONE;) {
+                        struct source *e = &s->pool[p];
+
+                        p = e->next;
+                        if (idle(e, rate, burst, now)) {
+                                drop(s, e);
+                                dropped++;
+                        }
                 }
-        }
         return dropped;
 }
 
-struct source *sources_get(struct sources *s, const struct cidr *key, double burst, uint64_t now) {
-        struct source *e = sources_find(s, key);
-        uint32_t h;
-
-        if (e)
-                return e;
-        if (s->count >= (s->mask + 1) / 2)
-                return NULL; /* the caller sweeps and asks again, or goes untracked */
-        for (h = slot_of(s, key); s->table[h].used; h = (h + 1) & s->mask)
-                ;
-        s->table[h] = (struct source) { .key = *key, .used = true, .tokens = burst, .refilled_usec = now };
-        s->count++;
-        return &s->table[h];
-}
-
 void sources_foreach(struct sources *s, void (*fn)(struct source *e, void *userdata), void *userdata) {
-        for (uint32_t i = 0; i <= s->mask; i++)
-                if (s->table[i].used)
-                        fn(&s->table[i], userdata);
+        for (uint32_t h = 0; h <= s->index_mask; h++)
+                if (s->index[h])
+                        fn(&s->pool[s->index[h] - 1], userdata);
 }
 
-int sources_clear(struct sources *s) {
-        /* A fresh zeroed mapping rather than memset(): the parent stays small. */
-        struct source *t = parent_only_alloc(((size_t) s->mask + 1) * sizeof(*t));
+int sources_reset(struct sources *s, uint32_t capacity, uint32_t live_max) {
+        struct sources fresh;
+        int r = sources_init(&fresh, capacity, live_max);
 
-        if (!t)
-                return -ENOMEM;
-        parent_only_free(s->table, ((size_t) s->mask + 1) * sizeof(*s->table));
-        s->table = t;
-        s->count = 0;
+        if (r < 0)
+                return r;
+        fresh.forgotten_total = s->forgotten_total;
+        fresh.forgotten = s->forgotten;
+        /* What the old entries had to report goes with the rest. */
+        for (uint32_t h = 0; h <= s->index_mask; h++) {
+                const struct source *e = s->index[h] ? &s->pool[s->index[h] - 1] : NULL;
+                bool reported = false;
+
+                for (int i = 0; e && i < _REFUSE_MAX; i++) {
+                        fresh.forgotten.refused[i] += e->refused[i];
+                        reported |= e->refused[i] != 0;
+                }
+                fresh.forgotten.sources += reported;
+        }
+        sources_done(s);
+        *s = fresh;
         return 0;
 }

@@ -1,12 +1,26 @@
 /* Per-source state: how many sessions a source has, its connection-rate
  * bucket, whether it is blocked, and what was refused since the last report.
  *
- * Open addressing keyed with SipHash under a random key, so addresses an
- * attacker picks cannot be made to collide. The table holds at most half its
- * slots; idle entries (no session, a full bucket, not blocked, nothing to
- * report) are dropped by sources_sweep(), and on demand when it is full. A
- * source that still finds no room is not tracked (sources_get() returns
- * NULL): the global cap still applies, and the caller counts it. */
+ * A fixed pool of entries, found through an open-addressing index keyed with
+ * SipHash under a random key, so addresses an attacker picks cannot be made
+ * to collide. The table stays bounded and never refuses to hold a source:
+ *
+ * - An entry with live sessions is never dropped. The pool has room for
+ *   `live_max` of them on top of `capacity`, and the caller never has more
+ *   live sessions than that, so they always fit.
+ * - At most `capacity` entries rest (no live session). When one more would
+ *   rest, the least recently seen resting entry is forgotten, taken first
+ *   from the entries that only tally denied refusals, then from the idle
+ *   ones. At most half of them are blocked: one more block forgets the
+ *   least recently seen blocked entry. So neither kind can push the other
+ *   out: a resting entry is forgotten only after capacity / 2 others of its
+ *   kind were seen after it. Each choice is the head of a list kept in the
+ *   order entries were last seen, so making room costs O(1).
+ * - What a forgotten entry still had to report is folded into `forgotten`,
+ *   so no refusal goes uncounted.
+ *
+ * A forgotten source starts again with a full bucket, like a source never
+ * seen. */
 #pragma once
 
 #include <stdbool.h>
@@ -22,41 +36,82 @@ enum refuse_reason {
         _REFUSE_MAX,
 };
 
+/* The lists resting entries are kept in, least recently seen first, in the
+ * order they are forgotten. */
+enum source_list {
+        SOURCE_DENIED,          /* never judged past the deny list: a tally only */
+        SOURCE_IDLE,
+        SOURCE_BLOCKED,
+        _SOURCE_LISTS,
+        SOURCE_LIVE = _SOURCE_LISTS,    /* has sessions: in no list */
+};
+
 struct source {
         struct cidr key;
-        bool used;
+        uint32_t hash;
         uint32_t active;
+        bool checked;                   /* went through the rate and session checks */
+        uint8_t list;                   /* enum source_list */
         double tokens;
         uint64_t refilled_usec;
         uint64_t blocked_until;
         uint32_t refused[_REFUSE_MAX];  /* since the last report */
+        uint32_t prev, next;            /* in its list, or the free list */
+};
+
+struct source_tally {
+        uint32_t refused[_REFUSE_MAX];
+        uint32_t sources;
 };
 
 struct sources {
-        struct source *table;
-        uint32_t mask;
-        uint32_t count;
+        struct source *pool;
+        uint32_t *index;                /* pool position + 1; 0: empty */
+        uint32_t index_mask;
+        uint32_t pool_size, capacity;
+        uint32_t count, resting;
+        uint32_t free_head;             /* entries dropped, linked by next */
+        uint32_t unused;                /* pool[unused..] never used yet */
+        struct { uint32_t head, tail, n; } lists[_SOURCE_LISTS];
+        uint64_t forgotten_total;       /* entries forgotten to make room, since start */
+        struct source_tally forgotten;  /* their refusals since the last report */
         uint8_t key[SIPHASH_KEY_SIZE];
 };
 
-/* capacity: a power of two. */
-int sources_init(struct sources *s, uint32_t capacity);
+/* Room for `capacity` resting entries and `live_max` with sessions. Returns
+ * 0, -EINVAL or -ENOMEM. */
+int sources_init(struct sources *s, uint32_t capacity, uint32_t live_max);
 void sources_done(struct sources *s);
 
-/* The entry for `key`, created when absent (with a full bucket of `burst`
- * tokens); NULL when the table has no room even after a sweep. */
-struct source *sources_get(struct sources *s, const struct cidr *key, double burst, uint64_t now);
 struct source *sources_find(const struct sources *s, const struct cidr *key);
+
+/* The entry for `key`, created when absent (with a full bucket of `burst`
+ * tokens), forgetting another entry when the resting ones are at capacity.
+ * A tally (`tally_only`) may only take the place of another tally: NULL
+ * when there is none. Otherwise NULL only when the pool holds nothing but
+ * live entries, which the caller's bound on live sessions rules out. A new
+ * entry rests; call sources_seen() once it changed. */
+struct source *sources_get(struct sources *s, const struct cidr *key, bool tally_only, double burst,
+                           uint64_t now);
+
+/* The entry was seen or changed (sessions, block, checked): moves it to the
+ * list its state puts it in, as the most recently seen, and forgets the
+ * least recently seen resting entries while more than `capacity` rest
+ * (after a session ended); never e itself. */
+void sources_seen(struct sources *s, struct source *e, uint64_t now);
 
 /* Takes one token, refilling at `rate` per second up to `burst` first.
  * False when no token is left. */
 bool source_take_token(struct source *e, double rate, double burst, uint64_t now);
 
-/* Drops idle entries (see above). Returns how many. */
+/* Drops resting entries that hold nothing a fresh entry would not: no
+ * refusals to report, not blocked, a full bucket. One pass over the pool;
+ * meant for the periodic report, never for the accept path. */
 uint32_t sources_sweep(struct sources *s, double rate, double burst, uint64_t now);
 
 void sources_foreach(struct sources *s, void (*fn)(struct source *e, void *userdata), void *userdata);
 
-/* Forgets every entry (a reload that changes how sources are counted).
- * Returns 0 or -ENOMEM (the table is then unchanged). */
-int sources_clear(struct sources *s);
+/* Replaces the table with an empty one of a new capacity (a reload that
+ * changes how sources are counted); what the old entries had to report is
+ * kept in `forgotten`. Returns 0 or -ENOMEM (the table is then unchanged). */
+int sources_reset(struct sources *s, uint32_t capacity, uint32_t live_max);

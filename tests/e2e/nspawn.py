@@ -968,6 +968,12 @@ class Machine:
             # From here on only the machine's own binaries are reachable.
             "umount -l /run/.e2e-oldroot",
             "rmdir /run/.e2e-oldroot",
+            # Shared propagation, as systemd-nspawn sets up: systemd (told it
+            # runs in a container) leaves it alone, and services need it. A
+            # service's credentials (LoadCredential=) are mounted in a helper's
+            # private namespace and moved into /run/credentials, which only
+            # reaches systemd's namespace when /run propagates.
+            "mount --make-rshared /",
             "exec env -i container=other PATH=%s setpriv --bounding-set -all,%s "
             "/lib/systemd/systemd --system"
             % (MACHINE_PATH, ",".join("+" + c for c in MACHINE_CAPS)),

@@ -6,7 +6,7 @@ the .deb with apt-get and checks what a user relies on: the socket enabled
 and listening with the service idle until the first client, echo over IPv4
 and IPv6, the STATUS= line, one journal record per connection with every
 field, the catalog, reload (good and broken), admission control with its journal
-records, restarts and an upgrade under
+records, the hash key as a root-only credential, restarts and an upgrade under
 a client loop without a single refused or broken connection, a draining
 stop, the hardening of a running worker, moving the port through the
 generator, and a purge that leaves nothing behind.
@@ -183,6 +183,70 @@ def t_admission(m):
     m.wait_for(lambda: client(m, "from", "127.0.0.1", 7, "127.0.0.2") == {"served": True}, 10, "the deny to go")
 
 
+KEY = "/etc/echo-mpserv/log-hash-key"
+HASHED = 'log_addresses = "hash";\nlog_hash_key_credential = "log-hash-key";\n'
+
+
+def hashed_record(m, source):
+    """The CLIENT_ADDRESS of a connection from `source` (a loopback address)."""
+    cursor = m.journal_cursor()
+    assert client(m, "from", "127.0.0.1", 7, source) == {"served": True}
+    m.wait_for(lambda: records(m, cursor), 20, "the record")
+    (r,) = records(m, cursor)
+    assert source not in json.dumps(r), r
+    assert re.fullmatch(r"hash:[0-9a-f]{16}", r["CLIENT_ADDRESS"]), r
+    return r["CLIENT_ADDRESS"]
+
+
+def restart_service(m):
+    m.systemctl("restart", "echo-mpserv.service")
+    m.systemctl("reset-failed", check=False)  # keep clear of the start limit
+    m.wait_unit_state("echo-mpserv.service", ["active"], timeout=20)
+
+
+@check("hash key: a root-only credential under DynamicUser, hashes stable across a restart, never logged")
+def t_hash_key(m):
+    # The package made a random key at installation, for root only; the
+    # configuration file beside it is world-readable, as a dynamic user needs.
+    st = m.run(["stat", "-c", "%a %U %G", KEY, CONF]).stdout.split("\n")
+    assert st[0] == "600 root root" and st[1] == "644 root root", st
+    generated = read_text(m, KEY)
+    assert re.fullmatch(r"[0-9a-f]{64}\n", generated), "not 32 random bytes in hex"
+    reset_conf(m, HASHED)
+    restart_service(m)
+    first = hashed_record(m, "127.0.0.5")
+    other = hashed_record(m, "127.0.0.6")
+    restart_service(m)
+    again = hashed_record(m, "127.0.0.5")
+    assert first == again and first != other, (first, again, other)
+    # The administrator's own key (any bytes, here text), root-only too.
+    own = "an-operator-chosen-key-0123456789"
+    m.write_file(KEY, own + "\n", mode=0o600)
+    restart_service(m)
+    keyed = hashed_record(m, "127.0.0.5")
+    assert keyed != first, keyed
+    figures.append(f"hash key from a 0600 root credential under DynamicUser: 127.0.0.5 -> {first}, "
+                   f"the same after a restart; {keyed} with another key")
+    # Without the key file the unit still starts (the placeholder), but a
+    # configuration that names the credential stops with status 3, not
+    # restarted, and says which file.
+    m.run(["mv", KEY, KEY + ".away"])
+    cursor = m.journal_cursor()
+    m.systemctl("restart", "echo-mpserv.service", check=False)
+    m.wait_unit_state("echo-mpserv.service", ["failed"], timeout=20)
+    assert m.unit_property("echo-mpserv.service", "ExecMainStatus") == "3"
+    m.wait_journal(r"log_hash_key_credential: credential /run/credentials/echo-mpserv.service/log-hash-key: "
+                   r"7 bytes \(needs 16 to 128\)", cursor=cursor, unit="echo-mpserv.service")
+    reset_conf(m, "")
+    m.systemctl("reset-failed", "echo-mpserv.service")
+    restart_service(m)
+    assert echo_ok(m)
+    m.run(["mv", KEY + ".away", KEY])
+    journal = m.run(["journalctl", "-b", "--no-pager", "-o", "export"], text=False).stdout
+    for secret in (generated.strip(), own):
+        assert secret.encode() not in journal, "the key is in the journal"
+
+
 @check("restarts under a client loop: 0 refused, 0 broken")
 def t_restarts(m):
     reset_conf(m, ONE_BUSY_SOURCE)
@@ -324,6 +388,7 @@ def main():
         t_journal(m)
         t_reload(m)
         t_admission(m)
+        t_hash_key(m)
         t_restarts(m)
         t_stop_drains(m)
         t_hardening(m)

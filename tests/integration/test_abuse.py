@@ -3,11 +3,14 @@
 allow and deny lists, refusals that are reset and reported in aggregate,
 counters in STATUS= and on SIGUSR1, and the address privacy modes. Loopback
 aliases (127.0.0.x) stand for different clients."""
+import os
 import re
 import signal
+import subprocess
+import sys
 import time
 
-from harness import Daemon, connect, main, recv_exact, served, wait_until
+from harness import SCALE, SLOW, Daemon, Skip, connect, main, recv_exact, served, wait_until
 
 NO_RATE = "source_rate = 0;\n"
 
@@ -78,7 +81,9 @@ def test_allow_and_deny_reloadable():
 
 
 def test_flood_is_reported_in_aggregate():
-    with Daemon("max_clients_per_source = 0; source_rate = 5; source_burst = 5; source_block_time = 60;") as d:
+    # A slow rate: no token comes back while a source makes its seven
+    # attempts, however long a busy machine stalls between them.
+    with Daemon("max_clients_per_source = 0; source_rate = 0.01; source_burst = 5; source_block_time = 60;") as d:
         refused = sum(not served(d.address(), "127.0.0.5") for _ in range(500))
         for i in range(30):  # thirty more sources, a few refusals each
             for _ in range(7):
@@ -136,6 +141,23 @@ def test_reload_with_new_prefix_recounts_live_sessions():
         b.close()
 
 
+def test_reload_with_new_table_size_recounts_live_sessions():
+    with Daemon(NO_RATE + "max_clients_per_source = 2;") as d:
+        held = [connect(d.address(), source="127.0.0.1") for _ in range(2)]
+        for s in held:
+            s.sendall(b"t")
+            recv_exact(s, 1)
+        d.write_config(NO_RATE + "max_clients_per_source = 2; source_table_size = 64;")
+        d.signal(signal.SIGHUP)
+        d.wait_log(r"source_table_size 32768 -> 64")
+        assert not served(d.address(), "127.0.0.1")     # its two sessions counted in the new table
+        held.pop().close()
+        wait_until(lambda: served(d.address(), "127.0.0.1"), 10, "the released place to be usable")
+        summary = flush_report(d).group(0)
+        assert "(source_table_size 64)" in summary, summary
+        held[0].close()
+
+
 def test_log_addresses_prefix_and_hash():
     with Daemon(NO_RATE + 'log_addresses = "prefix"; source_prefix_ipv4 = 24;') as d:
         assert served(d.address(), "127.0.0.9")
@@ -156,8 +178,154 @@ def test_log_addresses_prefix_and_hash():
     assert other != hashes[0][0]
 
 
+# Smaller under sanitizers and valgrind; 64 is the smallest source_table_size.
+TABLE = 64 if SCALE < 1 else 1024 if SLOW <= 1 else 256
+PUSHED = 3 * TABLE                      # distinct sources per kind, well over the table
+
+
+def full_table_config(deny):
+    # 0.001/s: no token comes back during the test; a block outlasts it.
+    return (f"source_table_size = {TABLE}; max_clients_per_source = 2; source_rate = 0.001; "
+            f'source_burst = 3; source_block_time = 3600; deny = [ "{deny}" ];')
+
+
+def push_sources_past_a_full_table(address, source, family):
+    """Fills a small table with each kind of source in turn (denied, one-shot
+    admitted, blocked), many more than it holds, then checks that a fresh
+    source and a blocked one still get their limits. source(kind, i) gives
+    the i-th client address of a kind; kind 1 is denied by the config."""
+    blocked = source(0, 1)
+
+    def block(src):
+        # Three tokens, then refused and blocked, however fast the workers
+        # of the first three are reaped (each takes a token either way).
+        for _ in range(3):
+            served(address, src)
+        assert not served(address, src)
+
+    block(blocked)
+    for i in range(PUSHED):
+        assert not served(address, source(1, i)), "a denied source was served"
+    assert not served(address, blocked), "a flood of denied sources ended a block"
+    for i in range(PUSHED):
+        assert served(address, source(2, i)), "a new source was refused in a full table"
+    assert not served(address, blocked), "a flood of one-shot sources ended a block"
+    for i in range(PUSHED):
+        block(source(3, i))
+        if i % (TABLE // 4) == 0:
+            assert not served(address, blocked), "a block ended while the source kept trying"
+    # A fresh source: two sessions, the third refused by the per-source cap
+    # (it took the last token), the fourth by the rate, then blocked.
+    fresh = source(4, 1)
+    held = [connect(address, source=fresh) for _ in range(2)]
+    for s in held:
+        s.sendall(b"f")
+        recv_exact(s, 1)
+    assert not served(address, fresh), "the per-source cap did not hold in a full table"
+    assert not served(address, fresh), "the rate limit did not hold in a full table"
+    for s in held:
+        s.close()
+    assert not served(address, fresh), "a fresh source was not blocked"
+    assert not served(address, blocked), "the blocked source got through"
+    print(f"   {family}: source_table_size {TABLE}; pushed {PUSHED} denied, {PUSHED} one-shot and "
+          f"{PUSHED} blocked sources; a fresh and a blocked source still refused")
+
+
+def check_full_table_reports(d, denied):
+    summary = flush_report(d).group(0)
+    lines = refusal_lines(d)
+    by_reason = {"denied": 0, "rate limit": 0, "per-source limit": 0}
+    for m in lines:
+        for part in m.group(3).split(", "):
+            reason, n = part.rsplit(" ", 1)
+            by_reason[reason] += int(n)
+    m = re.search(r"(\d+) refused \(denied (\d+), rate (\d+), per-source (\d+)\)", summary)
+    tracked = re.search(r"(\d+) source\(s\) tracked \(source_table_size (\d+)\), (\d+) forgotten", summary)
+    forgotten = d.log_lines(r"source table full \(source_table_size \d+\): forgot the (\d+) least")
+    print(f"   refusals by reason: {by_reason}; summary: {m.group(0)}; {tracked.group(0)}; "
+          f"{len(forgotten)} 'source table full' record(s)")
+    assert by_reason["denied"] == int(m.group(2)) == denied, (by_reason, summary)
+    assert (by_reason["rate limit"], by_reason["per-source limit"]) == (int(m.group(3)), int(m.group(4)))
+    assert int(tracked.group(1)) <= TABLE + 2 and int(tracked.group(2)) == TABLE, summary
+    assert int(tracked.group(3)) >= 2 * PUSHED - TABLE, summary
+    assert sum(int(f.group(1)) for f in forgotten) == int(tracked.group(3)), summary
+    assert "untracked" not in " ".join(d.log.snapshot())
+
+
+def test_full_source_table_ipv4():
+    def source(kind, i):
+        return f"127.{10 + kind}.{i >> 8}.{i & 255}"
+    with Daemon(full_table_config("127.11.0.0/16")) as d:
+        push_sources_past_a_full_table(d.address(), source, "IPv4 from 127.0.0.0/8")
+        check_full_table_reports(d, PUSHED)
+        assert d.stop() == 0
+
+
+def test_denied_flood_does_not_open_the_default_table():
+    """More denied one-shot sources than the default table holds, quickly
+    (a table that filled with them used to admit every new source
+    unchecked); then a fresh source still gets max_clients_per_source."""
+    from concurrent.futures import ThreadPoolExecutor
+    n = 33000  # over the default source_table_size, 32768
+    with Daemon('max_clients_per_source = 1; source_rate = 0; deny = [ "127.11.0.0/16" ];') as d:
+        def push(k):
+            return sum(not served(d.address(), f"127.11.{i >> 8}.{i & 255}") for i in range(k, n, 8))
+        t0 = time.monotonic()
+        with ThreadPoolExecutor(8) as pool:
+            refused = sum(pool.map(push, range(8)))
+        took = time.monotonic() - t0
+        held = [connect(d.address(), source="127.20.0.1")]
+        held[0].sendall(b"x")
+        recv_exact(held[0], 1)
+        admitted = sum(served(d.address(), "127.20.0.1") for _ in range(3))
+        summary = flush_report(d).group(0)
+        print(f"   {n} denied sources in {took:.1f} s, {refused} refused; then a fresh source with "
+              f"max_clients_per_source = 1 holding one session: {admitted} of 3 more admitted")
+        print(f"   {summary}")
+        assert refused == n and admitted == 0, summary
+        assert f"denied {n}, rate 0, per-source 3" in summary, summary
+        held[0].close()
+
+
+IN_NETNS = "ECHO_MPSERV_TEST_NETNS"
+
+
+def test_full_source_table_ipv6():
+    """IPv6 sources, one /64 each, from a 2001:db8::/48 routed to the
+    loopback of a network namespace this test makes for itself."""
+    if not os.environ.get(IN_NETNS):
+        try:
+            subprocess.run(["unshare", "--net", "true"], check=True, capture_output=True)
+        except (OSError, subprocess.CalledProcessError) as e:
+            raise Skip(f"cannot make a network namespace: {e}")
+        r = subprocess.run(["unshare", "--net", sys.executable, __file__, "test_full_source_table_ipv6"],
+                           env=dict(os.environ, **{IN_NETNS: "1"}), capture_output=True, text=True)
+        out = "\n".join(line for line in r.stdout.splitlines() if not line.startswith("-- "))
+        print(out.rstrip())
+        assert r.returncode == 0, r.stderr
+        return
+    # A local route makes the kernel deliver the whole /48 to lo; binding
+    # to an address that is not configured needs ip_nonlocal_bind (both
+    # only in this namespace).
+    for cmd in (["ip", "link", "set", "lo", "up"],
+                ["ip", "-6", "route", "add", "local", "2001:db8::/48", "dev", "lo"]):
+        subprocess.run(cmd, check=True)
+    with open("/proc/sys/net/ipv6/ip_nonlocal_bind", "w") as f:
+        f.write("1")
+
+    def source(kind, i):
+        return f"2001:db8:0:{kind << 12 | i:x}::{kind + 1:x}"
+    with Daemon(full_table_config("2001:db8:0:1000::/52"), listen=(("2001:db8::1", 0),)) as d:
+        push_sources_past_a_full_table(d.address(), source, "IPv6 /64s of 2001:db8::/48")
+        check_full_table_reports(d, PUSHED)
+        assert d.stop() == 0
+
+
 if __name__ == "__main__":
     main([test_per_source_limit_refuses_only_that_source, test_rate_limit_blocks_a_while_then_forgives,
           test_allow_and_deny_reloadable, test_flood_is_reported_in_aggregate,
           test_periodic_report_without_asking, test_dual_stack_counts_mapped_as_ipv4,
-          test_reload_with_new_prefix_recounts_live_sessions, test_log_addresses_prefix_and_hash])
+          test_reload_with_new_prefix_recounts_live_sessions,
+          test_reload_with_new_table_size_recounts_live_sessions, test_log_addresses_prefix_and_hash,
+          test_denied_flood_does_not_open_the_default_table, test_full_source_table_ipv4,
+          test_full_source_table_ipv6])

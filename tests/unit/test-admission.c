@@ -17,10 +17,38 @@ static union sockaddr_any peer(const char *ip) {
         return a;
 }
 
+/* Admitted sessions are held in `held` (most recent last), to be released. */
+#define HELD_MAX 64
+static struct admission_hold held[HELD_MAX];
+static unsigned n_held;
+
+static int admit(struct admission *a, const union sockaddr_any *p, uint64_t now) {
+        struct admission_hold h;
+        int r = admission_check(a, p, now, &h);
+
+        ASSERT(h.counted == (r == -1));
+        if (r == -1 && n_held < HELD_MAX)
+                held[n_held++] = h;
+        else if (r == -1)
+                admission_release(a, &h, now);
+        return r;
+}
+
+static void release_last(struct admission *a, uint64_t now) {
+        ASSERT(n_held > 0);
+        admission_release(a, &held[--n_held], now);
+        ASSERT(!held[n_held].counted);
+}
+
+static void release_all(struct admission *a, uint64_t now) {
+        while (n_held)
+                release_last(a, now);
+}
+
 static int check(struct admission *a, const char *ip, uint64_t now) {
         union sockaddr_any p = peer(ip);
 
-        return admission_check(a, &p, now);
+        return admit(a, &p, now);
 }
 
 static struct config base(void) {
@@ -40,26 +68,29 @@ static void test_per_source_limit(void) {
 
         c.max_clients_per_source = 2;
         ASSERT_INT(admission_init(&a, &c), ==, 0);
-        ASSERT_INT(admission_check(&a, &x, t), ==, -1);
-        ASSERT_INT(admission_check(&a, &x, t), ==, -1);
-        ASSERT_INT(admission_check(&a, &x, t), ==, REFUSE_PER_SOURCE);
-        ASSERT_INT(admission_check(&a, &y, t), ==, -1); /* another /32: served */
+        ASSERT_INT(admit(&a, &x, t), ==, -1);
+        ASSERT_INT(admit(&a, &x, t), ==, -1);
+        ASSERT_INT(admit(&a, &x, t), ==, REFUSE_PER_SOURCE);
+        ASSERT_INT(admit(&a, &y, t), ==, -1); /* another /32: served */
         /* The same client seen through a dual-stack socket counts the same. */
         mapped.in6 = (struct sockaddr_in6) { .sin6_family = AF_INET6 };
         inet_pton(AF_INET6, "::ffff:192.0.2.1", &mapped.in6.sin6_addr);
-        ASSERT_INT(admission_check(&a, &mapped, t), ==, REFUSE_PER_SOURCE);
-        admission_release(&a, &x);
-        ASSERT_INT(admission_check(&a, &mapped, t), ==, -1);
+        ASSERT_INT(admit(&a, &mapped, t), ==, REFUSE_PER_SOURCE);
+        admission_release(&a, &held[0], t);             /* one of x's */
+        admission_release(&a, &held[0], t);             /* gives back nothing twice */
+        ASSERT_INT(admit(&a, &mapped, t), ==, -1);
         ASSERT(a.refused[REFUSE_PER_SOURCE] == 2);
+        n_held = 0;
         admission_done(&a);
 
         /* Counted by /24: neighbours share the allowance. */
         c.source_prefix_v4 = 24;
         ASSERT_INT(admission_init(&a, &c), ==, 0);
-        ASSERT_INT(admission_check(&a, &x, t), ==, -1);
-        ASSERT_INT(admission_check(&a, &y, t), ==, -1);
+        ASSERT_INT(admit(&a, &x, t), ==, -1);
+        ASSERT_INT(admit(&a, &y, t), ==, -1);
         ASSERT_INT(check(&a, "192.0.2.3", t), ==, REFUSE_PER_SOURCE);
         ASSERT_INT(admission_sources(&a), ==, 1);
+        n_held = 0;
         admission_done(&a);
 }
 
@@ -74,15 +105,16 @@ static void test_rate_and_block(void) {
         c.source_block_ms = 5000;
         ASSERT_INT(admission_init(&a, &c), ==, 0);
         for (int i = 0; i < 3; i++) {
-                ASSERT_INT(admission_check(&a, &x, t), ==, -1);
-                admission_release(&a, &x);
+                ASSERT_INT(admit(&a, &x, t), ==, -1);
+                release_last(&a, t);
         }
-        ASSERT_INT(admission_check(&a, &same64, t), ==, REFUSE_RATE);     /* same /64, bucket dry */
-        ASSERT_INT(admission_check(&a, &other, t), ==, -1);               /* everyone else is served */
+        ASSERT_INT(admit(&a, &same64, t), ==, REFUSE_RATE);     /* same /64, bucket dry */
+        ASSERT_INT(admit(&a, &other, t), ==, -1);               /* everyone else is served */
         /* Blocked for 5 s even though tokens come back meanwhile. */
-        ASSERT_INT(admission_check(&a, &x, t + 4 * USEC_PER_SEC), ==, REFUSE_RATE);
-        ASSERT_INT(admission_check(&a, &x, t + 5 * USEC_PER_SEC + 1), ==, -1);
+        ASSERT_INT(admit(&a, &x, t + 4 * USEC_PER_SEC), ==, REFUSE_RATE);
+        ASSERT_INT(admit(&a, &x, t + 5 * USEC_PER_SEC + 1), ==, -1);
         ASSERT(a.refused[REFUSE_RATE] == 2);
+        n_held = 0;
         admission_done(&a);
 }
 
@@ -102,6 +134,7 @@ static void test_allow_deny(void) {
         ASSERT_INT(check(&a, "10.9.1.1", t), ==, REFUSE_DENIED);
         ASSERT_INT(check(&a, "192.0.2.1", t), ==, REFUSE_DENIED);
         ASSERT_INT(check(&a, "::2", t), ==, REFUSE_DENIED);
+        n_held = 0;
         admission_done(&a);
 }
 
@@ -152,32 +185,253 @@ static void test_report_is_bounded_and_resets(void) {
         memset(&s, 0, sizeof(s));
         admission_report(&a, t, 10, collect, &s);
         ASSERT_INT(s.lines + s.rest_sources, ==, 0);
+        n_held = 0;
         admission_done(&a);
 }
 
-static void test_table_full_fails_open(void) {
+/* A small table, so that tests push many more sources than it holds. */
+#define TABLE 64
+#define FLOOD 1000
+
+static struct config strict(void) {
         struct config c = base();
+
+        c.source_table_size = TABLE;
+        c.max_clients_per_source = 2;
+        c.source_rate_milli = 1000;     /* 1 per second */
+        c.source_burst = 3;
+        c.source_block_ms = 60 * 1000;
+        ASSERT_INT(cidr_parse("10.0.0.0/8", &c.deny[0]), ==, 0);
+        c.n_deny = 1;
+        return c;
+}
+
+static void flood_ip(char *ip, size_t size, int kind, int i) {
+        snprintf(ip, size, "%d.%d.%d.%d", kind, (i >> 16) & 255, (i >> 8) & 255, i & 255);
+}
+
+/* A source the table never saw still gets its limits: two sessions, the
+ * third refused by the per-source cap (it took the last token), the fourth
+ * refused for the rate and blocked. */
+static void assert_fresh_source_limited(struct admission *a, const char *ip, uint64_t t) {
+        unsigned before = n_held;
+
+        ASSERT_INT(check(a, ip, t), ==, -1);
+        ASSERT_INT(check(a, ip, t), ==, -1);
+        ASSERT_INT(check(a, ip, t), ==, REFUSE_PER_SOURCE);
+        ASSERT_INT(check(a, ip, t), ==, REFUSE_RATE);
+        release_last(a, t);
+        release_last(a, t);
+        ASSERT_INT(n_held, ==, before);
+        ASSERT_INT(check(a, ip, t + USEC_PER_SEC), ==, REFUSE_RATE); /* blocked, tokens or not */
+}
+
+static void block(struct admission *a, const char *ip, uint64_t t) {
+        for (int i = 0; i < 3; i++) {
+                ASSERT_INT(check(a, ip, t), ==, -1);
+                release_last(a, t);
+        }
+        ASSERT_INT(check(a, ip, t), ==, REFUSE_RATE);
+}
+
+/* Resting entries never exceed the table; live ones come on top. Every
+ * resting entry is in the list its state says, and found by its key. */
+static void assert_bounded(const struct admission *a) {
+        const struct sources *s = &a->sources;
+        uint32_t resting = 0;
+
+        ASSERT(s->resting <= TABLE);
+        ASSERT(admission_sources(a) <= TABLE + n_held);
+        for (int l = 0; l < _SOURCE_LISTS; l++)
+                for (uint32_t p = s->lists[l].head; p != UINT32_MAX; p = s->pool[p].next) {
+                        ASSERT(s->pool[p].list == l && s->pool[p].active == 0);
+                        ASSERT(sources_find(s, &s->pool[p].key) == &s->pool[p]);
+                        resting++;
+                }
+        ASSERT_INT(resting, ==, s->resting);
+}
+
+static void test_full_of_denied_sources(void) {
+        struct config c = strict();
         struct admission a;
-        char ip[64];
+        char ip[32];
+        uint64_t t = USEC_PER_SEC;
+
+        ASSERT_INT(admission_init(&a, &c), ==, 0);
+        block(&a, "192.0.2.66", t);
+        for (int i = 0; i < FLOOD; i++) {
+                flood_ip(ip, sizeof(ip), 10, i);
+                ASSERT_INT(check(&a, ip, t), ==, REFUSE_DENIED);
+                assert_bounded(&a);
+        }
+        ASSERT(a.refused[REFUSE_DENIED] == FLOOD);
+        /* Denied sources only ever took each other's places. */
+        ASSERT_INT(check(&a, "192.0.2.66", t), ==, REFUSE_RATE);
+        assert_fresh_source_limited(&a, "192.0.2.1", t);
+        assert_bounded(&a);
+        n_held = 0;
+        admission_done(&a);
+}
+
+static void test_full_of_one_shot_sources(void) {
+        struct config c = strict();
+        struct admission a;
+        char ip[32];
+        uint64_t t = USEC_PER_SEC;
+
+        ASSERT_INT(admission_init(&a, &c), ==, 0);
+        block(&a, "192.0.2.66", t);
+        /* A source with live sessions at its cap all along. */
+        ASSERT_INT(check(&a, "192.0.2.77", t), ==, -1);
+        ASSERT_INT(check(&a, "192.0.2.77", t), ==, -1);
+        for (int i = 0; i < FLOOD; i++) {
+                flood_ip(ip, sizeof(ip), 11, i);
+                ASSERT_INT(check(&a, ip, t), ==, -1);
+                release_last(&a, t);
+                assert_bounded(&a);
+        }
+        ASSERT(admission_forgotten(&a) >= FLOOD - TABLE);
+        /* Neither the live source nor the blocked one was forgotten. */
+        ASSERT_INT(check(&a, "192.0.2.77", t), ==, REFUSE_PER_SOURCE);
+        ASSERT_INT(check(&a, "192.0.2.66", t), ==, REFUSE_RATE);
+        assert_fresh_source_limited(&a, "192.0.2.1", t);
+        release_all(&a, t);
+        ASSERT_INT(check(&a, "192.0.2.77", t + USEC_PER_SEC), ==, -1);    /* its places given back */
+        release_all(&a, t);
+        assert_bounded(&a);
+        n_held = 0;
+        admission_done(&a);
+}
+
+static void test_full_of_blocked_sources(void) {
+        struct config c = strict();
+        struct admission a;
+        char ip[32];
+        uint64_t t = USEC_PER_SEC;
+
+        ASSERT_INT(admission_init(&a, &c), ==, 0);
+        block(&a, "192.0.2.66", t);     /* keeps trying */
+        block(&a, "192.0.2.99", t);     /* goes quiet */
+        for (int i = 0; i < FLOOD; i++) {
+                flood_ip(ip, sizeof(ip), 12, i);
+                block(&a, ip, t);
+                if (i % 16 == 0)
+                        ASSERT_INT(check(&a, "192.0.2.66", t), ==, REFUSE_RATE);
+                assert_bounded(&a);
+        }
+        /* Only a table full of newer blocks made room by forgetting the
+         * quiet one, which then starts afresh like any new source; the one
+         * that kept trying is still blocked. */
+        ASSERT_INT(check(&a, "192.0.2.66", t), ==, REFUSE_RATE);
+        assert_fresh_source_limited(&a, "192.0.2.99", t);
+        assert_fresh_source_limited(&a, "192.0.2.1", t);
+        assert_bounded(&a);
+        n_held = 0;
+        admission_done(&a);
+}
+
+/* With the table full of blocks, sessions that overlap new sources: each
+ * session ending must not make its own source (or the other idle ones) the
+ * next to be forgotten, or its bucket would be fresh at every connection. */
+static void test_blocks_do_not_churn_the_rest(void) {
+        struct config c = strict();
+        struct admission a;
+        char ip[32];
         uint64_t t = USEC_PER_SEC;
         int admitted = 0;
 
-        c.max_clients_per_source = 1;
         ASSERT_INT(admission_init(&a, &c), ==, 0);
-        /* Each source keeps a session open, so nothing can be swept. */
-        for (int i = 0; i < ADMISSION_SOURCES / 2 + 10; i++) {
-                snprintf(ip, sizeof(ip), "2001:db8:%x:%x::1", i >> 16, i & 0xffff);
-                admitted += check(&a, ip, t) == -1;
+        for (int i = 0; i < FLOOD; i++) {
+                flood_ip(ip, sizeof(ip), 12, i);
+                block(&a, ip, t);
         }
-        ASSERT_INT(admitted, ==, ADMISSION_SOURCES / 2 + 10);
-        ASSERT(a.untracked == 10);
-        /* A full table is swept for room at most once a second, however
-         * many new sources arrive: not a pass over it per connection. */
-        ASSERT(a.full_sweeps == 1);
-        ASSERT_INT(check(&a, "2001:db8:ffff::1", t + ADMISSION_SWEEP_INTERVAL_USEC - 1), ==, -1);
-        ASSERT(a.full_sweeps == 1 && a.untracked == 11);
-        ASSERT_INT(check(&a, "2001:db8:ffff::2", t + ADMISSION_SWEEP_INTERVAL_USEC), ==, -1);
-        ASSERT(a.full_sweeps == 2 && a.untracked == 12);
+        ASSERT(a.sources.lists[SOURCE_BLOCKED].n <= TABLE / 2);
+        for (int i = 0; i < 10; i++) {
+                admitted += check(&a, "192.0.2.1", t) == -1;
+                flood_ip(ip, sizeof(ip), 13, i);
+                ASSERT_INT(check(&a, ip, t), ==, -1);   /* a new source while the session lasts */
+                for (unsigned k = 0; k < n_held; k++)   /* the first one's session ends first */
+                        admission_release(&a, &held[k], t);
+                n_held = 0;
+                assert_bounded(&a);
+        }
+        ASSERT_INT(admitted, ==, 3);                    /* the burst, then refused */
+        n_held = 0;
+        admission_done(&a);
+}
+
+static void test_report_exact_when_full(void) {
+        struct config c = strict();
+        struct admission a;
+        struct seen s = { 0 };
+        char ip[32];
+        uint64_t t = USEC_PER_SEC;
+
+        ASSERT_INT(admission_init(&a, &c), ==, 0);
+        for (int i = 0; i < FLOOD; i++) {
+                flood_ip(ip, sizeof(ip), 10, i);
+                ASSERT_INT(check(&a, ip, t), ==, REFUSE_DENIED);
+                if (i % 20 == 0)
+                        ASSERT_INT(check(&a, "10.255.255.255", t), ==, REFUSE_DENIED);
+        }
+        admission_report(&a, t, 10, collect, &s);
+        ASSERT_INT(s.line_counts[0], ==, FLOOD / 20);           /* the loudest, by name */
+        ASSERT_INT(s.total[REFUSE_DENIED], ==, FLOOD + FLOOD / 20);
+        ASSERT_INT(s.lines + s.rest_sources, ==, FLOOD + 1);  /* each source once */
+        memset(&s, 0, sizeof(s));
+        admission_report(&a, t, 10, collect, &s);
+        ASSERT_INT(s.lines + s.rest_sources, ==, 0);
+        ASSERT_INT(admission_sources(&a), ==, 0);
+        n_held = 0;
+        admission_done(&a);
+}
+
+static unsigned recounted;
+
+static void recount(struct admission *a, void *userdata) {
+        const char *const *ips = userdata;
+
+        for (unsigned i = 0; i < n_held; i++) {
+                union sockaddr_any p = peer(ips[i]);
+                admission_hold_session(a, &p, 2 * USEC_PER_SEC, &held[i]);
+                ASSERT(held[i].counted);
+                recounted++;
+        }
+}
+
+static void test_reload_recounts_holds(void) {
+        struct config c = base(), old;
+        struct admission a;
+        const char *ips[] = { "192.0.2.1", "192.0.2.2" };
+        uint64_t t = USEC_PER_SEC;
+
+        c.max_clients_per_source = 2;
+        ASSERT_INT(admission_init(&a, &c), ==, 0);
+        ASSERT_INT(check(&a, ips[0], t), ==, -1);
+        ASSERT_INT(check(&a, ips[1], t), ==, -1);
+        ASSERT_INT(check(&a, ips[0], t), ==, -1);
+        ASSERT_INT(check(&a, ips[0], t), ==, REFUSE_PER_SOURCE);
+        release_last(&a, t);
+        old = c;
+        c.source_prefix_v4 = 24;
+        ASSERT_INT(admission_reconfigure(&a, &old, recount, (void *) ips), ==, 0);
+        ASSERT_INT(recounted, ==, 2);
+        ASSERT_INT(check(&a, "192.0.2.3", t), ==, REFUSE_PER_SOURCE);
+        /* The refusal counted before the reload is still reported, once. */
+        struct seen s = { 0 };
+        admission_report(&a, t, 10, collect, &s);
+        ASSERT_INT(s.total[REFUSE_PER_SOURCE], ==, 2);
+        release_all(&a, t);
+        ASSERT_INT(check(&a, "192.0.2.3", t), ==, -1);
+        ASSERT_INT(check(&a, "192.0.2.4", t), ==, -1);
+        ASSERT_INT(check(&a, "192.0.2.5", t), ==, REFUSE_PER_SOURCE);
+        /* A new table size starts afresh too. */
+        old = c;
+        c.source_table_size = TABLE;
+        ASSERT_INT(admission_reconfigure(&a, &old, recount, (void *) ips), ==, 0);
+        ASSERT(a.sources.capacity == TABLE);
+        ASSERT_INT(check(&a, "192.0.2.5", t), ==, REFUSE_PER_SOURCE);
+        n_held = 0;
         admission_done(&a);
 }
 
@@ -186,6 +440,11 @@ int main(void) {
         RUN(test_rate_and_block);
         RUN(test_allow_deny);
         RUN(test_report_is_bounded_and_resets);
-        RUN(test_table_full_fails_open);
+        RUN(test_full_of_denied_sources);
+        RUN(test_full_of_one_shot_sources);
+        RUN(test_full_of_blocked_sources);
+        RUN(test_blocks_do_not_churn_the_rest);
+        RUN(test_report_exact_when_full);
+        RUN(test_reload_recounts_holds);
         return 0;
 }

@@ -157,11 +157,40 @@ static void test_admission_keys(void) {
         expect_error("source_rate = -1;", "source_rate = -1 is out of range");
         expect_error("source_rate = \"fast\";", "source_rate must be a number, not a string");
         expect_error("source_burst = 0;", "source_burst = 0 is out of range (1..1000000)");
+        expect_error("source_table_size = 63;", "source_table_size = 63 is out of range (64..262144)");
+        expect_error("source_table_size = 262145;", "source_table_size = 262145 is out of range");
+        expect_error("source_table_size = 0;", "source_table_size = 0 is out of range");
         expect_error("allow = [ \"10.0.0.1/8\" ];", "allow: \"10.0.0.1/8\" is not an address or prefix");
         expect_error("deny = [ \"example.org\" ];", "deny: \"example.org\" is not an address or prefix");
         expect_error("deny = [ \"10.0.0.0/33\" ];", "deny: \"10.0.0.0/33\"");
         expect_error("log_addresses = \"none\";", "log_addresses = \"none\" is not one of full, prefix, hash");
         expect_error("log_hash_key = \"short\";", "log_hash_key must be empty or 16 to 128 characters");
+}
+
+static void test_hash_key_credential(void) {
+        struct config c;
+        struct config_diag d;
+
+        ASSERT_INT(parse("log_addresses = \"hash\"; log_hash_key_credential = \"log-hash-key\";", &c, &d), ==, 0);
+        ASSERT(strcmp(c.log_hash_key_credential, "log-hash-key") == 0);
+        ASSERT(c.log_hash_key[0] == 0);
+        ASSERT_INT(parse("log_hash_key_credential = \"echo-mpserv.key_2\";", &c, &d), ==, 0);
+        ASSERT_INT(parse("log_hash_key_credential = \"\";", &c, &d), ==, 0);
+        ASSERT(c.log_hash_key_credential[0] == 0);
+        ASSERT_INT(parse("log_hash_key_credential = \"0123456789012345678901234567890123456789012345678901234567890123\";",
+                         &c, &d), ==, 0);
+
+        /* A name, not a path: it is looked up in $CREDENTIALS_DIRECTORY. */
+        expect_error("log_hash_key_credential = \"/etc/echo-mpserv/log-hash-key\";",
+                     "test.conf:1: log_hash_key_credential = \"/etc/echo-mpserv/log-hash-key\" is not a credential name");
+        expect_error("log_hash_key_credential = \"..\";", "is not a credential name");
+        expect_error("log_hash_key_credential = \"a b\";", "is not a credential name");
+        expect_error("log_hash_key_credential = \"01234567890123456789012345678901234567890123456789012345678901234\";",
+                     "is not a credential name (1 to 64 letters");
+        expect_error("log_hash_key_credential = 5;", "log_hash_key_credential must be a string, not an integer");
+        /* One place for the key, never both. */
+        expect_error("log_hash_key_credential = \"log-hash-key\";\nlog_hash_key = \"0123456789abcdef\";",
+                     "test.conf:2: log_hash_key and log_hash_key_credential exclude each other");
 }
 
 static void test_syntax_and_text(void) {
@@ -429,12 +458,23 @@ static void test_dump_round_trip(void) {
         ASSERT_STR_CONTAINS(text, "allow = [ \"192.0.2.0/24\", \"::1\" ];");
         ASSERT_STR_CONTAINS(text, "deny = [];");
         ASSERT_STR_CONTAINS(text, "source_rate = 0.250;");
+        /* The secret is never printed, so it does not come back. */
+        ASSERT(!strstr(text, "a secret of sixteen+"));
+        ASSERT_STR_CONTAINS(text, "# log_hash_key is set in the file and not shown\nlog_hash_key = \"\";");
         ASSERT_INT(parse(text, &b, &d), ==, 0);
+        memset(a.log_hash_key, 0, sizeof(a.log_hash_key));
         ASSERT(memcmp(&a, &b, sizeof(a)) == 0);
         again = dump(&b);
-        ASSERT(strcmp(text, again) == 0);
+        ASSERT(strcmp(text, again) != 0 && !strstr(again, "not shown"));
         free(text);
         free(again);
+
+        ASSERT_INT(parse("log_hash_key_credential = \"log-hash-key\";", &a, &d), ==, 0);
+        text = dump(&a);
+        ASSERT_STR_CONTAINS(text, "\nlog_hash_key_credential = \"log-hash-key\";\nlog_hash_key = \"\";\n");
+        ASSERT_INT(parse(text, &b, &d), ==, 0);
+        ASSERT(memcmp(&a, &b, sizeof(a)) == 0);
+        free(text);
 
         config_defaults(&a);
         text = dump(&a);
@@ -466,6 +506,9 @@ static void test_describe_changes(void) {
         ASSERT_INT(config_describe_changes(&a, &b, buf, sizeof(buf), &restart), ==, 4);
         ASSERT_STR_CONTAINS(buf, "log_hash_key changed (after a restart)");
         ASSERT(!strstr(buf, "never-in-the-log"));
+        snprintf(b.log_hash_key_credential, sizeof(b.log_hash_key_credential), "log-hash-key");
+        ASSERT_INT(config_describe_changes(&a, &b, buf, sizeof(buf), &restart), ==, 5);
+        ASSERT_STR_CONTAINS(buf, "log_hash_key_credential \"\" -> \"log-hash-key\" (after a restart)");
 }
 
 int main(void) {
@@ -476,6 +519,7 @@ int main(void) {
         RUN(test_literals_never_wrap);
         RUN(test_listen);
         RUN(test_admission_keys);
+        RUN(test_hash_key_credential);
         RUN(test_syntax_and_text);
         RUN(test_no_text_ignored);
         RUN(test_fuzz_findings);

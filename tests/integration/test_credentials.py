@@ -1,0 +1,185 @@
+#!/usr/bin/env python3
+"""The hash key as a credential (log_hash_key_credential): read at start
+from $CREDENTIALS_DIRECTORY, the way systemd passes LoadCredential= to a
+DynamicUser= service, so the secret never sits in the world-readable
+configuration file. Hashes are stable across runs with one key, differ with
+another, and match what the same key gave inline; every way the credential
+can be wrong stops the start with status 3 and a message naming the file;
+the key never reaches the log or a dump."""
+import os
+import socket
+import subprocess
+import tempfile
+
+from harness import DAEMON, WRAPPER, Daemon, main, recv_exact, served
+
+EXIT_OK, EXIT_CONFIG = 0, 3
+NO_RATE = "max_clients_per_source = 0; source_rate = 0; "
+HASHED = NO_RATE + 'log_addresses = "hash"; log_hash_key_credential = "log-hash-key";'
+KEY_A = "A-secret-key-for-the-tests-0123456789"
+KEY_B = "B-another-key-for-the-tests-987654321"
+SOURCES = ("127.0.0.9", "127.0.0.8")
+
+
+class Credentials:
+    """A directory standing in for systemd's $CREDENTIALS_DIRECTORY."""
+
+    def __init__(self, files):
+        self.tmp = tempfile.TemporaryDirectory(prefix="echo-mpserv-creds-")
+        for name, data in files.items():
+            path = os.path.join(self.tmp.name, name)
+            with open(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600), "wb") as f:
+                f.write(data if isinstance(data, bytes) else data.encode())
+
+    def __enter__(self):
+        return self.tmp.name
+
+    def __exit__(self, *exc):
+        self.tmp.cleanup()
+
+
+def hashes_of(config, creds_dir):
+    """The hashed addresses of SOURCES under one run, and the whole log."""
+    env = {"CREDENTIALS_DIRECTORY": creds_dir} if creds_dir else {}
+    with Daemon(config, env=env) as d:
+        out = {}
+        for source in SOURCES:
+            assert served(d.address(), source)
+            m = d.wait_log(r"connection (hash:[0-9a-f]{16}) port \d+ -> ", count=len(out) + 1)[-1]
+            out[source] = m.group(1)
+        assert d.stop() == 0
+        return out, "\n".join(d.log.snapshot())
+
+
+def run(args, config, creds=None):
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "c.conf")
+        with open(path, "w") as f:
+            f.write(config)
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("LISTEN_", "NOTIFY_", "CREDENTIALS_DIRECTORY", "JOURNAL_STREAM", "INVOCATION_ID"))}
+        if creds:
+            env["CREDENTIALS_DIRECTORY"] = creds
+        p = subprocess.run(WRAPPER + [DAEMON, "-c", path] + args, capture_output=True, text=True, timeout=60,
+                           env=env, stdin=subprocess.DEVNULL)
+        return p.returncode, p.stdout, p.stderr
+
+
+def test_hashes_stable_with_one_key_and_keyed():
+    with Credentials({"log-hash-key": KEY_A + "\n"}) as creds:
+        first, log1 = hashes_of(HASHED, creds)
+        second, log2 = hashes_of(HASHED, creds)
+    with Credentials({"log-hash-key": KEY_B}) as creds:
+        other, _ = hashes_of(HASHED, creds)
+    assert first == second, (first, second)
+    assert first[SOURCES[0]] != first[SOURCES[1]], first
+    assert all(first[s] != other[s] for s in SOURCES), (first, other)
+    for log in (log1, log2):
+        assert KEY_A not in log and SOURCES[0] not in log, log
+    # The same key inline (deprecated) hashes the same: moving a key from
+    # the file into a credential keeps every hash.
+    inline, log = hashes_of(NO_RATE + f'log_addresses = "hash"; log_hash_key = "{KEY_A}";', None)
+    assert inline == first, (inline, first)
+    assert "log_hash_key is deprecated" in log and KEY_A not in log, log
+    print(f"   {SOURCES[0]} hashed {first[SOURCES[0]]} in two runs with one key, {other[SOURCES[0]]} with another")
+
+
+def test_binary_key_with_nul_bytes():
+    key = bytes(range(32)) + b"\x00\x00\xff"
+    with Credentials({"log-hash-key": key}) as creds:
+        a, _ = hashes_of(HASHED, creds)
+    with Credentials({"log-hash-key": key[:16]}) as creds:
+        b, _ = hashes_of(HASHED, creds)
+    assert a != b, (a, b)
+
+
+# (credential files, CREDENTIALS_DIRECTORY set, message): each one a refused start.
+BAD_CREDENTIALS = [
+    ({}, False, 'log_hash_key_credential: credential "log-hash-key": $CREDENTIALS_DIRECTORY is not set'),
+    ({}, True, "/log-hash-key: No such file or directory"),
+    ({"log-hash-key": ""}, True, "/log-hash-key: 0 bytes (needs 16 to 128)"),
+    ({"log-hash-key": "short-key\n"}, True, "/log-hash-key: 9 bytes (needs 16 to 128)"),
+    ({"log-hash-key": "k" * 129}, True, "/log-hash-key: more than 128 bytes (needs 16 to 128)"),
+    ({"other": KEY_A}, True, "/log-hash-key: No such file or directory"),
+]
+
+
+def test_bad_credential_stops_the_start():
+    for files, set_dir, message in BAD_CREDENTIALS:
+        with Credentials(files) as creds:
+            code, out, err = run([], HASHED, creds if set_dir else None)
+            assert code == EXIT_CONFIG, (files, code, err)
+            assert message in err and len(err.strip().splitlines()) == 1, (files, err)
+            if set_dir:
+                assert creds in err, err  # the message names the file
+            # --check-config finds the same problem where a credential is passed.
+            if set_dir:
+                code, out, err2 = run(["--check-config"], HASHED, creds)
+                assert code == EXIT_CONFIG and message in err2 and out == "", (files, err2)
+            assert "short-key" not in err and KEY_A not in err, err  # never the content
+
+
+def test_check_config_without_credentials_directory():
+    # A root shell has no $CREDENTIALS_DIRECTORY: a valid setup checks out,
+    # saying what was not checked.
+    code, out, err = run(["--check-config"], HASHED)
+    assert (code, out) == (EXIT_OK, "configuration OK\n"), (code, out, err)
+    assert 'credential "log-hash-key" (log_hash_key_credential) not checked' in err, err
+    with Credentials({"log-hash-key": KEY_A}) as creds:
+        code, out, err = run(["--check-config"], HASHED, creds)
+        assert (code, out) == (EXIT_OK, "configuration OK\n") and "not checked" not in err, (code, out, err)
+
+
+def test_config_errors():
+    rows = [
+        ('log_hash_key_credential = "/etc/echo-mpserv/log-hash-key";',
+         'c.conf:1: log_hash_key_credential = "/etc/echo-mpserv/log-hash-key" is not a credential name'),
+        (f'log_hash_key_credential = "log-hash-key";\nlog_hash_key = "{KEY_A}";',
+         "c.conf:2: log_hash_key and log_hash_key_credential exclude each other"),
+    ]
+    for text, message in rows:
+        for mode in (["--check-config"], []):
+            code, _, err = run(mode, text)
+            assert code == EXIT_CONFIG and message in err, (text, mode, code, err)
+            assert KEY_A not in err, err
+
+
+def test_dump_never_shows_the_key():
+    code, out, err = run(["--dump-config"], f'log_hash_key = "{KEY_A}";')
+    assert code == EXIT_OK and KEY_A not in out + err, out
+    assert "# log_hash_key is set in the file and not shown\nlog_hash_key = \"\";\n" in out, out
+    code, out, _ = run(["--dump-config"], 'log_hash_key_credential = "log-hash-key";')
+    assert code == EXIT_OK and 'log_hash_key_credential = "log-hash-key";' in out, out
+
+
+def test_connected_socket_record_is_hashed():
+    # Accept=yes: the one session's record follows log_addresses too.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    client = socket.socket()
+    client.bind(("127.0.0.7", 0))
+    client.connect(listener.getsockname())
+    conn, _ = listener.accept()
+    with Credentials({"log-hash-key": KEY_A}) as creds:
+        d = Daemon(HASHED, passed_fds=[conn.fileno()], env={"CREDENTIALS_DIRECTORY": creds})
+        try:
+            d.start(wait_ready=False)
+            conn.close()
+            client.sendall(b"inetd")
+            assert recv_exact(client, 5) == b"inetd"
+            client.shutdown(socket.SHUT_WR)
+            assert client.recv(1) == b""
+            assert d.wait_exit() == 0
+            line = d.wait_log(r"connection \S+ port \d+ -> \S+ closed")[0].string
+            assert "127.0.0.7" not in line and "connection hash:" in line, line
+        finally:
+            client.close()
+            listener.close()
+            d.cleanup()
+
+
+if __name__ == "__main__":
+    main([test_hashes_stable_with_one_key_and_keyed, test_binary_key_with_nul_bytes,
+          test_bad_credential_stops_the_start, test_check_config_without_credentials_directory,
+          test_config_errors, test_dump_never_shows_the_key, test_connected_socket_record_is_hashed])
