@@ -339,8 +339,9 @@ static void test_keep_restart_keys(void) {
         next.n_listen = 2;
         snprintf(next.listen[1], sizeof(next.listen[1]), "::1");
         snprintf(next.log_hash_key, sizeof(next.log_hash_key), "0123456789abcdefX");
-        ASSERT_INT(config_keep_restart_keys(&next, &running, pending, sizeof(pending)), ==, 4);
-        ASSERT(strcmp(pending, "port, listen, backlog, log_hash_key") == 0);
+        snprintf(next.log_hash_key_credential, sizeof(next.log_hash_key_credential), "log-hash-key");
+        ASSERT_INT(config_keep_restart_keys(&next, &running, pending, sizeof(pending)), ==, 5);
+        ASSERT(strcmp(pending, "port, listen, backlog, log_hash_key_credential, log_hash_key") == 0);
         ASSERT(memcmp(&next, &expect, sizeof(next)) == 0);
 
         next.port = 10;
