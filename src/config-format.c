@@ -109,3 +109,52 @@ unsigned config_describe_changes(const struct config *old, const struct config *
         }
         return changes;
 }
+
+/* The bytes a key's value takes in struct config (a list's count apart). */
+static size_t value_size(const struct key *k) {
+        switch (k->kind) {
+        case KIND_U16:
+                return sizeof(uint16_t);
+        case KIND_U32: case KIND_DURATION: case KIND_RATE:
+                return sizeof(uint32_t);
+        case KIND_U64:
+                return sizeof(uint64_t);
+        case KIND_LOG_LEVEL: case KIND_ADDR_MODE:
+                return sizeof(int);
+        case KIND_ADDRESSES:
+                return sizeof(((const struct config *) NULL)->listen);
+        case KIND_CIDRS:
+                return sizeof(struct cidr) * CONFIG_MAX_CIDRS;
+        case KIND_CREDENTIAL: case KIND_SECRET:
+                return (size_t) k->max + 1; /* the characters and their NUL */
+        }
+        return 0;
+}
+
+unsigned config_keep_restart_keys(struct config *next, const struct config *running, char *pending, size_t size) {
+        static char a[VALUE_MAX], b[VALUE_MAX];
+        unsigned n = 0;
+        size_t used = 0;
+
+        if (size > 0)
+                pending[0] = 0;
+        for (size_t i = 0; i < config_n_keys; i++) {
+                const struct key *k = &config_keys[i];
+
+                if (k->reloadable)
+                        continue;
+                config_format_value(running, k, a, sizeof(a));
+                config_format_value(next, k, b, sizeof(b));
+                if (strcmp(a, b) != 0) {
+                        if (used < size)
+                                used += (size_t) snprintf(pending + used, size - used, "%s%s",
+                                                          n ? ", " : "", k->name);
+                        n++;
+                }
+                memcpy(config_field(next, k), config_cfield(running, k), value_size(k));
+                if (k->kind == KIND_ADDRESSES || k->kind == KIND_CIDRS)
+                        memcpy((char *) next + k->count_offset, (const char *) running + k->count_offset,
+                               sizeof(uint32_t));
+        }
+        return n;
+}

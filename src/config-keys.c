@@ -13,7 +13,7 @@
 
 const struct key config_keys[] = {
         { "port",              KIND_U16,       FIELD(port), 0,                1, 65535,                  false },
-        { "listen",            KIND_ADDRESSES, FIELD(listen), 0,              1, CONFIG_MAX_LISTEN,      false },
+        { "listen",            KIND_ADDRESSES, FIELD(listen), FIELD(n_listen), 1, CONFIG_MAX_LISTEN,    false },
         { "backlog",           KIND_U32,       FIELD(backlog), 0,             1, 65535,                  false },
         { "max_clients",       KIND_U32,       FIELD(max_clients), 0,         1, CONFIG_MAX_CLIENTS_LIMIT, true },
         { "idle_timeout",      KIND_DURATION,  FIELD(idle_timeout_ms), 0,     1, 7 * DAY_MS,             true },

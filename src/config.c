@@ -14,25 +14,37 @@
 #include <syslog.h>
 
 #include "config-keys.h"
+#include "config-scan.h"
 #include "util.h"
 
+/* Room kept at the end of the text for the line that counts the rest. */
+#define DIAG_TAIL 64
+
 void config_diag_add(struct config_diag *d, const char *fmt, ...) {
+        char line[1024];
         va_list ap;
         int n;
 
         d->count++;
-        if (d->len >= sizeof(d->text) - 1)
-                return;
         va_start(ap, fmt);
-        n = vsnprintf(d->text + d->len, sizeof(d->text) - d->len - 1, fmt, ap);
+        n = vsnprintf(line, sizeof(line), fmt, ap);
         va_end(ap);
         if (n < 0)
+                n = snprintf(line, sizeof(line), "(a problem that cannot be described)");
+        if ((size_t) n >= sizeof(line))
+                n = sizeof(line) - 1;
+        if (d->kept == d->len && d->len + (size_t) n + 1 + DIAG_TAIL < sizeof(d->text)) {
+                memcpy(d->text + d->len, line, (size_t) n);
+                d->len += (size_t) n;
+                d->text[d->len++] = '\n';
+                d->text[d->len] = 0;
+                d->kept = d->len;
+                d->shown++;
                 return;
-        d->len += (size_t) n;
-        if (d->len > sizeof(d->text) - 2)
-                d->len = sizeof(d->text) - 2;
-        d->text[d->len++] = '\n';
-        d->text[d->len] = 0;
+        }
+        n = snprintf(d->text + d->kept, sizeof(d->text) - d->kept, "(and %u more problem(s) not shown)\n",
+                     d->count - d->shown);
+        d->len = d->kept + (size_t) n;
 }
 
 /* A user's string fit to quote in a one-line diagnostic: control and
@@ -332,12 +344,50 @@ static const struct key *find_key(const char *n) {
         return NULL;
 }
 
+/* Hands the settings libconfig returned to the scan's comparison. */
+static int check_all_read(const char *name, config_setting_t *root, const struct config_scan *scan,
+                          struct config_diag *diag) {
+        unsigned n = (unsigned) config_setting_length(root);
+        _cleanup_(freep) struct config_read *got = calloc(n ? n : 1, sizeof(*got));
+
+        if (!got)
+                return -ENOMEM;
+        for (unsigned i = 0; i < n; i++) {
+                config_setting_t *s = config_setting_get_elem(root, i);
+                const char *key = config_setting_name(s);
+
+                got[i] = (struct config_read) { .name = key ? key : "", .line = config_setting_source_line(s) };
+        }
+        config_scan_compare(name, scan, got, n, diag);
+        return 0;
+}
+
+static void set_all(const char *name, config_setting_t *root, struct config *c, struct config_diag *diag) {
+        int n = config_setting_length(root);
+
+        for (int i = 0; i < n; i++) {
+                config_setting_t *s = config_setting_get_elem(root, (unsigned) i);
+                const char *key = config_setting_name(s);
+                const struct key *k = key ? find_key(key) : NULL;
+
+                if (!k)
+                        config_diag_add(diag, "%s:%u: unknown key '%s'", name,
+                                        config_setting_source_line(s), key ? printable(key, (char[80]) { 0 }) : "?");
+                else
+                        (void) set_key(name, k, s, c, diag);
+        }
+}
+
+static void config_scan_donep(struct config_scan *scan) {
+        config_scan_done(scan);
+}
+
 int config_parse(const char *name, const char *text, size_t len, struct config *out, struct config_diag *diag) {
-        config_t lc;
-        struct config c;
-        config_setting_t *root;
+        _cleanup_(config_scan_donep) struct config_scan scan = { 0 };
         unsigned before = diag->count;
-        int n;
+        struct config c;
+        config_t lc;
+        int r;
 
         if (memchr(text, 0, len)) {
                 size_t at = (size_t) ((const char *) memchr(text, 0, len) - text);
@@ -349,18 +399,22 @@ int config_parse(const char *name, const char *text, size_t len, struct config *
         }
         /* Parse even after a bad literal, so one run reports every problem;
          * the count check at the end still refuses the file. But never hand
-         * libconfig an @include: it would open the named file (a FIFO would
-         * block us, a large file would be read past the size limit). */
-        bool include = false;
-        (void) config_check_literals(name, text, len, diag, &include);
-        if (include)
+         * libconfig what the scan withholds (see config-scan.h). */
+        r = config_scan(name, text, len, &scan, diag);
+        if (r < 0) {
+                config_diag_add(diag, "%s: %s", name, strerror(-r));
+                return r;
+        }
+        if (scan.withhold)
                 return -EINVAL;
 
         /* libconfig 1.5 calls a comment on a last line without a newline a
          * syntax error; a file is text, so it gets its newline. */
         _cleanup_(freep) char *copy = malloc(len + 2);
-        if (!copy)
+        if (!copy) {
+                config_diag_add(diag, "%s: %s", name, strerror(ENOMEM));
                 return -ENOMEM;
+        }
         memcpy(copy, text, len);
         copy[len] = '\n';
         copy[len + 1] = 0;
@@ -368,24 +422,15 @@ int config_parse(const char *name, const char *text, size_t len, struct config *
         config_defaults(&c);
         config_init(&lc);
         if (config_read_string(&lc, copy) != CONFIG_TRUE) {
-                config_diag_add(diag, "%s:%d: %s", name, config_error_line(&lc), config_error_text(&lc));
+                config_scan_parse_error(name, &scan, (unsigned) config_error_line(&lc), config_error_text(&lc),
+                                        diag);
                 config_destroy(&lc);
                 return -EINVAL;
         }
-
-        root = config_root_setting(&lc);
-        n = config_setting_length(root);
-        for (int i = 0; i < n; i++) {
-                config_setting_t *s = config_setting_get_elem(root, (unsigned) i);
-                const char *key = config_setting_name(s);
-                const struct key *k = key ? find_key(key) : NULL;
-
-                if (!k)
-                        config_diag_add(diag, "%s:%u: unknown key '%s'", name,
-                                        config_setting_source_line(s), key ? printable(key, (char[80]) { 0 }) : "?");
-                else
-                        (void) set_key(name, k, s, &c, diag);
-        }
+        r = check_all_read(name, config_root_setting(&lc), &scan, diag);
+        if (r < 0)
+                config_diag_add(diag, "%s: %s", name, strerror(-r));
+        set_all(name, config_root_setting(&lc), &c, diag);
         /* One source for the key: a file holding both would keep the
          * secret in the world-readable place it was moved out of. */
         if (c.log_hash_key[0] && c.log_hash_key_credential[0])

@@ -3,8 +3,10 @@
  * Contract: config_parse() either fills a complete, validated struct config
  * (defaults for every absent key) and returns 0, or leaves *out untouched,
  * returns a negative errno and describes every problem it found in *diag as
- * "FILE:LINE: message" lines. struct config holds no pointers, so copying it
- * is a plain assignment and a reload can never leave it half-updated. */
+ * "FILE:LINE: message" lines. A file is accepted only when every setting in
+ * its text is one the parser read (config-scan.h): no text goes unread.
+ * struct config holds no pointers, so copying it is a plain assignment and a
+ * reload can never leave it half-updated. */
 #pragma once
 
 #include <netinet/in.h>
@@ -73,10 +75,15 @@ struct config {
         char log_hash_key[CONFIG_HASH_KEY_MAX + 1];
 };
 
+/* Problems as "FILE:LINE: message" lines. When they do not all fit, the
+ * text ends in one line that says how many more there are: none is
+ * dropped without a word. */
 struct config_diag {
         char text[4096];
         size_t len;
         unsigned count;
+        size_t kept;            /* length of the lines shown before that last line */
+        unsigned shown;
 };
 
 void config_defaults(struct config *c);
@@ -99,17 +106,15 @@ int config_dump(const struct config *c, FILE *f);
 unsigned config_describe_changes(const struct config *old, const struct config *new,
                                  char *buf, size_t size, bool *needs_restart);
 
+/* For a reload: every key that takes effect only at start (reloadable =
+ * false in the key table: the listening sockets, the hash key) gets its
+ * running value back in *next. The names of those whose value in *next
+ * differed go into pending ("port, listen"; empty when none): a restart is
+ * pending for them. Returns how many differed. */
+unsigned config_keep_restart_keys(struct config *next, const struct config *running, char *pending, size_t size);
+
 const char *config_log_level_name(int level);
 int config_log_level_from_name(const char *name); /* -EINVAL when unknown */
 const char *config_log_addresses_name(int mode);
 
 void config_diag_add(struct config_diag *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-/* config-literals.c: libconfig 1.5 silently wraps integer literals that do
- * not fit (4294967297 reads as 1, a too large 64-bit one saturates) and
- * reads 1e999 as inf. This scan finds such literals first so they are
- * reported instead. *include is set when the text has an @include, which
- * must then not reach libconfig at all. Returns the number of problems
- * added to diag. */
-unsigned config_check_literals(const char *name, const char *text, size_t len, struct config_diag *diag,
-                               bool *include);

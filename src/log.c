@@ -139,6 +139,16 @@ int log_errno(int level, int err, const char *msgid, const char *fmt, ...) {
         return err;
 }
 
+void log_lines(int level, const char *msgid, const char *prefix, const char *text) {
+        for (const char *p = text; *p;) {
+                size_t n = strcspn(p, "\n");
+
+                if (n > 0)
+                        log_msg(level, msgid, "%s%.*s", prefix, (int) n, p);
+                p += n + (p[n] == '\n');
+        }
+}
+
 bool ratelimit_allow(struct ratelimit *rl, uint64_t now, unsigned *suppressed) {
         if (rl->begin == 0 || now - rl->begin >= rl->interval_usec) {
                 rl->begin = now;

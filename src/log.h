@@ -54,6 +54,10 @@ static inline bool log_enabled(int level) {
 /* msgid may be NULL. */
 void log_msg(int level, const char *msgid, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
+/* One record per line of a multi-line text (such as the "FILE:LINE: message"
+ * lines of a configuration error), each led by prefix. */
+void log_lines(int level, const char *msgid, const char *prefix, const char *text);
+
 /* Logs "MESSAGE: strerror(-err)" and returns err, so a caller can log and
  * fail in one statement: return log_errno(LOG_ERR, r, NULL, "..."). */
 int log_errno(int level, int err, const char *msgid, const char *fmt, ...) __attribute__((format(printf, 4, 5)));

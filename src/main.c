@@ -22,7 +22,7 @@ enum {
         EXIT_SOCKET = 4,
 };
 
-static int load_config(const struct cli *cli, struct config *cfg) {
+static int load_config(const struct cli *cli, const struct server_options *opt, struct config *cfg) {
         struct config_diag diag = { 0 };
         int r = config_load(cli->config_path, cfg, &diag);
 
@@ -31,20 +31,16 @@ static int load_config(const struct cli *cli, struct config *cfg) {
                 if (cli->action == CLI_RUN)
                         log_msg(LOG_NOTICE, MSGID_CONFIG, "no configuration file at %s; using the defaults",
                                 cli->config_path);
-                return 0;
+                r = 0;
         }
         if (r < 0) {
                 if (cli->action == CLI_RUN)
-                        for (char *line = strtok(diag.text, "\n"); line; line = strtok(NULL, "\n"))
-                                log_msg(LOG_ERR, MSGID_CONFIG, "%s", line);
+                        log_lines(LOG_ERR, MSGID_CONFIG, "", diag.text);
                 else
                         fputs(diag.text, stderr);
                 return r;
         }
-        if (cli->port > 0)
-                cfg->port = (uint16_t) cli->port;
-        if (cli->log_level >= 0)
-                cfg->log_level = cli->log_level;
+        server_options_apply(opt, cfg);
         return 0;
 }
 
@@ -100,12 +96,7 @@ static void check_inherited_ports(const struct cli *cli, const struct config *cf
                                 ls->l[i].address, ls->l[i].name, ls->l[i].port, cfg->port);
 }
 
-static int run(const struct cli *cli, const struct config *cfg) {
-        struct server_options opt = {
-                .config_path = cli->config_path,
-                .config_path_given = cli->config_path_given,
-                .log_level_override = cli->log_level,
-        };
+static int run(const struct cli *cli, const struct server_options *opt, const struct config *cfg) {
         struct listen_set ls;
         char err[512];
         int r;
@@ -134,11 +125,12 @@ static int run(const struct cli *cli, const struct config *cfg) {
                 log_msg(LOG_INFO, MSGID_LISTENING, "listening on %s (fd %d, %s)", ls.l[i].address, ls.l[i].fd,
                         ls.l[i].inherited ? ls.l[i].name : "bound from the configuration");
 
-        r = server_run(cfg, &opt, &ls);
+        r = server_run(cfg, opt, &ls);
         return r < 0 ? EXIT_RUNTIME : EXIT_OK;
 }
 
 int main(int argc, char *argv[]) {
+        struct server_options opt;
         struct config cfg;
         struct cli cli;
         char err[256];
@@ -159,10 +151,16 @@ int main(int argc, char *argv[]) {
                 break;
         }
 
+        opt = (struct server_options) {
+                .config_path = cli.config_path,
+                .config_path_given = cli.config_path_given,
+                .port_override = cli.port > 0 ? cli.port : 0,
+                .log_level_override = cli.log_level,
+        };
         log_setup();
         if (cli.log_level >= 0)
                 log_set_max_level(cli.log_level);
-        if (load_config(&cli, &cfg) < 0)
+        if (load_config(&cli, &opt, &cfg) < 0)
                 return EXIT_CONFIG;
         log_set_max_level(cfg.log_level);
         if (cli.action != CLI_DUMP_CONFIG && load_hash_key(&cli, &cfg) < 0)
@@ -174,5 +172,5 @@ int main(int argc, char *argv[]) {
         }
         if (cli.action == CLI_DUMP_CONFIG)
                 return config_dump(&cfg, stdout) < 0 ? EXIT_RUNTIME : EXIT_OK;
-        return run(&cli, &cfg);
+        return run(&cli, &opt, &cfg);
 }

@@ -21,15 +21,16 @@ void report_status(const struct report_state *st, char *buf, size_t size) {
                 return;
         }
         snprintf(buf, size, "%u active (cap %u%s), %" PRIu64 " served, %" PRIu64 " refused "
-                 "(denied %" PRIu64 ", rate %" PRIu64 ", per-source %" PRIu64 ")%s",
+                 "(denied %" PRIu64 ", rate %" PRIu64 ", per-source %" PRIu64 ")%s%s",
                  st->active, st->max_clients, st->at_cap ? ", AT CAP" : "", st->served, total(st->refused),
                  st->refused[REFUSE_DENIED], st->refused[REFUSE_RATE], st->refused[REFUSE_PER_SOURCE],
                  st->fork_failing ? "; fork failing, retrying" :
-                 st->accept_paused ? "; accept paused (out of resources)" : "");
+                 st->accept_paused ? "; accept paused (out of resources)" : "",
+                 st->restart_pending && st->restart_pending[0] ? "; restart pending" : "");
 }
 
 void report_summary(const struct report_state *st) {
-        char message[512], f[9][64];
+        char message[512], f[9][160];
         const char *fields[ELEMENTSOF(f)];
         char status[256];
         size_t n = 0;
@@ -46,6 +47,8 @@ void report_summary(const struct report_state *st) {
         snprintf(f[n++], sizeof(f[0]), "SOURCES=%" PRIu32, st->sources);
         snprintf(f[n++], sizeof(f[0]), "SOURCES_FORGOTTEN=%" PRIu64, st->forgotten);
         snprintf(f[n++], sizeof(f[0]), "UPTIME_USEC=%" PRIu64, st->uptime_usec);
+        if (st->restart_pending && st->restart_pending[0])
+                snprintf(f[n++], sizeof(f[0]), "RESTART_PENDING=%s", st->restart_pending);
         for (size_t i = 0; i < n; i++)
                 fields[i] = f[i];
         log_struct(LOG_NOTICE, MSGID_SUMMARY, message, fields, n);

@@ -19,6 +19,7 @@ struct report_state {
         uint32_t sources, source_table_size;
         uint64_t forgotten;             /* sources forgotten to make room, since start */
         bool at_cap, fork_failing, accept_paused, draining;
+        const char *restart_pending;    /* keys waiting for a restart; "" when none */
         uint64_t uptime_usec;
 };
 

@@ -29,11 +29,49 @@ static void recount_sources(struct admission *a, void *userdata) {
                 admission_hold_session(a, &s->pending_peer, now_usec(CLOCK_MONOTONIC), &s->pending_hold);
 }
 
+void server_options_apply(const struct server_options *opt, struct config *c) {
+        if (opt->port_override > 0)
+                c->port = (uint16_t) opt->port_override;
+        if (opt->log_level_override >= 0)
+                c->log_level = opt->log_level_override;
+}
+
+/* Said after every reload, failed or not, for as long as it holds. */
+static void report_restart_pending(const struct server *s, bool was_pending) {
+        if (s->restart_pending[0])
+                log_msg(LOG_WARNING, MSGID_CONFIG, "restart pending: the file changes %s, which take effect "
+                        "only after a restart; the running values stay until then", s->restart_pending);
+        else if (was_pending)
+                log_msg(LOG_NOTICE, MSGID_CONFIG, "restart no longer pending: the file is back at the "
+                        "running values of the keys that need one");
+}
+
+/* A new configuration takes effect: for new connections, and for the keys
+ * that need a restart only then (config_keep_restart_keys()). s->cfg
+ * therefore keeps the values the daemon started with for those keys, and
+ * each reload compares the file with them afresh. */
+static void apply(struct server *s, struct config *next) {
+        char changes[1024];
+        bool restart;
+        int r;
+
+        unsigned n = config_describe_changes(&s->cfg, next, changes, sizeof(changes), &restart);
+        log_msg(LOG_NOTICE, MSGID_RELOAD, "configuration reloaded: %s", n ? changes : "no changes");
+        (void) config_keep_restart_keys(next, &s->cfg, s->restart_pending, sizeof(s->restart_pending));
+
+        struct config old = s->cfg;
+        s->cfg = *next;
+        log_set_max_level(s->cfg.log_level); /* --log-level, if given, is in it */
+        (void) logaddr_configure(&s->cfg);
+        r = admission_reconfigure(&s->adm, &old, recount_sources, s);
+        if (r < 0)
+                log_errno(LOG_ERR, r, MSGID_RELOAD_FAILED, "cannot recount sources after the reload");
+}
+
 void server_reload(struct server *s) {
         struct config_diag diag = { 0 };
         struct config next;
-        char changes[1024];
-        bool restart;
+        bool was_pending = s->restart_pending[0];
         int r;
 
         notify_reloading();
@@ -42,27 +80,14 @@ void server_reload(struct server *s) {
                 config_defaults(&next);
                 r = 0;
         }
-        if (r < 0) {
-                log_msg(LOG_ERR, MSGID_RELOAD_FAILED, "reload failed, keeping the running configuration: %s",
-                        diag.text);
-        } else {
-                unsigned n = config_describe_changes(&s->cfg, &next, changes, sizeof(changes), &restart);
-                log_msg(LOG_NOTICE, MSGID_RELOAD, "configuration reloaded: %s",
-                        n ? changes : "no changes");
-                if (restart)
-                        log_msg(LOG_WARNING, MSGID_CONFIG,
-                                "port, listen, backlog and log_hash_key changes take effect only after a restart");
-                struct config old = s->cfg;
-                s->cfg = next;
-                /* Keys that only apply at start keep their running values. */
-                memcpy(s->cfg.log_hash_key, old.log_hash_key, sizeof(old.log_hash_key));
-                if (s->opt->log_level_override < 0)
-                        log_set_max_level(next.log_level);
-                (void) logaddr_configure(&s->cfg);
-                r = admission_reconfigure(&s->adm, &old, recount_sources, s);
-                if (r < 0)
-                        log_errno(LOG_ERR, r, MSGID_RELOAD_FAILED, "cannot recount sources after the reload");
+        if (r < 0)
+                log_lines(LOG_ERR, MSGID_RELOAD_FAILED, "reload failed, keeping the running configuration: ",
+                          diag.text);
+        else {
+                server_options_apply(s->opt, &next);
+                apply(s, &next);
         }
+        report_restart_pending(s, was_pending);
         server_update_listening(s);
         char status[256];
         server_format_status(s, status, sizeof(status));

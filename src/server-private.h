@@ -38,6 +38,10 @@ struct server {
         unsigned failures;
         struct ratelimit trouble_rl;
 
+        /* Restart-only keys whose value in the file differs from the one
+         * running ("port, listen"); empty when none. */
+        char restart_pending[128];
+
         /* Per child slot, what admission control counted for the session
          * and the peer it was counted for. Parent-only: the slots are
          * shared with the workers, and nothing a worker writes may decide

@@ -48,6 +48,7 @@ struct report_state server_report_state(const struct server *s) {
                 .source_table_size = s->adm.sources.capacity, .forgotten = admission_forgotten(&s->adm),
                 .at_cap = s->at_cap, .fork_failing = s->pending_fd >= 0,
                 .accept_paused = s->resume_at != 0, .draining = s->draining,
+                .restart_pending = s->restart_pending,
                 .uptime_usec = now_usec(CLOCK_MONOTONIC) - s->started_usec,
         };
 }

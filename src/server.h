@@ -10,8 +10,13 @@
 struct server_options {
         const char *config_path;
         bool config_path_given;         /* a missing file is then an error */
+        int port_override;              /* -p; 0: use the configuration's */
         int log_level_override;         /* -1: use the configuration's */
 };
+
+/* Applies the command line's overrides to a configuration: at start and to
+ * every reloaded one alike, so a reload compares like with like. */
+void server_options_apply(const struct server_options *opt, struct config *c);
 
 /* Serves on every listener in ls until SIGTERM/SIGINT, then drains.
  * Takes ownership of ls. Returns 0 after a clean shutdown, -errno when the

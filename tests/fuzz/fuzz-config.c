@@ -13,8 +13,14 @@
  *     differ, asks for a restart exactly when a key that is not reloadable
  *     differs, never writes past the buffer it is given, and says the same
  *     whatever the value of a secret key (only that it changed);
- *   - config_check_literals() reads only the bytes it is given and counts
- *     what it reports, and config_parse() reports at least as much.
+ *   - config_scan() reads only the bytes it is given and counts what it
+ *     reports, and config_parse() reports at least as much;
+ *   - no text is ignored: an accepted text followed by a line with an
+ *     unknown key is refused, naming that key at its line (a comment or a
+ *     string left open at the end of an accepted text would swallow it);
+ *   - at a reload, config_keep_restart_keys() leaves only reloadable keys
+ *     differing from the running configuration, and names exactly the
+ *     restart-only keys that differed.
  * A violation calls abort(), which libFuzzer reports as a crash with the
  * input that caused it. Memory errors, leaks and undefined behaviour are
  * caught by ASan, LSan and UBSan.
@@ -39,6 +45,7 @@
 #include <string.h>
 
 #include "config-keys.h"
+#include "config-scan.h"
 #include "config.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
@@ -304,21 +311,65 @@ static void check_describe(const struct config *old, const struct config *new) {
         }
 }
 
+/* Nothing after an accepted text can go unread: a line with an unknown
+ * key appended to it must be reported, at its own line. */
+static void check_tail_is_read(const char *text, size_t size) {
+        static const char tail[] = "\nfuzz_tail_key = 1;\n";
+        struct config c;
+        struct config_diag d = { 0 };
+        char *both = malloc(size + sizeof(tail)), expect[64];
+        unsigned line = 2;
+
+        CHECK(both);
+        memcpy(both, text, size);
+        memcpy(both + size, tail, sizeof(tail));
+        for (size_t i = 0; i < size; i++)
+                line += text[i] == '\n';
+        snprintf(expect, sizeof(expect), "fuzz.conf:%u: unknown key 'fuzz_tail_key'", line);
+        if (config_parse("fuzz.conf", both, size + sizeof(tail) - 1, &c, &d) == 0 || !strstr(d.text, expect)) {
+                fprintf(stderr, "an accepted text hides what follows it; expected \"%s\", got:\n%s", expect,
+                        d.text);
+                abort();
+        }
+        free(both);
+}
+
+/* A reload keeps the running values of the restart-only keys. */
+static void check_keep_restart_keys(const struct config *running, const struct config *file) {
+        struct config next = *file;
+        char pending[512], expect[512] = "";
+        size_t used = 0;
+        unsigned n, differ = 0;
+
+        for (size_t i = 0; i < config_n_keys; i++)
+                if (!config_keys[i].reloadable && key_differs(running, file, &config_keys[i]))
+                        used += (size_t) snprintf(expect + used, sizeof(expect) - used, "%s%s",
+                                                  differ++ ? ", " : "", config_keys[i].name);
+        n = config_keep_restart_keys(&next, running, pending, sizeof(pending));
+        CHECK(n == differ);
+        CHECK(strcmp(pending, expect) == 0);
+        for (size_t i = 0; i < config_n_keys; i++) {
+                const struct key *k = &config_keys[i];
+                CHECK(key_differs(&next, k->reloadable ? file : running, k) == false);
+        }
+        check_valid(&next);
+}
+
 /* Parses one text and checks everything above on the result. */
 static void check_text(const char *data, size_t size) {
         struct config parsed, untouched, defaults;
         struct config_diag d = { 0 }, lit = { 0 };
-        unsigned problems;
+        struct config_scan scan = { 0 };
         char *text;
         int r;
 
-        /* The literal scan takes (text, len) and must not read past len:
-         * data is a heap block of exactly size bytes, so ASan sees any
-         * over-read. */
-        bool include = false;
-        problems = config_check_literals("fuzz.conf", data, size, &lit, &include);
-        CHECK(problems == lit.count);
+        /* The scan takes (text, len) and must not read past len: data is a
+         * heap block of exactly size bytes, so ASan sees any over-read. */
+        CHECK(config_scan("fuzz.conf", data, size, &scan, &lit) == 0);
+        CHECK(scan.problems == lit.count);
+        CHECK(!scan.include || scan.withhold);
         check_diag(&lit);
+        config_scan_done(&scan);
 
         /* config_parse() hands the text to libconfig's config_read_string(),
          * which reads up to a NUL, so it needs text[len] == 0 (config_load()
@@ -335,26 +386,29 @@ static void check_text(const char *data, size_t size) {
         /* Whatever libconfig could take as an include is refused before
          * libconfig sees it (our scan refuses "@include" anywhere). */
         if (has_include_directive(text, size) || memmem(text, size, "@include", 8))
-                CHECK(r < 0 && include);
+                CHECK(r < 0 && scan.include);
         if (r < 0) {
                 CHECK(d.count > 0);
                 CHECK(memcmp(&parsed, &untouched, sizeof(parsed)) == 0);
-                /* Without a NUL, config_parse() runs the same literal scan. */
-                CHECK(memchr(text, 0, size) || d.count >= problems);
+                /* Without a NUL, config_parse() runs the same scan. */
+                CHECK(memchr(text, 0, size) || d.count >= scan.problems);
                 free(text);
                 return;
         }
         CHECK(r == 0);
         CHECK(d.count == 0 && d.len == 0);
-        CHECK(problems == 0);
+        CHECK(scan.problems == 0);
         check_valid(&parsed);
         check_round_trip(&parsed);
+        check_tail_is_read(text, size);
 
         config_defaults(&defaults);
         check_valid(&defaults);
         check_describe(&defaults, &parsed);
         check_describe(&parsed, &defaults);
         check_describe(&parsed, &parsed);
+        check_keep_restart_keys(&defaults, &parsed);
+        check_keep_restart_keys(&parsed, &defaults);
         free(text);
 }
 

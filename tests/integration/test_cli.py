@@ -52,6 +52,17 @@ CONFIG_ROWS = [
     ("@include \"/etc/passwd\"\n", "c.conf:1: @include is not supported"),
     (b"port = 7;\x00\n", "c.conf:1: contains a NUL byte"),
     ("#" * 70000 + "\n", "c.conf: 70001 bytes is more than the 65536-byte limit; not parsed"),
+    # Text libconfig 1.5 would skip, or read otherwise than it is written.
+    ("port = 7;\n/* keep this loopback-only *\nlisten = [ \"127.0.0.1\" ];\ndeny = [ \"0.0.0.0/0\", \"::/0\" ];\n",
+     "c.conf:2: a /* comment that is never closed; it would hide the rest of the file"),
+    ("port = 7;\n\"loopback only\nbacklog = 5;\n", "c.conf:2: a string that is never closed"),
+    ("port = 7; # loopback only\rlisten = [ \"127.0.0.1\" ];\n", "c.conf:1: a carriage return that does not end a line"),
+    (b"\xef\xbb\xbfport = 7;\n", "c.conf:1: the file starts with a byte order mark"),
+    ("log_hash_key = \"\\x00123456789abcdefgh\";\n", "c.conf:1: a string cannot hold a NUL byte"),
+    ("listen = [ \"::\" \"1\" ];\n", "c.conf:1: two strings with no comma between them would be read as one"),
+    ("port = 7backlog = 5;\n", "c.conf:1: 'backlog' is read as a setting where the text does not clearly start one"),
+    ("port = 7;\nport = 8;\n", "c.conf:2: duplicate setting 'port' (first set on line 1)"),
+    ("port = 7;\nbacklog = 5;\ngarbage\n", "c.conf:3: syntax error at the end of the file"),
 ]
 
 
@@ -69,6 +80,13 @@ def test_config_errors():
             code, out, err = run(["-c", "@CONF@"] + mode, config=text)
             assert code == EXIT_CONFIG, (text[:40], mode, code, err)
             assert message in err, (text[:40], mode, err)
+
+
+def test_port_option_without_config_file():
+    if os.path.exists("/etc/echo-mpserv/echo-mpserv.conf"):
+        raise Skip("the default configuration file exists here")
+    code, out, err = run(["--dump-config", "-p", "7000"])
+    assert code == EXIT_OK and "port = 7000;" in out, (code, out, err)
 
 
 def test_missing_given_config_is_an_error():
@@ -155,7 +173,8 @@ def test_port_mismatch_warning():
 
 
 if __name__ == "__main__":
-    main([test_usage_errors, test_config_errors, test_missing_given_config_is_an_error,
+    main([test_usage_errors, test_config_errors,
+          test_port_option_without_config_file, test_missing_given_config_is_an_error,
           test_check_config_ok_and_help_version, test_dump_config_round_trip,
           test_shipped_config_is_the_defaults_and_documents_every_key, test_port_in_use,
           test_bad_address_and_permission, test_wrong_kind_of_passed_socket, test_port_mismatch_warning])

@@ -59,7 +59,17 @@ def test_addresses():
 def test_broken_config_keeps_defaults_and_says_why():
     code, err, text = generate("port = 7777;\nport = \"x\";\n")
     assert code == 0 and text is None
-    assert "echo-mpserv-generator:" in err and ":2: duplicate setting name" in err, err
+    assert "echo-mpserv-generator:" in err and ":2: duplicate setting 'port' (first set on line 1)" in err, err
+    assert "leaving echo-mpserv.socket at its defaults (port 7)" in err, err
+
+
+def test_text_the_parser_would_skip_is_refused():
+    # libconfig 1.5 ends the file at a comment that is never closed: the
+    # addresses below it would be dropped, and the socket moved to port 7777
+    # on every address.
+    code, err, text = generate('port = 7777;\n/* loopback only *\nlisten = [ "127.0.0.1" ];\n')
+    assert code == 0 and text is None, text
+    assert ":2: a /* comment that is never closed" in err, err
     assert "leaving echo-mpserv.socket at its defaults (port 7)" in err, err
 
 
@@ -75,4 +85,5 @@ def test_unwritable_output_fails():
 
 if __name__ == "__main__":
     main([test_defaults_write_nothing, test_port_moves_the_socket, test_addresses,
-          test_broken_config_keeps_defaults_and_says_why, test_usage, test_unwritable_output_fails])
+          test_broken_config_keeps_defaults_and_says_why, test_text_the_parser_would_skip_is_refused,
+          test_usage, test_unwritable_output_fails])

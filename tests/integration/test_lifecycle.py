@@ -208,6 +208,78 @@ def test_reload_broken_config_keeps_serving():
         assert d.stop() == 0
 
 
+def reload(d, text):
+    """Writes the file, sends SIGHUP and returns the READY=1 notification
+    that ends the reload (it carries STATUS=)."""
+    d.write_config(text)
+    n = len(d.notes.snapshot())
+    d.signal(signal.SIGHUP)
+    i, _ = d.wait_notify("RELOADING=1", after=n)
+    return d.wait_notify("READY=1", after=i + 1)[1]
+
+
+def test_restart_pending_until_restart():
+    with Daemon("max_clients = 50;") as d:
+        # Keys that need a restart change: said at the reload and in STATUS=.
+        ready = reload(d, 'max_clients = 50; port = 7777; listen = [ "127.0.0.1" ];')
+        assert "STATUS=" in ready and "restart pending" in ready, ready
+        d.wait_log(r'configuration reloaded: port 7 -> 7777 \(after a restart\), '
+                   r'listen \[ "::" \] -> \[ "127.0.0.1" \] \(after a restart\)$')
+        pending = r"warning: restart pending: the file changes port, listen, which take effect only after a restart"
+        d.wait_log(pending)
+        # A later, unrelated reload: still pending, compared with the values
+        # the daemon started with.
+        ready = reload(d, 'max_clients = 40; port = 7777; listen = [ "127.0.0.1" ];')
+        assert "restart pending" in ready, ready
+        d.wait_log(r"configuration reloaded: port 7 -> 7777 \(after a restart\), listen .*, max_clients 50 -> 40$")
+        d.wait_log(pending, count=2)
+        # A failed reload changes nothing, and says so too.
+        ready = reload(d, "max_clients = 0;")
+        assert "restart pending" in ready, ready
+        d.wait_log(pending, count=3)
+        # The summary carries it.
+        d.signal(signal.SIGUSR1)
+        d.wait_log(r"summary: .*; restart pending;")
+        # New sessions still work, and STATUS= updates keep saying it.
+        n = len(d.notes.snapshot())
+        assert echo_once(d.address()) == b"ping"
+        _, note = d.wait_notify("STATUS=0 active (cap 40), 1 served", after=n)
+        assert "restart pending" in note, note
+        # Back to the running values: no longer pending.
+        ready = reload(d, "max_clients = 40;")
+        assert "restart pending" not in ready, ready
+        d.wait_log(r"notice: restart no longer pending")
+        d.wait_log(r"configuration reloaded: no changes")
+        assert len(d.log_lines(pending)) == 3
+        assert d.stop() == 0
+        print("   port and listen changed, then max_clients, a broken file, then reverted: "
+              "restart pending said 3 times, then cleared")
+
+
+def test_command_line_overrides_hold_across_reloads():
+    # -p and --log-level apply to every reloaded file as at start: the file
+    # not naming them is no change, and no restart is pending.
+    with Daemon("max_clients = 50;", args=["-p", "7777", "--log-level", "debug"]) as d:
+        ready = reload(d, "max_clients = 40;")
+        assert "restart pending" not in ready, ready
+        d.wait_log(r"configuration reloaded: max_clients 50 -> 40$")
+        assert not d.log_lines(r"after a restart|restart pending"), d.log.snapshot()
+        assert d.stop() == 0
+
+
+def test_failed_reload_logs_one_record_per_error():
+    with Daemon("idle_timeout = 30;") as d:
+        reload(d, "max_clients_per_source = 0; source_rate = 0;\nmax_clients = \"many\";\ncolour = 1;\n")
+        rx = r"^error: reload failed, keeping the running configuration: (\S+):(\d+): (.*)$"
+        found = d.wait_log(rx, count=2)
+        assert [(m.group(1), m.group(2)) for m in found] == [(d.config_path, "2"), (d.config_path, "3")], found
+        assert "unknown key 'colour'" in found[1].group(3)
+        # Nothing else of the diagnostics went to the log unlabelled.
+        assert not d.log_lines(r"^\S+:3: unknown key"), d.log.snapshot()
+        assert echo_once(d.address()) == b"ping"
+        assert d.stop() == 0
+
+
 def test_descriptor_hygiene():
     with Daemon() as d:
         # sd_notify() opens a socket for each message: a leak stays, that
@@ -262,4 +334,6 @@ if __name__ == "__main__":
           test_sigterm_cuts_after_drain_timeout, test_inherited_ignored_signals_are_reset,
           test_second_sigterm_ends_drain_now,
           test_reload_good_config_under_load, test_reload_broken_config_keeps_serving,
+          test_restart_pending_until_restart, test_command_line_overrides_hold_across_reloads,
+          test_failed_reload_logs_one_record_per_error,
           test_descriptor_hygiene, test_status_and_watchdog])

@@ -199,10 +199,89 @@ static void test_syntax_and_text(void) {
         struct config_diag d = { 0 };
 
         expect_error("port = 7;\nmax_clients = ;", "test.conf:2: syntax error");
-        expect_error("port = 7;\nport = 8;", "test.conf:2: duplicate setting name");
+        expect_error("port = 7;\nport = 8;", "test.conf:2: duplicate setting 'port' (first set on line 1)");
         expect_error("@include \"/etc/passwd\"\n", "test.conf:1: @include is not supported");
         ASSERT_INT(config_parse("test.conf", nul, sizeof(nul) - 1, &c, &d), <, 0);
         ASSERT_STR_CONTAINS(d.text, "test.conf:2: contains a NUL byte");
+}
+
+/* libconfig 1.5 reads some text otherwise than it is written, or not at
+ * all: each such file is refused, naming the line. */
+static void test_no_text_ignored(void) {
+        static const struct {
+                const char *text, *message;
+        } rows[] = {
+                /* A comment or string left open would hide every setting after it. */
+                { "port = 7;\n/* keep this loopback-only *\nlisten = [ \"127.0.0.1\" ];\n"
+                  "deny = [ \"0.0.0.0/0\", \"::/0\" ];\n", "test.conf:2: a /* comment that is never closed" },
+                { "port = 8;\n/* trailing", "test.conf:2: a /* comment that is never closed" },
+                { "port = /* 8;\nbacklog = 5;\n", "test.conf:1: a /* comment that is never closed" },
+                { "port = 7;\n\"abc\nlisten = 5;\n", "test.conf:2: a string that is never closed" },
+                { "port = 7;\nlog_level = \"info;\nport = 8;\n", "test.conf:2: a string that is never closed" },
+                /* libconfig ends a line at a line feed only. */
+                { "port = 7; # note\rdeny = \"0.0.0.0/0\";\n", "test.conf:1: a carriage return that does not end a line" },
+                { "port = 7;\nbacklog = 5;\rmax_clients = 3;\r", "test.conf:2: a carriage return" },
+                { "port = 9;\r\nfoo = 1;\r\n", "test.conf:2: unknown key 'foo'" },
+                { "\xef\xbb\xbfport = 7;\n", "test.conf:1: the file starts with a byte order mark" },
+                /* libconfig drops a \x00 from a string. */
+                { "log_hash_key = \"\\x00123456789abcdefgh\";\n", "test.conf:1: a string cannot hold a NUL byte" },
+                { "port = 8;\nlog_hash_key = \"0123456789abcdef\\X00\";\n", "test.conf:2: a string cannot hold" },
+                /* libconfig joins adjacent strings: "::" "1" would be one address. */
+                { "listen = [ \"::\" \"1\" ];\n", "test.conf:1: two strings with no comma between them" },
+                { "deny = [ \"10.0.0.0/8\"\n  /* and */ \"192.168.0.0/16\" ];\n",
+                  "test.conf:2: two strings with no comma between them" },
+                /* A setting libconfig read where the text does not clearly start one. */
+                { "port = 7backlog = 5;\n", "test.conf:1: 'backlog' is read as a setting where the text does not" },
+                /* Stray text is a syntax error where it stands. */
+                { "port = 7;;\n", "test.conf:1: syntax error" },
+                { "port = 7; */ backlog = 5;\n", "test.conf:1: syntax error" },
+                { "/* a /* b */ port = 8; */\n", "test.conf:1: syntax error" },
+                { "port = 7;\n42\n", "test.conf:2: syntax error" },
+                { "p\xc3\xa9rt = 7;\n", "test.conf:1: syntax error" },
+                { "port = 7;\nbacklog = 5;\ngarbage\n", "test.conf:3: syntax error at the end of the file" },
+                { "port = 7;\nbacklog =\n\n\n", "test.conf:2: syntax error at the end of the file" },
+                { "port = 7;\nport = 8;\n", "test.conf:2: duplicate setting 'port' (first set on line 1)" },
+                { "backlog = 5; port = 7;\nmax_clients = 3; port = 8;\n",
+                  "test.conf:2: duplicate setting 'port' (first set on line 1)" },
+                /* Lines are counted through comments and strings. */
+                { "/* a\nb\n*/\nlog_level = \"x\ny\";\nfoo = 1;\n", "test.conf:6: unknown key 'foo'" },
+        };
+        struct config c;
+        struct config_diag d;
+
+        for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+                fprintf(stderr, "   row %zu\n", i);
+                expect_error(rows[i].text, rows[i].message);
+        }
+
+        /* What only looks like a comment, or a line end, is read as written. */
+        ASSERT_INT(parse("log_hash_key = \"/* not a comment */ 01\";\nport = 8;\n", &c, &d), ==, 0);
+        ASSERT(strcmp(c.log_hash_key, "/* not a comment */ 01") == 0);
+        ASSERT_INT(c.port, ==, 8);
+        ASSERT_INT(parse("log_hash_key = \"// nor this 0123456\";\nport = 8;\n", &c, &d), ==, 0);
+        ASSERT_INT(c.port, ==, 8);
+        ASSERT_INT(parse("port = 9; // no continuation \\\nbacklog = 5;\r\n", &c, &d), ==, 0);
+        ASSERT_INT(c.port, ==, 9);
+        ASSERT_INT(c.backlog, ==, 5);
+        ASSERT_INT(parse("port /* a\n\n */ = 8;\f\n# caf\xc3\xa9\n", &c, &d), ==, 0);
+        ASSERT_INT(c.port, ==, 8);
+        /* Inside a string a carriage return is a byte of the value. */
+        ASSERT_INT(parse("log_hash_key = \"0123456789abcdef\r\";\n", &c, &d), ==, 0);
+        ASSERT(strcmp(c.log_hash_key, "0123456789abcdef\r") == 0);
+
+        /* A very long line neither hides the next one nor shifts its number. */
+        char *long_line = malloc(60100);
+        ASSERT(long_line);
+        memset(long_line, ' ', 60000);
+        snprintf(long_line + 60000, 100, "port = 8;\nfoo = 1;\n");
+        expect_error(long_line, "test.conf:2: unknown key 'foo'");
+        memcpy(long_line, "log_level = \"", 13);
+        memset(long_line + 13, 'a', 59000);
+        snprintf(long_line + 59013, 100, "\";\nfoo = 1;\n");
+        expect_error(long_line, "test.conf:1: log_level = \"aaaa");
+        expect_error(long_line, "...\" is not one of");
+        expect_error(long_line, "test.conf:2: unknown key 'foo'");
+        free(long_line);
 }
 
 /* Found by tests/fuzz/fuzz-config.c; each stays fixed. */
@@ -241,6 +320,37 @@ static void test_fuzz_findings(void) {
         ASSERT_INT(parse("port = 7;\n# last", &c, &d), ==, 0);
 }
 
+/* The keys that need a restart keep their running values at a reload, and
+ * which of them the file would change is said by name. */
+static void test_keep_restart_keys(void) {
+        struct config running, next, expect;
+        char pending[128], tiny[5];
+
+        config_defaults(&running);
+        next = running;
+        next.max_clients = 10;
+        ASSERT_INT(config_keep_restart_keys(&next, &running, pending, sizeof(pending)), ==, 0);
+        ASSERT(strcmp(pending, "") == 0);
+        ASSERT_INT(next.max_clients, ==, 10);
+
+        expect = next;
+        next.port = 9;
+        next.backlog = 5;
+        next.n_listen = 2;
+        snprintf(next.listen[1], sizeof(next.listen[1]), "::1");
+        snprintf(next.log_hash_key, sizeof(next.log_hash_key), "0123456789abcdefX");
+        snprintf(next.log_hash_key_credential, sizeof(next.log_hash_key_credential), "log-hash-key");
+        ASSERT_INT(config_keep_restart_keys(&next, &running, pending, sizeof(pending)), ==, 5);
+        ASSERT(strcmp(pending, "port, listen, backlog, log_hash_key_credential, log_hash_key") == 0);
+        ASSERT(memcmp(&next, &expect, sizeof(next)) == 0);
+
+        next.port = 10;
+        memset(tiny, 'x', sizeof(tiny));
+        ASSERT_INT(config_keep_restart_keys(&next, &running, tiny, 3), ==, 1);
+        ASSERT(strcmp(tiny, "po") == 0 && tiny[3] == 'x');
+        ASSERT_INT(next.port, ==, 7);
+}
+
 static void test_all_errors_reported(void) {
         struct config c;
         struct config_diag d;
@@ -250,6 +360,34 @@ static void test_all_errors_reported(void) {
         ASSERT_STR_CONTAINS(d.text, "test.conf:1: port");
         ASSERT_STR_CONTAINS(d.text, "test.conf:2: unknown key 'bogus'");
         ASSERT_STR_CONTAINS(d.text, "test.conf:3: integer 4294967297");
+}
+
+/* More problems than the text holds: whole lines, then how many more. */
+static void test_many_errors_counted(void) {
+        struct config c;
+        struct config_diag d;
+        char *text = malloc(300 * 20), *last;
+        size_t used = 0;
+        unsigned lines = 0;
+
+        ASSERT(text);
+        for (int i = 0; i < 300; i++)
+                used += (size_t) sprintf(text + used, "unknown_%03d = 1;\n", i);
+        ASSERT_INT(parse(text, &c, &d), <, 0);
+        ASSERT_INT(d.count, ==, 300);
+        ASSERT_INT(strlen(d.text), ==, d.len);
+        for (const char *p = d.text; (p = strchr(p, '\n')); p++)
+                lines++;
+        ASSERT_STR_CONTAINS(d.text, "test.conf:1: unknown key 'unknown_000'\n");
+        last = strstr(d.text, "(and ");
+        ASSERT(last && last > d.text && last[-1] == '\n');
+        /* Every line before the count is whole. */
+        for (char *p = d.text; p < last; p = strchr(p, '\n') + 1)
+                ASSERT(strncmp(p, "test.conf:", 10) == 0 && strstr(p, "' \n") == NULL);
+        char expect[64];
+        snprintf(expect, sizeof(expect), "(and %u more problem(s) not shown)\n", 300 - (lines - 1));
+        ASSERT(strcmp(last, expect) == 0);
+        free(text);
 }
 
 static char *write_temp(const char *content, size_t len) {
@@ -384,10 +522,13 @@ int main(void) {
         RUN(test_admission_keys);
         RUN(test_hash_key_credential);
         RUN(test_syntax_and_text);
+        RUN(test_no_text_ignored);
         RUN(test_fuzz_findings);
         RUN(test_all_errors_reported);
+        RUN(test_many_errors_counted);
         RUN(test_files);
         RUN(test_dump_round_trip);
         RUN(test_describe_changes);
+        RUN(test_keep_restart_keys);
         return 0;
 }

@@ -25,6 +25,25 @@ static void test_stderr_lines(void) {
         ASSERT(strcmp(out, "info: hello 42\nwarning: accept(): Too many open files\n") == 0);
 }
 
+/* A multi-line diagnostic becomes one record per line, each led by the
+ * prefix; empty lines make none. */
+static void test_lines(void) {
+        struct capture c;
+        const char *out;
+
+        unsetenv("JOURNAL_STREAM");
+        unsetenv("INVOCATION_ID");
+        log_setup();
+        log_set_max_level(LOG_INFO);
+        capture_start(&c);
+        log_lines(LOG_ERR, MSGID_RELOAD_FAILED, "reload failed: ", "a.conf:1: one\n\na.conf:2: two\n");
+        log_lines(LOG_ERR, NULL, "", "no newline at the end");
+        log_lines(LOG_ERR, NULL, "x", "");
+        out = capture_end(&c);
+        ASSERT(strcmp(out, "error: reload failed: a.conf:1: one\nerror: reload failed: a.conf:2: two\n"
+                           "error: no newline at the end\n") == 0);
+}
+
 static void test_target_choice(void) {
         char env[64];
         struct stat st;
@@ -78,6 +97,7 @@ static void test_ratelimit_owed(void) {
 
 int main(void) {
         RUN(test_stderr_lines);
+        RUN(test_lines);
         RUN(test_target_choice);
         RUN(test_ratelimit);
         RUN(test_ratelimit_owed);

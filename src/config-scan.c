@@ -1,0 +1,364 @@
+/* The scan of config-scan.h: a lexer just good enough to follow libconfig
+ * 1.5's (lib/scanner.l). It skips strings and the three comment styles,
+ * checks every number against what libconfig can store without wrapping,
+ * lists every setting, and reports the text libconfig would read otherwise
+ * than it is written: a block comment or a string that is never closed, a
+ * \x00 escape, a carriage return that does not end a line, two strings
+ * with no comma between them, a byte order mark, and @include. */
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config-scan.h"
+
+struct lexer {
+        const char *name, *text;
+        size_t len, i;
+        unsigned line, depth;
+        char prev;      /* last significant character, to tell a sign from a name */
+        const char *pending;    /* the last name, until '=' or ':' makes it a setting */
+        size_t pending_len;
+        unsigned pending_line;
+        struct config_scan *scan;
+        struct config_diag *diag;
+        bool bare_cr;   /* reported once */
+        int err;
+};
+
+#define PROBLEM(lx, at, fmt, ...)                                                               \
+        do {                                                                                    \
+                config_diag_add((lx)->diag, "%s:%u: " fmt, (lx)->name, (at), ##__VA_ARGS__);    \
+                (lx)->scan->problems++;                                                         \
+        } while (0)
+
+static bool is_name_char(char c) {
+        return isalnum((unsigned char) c) || c == '_' || c == '-' || c == '*';
+}
+
+static bool at(const struct lexer *lx, size_t i, char c) {
+        return i < lx->len && lx->text[i] == c;
+}
+
+static void check_number(struct lexer *lx, const char *tok, size_t len) {
+        char buf[128];
+        size_t digits = len;
+        bool is_long, hex, is_float;
+
+        if (len >= sizeof(buf)) {
+                PROBLEM(lx, lx->line, "number '%.20s...' is too long", tok);
+                return;
+        }
+        while (digits > 0 && (tok[digits - 1] == 'L' || tok[digits - 1] == 'l'))
+                digits--;
+        is_long = digits < len;
+        memcpy(buf, tok, digits);
+        buf[digits] = 0;
+
+        hex = strstr(buf, "0x") || strstr(buf, "0X");
+        is_float = !hex && strpbrk(buf, ".eE");
+
+        /* libconfig reads "." and "-." as 0 (which means "no limit" for
+         * most keys): a number needs a digit. */
+        if (!strpbrk(buf, "0123456789")) {
+                PROBLEM(lx, lx->line, "'%.*s' is not a number", (int) len, tok);
+                return;
+        }
+        if (hex && buf[0] == '-') {
+                PROBLEM(lx, lx->line, "hexadecimal numbers cannot be negative: %.*s", (int) len, tok);
+                return;
+        }
+
+        errno = 0;
+        if (is_float) {
+                double v = strtod(buf, NULL);
+                if (errno == ERANGE || !isfinite(v))
+                        PROBLEM(lx, lx->line, "number %.*s is out of range", (int) len, tok);
+                return;
+        }
+
+        /* libconfig reads hex literals as bit patterns: 0xffffffff is -1.
+         * Only values that keep their meaning are accepted. */
+        bool overflow;
+        if (hex) {
+                const char *p = buf + (buf[0] == '+' || buf[0] == '-');
+                uint64_t u = strtoull(p, NULL, 16);
+                overflow = errno == ERANGE || u > (is_long ? (uint64_t) INT64_MAX : (uint64_t) INT32_MAX);
+        } else {
+                long long v = strtoll(buf, NULL, 10);
+                overflow = errno == ERANGE || (!is_long && (v > INT32_MAX || v < INT32_MIN));
+        }
+        if (!overflow)
+                return;
+        if (is_long)
+                PROBLEM(lx, lx->line, "integer %.*s does not fit in 64 bits", (int) len, tok);
+        else
+                PROBLEM(lx, lx->line, "integer %s does not fit in 32 bits; "
+                        "write it with an L suffix (%sL) if it is meant to be that large", buf, buf);
+}
+
+/* "@include" anywhere, strings and comments included: whether libconfig
+ * would take a given occurrence as a directive depends on its lexer's state
+ * (a string left open on the line before hides it, for one), and guessing
+ * that state wrong would let it open a file. No configuration of this daemon
+ * needs those bytes, so any of them refuses the file. */
+static void check_include(struct lexer *lx) {
+        const char *p = memmem(lx->text, lx->len, "@include", 8);
+        unsigned line = 1;
+
+        if (!p)
+                return;
+        for (const char *q = lx->text; q < p; q++)
+                line += *q == '\n';
+        lx->scan->include = lx->scan->withhold = true;
+        PROBLEM(lx, line, "@include is not supported; keep the whole configuration in one file");
+}
+
+static void check_bom(struct lexer *lx) {
+        if (lx->len >= 3 && memcmp(lx->text, "\xef\xbb\xbf", 3) == 0) {
+                lx->scan->withhold = true;
+                PROBLEM(lx, 1, "the file starts with a byte order mark (bytes ef bb bf); save it without one");
+        }
+}
+
+/* Outside strings (where it is just a byte of the value), a carriage
+ * return must end a line with a line feed: libconfig counts lines by line
+ * feeds only, and a '#' comment runs on past a lone one, so an editor would
+ * show text on a line of its own that the parser takes for a comment. */
+static void check_cr(struct lexer *lx, size_t i) {
+        if (lx->text[i] != '\r' || at(lx, i + 1, '\n') || lx->bare_cr)
+                return;
+        lx->bare_cr = lx->scan->withhold = true;
+        PROBLEM(lx, lx->line, "a carriage return that does not end a line (old Mac line endings?); "
+                "the parser would not see a new line there");
+}
+
+static void add_seen(struct lexer *lx) {
+        struct config_scan *s = lx->scan;
+
+        if (s->n_seen == s->n_alloc) {
+                size_t n = s->n_alloc ? s->n_alloc * 2 : 32;
+                struct config_seen *p = realloc(s->seen, n * sizeof(*p));
+                if (!p) {
+                        lx->err = -ENOMEM;
+                        return;
+                }
+                s->seen = p;
+                s->n_alloc = n;
+        }
+        s->seen[s->n_seen++] = (struct config_seen) {
+                .name = lx->pending, .len = lx->pending_len, .line = lx->pending_line, .depth = lx->depth,
+        };
+}
+
+static void skip_block_comment(struct lexer *lx) {
+        unsigned start = lx->line;
+        size_t i;
+
+        for (i = lx->i + 2; i < lx->len && !(lx->text[i] == '*' && at(lx, i + 1, '/')); i++) {
+                check_cr(lx, i);
+                lx->line += lx->text[i] == '\n';
+        }
+        if (i >= lx->len) {
+                lx->scan->withhold = true;
+                PROBLEM(lx, start, "a /* comment that is never closed; it would hide the rest of the file");
+        }
+        lx->i = i + 2;
+}
+
+static void skip_string(struct lexer *lx) {
+        unsigned start = lx->line;
+        bool nul = false;
+        size_t i;
+
+        for (i = lx->i + 1; i < lx->len && lx->text[i] != '"'; i++) {
+                if (lx->text[i] == '\\' && i + 1 < lx->len) {
+                        /* libconfig drops a \x00 (a C string cannot hold it). */
+                        if (!nul && (lx->text[i + 1] == 'x' || lx->text[i + 1] == 'X') && at(lx, i + 2, '0') &&
+                            at(lx, i + 3, '0')) {
+                                nul = true;
+                                PROBLEM(lx, lx->line, "a string cannot hold a NUL byte (\\x00); "
+                                        "the parser would drop it");
+                        }
+                        i++;
+                }
+                lx->line += lx->text[i] == '\n';
+        }
+        if (i >= lx->len) {
+                lx->scan->withhold = true;
+                PROBLEM(lx, start, "a string that is never closed; it would hide the rest of the file");
+        }
+        lx->i = i + 1;
+}
+
+static bool number_starts(const struct lexer *lx, char c) {
+        size_t i = lx->i;
+
+        if (isdigit((unsigned char) c))
+                return true;
+        if (c == '.')
+                return (i + 1 < lx->len && isdigit((unsigned char) lx->text[i + 1])) || strchr("=:,[(", lx->prev);
+        return (c == '-' || c == '+') && strchr("=:,[(", lx->prev) && i + 1 < lx->len &&
+               (isdigit((unsigned char) lx->text[i + 1]) || lx->text[i + 1] == '.');
+}
+
+static void lex_number(struct lexer *lx) {
+        const char *t = lx->text;
+        size_t start = lx->i++;
+
+        while (lx->i < lx->len && (isalnum((unsigned char) t[lx->i]) || t[lx->i] == '.' ||
+                                   ((t[lx->i] == '-' || t[lx->i] == '+') &&
+                                    (t[lx->i - 1] == 'e' || t[lx->i - 1] == 'E') &&
+                                    !memchr(t + start, 'x', lx->i - start) &&
+                                    !memchr(t + start, 'X', lx->i - start))))
+                lx->i++;
+        check_number(lx, t + start, lx->i - start);
+}
+
+/* One token, or a run of blanks or a comment. */
+static void lex_one(struct lexer *lx) {
+        char c = lx->text[lx->i];
+        bool significant = true;
+
+        if (c == '\n') {
+                lx->line++;
+                lx->i++;
+                significant = false;
+        } else if (isspace((unsigned char) c)) {
+                check_cr(lx, lx->i++);
+                significant = false;
+        } else if (c == '#' || (c == '/' && at(lx, lx->i + 1, '/'))) {
+                while (lx->i < lx->len && lx->text[lx->i] != '\n')
+                        check_cr(lx, lx->i++);
+                significant = false;
+        } else if (c == '/' && at(lx, lx->i + 1, '*')) {
+                skip_block_comment(lx);
+                significant = false;
+        } else if (c == '"') {
+                /* libconfig joins adjacent strings as C does: in a list that
+                 * is a missing comma ("::" "1" would read as "::1"). */
+                if (lx->prev == '"')
+                        PROBLEM(lx, lx->line, "two strings with no comma between them would be read as one; "
+                                "separate list entries with ','");
+                skip_string(lx);
+                lx->prev = '"';
+        } else if (c == '@') {
+                while (lx->i < lx->len && lx->text[lx->i] != '\n')
+                        lx->i++;
+                lx->prev = '@';
+        } else if (number_starts(lx, c)) {
+                lex_number(lx);
+                lx->prev = '0';
+        } else if (is_name_char(c)) {
+                lx->pending = lx->text + lx->i;
+                lx->pending_line = lx->line;
+                while (lx->i < lx->len && is_name_char(lx->text[lx->i]))
+                        lx->i++;
+                lx->pending_len = (size_t) (lx->text + lx->i - lx->pending);
+                lx->prev = 'a';
+                lx->scan->last_line = lx->line;
+                return; /* keeps the name pending */
+        } else {
+                if ((c == '=' || c == ':') && lx->pending)
+                        add_seen(lx);
+                if (c == '{')
+                        lx->depth++;
+                else if (c == '}' && lx->depth > 0)
+                        lx->depth--;
+                lx->prev = c;
+                lx->i++;
+        }
+        if (significant) {
+                lx->pending = NULL;
+                lx->scan->last_line = lx->line;
+        }
+}
+
+int config_scan(const char *name, const char *text, size_t len, struct config_scan *scan,
+                struct config_diag *diag) {
+        struct lexer lx = {
+                .name = name, .text = text, .len = len, .line = 1, .prev = '=', .scan = scan, .diag = diag,
+        };
+
+        check_include(&lx);
+        check_bom(&lx);
+        while (lx.i < len && lx.err == 0)
+                lex_one(&lx);
+        return lx.err;
+}
+
+void config_scan_done(struct config_scan *scan) {
+        free(scan->seen);
+        scan->seen = NULL;
+        scan->n_seen = scan->n_alloc = 0;
+}
+
+static bool same_name(const char *a, size_t len, const char *b) {
+        return strlen(b) == len && memcmp(a, b, len) == 0;
+}
+
+/* Both lists are in the order of the text, so one walk compares them. */
+void config_scan_compare(const char *name, const struct config_scan *scan, const struct config_read *got,
+                         size_t n, struct config_diag *diag) {
+        size_t i = 0, j = 0;
+
+        while (i < n || j < scan->n_seen) {
+                const struct config_seen *t = j < scan->n_seen ? &scan->seen[j] : NULL;
+                const struct config_read *g = i < n ? &got[i] : NULL;
+
+                if (t && t->depth > 0) {
+                        j++; /* inside a group, which no key takes: an error anyway */
+                } else if (t && g && same_name(t->name, t->len, g->name) && t->line == g->line) {
+                        i++;
+                        j++;
+                } else if (t && (!g || t->line <= g->line)) {
+                        config_diag_add(diag, "%s:%u: '%.*s' is not read by the parser (is a comment or a "
+                                        "string left open before it?)", name, t->line,
+                                        (int) (t->len > 64 ? 64 : t->len), t->name);
+                        j++;
+                } else {
+                        config_diag_add(diag, "%s:%u: '%.64s' is read as a setting where the text does not "
+                                        "clearly start one; end each setting with ';'", name, g->line, g->name);
+                        i++;
+                }
+        }
+}
+
+/* The setting on `line` whose name was set before at the same depth. */
+static const struct config_seen *find_duplicate(const struct config_scan *scan, unsigned line,
+                                                const struct config_seen **first) {
+        for (size_t j = 0; j < scan->n_seen; j++) {
+                const struct config_seen *t = &scan->seen[j];
+
+                if (t->line != line)
+                        continue;
+                for (size_t k = 0; k < j; k++)
+                        if (scan->seen[k].depth == t->depth && scan->seen[k].len == t->len &&
+                            memcmp(scan->seen[k].name, t->name, t->len) == 0) {
+                                *first = &scan->seen[k];
+                                return t;
+                        }
+        }
+        return NULL;
+}
+
+void config_scan_parse_error(const char *name, const struct config_scan *scan, unsigned line, const char *what,
+                             struct config_diag *diag) {
+        const struct config_seen *dup, *first = NULL;
+
+        if (strcmp(what, "duplicate setting name") == 0 && (dup = find_duplicate(scan, line, &first))) {
+                config_diag_add(diag, "%s:%u: duplicate setting '%.*s' (first set on line %u)", name, line,
+                                (int) (dup->len > 64 ? 64 : dup->len), dup->name, first->line);
+                return;
+        }
+        /* At the end of the text libconfig counts lines past the last one. */
+        if (scan->last_line > 0 && line > scan->last_line) {
+                config_diag_add(diag, "%s:%u: %s at the end of the file (is the last setting incomplete?)",
+                                name, scan->last_line, what);
+                return;
+        }
+        config_diag_add(diag, "%s:%u: %s", name, line, what);
+}
