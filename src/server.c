@@ -223,7 +223,9 @@ static void reap(struct server *s) {
                 session_log_record(slot, status, now_usec(CLOCK_MONOTONIC));
                 admission_release(&s->adm, &slot->peer);
                 if (s->draining) {
-                        if (slot->cut)
+                        /* Drained only if it ended by itself: not killed,
+                         * and not ended by the cut (SIGTERM, ours or not). */
+                        if (WIFSIGNALED(status) || slot->stats.reason == CLOSE_SHUTDOWN)
                                 s->cut++;
                         else
                                 s->drained++;
@@ -305,9 +307,7 @@ static int next_timeout_ms(const struct server *s, uint64_t now) {
                 next = s->report_at;
         if (next == UINT64_MAX)
                 return -1;
-        if (next <= now)
-                return 0;
-        return (int) ((next - now + USEC_PER_MSEC - 1) / USEC_PER_MSEC);
+        return usec_to_timeout_ms(next > now ? next - now : 0);
 }
 
 static int setup(struct server *s) {
@@ -412,6 +412,7 @@ int server_run_connected(const struct config *cfg, int fd) {
         socklen_t len = sizeof(slot.peer);
 
         spawn_reset_signals();
+        worker_set_signals(); /* one session: SIGTERM cuts it, SIGHUP and the like do not */
         (void) getpeername(fd, &slot.peer.sa, &len);
         spawn_serve_here(fd, &slot, &limits);
         session_log_record(&slot, 0, now_usec(CLOCK_MONOTONIC));

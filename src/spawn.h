@@ -28,8 +28,9 @@ pid_t spawn_worker(int client_fd, struct slot *slot, const struct worker_limits 
                    const sigset_t *worker_mask);
 
 /* The worker's set-up, run in the child right after fork(): moves fd to 3,
- * closes every other descriptor above 2, drops the systemd variables and
- * restores `mask` (dispositions come from spawn_reset_signals()).
+ * closes every other descriptor above 2, drops the systemd variables, sets
+ * the worker's dispositions (worker_set_signals(); the rest come from
+ * spawn_reset_signals()) and then restores `mask`.
  * Returns 3 or -errno. */
 int spawn_prepare_worker(int fd, const sigset_t *mask);
 

@@ -148,7 +148,8 @@ def test_inherited_ignored_signals_are_reset():
         assert d.wait_exit() == 0
         d.wait_log(r"stopped: 0 session\(s\) drained, 1 cut")
         rec = d.wait_records(6)[-1]
-        assert rec["reason"] == "shutdown" and "SIGTERM" in rec["detail"], rec
+        # The worker caught the cut's SIGTERM and closed the session itself.
+        assert rec["reason"] == "shutdown" and not rec["detail"], rec
         idle.close()
 
 
