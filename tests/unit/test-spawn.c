@@ -156,6 +156,12 @@ static void test_prepare_from_inside(void) {
                 sigprocmask(SIG_SETMASK, NULL, &now);
                 bad |= sigismember(&now, SIGCHLD) ? 32 : 0;
                 bad |= signal(SIGPIPE, SIG_DFL) == SIG_IGN ? 0 : 64;
+                /* The daemon's signals spare the worker; SIGTERM cuts it. */
+                struct sigaction in, term;
+                sigaction(SIGINT, NULL, &in);
+                sigaction(SIGTERM, NULL, &term);
+                bad |= in.sa_handler == SIG_IGN && term.sa_handler != SIG_IGN && term.sa_handler != SIG_DFL &&
+                       !(term.sa_flags & SA_RESTART) ? 0 : 128;
                 _exit(bad);
         }
         ASSERT(waitpid(pid, &status, 0) == pid);
