@@ -36,6 +36,14 @@ static void on_sigterm(int sig) {
         errno = saved;
 }
 
+bool worker_cut_came(bool blocked) {
+        sigset_t pending;
+
+        if (worker_cut_requested)
+                return true;
+        return blocked && sigpending(&pending) == 0 && sigismember(&pending, SIGTERM);
+}
+
 void worker_set_signals(void) {
         /* No SA_RESTART: a blocked recv() or ppoll() returns EINTR. */
         struct sigaction term = { .sa_handler = on_sigterm }, ign = { .sa_handler = SIG_IGN };
@@ -113,7 +121,7 @@ static void linger_close(int fd, const struct worker_limits *lim, void *buf, str
                         break;
                 }
                 now = now_usec(CLOCK_MONOTONIC);
-                if (worker_cut_requested && !cut_seen) {
+                if (!cut_seen && worker_cut_came(true)) {
                         cut_seen = true;
                         deadline = min_u64(deadline, now + WORKER_CUT_LINGER_USEC);
                 }

@@ -304,7 +304,7 @@ static enum close_reason echo_loop(struct session *s, char *buf) {
                 /* A client that keeps the pipe full never lets a timeout
                  * expire, so the cut and the session limit are checked on
                  * every round. */
-                if (worker_cut_requested)
+                if (worker_cut_came(s->cut_blocked))
                         return CLOSE_SHUTDOWN;
                 if (session_over(s))
                         return CLOSE_SESSION_TIME;

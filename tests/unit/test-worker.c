@@ -504,6 +504,51 @@ static void test_sigterm_cut_anywhere(void) {
         ASSERT_INT(misses, ==, 0);
 }
 
+/* A cut during bulk traffic that never lets the worker wait (a reader
+ * process drains the echo while the test writes): the cut still ends it. */
+static void test_sigterm_cut_busy_stream(void) {
+        struct worker_limits lim = base;
+        char chunk[65536] = { 0 };
+        int c, status;
+        pid_t pid, reader;
+
+        lim.idle_timeout_ms = lim.write_timeout_ms = 60000;
+        lim.max_session_time_ms = 0;
+        pid = start(&lim, &c);
+        enter_splice_mode(pid, c, lim.buffer_size);
+        reader = fork();
+        ASSERT(reader >= 0);
+        if (reader == 0) {
+                while (read(c, chunk, sizeof(chunk)) > 0)
+                        ;
+                _exit(0);
+        }
+        uint64_t cut_at = 0, until = now_usec(CLOCK_MONOTONIC) + 10 * USEC_PER_SEC;
+        for (uint64_t sent = 0; now_usec(CLOCK_MONOTONIC) < until; ) {
+                ssize_t w = send(c, chunk, sizeof(chunk), MSG_NOSIGNAL);
+                if (w <= 0)
+                        break; /* the worker has ended the session */
+                sent += (uint64_t) w;
+                if (!cut_at && sent > 64 * 1024 * 1024) {
+                        kill(pid, SIGTERM);
+                        cut_at = now_usec(CLOCK_MONOTONIC);
+                }
+                if (cut_at && waitpid(pid, &status, WNOHANG) == pid)
+                        break;
+        }
+        ASSERT(cut_at);
+        shutdown(c, SHUT_WR);
+        ASSERT(ended_within(pid, 5000) || stats->end_usec);
+        printf("   busy splice stream cut %" PRIu64 " ms after SIGTERM (%" PRIu64 " bytes echoed)\n",
+               (stats->end_usec - cut_at) / USEC_PER_MSEC, stats->bytes_out);
+        ASSERT_INT(stats->reason, ==, CLOSE_SHUTDOWN);
+        /* Within its lingering close's bound, before the daemon's SIGKILL
+         * (two seconds after its SIGTERM). */
+        ASSERT(stats->end_usec - cut_at < WORKER_CUT_LINGER_USEC + 900 * USEC_PER_MSEC);
+        waitpid(reader, NULL, 0);
+        close(c);
+}
+
 /* Cut while the client does not read: the worker lingers (FIN after the
  * echo, input discarded) for at most WORKER_CUT_LINGER_USEC; a client that
  * reads meanwhile gets everything counted, then an orderly end. */
@@ -731,6 +776,7 @@ int main(void) {
         RUN(test_long_session_limit_waits);
         RUN(test_daemon_signals_ignored);
         RUN(test_sigterm_cut_anywhere);
+        RUN(test_sigterm_cut_busy_stream);
         RUN(test_sigterm_cut_late_reader);
         RUN(test_session_bytes_late_reader);
         RUN(test_session_time_late_reader);
