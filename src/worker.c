@@ -243,7 +243,9 @@ static void stop_splicing(struct session *s) {
  * count, 0 at the client's end of stream, or a close reason negated (every
  * reason but CLOSE_NONE is positive). */
 static ssize_t receive(struct session *s, char *buf, size_t want) {
-        s->idle_end = after(now_usec(CLOCK_MONOTONIC), s->lim->idle_timeout_ms);
+        uint64_t now = now_usec(CLOCK_MONOTONIC);
+
+        s->idle_end = after(now, s->lim->idle_timeout_ms);
         for (;;) {
                 enum close_reason r;
                 ssize_t n;
@@ -267,7 +269,6 @@ static ssize_t receive(struct session *s, char *buf, size_t want) {
                                 continue;
                         }
                 } else {
-                        uint64_t now = now_usec(CLOCK_MONOTONIC);
                         int e = arm_receive(s, now);
 
                         if (e < 0)
@@ -278,7 +279,8 @@ static ssize_t receive(struct session *s, char *buf, size_t want) {
                         n = recv(s->fd, buf, want, 0);
                         if (n < 0 && errno == EAGAIN) {
                                 /* SO_RCVTIMEO ran out, or was clamped, or the cut shortened it. */
-                                r = receive_expired(s, now_usec(CLOCK_MONOTONIC));
+                                now = now_usec(CLOCK_MONOTONIC);
+                                r = receive_expired(s, now);
                                 if (r != CLOSE_NONE)
                                         return -(ssize_t) r;
                                 continue;
@@ -290,6 +292,7 @@ static ssize_t receive(struct session *s, char *buf, size_t want) {
                         return -(ssize_t) io_error(errno, s->st);
                 if (worker_cut_requested)
                         return -(ssize_t) CLOSE_SHUTDOWN;
+                now = now_usec(CLOCK_MONOTONIC);
         }
 }
 
