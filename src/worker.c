@@ -125,7 +125,7 @@ static enum close_reason receive_expired(const struct session *s, uint64_t now) 
  * idle deadline nearer, it is the same value every time). */
 static int arm_receive(struct session *s, uint64_t now) {
         uint64_t until = min_u64(s->idle_end, s->session_end);
-        uint64_t usec = until == UINT64_MAX ? UINT64_MAX : until - now;
+        uint64_t usec = until == UINT64_MAX ? UINT64_MAX : until > now ? until - now : 0;
 
         if (usec != s->rcv_timeout) {
                 struct timeval tv = usec_to_timeval(usec);
