@@ -17,9 +17,10 @@
 /* Sets every signal the program may change back to its default disposition
  * and ignores SIGPIPE. Called once by the daemon before anything forks:
  * whatever it inherited (a SIGCHLD ignored by its parent would make the
- * kernel reap workers before they are recorded, an ignored SIGTERM would
- * keep workers from ending at the drain), its workers start from a known
- * state without any work per fork. */
+ * kernel reap workers before they are recorded; an ignored signal never
+ * reaches the signalfd), the daemon and its workers start from a known
+ * state. The worker then sets the few dispositions of its own
+ * (worker_set_signals(): the daemon must not ignore what it reads). */
 void spawn_reset_signals(void);
 
 /* worker_mask: the signal mask the daemon started with, restored in the

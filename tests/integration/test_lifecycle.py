@@ -134,7 +134,7 @@ def test_sigterm_cuts_after_drain_timeout():
 
 def test_inherited_ignored_signals_are_reset():
     # A parent that ignores SIGCHLD would have the kernel reap workers before
-    # they are recorded; an ignored SIGTERM would keep workers alive at the cut.
+    # they are recorded; an ignored SIGTERM would never reach the daemon.
     with Daemon("drain_timeout = 0.3;", ignored_signals=("CHLD", "TERM", "HUP")) as d:
         with open(f"/proc/{d.pid}/status") as f:
             ignored = int(re.search(r"SigIgn:\s+(\w+)", f.read()).group(1), 16)
