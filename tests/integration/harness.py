@@ -76,10 +76,11 @@ def raise_nofile():
 class Collector:
     """Lines or datagrams gathered by a thread, waited for under a condition."""
 
-    def __init__(self):
+    def __init__(self, sources=1):
         self.items = []
         self.cond = threading.Condition()
         self.closed = False
+        self.sources = sources  # closed when the last of them ends
 
     def add(self, item):
         with self.cond:
@@ -87,8 +88,10 @@ class Collector:
             self.cond.notify_all()
 
     def close(self):
+        """One source has ended; the collector closes with the last."""
         with self.cond:
-            self.closed = True
+            self.sources -= 1
+            self.closed = self.sources <= 0
             self.cond.notify_all()
 
     def snapshot(self):
@@ -131,7 +134,9 @@ class Daemon:
         self.ignored_signals = ignored_signals  # e.g. ("CHLD",): inherited as SIG_IGN
         self.sockets = []
         self.proc = None
-        self.log = Collector()
+        # stdout and stderr: a line still unread on one must not be lost
+        # because the other ended first.
+        self.log = Collector(sources=2)
         self.notes = Collector()
         self.threads = []
 
