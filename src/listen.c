@@ -21,13 +21,25 @@ void listen_close_all(struct listen_set *ls) {
         ls->connected_fd = safe_close(ls->connected_fd);
 }
 
+/* Urgent data (MSG_OOB) stays in the stream, so it is echoed like every
+ * other byte (RFC 862; RFC 6093 advises it). Set on the listener, accepted
+ * sockets inherit it before their first byte can arrive. */
+static int urgent_inline(int fd) {
+        if (setsockopt(fd, SOL_SOCKET, SO_OOBINLINE, &(int) { 1 }, sizeof(int)) < 0)
+                return negative_errno();
+        return 0;
+}
+
 static int record(struct listener *l, int fd) {
         union sockaddr_any a;
         socklen_t len = sizeof(a);
-        int flags;
+        int flags, r;
 
         if (getsockname(fd, &a.sa, &len) < 0)
                 return negative_errno();
+        r = urgent_inline(fd);
+        if (r < 0)
+                return r;
         flags = fcntl(fd, F_GETFL);
         if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0 ||
             fcntl(fd, F_SETFD, FD_CLOEXEC) < 0)
@@ -87,6 +99,7 @@ int listen_inherit(struct listen_set *ls, char *err, size_t errlen) {
                                 ls->n++;
                 } else if (n == 1 && sd_is_socket_inet(fd, AF_UNSPEC, SOCK_STREAM, 0, 0) > 0) {
                         ls->connected_fd = fd;
+                        (void) urgent_inline(fd); /* late, but the best there is for Accept=yes */
                 } else {
                         snprintf(err, errlen, "fd %d (%s) is %s; echo-mpserv needs listening TCP sockets "
                                  "(ListenStream= with an IP address or port, Accept=no)",

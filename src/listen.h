@@ -1,7 +1,9 @@
 /* Listening sockets: taken from systemd, or bound from the configuration.
  *
  * Contract: on success every listener is a non-blocking, close-on-exec,
- * listening TCP socket (IPv4 or IPv6) with its local address recorded. On
+ * listening TCP socket (IPv4 or IPv6) with urgent data inline
+ * (SO_OOBINLINE, inherited by accepted sockets) and its local address
+ * recorded. On
  * failure nothing is left open and `err` names the socket and the cause. */
 #pragma once
 

@@ -14,8 +14,11 @@
 #include "log.h"
 #include "report.h"
 #include "server.h"
+#include "worker.h"
 
 #define KILL_GRACE_USEC (2 * USEC_PER_SEC)
+/* A worker cut with SIGTERM closes its connection itself before SIGKILL. */
+_Static_assert(KILL_GRACE_USEC > WORKER_CUT_LINGER_USEC, "the kill grace must outlast the cut's linger");
 
 struct server {
         struct config cfg;

@@ -226,7 +226,9 @@ static void reap(struct server *s) {
                 budget_connection(&s->budget, &s->cfg, slot, status, now_usec(CLOCK_MONOTONIC));
                 admission_release(&s->adm, &server_counted(s, slot)->hold, now_usec(CLOCK_MONOTONIC));
                 if (s->draining) {
-                        if (slot->cut)
+                        /* Drained only if it ended by itself: not killed,
+                         * and not ended by the cut (SIGTERM, ours or not). */
+                        if (WIFSIGNALED(status) || slot->stats.reason == CLOSE_SHUTDOWN)
                                 s->cut++;
                         else
                                 s->drained++;
@@ -314,9 +316,7 @@ static int next_timeout_ms(const struct server *s, uint64_t now) {
                 next = server_records_due(s);
         if (next == UINT64_MAX)
                 return -1;
-        if (next <= now)
-                return 0;
-        return (int) ((next - now + USEC_PER_MSEC - 1) / USEC_PER_MSEC);
+        return usec_to_timeout_ms(next > now ? next - now : 0);
 }
 
 static int setup(struct server *s) {
@@ -437,6 +437,7 @@ int server_run_connected(const struct config *cfg, int fd) {
                 safe_close(fd);
                 return log_errno(LOG_ERR, r, NULL, "cannot set up address hashing; closing the connection");
         }
+        worker_set_signals(); /* one session: SIGTERM cuts it, SIGHUP and the like do not */
         (void) getpeername(fd, &slot.peer.sa, &len);
         spawn_serve_here(fd, &slot, &limits);
         session_log_record(&slot, 0, now_usec(CLOCK_MONOTONIC));

@@ -56,12 +56,11 @@ enum close_reason spawn_serve_here(int fd, struct slot *slot, const struct worke
         if (buf == MAP_FAILED) {
                 slot->stats.reason = CLOSE_ERROR;
                 slot->stats.error = ENOMEM;
-                slot->stats.end_usec = now_usec(CLOCK_MONOTONIC);
-                worker_close(fd, CLOSE_ERROR);
+                worker_close(fd, limits, NULL, &slot->stats);
                 return CLOSE_ERROR;
         }
         r = worker_echo(fd, limits, slot->start_usec, buf, &slot->stats);
-        worker_close(fd, r);
+        worker_close(fd, limits, buf, &slot->stats);
         munmap(buf, limits->buffer_size);
         return r;
 }
@@ -78,6 +77,9 @@ int spawn_prepare_worker(int fd, const sigset_t *mask) {
         for (size_t i = 0; i < ELEMENTSOF(inherited_env); i++)
                 (void) unsetenv(inherited_env[i]);
 
+        /* Dispositions first, while the parent's blocked signals are still
+         * blocked here: no SIGINT meant for the daemon can slip in between. */
+        worker_set_signals();
         /* The parent blocks the signals it reads from its signalfd. */
         if (sigprocmask(SIG_SETMASK, mask, NULL) < 0)
                 return negative_errno();

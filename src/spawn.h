@@ -17,9 +17,10 @@
 /* Sets every signal the program may change back to its default disposition
  * and ignores SIGPIPE. Called once by the daemon before anything forks:
  * whatever it inherited (a SIGCHLD ignored by its parent would make the
- * kernel reap workers before they are recorded, an ignored SIGTERM would
- * keep workers from ending at the drain), its workers start from a known
- * state without any work per fork. */
+ * kernel reap workers before they are recorded; an ignored signal never
+ * reaches the signalfd), the daemon and its workers start from a known
+ * state. The worker then sets the few dispositions of its own
+ * (worker_set_signals(): the daemon must not ignore what it reads). */
 void spawn_reset_signals(void);
 
 /* worker_mask: the signal mask the daemon started with, restored in the
@@ -28,8 +29,9 @@ pid_t spawn_worker(int client_fd, struct slot *slot, const struct worker_limits 
                    const sigset_t *worker_mask);
 
 /* The worker's set-up, run in the child right after fork(): moves fd to 3,
- * closes every other descriptor above 2, drops the systemd variables and
- * restores `mask` (dispositions come from spawn_reset_signals()).
+ * closes every other descriptor above 2, drops the systemd variables, sets
+ * the worker's dispositions (worker_set_signals(); the rest come from
+ * spawn_reset_signals()) and then restores `mask`.
  * Returns 3 or -errno. */
 int spawn_prepare_worker(int fd, const sigset_t *mask);
 

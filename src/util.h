@@ -4,9 +4,11 @@
 #pragma once
 
 #include <errno.h>
+#include <limits.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -42,6 +44,48 @@ static inline void closep(int *fd) {
 
 static inline void freep(void *p) {
         free(*(void **) p);
+}
+
+/* Time inside the program is a uint64_t of microseconds, UINT64_MAX meaning
+ * "no deadline". Every conversion into a kernel timeout goes through the
+ * helpers below, which clamp a single wait to WAIT_MAX_USEC: a caller whose
+ * deadline lies further simply wakes and waits again. A day fits every type
+ * involved on every architecture (an int of milliseconds overflows after
+ * 24.8 days, and a 32-bit kernel reads a socket timeout over ~24.8 days as
+ * no timeout at all), so no remaining time can turn into "forever". */
+#define WAIT_MAX_USEC (UINT64_C(86400) * USEC_PER_SEC)
+
+static inline uint64_t wait_clamp(uint64_t usec) {
+        return usec < WAIT_MAX_USEC ? usec : WAIT_MAX_USEC;
+}
+
+/* For poll() and epoll_wait(): -1 (no timeout) for UINT64_MAX, otherwise
+ * milliseconds rounded up, so a wait never ends before its deadline. */
+static inline int usec_to_timeout_ms(uint64_t usec) {
+        if (usec == UINT64_MAX)
+                return -1;
+        usec = wait_clamp(usec);
+        return (int) ((usec + USEC_PER_MSEC - 1) / USEC_PER_MSEC);
+}
+
+/* For ppoll(): NULL (no timeout) for UINT64_MAX, otherwise *ts filled. */
+static inline struct timespec *usec_to_timespec(uint64_t usec, struct timespec *ts) {
+        if (usec == UINT64_MAX)
+                return NULL;
+        usec = wait_clamp(usec);
+        *ts = (struct timespec) { .tv_sec = (time_t) (usec / USEC_PER_SEC),
+                                  .tv_nsec = (long) (usec % USEC_PER_SEC) * 1000 };
+        return ts;
+}
+
+/* For SO_RCVTIMEO, where the kernel reads {0, 0} as no timeout: UINT64_MAX
+ * gives {0, 0}, and 0 gives one microsecond (expire at once). */
+static inline struct timeval usec_to_timeval(uint64_t usec) {
+        if (usec == UINT64_MAX)
+                return (struct timeval) { 0, 0 };
+        usec = usec ? wait_clamp(usec) : 1;
+        return (struct timeval) { .tv_sec = (time_t) (usec / USEC_PER_SEC),
+                                  .tv_usec = (suseconds_t) (usec % USEC_PER_SEC) };
 }
 
 static inline uint64_t now_usec(clockid_t clock) {

@@ -18,15 +18,33 @@
  *
  * Ordering and memory stay trivial either way: read a chunk, write all of it
  * back, read again. At most one buffer (or one pipe) of a client's data is
- * held here. */
+ * held here.
+ *
+ * Idleness is the same in both modes: time spent waiting for input, counted
+ * from the moment the worker starts waiting (time spent waiting for the
+ * client to take its echo is the write timeout's business).
+ *
+ * splice() stops at the urgent mark and cannot pass it (it then reports
+ * EAGAIN, or an end of stream after a half-close); urgent data arrives
+ * inline (SO_OOBINLINE, set on the listener), so splice mode hands over to
+ * recv(), which can, when poll() reports POLLPRI or splice() reports an end.
+ *
+ * The cut (SIGTERM) must end any wait, whenever it comes. Its handler sets a
+ * flag and gives the socket a tiny receive timeout, so a recv() that was
+ * about to block returns at once; every other wait is a ppoll() with SIGTERM
+ * blocked until ppoll() itself unblocks it atomically. Splice mode keeps
+ * SIGTERM blocked throughout (all its waits are ppoll()s); copy mode blocks
+ * it only around a wait for write space, its slow path. */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 
 #include "util.h"
+#include "worker-private.h"
 #include "worker.h"
 
 static const char *const reason_names[_CLOSE_REASON_MAX] = {
@@ -52,9 +70,11 @@ struct session {
         const struct worker_limits *lim;
         struct worker_stats *st;
         uint64_t session_end;   /* UINT64_MAX: none */
-        uint64_t rcv_timeout;   /* usec currently set as SO_RCVTIMEO (0: none) */
-        uint64_t idle_end;      /* splice mode: when the idle timeout expires */
+        uint64_t idle_end;      /* when the current wait for input times out (UINT64_MAX: never) */
+        uint64_t rcv_timeout;   /* usec currently set as SO_RCVTIMEO (UINT64_MAX: none) */
         int pipe[2];            /* splice mode when pipe[0] >= 0; the socket is then non-blocking */
+        bool cut_blocked;       /* SIGTERM blocked; wait_mask is the mask ppoll() waits with */
+        sigset_t wait_mask;
 };
 
 static enum close_reason io_error(int err, struct worker_stats *st) {
@@ -72,52 +92,89 @@ static bool session_over(const struct session *s) {
         return s->session_end != UINT64_MAX && now_usec(CLOCK_MONOTONIC) >= s->session_end;
 }
 
-/* Sets SO_RCVTIMEO to the idle timeout or to what is left of the session,
- * whichever is shorter; a system call only when the value changes. Returns
- * -errno, or 1 when the session limit is the nearer one (0 otherwise). */
-static int arm_receive(struct session *s) {
-        uint64_t idle = s->lim->idle_timeout_ms ? (uint64_t) s->lim->idle_timeout_ms * USEC_PER_MSEC : UINT64_MAX;
-        uint64_t left = UINT64_MAX, usec;
-        struct timeval tv;
+static void block_cut(struct session *s) {
+        sigset_t term;
 
-        if (s->session_end != UINT64_MAX) {
-                uint64_t now = now_usec(CLOCK_MONOTONIC);
-                left = s->session_end > now ? s->session_end - now : 1;
-        }
-        usec = left < idle ? left : idle;
-        if (usec == UINT64_MAX)
-                usec = 0; /* no limit: block for as long as it takes */
+        if (s->cut_blocked)
+                return;
+        sigemptyset(&term);
+        sigaddset(&term, SIGTERM);
+        (void) sigprocmask(SIG_BLOCK, &term, &s->wait_mask);
+        sigdelset(&s->wait_mask, SIGTERM);
+        s->cut_blocked = true;
+}
+
+static void unblock_cut(struct session *s) {
+        if (!s->cut_blocked)
+                return;
+        (void) sigprocmask(SIG_SETMASK, &s->wait_mask, NULL);
+        s->cut_blocked = false;
+}
+
+/* The reason a wait for input has run out, or CLOSE_NONE. */
+static enum close_reason receive_expired(const struct session *s, uint64_t now) {
+        if (now >= s->session_end)
+                return CLOSE_SESSION_TIME;
+        if (now >= s->idle_end)
+                return CLOSE_IDLE;
+        return CLOSE_NONE;
+}
+
+/* Sets SO_RCVTIMEO to what is left until the idle or the session deadline,
+ * whichever is nearer; a system call only when the value changes (with the
+ * idle deadline nearer, it is the same value every time). */
+static int arm_receive(struct session *s, uint64_t now) {
+        uint64_t until = min_u64(s->idle_end, s->session_end);
+        uint64_t usec = until == UINT64_MAX ? UINT64_MAX : until > now ? until - now : 0;
+
         if (usec != s->rcv_timeout) {
-                tv = (struct timeval) { .tv_sec = (time_t) (usec / USEC_PER_SEC),
-                                        .tv_usec = (suseconds_t) (usec % USEC_PER_SEC) };
+                struct timeval tv = usec_to_timeval(usec);
                 if (setsockopt(s->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0)
                         return negative_errno();
                 s->rcv_timeout = usec;
         }
-        return left < idle;
+        return 0;
 }
 
-/* Waits for `events` until `deadline` (or the end of the session). Returns
- * CLOSE_NONE when ready, or the close reason for the deadline that passed. */
-static enum close_reason wait_for(struct session *s, short events, uint64_t deadline, enum close_reason on_timeout) {
-        uint64_t until = deadline < s->session_end ? deadline : s->session_end;
+/* Waits for `events` until `deadline` (or the end of the session, or the
+ * cut). Returns CLOSE_NONE when ready (with the events in *revents when
+ * asked), or the close reason for what ended the wait. */
+static enum close_reason wait_for(struct session *s, short events, uint64_t deadline,
+                                  enum close_reason on_timeout, short *revents) {
+        uint64_t until = min_u64(deadline, s->session_end);
+        bool was_blocked = s->cut_blocked;
+        enum close_reason r = CLOSE_NONE;
 
+        block_cut(s);
         for (;;) {
                 struct pollfd p = { .fd = s->fd, .events = events };
                 uint64_t now = now_usec(CLOCK_MONOTONIC);
-                int r, timeout = -1;
+                struct timespec ts;
+                int n;
 
-                if (until != UINT64_MAX) {
-                        if (now >= until)
-                                return until == s->session_end ? CLOSE_SESSION_TIME : on_timeout;
-                        timeout = (int) ((until - now + USEC_PER_MSEC - 1) / USEC_PER_MSEC);
+                if (worker_cut_requested) {
+                        r = CLOSE_SHUTDOWN;
+                        break;
                 }
-                r = poll(&p, 1, timeout);
-                if (r > 0)
-                        return CLOSE_NONE;
-                if (r < 0 && errno != EINTR)
-                        return io_error(errno, s->st);
+                if (until != UINT64_MAX && now >= until) {
+                        r = until == s->session_end ? CLOSE_SESSION_TIME : on_timeout;
+                        break;
+                }
+                n = ppoll(&p, 1, usec_to_timespec(until == UINT64_MAX ? UINT64_MAX : until - now, &ts),
+                          &s->wait_mask);
+                if (n > 0) {
+                        if (revents)
+                                *revents = p.revents;
+                        break;
+                }
+                if (n < 0 && errno != EINTR) {
+                        r = io_error(errno, s->st);
+                        break;
+                }
         }
+        if (!was_blocked)
+                unblock_cut(s);
+        return r;
 }
 
 /* Sends `len` bytes back: from buf, or in splice mode from the pipe.
@@ -143,7 +200,7 @@ static enum close_reason send_back(struct session *s, const char *buf, size_t le
                         return io_error(n < 0 ? errno : EIO, s->st);
                 if (stalled_until == UINT64_MAX) /* the write timeout counts time without progress */
                         stalled_until = after(now_usec(CLOCK_MONOTONIC), s->lim->write_timeout_ms);
-                enum close_reason r = wait_for(s, POLLOUT, stalled_until, CLOSE_WRITE_TIMEOUT);
+                enum close_reason r = wait_for(s, POLLOUT, stalled_until, CLOSE_WRITE_TIMEOUT, NULL);
                 if (r != CLOSE_NONE)
                         return r;
         }
@@ -166,7 +223,7 @@ static void start_splicing(struct session *s) {
          * read would; the kernel may grant less (pipe-max-size), which only
          * costs more rounds. */
         (void) fcntl(s->pipe[1], F_SETPIPE_SZ, (int) s->lim->buffer_size);
-        s->idle_end = after(now_usec(CLOCK_MONOTONIC), s->lim->idle_timeout_ms);
+        block_cut(s); /* every wait is a ppoll() from now on */
 }
 
 static void stop_splicing(struct session *s) {
@@ -179,41 +236,63 @@ static void stop_splicing(struct session *s) {
         flags = fcntl(s->fd, F_GETFL);
         if (flags >= 0)
                 (void) fcntl(s->fd, F_SETFL, flags & ~O_NONBLOCK);
+        unblock_cut(s);
 }
 
 /* Receives up to `want` bytes into the buffer or the pipe. Returns the
  * count, 0 at the client's end of stream, or a close reason negated (every
  * reason but CLOSE_NONE is positive). */
 static ssize_t receive(struct session *s, char *buf, size_t want) {
+        uint64_t now = now_usec(CLOCK_MONOTONIC);
+
+        s->idle_end = after(now, s->lim->idle_timeout_ms);
         for (;;) {
+                enum close_reason r;
                 ssize_t n;
 
                 if (s->pipe[0] >= 0) {
+                        short ev = 0;
+
                         n = splice(s->fd, NULL, s->pipe[1], NULL, want, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
                         if (n < 0 && errno == EAGAIN) {
-                                enum close_reason r = wait_for(s, POLLIN, s->idle_end, CLOSE_IDLE);
+                                r = wait_for(s, POLLIN | POLLPRI, s->idle_end, CLOSE_IDLE, &ev);
+                                if (r != CLOSE_NONE)
+                                        return -(ssize_t) r;
+                                if (ev & POLLPRI)
+                                        stop_splicing(s); /* urgent data ahead */
+                                continue;
+                        }
+                        if (n == 0 || (n < 0 && (errno == EINVAL || errno == ENOSYS))) {
+                                /* An end, or the urgent mark after a half-close; or
+                                 * not for this socket: recv() decides, and copies. */
+                                stop_splicing(s);
+                                continue;
+                        }
+                } else {
+                        int e = arm_receive(s, now);
+
+                        if (e < 0)
+                                return -(ssize_t) io_error(-e, s->st);
+                        /* After arm_receive(): the handler's timeout must be the last one set. */
+                        if (worker_cut_requested)
+                                return -(ssize_t) CLOSE_SHUTDOWN;
+                        n = recv(s->fd, buf, want, 0);
+                        if (n < 0 && errno == EAGAIN) {
+                                /* SO_RCVTIMEO ran out, or was clamped, or the cut shortened it. */
+                                now = now_usec(CLOCK_MONOTONIC);
+                                r = receive_expired(s, now);
                                 if (r != CLOSE_NONE)
                                         return -(ssize_t) r;
                                 continue;
                         }
-                        if (n < 0 && (errno == EINVAL || errno == ENOSYS)) {
-                                stop_splicing(s); /* not for this socket: copy instead */
-                                continue;
-                        }
-                        if (n > 0)
-                                s->idle_end = after(now_usec(CLOCK_MONOTONIC), s->lim->idle_timeout_ms);
-                } else {
-                        int nearer = arm_receive(s);
-                        if (nearer < 0)
-                                return -(ssize_t) io_error(-nearer, s->st);
-                        n = recv(s->fd, buf, want, 0);
-                        if (n < 0 && errno == EAGAIN) /* SO_RCVTIMEO expired */
-                                return -(ssize_t) (nearer ? CLOSE_SESSION_TIME : CLOSE_IDLE);
                 }
                 if (n >= 0)
                         return n;
                 if (errno != EINTR)
                         return -(ssize_t) io_error(errno, s->st);
+                if (worker_cut_requested)
+                        return -(ssize_t) CLOSE_SHUTDOWN;
+                now = now_usec(CLOCK_MONOTONIC);
         }
 }
 
@@ -226,7 +305,10 @@ static enum close_reason echo_loop(struct session *s, char *buf) {
                 ssize_t n;
 
                 /* A client that keeps the pipe full never lets a timeout
-                 * expire, so the session limit is checked on every round. */
+                 * expire, so the cut and the session limit are checked on
+                 * every round. */
+                if (worker_cut_came(s->cut_blocked))
+                        return CLOSE_SHUTDOWN;
                 if (session_over(s))
                         return CLOSE_SESSION_TIME;
                 if (lim->max_session_bytes) {
@@ -253,13 +335,13 @@ static enum close_reason echo_loop(struct session *s, char *buf) {
 enum close_reason worker_echo(int fd, const struct worker_limits *lim, uint64_t start,
                               void *buf, struct worker_stats *st) {
         struct session s = {
-                .fd = fd, .lim = lim, .st = st, .pipe = { -1, -1 },
-                .session_end = lim->max_session_time_ms
-                        ? start + (uint64_t) lim->max_session_time_ms * USEC_PER_MSEC : UINT64_MAX,
+                .fd = fd, .lim = lim, .st = st, .pipe = { -1, -1 }, .rcv_timeout = UINT64_MAX,
+                .session_end = after(start, lim->max_session_time_ms),
         };
         int flags = fcntl(fd, F_GETFL);
         enum close_reason r;
 
+        worker_cut_fd = fd;
         /* Timeouts are the kernel's: the socket must block. */
         if (flags < 0 || ((flags & O_NONBLOCK) && fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) < 0))
                 r = io_error(errno, st);
@@ -267,17 +349,8 @@ enum close_reason worker_echo(int fd, const struct worker_limits *lim, uint64_t 
                 r = echo_loop(&s, buf);
         safe_close(s.pipe[0]);
         safe_close(s.pipe[1]);
+        unblock_cut(&s);
         st->reason = r;
         st->end_usec = now_usec(CLOCK_MONOTONIC);
         return r;
-}
-
-void worker_close(int fd, enum close_reason reason) {
-        if (reason == CLOSE_WRITE_TIMEOUT || reason == CLOSE_RESET || reason == CLOSE_ERROR) {
-                struct linger l = { .l_onoff = 1, .l_linger = 0 };
-                (void) setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
-        } else {
-                (void) shutdown(fd, SHUT_WR);
-        }
-        safe_close(fd);
 }

@@ -3,10 +3,19 @@
  * worker_echo() returns every byte it receives, in order, and ends the
  * session for exactly one recorded reason. It counts bytes into *stats as it
  * goes, so whoever reads stats afterwards (the parent, through shared memory)
- * sees the true figures even if the worker is killed mid-session. */
+ * sees the true figures even if the worker is killed mid-session.
+ * worker_close() then ends the connection so that the client receives every
+ * byte counted as sent: bytes_out is what the kernel took from the worker,
+ * less what the worker's own abortive close dropped unacknowledged. */
 #pragma once
 
 #include <stdint.h>
+
+#include "util.h"
+
+/* How long a worker cut at shutdown (SIGTERM) lingers at most, so it closes
+ * the connection itself before the daemon's SIGKILL (KILL_GRACE_USEC). */
+#define WORKER_CUT_LINGER_USEC (1 * USEC_PER_SEC)
 
 enum close_reason {
         CLOSE_NONE = 0,         /* still running, or died before deciding */
@@ -38,16 +47,35 @@ struct worker_stats {
         int32_t error;          /* errno for CLOSE_ERROR */
 };
 
-/* fd: a connected stream socket, best passed blocking (a non-blocking one
- * costs a system call to change). buf: limits->buffer_size
- * bytes. start_usec: CLOCK_MONOTONIC start of the session. The caller still
- * owns fd; see worker_close(). */
+/* fd: a connected stream socket with urgent data inline (SO_OOBINLINE,
+ * best inherited from the listener, so no urgent byte can arrive before it
+ * is set), best passed blocking (a non-blocking one costs a system call to
+ * change). buf: limits->buffer_size bytes. start_usec: CLOCK_MONOTONIC start
+ * of the session. The caller still owns fd; see worker_close(). The session
+ * ends as CLOSE_SHUTDOWN when SIGTERM comes (see worker_set_signals()). */
 enum close_reason worker_echo(int fd, const struct worker_limits *limits, uint64_t start_usec,
                               void *buf, struct worker_stats *stats);
 
-/* Closes fd the way the reason calls for: an orderly FIN after a normal end,
- * an abortive close (RST, kernel buffers dropped at once) when the client
- * stopped reading, so a stuck client cannot pin kernel memory. */
-void worker_close(int fd, enum close_reason reason);
+/* Closes fd the way stats->reason calls for, and sets stats->end_usec:
+ * - client-closed: an orderly FIN at once (nothing more can arrive);
+ * - idle-timeout, session-time, session-bytes, shutdown: a lingering close
+ *   (FIN, further input discarded until the client closes or has taken its
+ *   echo, bounded by write_timeout, 30 s when that is 0, and by
+ *   WORKER_CUT_LINGER_USEC after SIGTERM), so unread input cannot make the
+ *   kernel reset the connection and drop the echo;
+ * - write-timeout, reset, error, and a linger that ran out: an abortive
+ *   close (RST, kernel buffers dropped at once, so a stuck client cannot pin
+ *   kernel memory); unless the client reset the connection itself, what it
+ *   had not acknowledged is taken off stats->bytes_out.
+ * buf: as for worker_echo(); may be NULL for the abortive reasons. */
+void worker_close(int fd, const struct worker_limits *limits, void *buf, struct worker_stats *stats);
+
+/* A worker's signal dispositions: SIGTERM (the daemon's cut at the end of a
+ * drain) ends the session in progress as CLOSE_SHUTDOWN; SIGINT, SIGHUP and
+ * SIGUSR1, which are the daemon's (drain, reload, summary) and reach workers
+ * too when sent to the process group or the whole unit, are ignored, as is
+ * SIGPIPE. Every other signal keeps its default action. Process-wide: call
+ * it in the worker while signals are still blocked. */
+void worker_set_signals(void);
 
 const char *close_reason_name(enum close_reason reason);

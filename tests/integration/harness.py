@@ -88,6 +88,7 @@ class Collector:
             self.cond.notify_all()
 
     def close(self):
+        """One source has ended; the collector closes with the last."""
         with self.cond:
             self.writers -= 1
             self.closed = self.writers <= 0
@@ -357,13 +358,30 @@ def process_children(ppid):
     return out
 
 
+def tcp_socket(local_port, remote_port):
+    """The kernel's view of the TCP socket from local_port to remote_port on
+    this host: (state as ss names it, "ESTAB", "FIN-WAIT-1", ..., unacknowledged
+    bytes sent, unread bytes received), or None when there is none. Asks
+    through ss (netlink, filtered by the kernel): /proc/net/tcp lists every
+    socket and gets slow on a busy machine."""
+    out = subprocess.run(["ss", "-tnH", "state", "all", f"( sport = :{local_port} and dport = :{remote_port} )"],
+                         capture_output=True, text=True, check=True).stdout.split()
+    if len(out) < 3:
+        return None
+    return out[0], int(out[2]), int(out[1])
+
+
 # -- clients -------------------------------------------------------------
-def connect(address, timeout=10, source=None):
+def connect(address, timeout=10, source=None, rcvbuf=None):
     """A client socket; `source` binds it to another loopback address
-    (127.0.0.2, ...), which admission control sees as another client."""
+    (127.0.0.2, ...), which admission control sees as another client;
+    `rcvbuf` sets SO_RCVBUF before connecting (set later, the window already
+    offered makes the kernel drop data and retransmit it slowly)."""
     family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
     s = socket.socket(family, socket.SOCK_STREAM)
     s.settimeout(timeout * SLOW)
+    if rcvbuf:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     if source:
         s.bind((source, 0))
     s.connect(address)
@@ -426,6 +444,54 @@ def recv_all(s):
         if not chunk:
             return bytes(buf)
         buf += chunk
+
+
+class LateReader:
+    """A client with a small receive buffer that keeps sending (up to `total`
+    bytes, or until stopped) and reads nothing until told to: the client a
+    session limit or the cut must still deliver every counted byte to."""
+
+    def __init__(self, address, total=None, rcvbuf=4096):
+        self.sock = connect(address, rcvbuf=rcvbuf)
+        self.port = self.sock.getsockname()[1]
+        self.total = total
+        self.sent = 0
+        self.stop = threading.Event()
+        self.errors = []
+        self.thread = threading.Thread(target=self._send, daemon=True)
+        self.thread.start()
+
+    def _send(self):
+        block = b"L" * 65536
+        try:
+            while not self.stop.is_set() and (self.total is None or self.sent < self.total):
+                left = len(block) if self.total is None else min(len(block), self.total - self.sent)
+                self.sent += self.sock.send(block[:left])
+        except OSError as e:
+            self.errors.append(e)
+
+    def wait_server_closed(self, server_port, timeout=10):
+        """Waits until the server's side has sent its FIN (or is gone)."""
+        def closed():
+            st = tcp_socket(server_port, self.port)
+            return st is None or st[0] != "ESTAB"
+        wait_until(closed, timeout, "the server to end the session")
+
+    def read_to_end(self):
+        """Stops sending, reads everything: (bytes received, ended by a reset)."""
+        self.stop.set()
+        got, reset = 0, False
+        try:
+            while True:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    break
+                got += len(chunk)
+        except ConnectionResetError:
+            reset = True
+        self.thread.join(10 * SLOW)
+        self.sock.close()
+        return got, reset
 
 
 def stream_checksum(s, total, chunk=1 << 20):

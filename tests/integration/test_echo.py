@@ -4,8 +4,9 @@ half-close, many clients, several sockets, inetd style, the records."""
 import os
 import selectors
 import socket
+import threading
 
-from harness import (Daemon, connect, echo_once, free_port, main, recv_exact, scaled, stream_checksum)
+from harness import (Daemon, connect, echo_once, free_port, main, recv_all, recv_exact, scaled, stream_checksum)
 
 
 def test_100mb_random_with_checksum_and_half_close():
@@ -140,8 +141,40 @@ def test_inetd_style_connected_socket():
         d.cleanup()
 
 
+def test_urgent_data_is_echoed():
+    # RFC 862 echoes any data received; urgent data (MSG_OOB) is data too
+    # (RFC 6093), in copy mode and after bulk traffic moved to splice().
+    with Daemon("buffer_size = 4096;") as d:
+        for mode in ("copy", "splice"):
+            s = connect(d.address(), timeout=2)
+            if mode == "splice":
+                bulk = os.urandom(1 << 20)  # full buffers: the worker switches to splice()
+                t = threading.Thread(target=s.sendall, args=(bulk,))
+                t.start()
+                assert recv_exact(s, len(bulk)) == bulk
+                t.join()
+            s.sendall(b"abc")
+            s.send(b"X", socket.MSG_OOB)
+            s.sendall(b"def")
+            # Before any end of stream: splice() stops at the urgent mark, and
+            # a worker that waits for it to move on spins.
+            got = b""
+            try:
+                while len(got) < 7:
+                    got += s.recv(7 - len(got))
+            except socket.timeout:
+                pass
+            s.shutdown(socket.SHUT_WR)
+            got += recv_all(s)
+            s.close()
+            print(f"   {mode} mode: abc, X (MSG_OOB), def came back as {got!r}")
+            assert got == b"abcXdef", got
+        recs = d.wait_records(2)
+        assert all(r["reason"] == "client-closed" for r in recs), recs
+
+
 if __name__ == "__main__":
     main([test_100mb_random_with_checksum_and_half_close, test_message_sizes_round_trip,
           test_many_concurrent_clients, test_ipv6_and_two_sockets_one_line_each, test_record_fields,
           test_standalone_binds_from_config, test_standalone_default_is_dual_stack,
-          test_inetd_style_connected_socket])
+          test_inetd_style_connected_socket, test_urgent_data_is_echoed])

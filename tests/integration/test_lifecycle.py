@@ -9,7 +9,8 @@ import stat
 import threading
 import time
 
-from harness import (SLOW, Daemon, connect, echo_once, main, recv_all, recv_exact, scaled, wait_until)
+from harness import (SLOW, Daemon, LateReader, connect, echo_once, main, recv_all, recv_exact, scaled,
+                     wait_until)
 
 
 class Streamer(threading.Thread):
@@ -133,7 +134,7 @@ def test_sigterm_cuts_after_drain_timeout():
 
 def test_inherited_ignored_signals_are_reset():
     # A parent that ignores SIGCHLD would have the kernel reap workers before
-    # they are recorded; an ignored SIGTERM would keep workers alive at the cut.
+    # they are recorded; an ignored SIGTERM would never reach the daemon.
     with Daemon("drain_timeout = 0.3;", ignored_signals=("CHLD", "TERM", "HUP")) as d:
         with open(f"/proc/{d.pid}/status") as f:
             ignored = int(re.search(r"SigIgn:\s+(\w+)", f.read()).group(1), 16)
@@ -148,7 +149,8 @@ def test_inherited_ignored_signals_are_reset():
         assert d.wait_exit() == 0
         d.wait_log(r"stopped: 0 session\(s\) drained, 1 cut")
         rec = d.wait_records(6)[-1]
-        assert rec["reason"] == "shutdown" and "SIGTERM" in rec["detail"], rec
+        # The worker caught the cut's SIGTERM and closed the session itself.
+        assert rec["reason"] == "shutdown" and not rec["detail"], rec
         idle.close()
 
 
@@ -329,6 +331,79 @@ def test_status_and_watchdog():
         d.cleanup()
 
 
+def test_signals_for_the_daemon_spare_sessions():
+    # Ctrl-C in a terminal, a hangup, or `systemctl kill -s HUP` reach the
+    # whole process group or unit: the daemon reloads, reports or drains,
+    # and live sessions keep echoing through all of it.
+    with Daemon("drain_timeout = 10;") as d:
+        streams = start_streams(d, 3)
+        workers = sorted(p for p, _ in d.children())
+        os.killpg(d.pid, signal.SIGHUP)
+        d.wait_log(r"configuration reloaded")
+        keep_going(streams, "sessions to echo after SIGHUP to the process group")
+        os.killpg(d.pid, signal.SIGUSR1)
+        d.wait_log(r"summary: ")
+        keep_going(streams, "sessions to echo after SIGUSR1 to the process group")
+        os.killpg(d.pid, signal.SIGINT)
+        d.wait_log(r"draining 3 session\(s\)")
+        keep_going(streams, "sessions to echo during a drain begun by SIGINT to the process group")
+        assert sorted(p for p, _ in d.children()) == workers
+        for s in streams:
+            s.finish()
+        assert d.wait_exit() == 0
+        d.wait_log(r"stopped: 3 session\(s\) drained, 0 cut")
+        recs = d.wait_records(3)
+        assert all(r["reason"] == "client-closed" for r in recs), recs
+        print("   SIGHUP, SIGUSR1, SIGINT to the process group: 3 sessions echoed on; 3 drained, 0 cut")
+
+
+def test_drained_means_ended_by_itself():
+    # During a drain, a session cut by a SIGTERM (ours at the end of the
+    # drain, or anyone's) or killed counts as cut; only one that ended by
+    # itself counts as drained.
+    with Daemon("drain_timeout = 10;") as d:
+        clients = [connect(d.address()) for _ in range(3)]
+        for c in clients:
+            c.sendall(b"d")
+            assert recv_exact(c, 1) == b"d"
+        workers = sorted(p for p, _ in d.children())
+        d.signal(signal.SIGTERM)
+        d.wait_log(r"draining 3 session\(s\)")
+        os.kill(workers[0], signal.SIGTERM)   # as `systemctl kill` does to every process
+        d.wait_records(1)
+        os.kill(workers[1], signal.SIGKILL)
+        recs = d.wait_records(2)
+        for c in clients:
+            c.close()
+        assert d.wait_exit() == 0
+        line = d.wait_log(r"stopped: \d+ session\(s\) drained, \d+ cut")[0].group(0)
+        print(f"   a session cut by SIGTERM, one killed, one closed by its client: {line}")
+        assert "stopped: 1 session(s) drained, 2 cut" in line, line
+        assert recs[0]["reason"] == "shutdown" and not recs[0]["detail"], recs  # it closed itself
+        assert "killed by SIGKILL" in recs[1]["detail"], recs
+
+
+def test_cut_delivers_what_it_counts():
+    # The cut at the end of a drain, while the client is still sending and
+    # has not read its echo: it gets exactly what the record counts, then an
+    # orderly end.
+    with Daemon("drain_timeout = 0.3; write_timeout = 10; socket_buffer = 65536;") as d:
+        c = LateReader(d.address())
+        wait_until(lambda: c.sent > 1 << 20, 10, "the client to be sending")
+        d.signal(signal.SIGTERM)
+        c.wait_server_closed(d.port)
+        got, reset = c.read_to_end()
+        assert d.wait_exit() == 0
+        rec = d.wait_records(1)[0]
+        line = d.wait_log(r"stopped: .*")[0].group(0)
+        print(f"   cut: client received {got} then {'a reset' if reset else 'EOF'}; record: {rec['reason']}, "
+              f"{rec['bytes_out']} bytes out; {line}")
+        assert rec["reason"] == "shutdown" and not rec["detail"], rec
+        assert not reset, "the connection was reset"
+        assert got == int(rec["bytes_out"]), (got, rec)
+        assert "0 session(s) drained, 1 cut" in line, line
+
+
 if __name__ == "__main__":
     main([test_zero_zombies_after_1000_simultaneous_disconnects, test_sigterm_drains_live_sessions,
           test_sigterm_cuts_after_drain_timeout, test_inherited_ignored_signals_are_reset,
@@ -336,4 +411,5 @@ if __name__ == "__main__":
           test_reload_good_config_under_load, test_reload_broken_config_keeps_serving,
           test_restart_pending_until_restart, test_command_line_overrides_hold_across_reloads,
           test_failed_reload_logs_one_record_per_error,
-          test_descriptor_hygiene, test_status_and_watchdog])
+          test_descriptor_hygiene, test_status_and_watchdog, test_signals_for_the_daemon_spare_sessions,
+          test_drained_means_ended_by_itself, test_cut_delivers_what_it_counts])

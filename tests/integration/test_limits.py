@@ -4,9 +4,10 @@ kernel backlog, no resets), and every session bound with its own reason."""
 import os
 import select
 import socket
+import threading
 import time
 
-from harness import SLOW, Daemon, connect, main, recv_all, recv_exact, scaled
+from harness import SLOW, Daemon, LateReader, connect, main, recv_all, recv_exact, scaled, tcp_socket, wait_until
 
 
 def no_data_within(s, seconds):
@@ -171,7 +172,91 @@ def test_cap_changes_logged_at_a_bounded_rate():
         assert len(statuses) <= elapsed / 0.5 + 2, (len(statuses), elapsed)
 
 
+def test_limits_deliver_what_they_count():
+    # A session ended by a limit while the client is still sending and has
+    # not read its echo: it gets exactly what the record counts as sent (the
+    # limit itself for max_session_bytes), then an orderly end, not a reset.
+    cases = (("session-bytes", "max_session_bytes = 100000;", 200000),
+             ("session-time", "max_session_time = 0.5; socket_buffer = 65536;", None))
+    for reason, config, total in cases:
+        with Daemon(config + " write_timeout = 10;") as d:
+            c = LateReader(d.address(), total)
+            c.wait_server_closed(d.port)
+            got, reset = c.read_to_end()
+            rec = d.wait_records(1)[0]
+            print(f"   {reason}: client sent {c.sent}, received {got} then "
+                  f"{'a reset' if reset else 'EOF'}; record: {rec['bytes_out']} bytes out")
+            assert rec["reason"] == reason, rec
+            assert not reset, "the connection was reset"
+            assert got == int(rec["bytes_out"]), (got, rec)
+            if total:
+                assert got == 100000, got
+
+
+def test_limit_on_a_client_that_never_reads():
+    # The lingering close is bounded by write_timeout: a client that never
+    # reads gets an abortive close, and the record counts only what it got.
+    with Daemon("max_session_bytes = 100000; write_timeout = 0.3;") as d:
+        c = LateReader(d.address(), 200000)
+        rec = d.wait_records(1)[0]  # before reading anything
+        got, reset = c.read_to_end()
+        print(f"   never read: record {rec['reason']}, {rec['bytes_out']} bytes out after {rec['duration']} s; "
+              f"the client then read {got} and {'a reset' if reset else 'EOF'}")
+        assert rec["reason"] == "session-bytes", rec
+        assert got == int(rec["bytes_out"]), (got, rec)
+        assert float(rec["duration"]) < 5 * SLOW, rec
+
+
+def test_idle_means_waiting_for_input_in_splice_mode():
+    # Idleness is time spent waiting for input, in splice mode as in copy
+    # mode: a long wait for the client to take its echo is not idle time.
+    idle = 1.0 * SLOW  # longer than a round of the set-up below on a busy machine
+    with Daemon(f"idle_timeout = {idle}; write_timeout = 10; buffer_size = 65536; socket_buffer = 65536;") as d:
+        s = connect(d.address(), rcvbuf=4096)
+        port = s.getsockname()[1]
+        bulk = os.urandom(1 << 20)  # full buffers: the worker switches to splice()
+        t = threading.Thread(target=s.sendall, args=(bulk,))
+        t.start()
+        assert recv_exact(s, len(bulk)) == bulk
+        t.join()
+        # Blocks the worker takes whole, unread, until it holds one it cannot
+        # send: its receive queue empty, bytes sent minus those the client
+        # read, holds unread and the worker's send queue holds are in its pipe.
+        sent = read = 0
+        block = b"s" * 16384
+
+        def held():
+            server, client = tcp_socket(d.port, port), tcp_socket(port, d.port)
+            assert server and server[0] == "ESTAB", f"the session ended early: {server} {d.records()}"
+            return sent - read - client[2] - server[1] if server[2] == 0 else 0
+
+        for _ in range(200):
+            s.sendall(block)
+            sent += len(block)
+            wait_until(lambda: (tcp_socket(d.port, port) or (0, 0, 0))[2] == 0, 10, "the worker to take the block")
+            # Held for good, not just between its splice() in and out.
+            if all(held() > 0 and not time.sleep(0.05) for _ in range(5)):
+                break
+        waiting = held()
+        assert waiting > 0, "the worker never had to wait to send"
+        time.sleep(2 * idle)  # the client takes its time to read
+        assert recv_exact(s, sent) == b"s" * sent
+        s.sendall(b"ping")
+        try:
+            answer = s.recv(4)
+        except ConnectionResetError:
+            answer = b"(reset)"
+        print(f"   worker waited {2 * idle:.1f} s to send {waiting} bytes (idle_timeout {idle} s); "
+              f"a prompt message then got {answer!r}")
+        assert answer == b"ping", answer
+        s.close()
+        rec = d.wait_records(1)[0]
+        assert rec["reason"] == "client-closed", rec
+
+
 if __name__ == "__main__":
     main([test_max_clients_backpressure, test_idle_timeout, test_write_timeout_client_never_reads,
           test_max_session_time_busy_client, test_max_session_bytes,
-          test_client_reset_is_recorded_not_fatal, test_cap_changes_logged_at_a_bounded_rate])
+          test_client_reset_is_recorded_not_fatal, test_cap_changes_logged_at_a_bounded_rate,
+          test_limits_deliver_what_they_count,
+          test_limit_on_a_client_that_never_reads, test_idle_means_waiting_for_input_in_splice_mode])

@@ -2,10 +2,16 @@
  * the test can play the client; stats come back through shared memory. */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
+#include <dirent.h>
+#include <linux/sockios.h>
+#include <netinet/tcp.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 
 #include "tcp-pair.h"
@@ -19,24 +25,49 @@ static const struct worker_limits base = {
         .max_session_time_ms = 20000, .max_session_bytes = 0,
 };
 
-/* Starts the worker on the server end; returns its pid and the client fd. */
+/* The worker's socket as the parent sees it, when a test keeps it (spy):
+ * its queues can be read from outside (FIONREAD, SIOCOUTQ). */
+static bool keep_spy;
+static int spy = -1;
+static int server_sndbuf; /* when set, the worker's SO_SNDBUF */
+static int client_rcvbuf; /* when set, the client's SO_RCVBUF */
+
+/* Starts the worker on the server end; returns its pid and the client fd.
+ * The server socket has urgent data inline, as the daemon's listener
+ * hands it on, and the worker's signal dispositions. */
 static pid_t start(const struct worker_limits *lim, int *client) {
         int server;
         pid_t pid;
 
-        tcp_pair(client, &server);
+        tcp_pair_rcvbuf(client, &server, client_rcvbuf);
+        ASSERT(setsockopt(server, SOL_SOCKET, SO_OOBINLINE, &(int) { 1 }, sizeof(int)) == 0);
+        ASSERT(setsockopt(server, IPPROTO_TCP, TCP_NODELAY, &(int) { 1 }, sizeof(int)) == 0);
+        if (server_sndbuf)
+                ASSERT(setsockopt(server, SOL_SOCKET, SO_SNDBUF, &server_sndbuf, sizeof(int)) == 0);
         memset(stats, 0, sizeof(*stats));
+        /* As the daemon does: SIGTERM held back until the worker's handler
+         * is in place. */
+        sigset_t term, old;
+        sigemptyset(&term);
+        sigaddset(&term, SIGTERM);
+        sigprocmask(SIG_BLOCK, &term, &old);
         pid = fork();
         ASSERT(pid >= 0);
         if (pid == 0) {
                 void *buf = malloc(lim->buffer_size);
                 close(*client);
-                enum close_reason r = worker_echo(server, lim, now_usec(CLOCK_MONOTONIC), buf, stats);
-                worker_close(server, r);
+                worker_set_signals();
+                sigprocmask(SIG_SETMASK, &old, NULL);
+                worker_echo(server, lim, now_usec(CLOCK_MONOTONIC), buf, stats);
+                worker_close(server, lim, buf, stats);
                 free(buf);
                 _exit(0);
         }
-        close(server);
+        sigprocmask(SIG_SETMASK, &old, NULL);
+        if (keep_spy)
+                spy = server;
+        else
+                close(server);
         return pid;
 }
 
@@ -101,6 +132,25 @@ static ssize_t read_all_until_eof(int fd, int timeout_ms) {
         }
 }
 
+/* Reads until EOF or reset; returns the byte count, *reset set by a reset. */
+static size_t read_rest(int fd, bool *reset) {
+        char buf[65536];
+        size_t total = 0;
+
+        fcntl(fd, F_SETFL, 0);
+        *reset = false;
+        for (;;) {
+                struct pollfd p = { .fd = fd, .events = POLLIN };
+                ASSERT(poll(&p, 1, 10000) == 1);
+                ssize_t r = read(fd, buf, sizeof(buf));
+                if (r < 0 && errno == ECONNRESET)
+                        *reset = true;
+                if (r <= 0)
+                        return total;
+                total += (size_t) r;
+        }
+}
+
 static void test_echo_and_half_close(void) {
         int c;
         pid_t pid = start(&base, &c);
@@ -161,22 +211,26 @@ static void test_write_timeout(void) {
         pid_t pid;
 
         lim.write_timeout_ms = 200;
+        client_rcvbuf = small;
         pid = start(&lim, &c);
-        setsockopt(c, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+        client_rcvbuf = 0;
         fcntl(c, F_SETFL, O_NONBLOCK);
         /* Send and never read: the echo backs up until the worker gives up. */
-        for (int i = 0; i < 2000; i++) {
+        bool ended = false, reset;
+        for (int i = 0; i < 2000 && !ended; i++) {
                 if (write(c, chunk, sizeof(chunk)) < 0 && errno != EAGAIN)
                         break;
-                int status;
-                if (waitpid(pid, &status, WNOHANG) == pid) {
-                        ASSERT_INT(stats->reason, ==, CLOSE_WRITE_TIMEOUT);
-                        close(c);
-                        return;
-                }
-                usleep(5000);
+                ended = waitpid(pid, NULL, WNOHANG) == pid;
+                if (!ended)
+                        usleep(5000);
         }
-        finish(pid, CLOSE_WRITE_TIMEOUT);
+        if (!ended)
+                finish(pid, CLOSE_WRITE_TIMEOUT);
+        ASSERT_INT(stats->reason, ==, CLOSE_WRITE_TIMEOUT);
+        /* The reset dropped what the client had not taken: not counted. */
+        size_t got = read_rest(c, &reset);
+        printf("   write-timeout: record %" PRIu64 " bytes out, client could read %zu\n", stats->bytes_out, got);
+        ASSERT(got == stats->bytes_out);
         close(c);
 }
 
@@ -246,9 +300,469 @@ static void test_reset_while_writing(void) {
         finish(pid, CLOSE_RESET);
 }
 
+/* Waits (bounded) for the worker to end; false when it is still running. */
+static bool ended_within(pid_t pid, int ms) {
+        for (int i = 0; i < ms; i++) {
+                if (waitpid(pid, NULL, WNOHANG) == pid)
+                        return true;
+                usleep(1000);
+        }
+        return false;
+}
+
+/* The pipes among pid's descriptors (splice mode makes one). */
+static int count_pipes(pid_t pid) {
+        char path[64], link[384], target[64];
+        struct dirent *e;
+        int n = 0;
+        DIR *d;
+
+        snprintf(path, sizeof(path), "/proc/%d/fd", (int) pid);
+        d = opendir(path);
+        if (!d)
+                return -1;
+        while ((e = readdir(d))) {
+                ssize_t len;
+                if (e->d_name[0] == '.')
+                        continue;
+                snprintf(link, sizeof(link), "%s/%s", path, e->d_name);
+                len = readlink(link, target, sizeof(target) - 1);
+                if (len > 0) {
+                        target[len] = 0;
+                        n += strncmp(target, "pipe:", 5) == 0;
+                }
+        }
+        closedir(d);
+        return n;
+}
+
+/* Puts the worker into splice mode: a read that fills the whole buffer.
+ * The pipe it then makes shows as two more pipe descriptors. */
+static void enter_splice_mode(pid_t pid, int c, size_t buffer_size) {
+        int before = count_pipes(pid);
+
+        for (int i = 0; i < 50 && count_pipes(pid) == before; i++)
+                pump(c, 4 * buffer_size, false);
+        ASSERT_INT(count_pipes(pid), ==, before + 2);
+        fcntl(c, F_SETFL, 0); /* pump() left it non-blocking */
+}
+
+/* Every conversion of a 64-bit time into a kernel timeout is clamped; the
+ * old one, (int) of the milliseconds, made 30 days a negative poll()
+ * timeout, which waits forever. */
+static void test_wait_clamps(void) {
+        uint64_t int_max_ms = (uint64_t) INT_MAX * USEC_PER_MSEC;
+        struct timespec ts;
+        struct timeval tv;
+
+        ASSERT_INT(usec_to_timeout_ms(0), ==, 0);
+        ASSERT_INT(usec_to_timeout_ms(1), ==, 1);           /* rounded up: never early */
+        ASSERT_INT(usec_to_timeout_ms(1000), ==, 1);
+        ASSERT_INT(usec_to_timeout_ms(1001), ==, 2);
+        ASSERT_INT(usec_to_timeout_ms(WAIT_MAX_USEC), ==, 86400000);
+        ASSERT_INT(usec_to_timeout_ms(WAIT_MAX_USEC + 1), ==, 86400000);
+        ASSERT_INT(usec_to_timeout_ms(int_max_ms), ==, 86400000);
+        ASSERT_INT(usec_to_timeout_ms(int_max_ms + 1), ==, 86400000);
+        ASSERT_INT(usec_to_timeout_ms(30 * 86400 * USEC_PER_SEC), ==, 86400000);
+        ASSERT_INT(usec_to_timeout_ms(UINT64_MAX - 1), ==, 86400000);
+        ASSERT_INT(usec_to_timeout_ms(UINT64_MAX), ==, -1);  /* no deadline */
+
+        ASSERT(usec_to_timespec(UINT64_MAX, &ts) == NULL);
+        ASSERT(usec_to_timespec(0, &ts) == &ts && ts.tv_sec == 0 && ts.tv_nsec == 0);
+        ASSERT(usec_to_timespec(1, &ts) && ts.tv_sec == 0 && ts.tv_nsec == 1000);
+        ASSERT(usec_to_timespec(30 * 86400 * USEC_PER_SEC, &ts) && ts.tv_sec == 86400 && ts.tv_nsec == 0);
+        ASSERT(usec_to_timespec(UINT64_MAX - 1, &ts) && ts.tv_sec == 86400);
+
+        tv = usec_to_timeval(UINT64_MAX);
+        ASSERT(tv.tv_sec == 0 && tv.tv_usec == 0);          /* the kernel's "none" */
+        tv = usec_to_timeval(0);
+        ASSERT(tv.tv_sec == 0 && tv.tv_usec == 1);          /* never "none" by accident */
+        tv = usec_to_timeval(1500000);
+        ASSERT(tv.tv_sec == 1 && tv.tv_usec == 500000);
+        tv = usec_to_timeval(int_max_ms + 1);
+        ASSERT(tv.tv_sec == 86400 && tv.tv_usec == 0);
+        tv = usec_to_timeval(UINT64_MAX - 1);
+        ASSERT(tv.tv_sec == 86400 && tv.tv_usec == 0);
+}
+
+/* max_session_time near its 30-day maximum with no write or idle timeout:
+ * the worker's waits must still be bounded. A client that does not read
+ * leaves the worker waiting for write space; the wait must not be forever
+ * (which the old conversion made it), so a cut still ends it. */
+static void test_long_session_limit_waits(void) {
+        struct worker_limits lim = base;
+        char chunk[65536] = { 0 };
+        int c, small = 4096;
+        pid_t pid;
+
+        lim.max_session_time_ms = 30u * 86400u * 1000u;
+        lim.write_timeout_ms = 0;
+        lim.idle_timeout_ms = 0;
+        client_rcvbuf = small;
+        pid = start(&lim, &c);
+        client_rcvbuf = 0;
+        fcntl(c, F_SETFL, O_NONBLOCK);
+        for (int i = 0; i < 400; i++)
+                (void) write(c, chunk, sizeof(chunk));
+        /* What the worker blocks in, seen from outside: a poll() with a
+         * timeout of at least zero, or a ppoll() with a timeout at all. */
+        int waits = 0;
+        for (int i = 0; i < 5000 && !waits; i++) {
+                char path[64], line[512] = "";
+                long nr = -1;
+                unsigned long long a[3] = { 0 };
+                snprintf(path, sizeof(path), "/proc/%d/syscall", (int) pid);
+                FILE *f = fopen(path, "r");
+                if (!f)
+                        break; /* not readable here: the session limit check below still runs */
+                if (fgets(line, sizeof(line), f) &&
+                    sscanf(line, "%ld %llx %llx %llx", &nr, &a[0], &a[1], &a[2]) == 4) {
+#ifdef SYS_poll
+                        if (nr == SYS_poll) {
+                                printf("   30-day session, no write timeout: poll() timeout %d ms\n", (int) a[2]);
+                                ASSERT_INT((int) a[2], >=, 0);
+                                waits = 1;
+                        }
+#endif
+                        if (nr == SYS_ppoll) {
+                                printf("   30-day session, no write timeout: ppoll() with a timeout: %s\n",
+                                       a[2] ? "yes" : "no");
+                                ASSERT(a[2] != 0);
+                                waits = 1;
+                        }
+                }
+                fclose(f);
+                if (!waits)
+                        usleep(1000);
+        }
+        ASSERT(!ended_within(pid, 100));
+        kill(pid, SIGTERM);
+        ASSERT(ended_within(pid, 5000));
+        ASSERT_INT(stats->reason, ==, CLOSE_SHUTDOWN);
+        close(c);
+}
+
+/* Signals meant for the daemon (drain, reload, summary) reach workers too
+ * when sent to the process group; they must not end the session. */
+static void test_daemon_signals_ignored(void) {
+        int sigs[] = { SIGINT, SIGHUP, SIGUSR1, SIGPIPE };
+        int c;
+        pid_t pid = start(&base, &c);
+
+        pump(c, 100, false);
+        for (size_t i = 0; i < ELEMENTSOF(sigs); i++) {
+                ASSERT(kill(pid, sigs[i]) == 0);
+                pump(c, 1000, false);
+        }
+        ASSERT(shutdown(c, SHUT_WR) == 0);
+        ASSERT_INT(read_all_until_eof(c, 5000), ==, 0);
+        finish(pid, CLOSE_CLIENT);
+        close(c);
+}
+
+/* SIGTERM (the cut) ends the session at any moment, whatever the worker
+ * waits for, even when it comes just before the worker blocks: timeouts
+ * are a minute, so a missed cut shows. The client then reads exactly what
+ * the record counts, and an orderly end. */
+static void test_sigterm_cut_anywhere(void) {
+        struct worker_limits lim = base;
+        uint32_t seed = 7;
+        int misses = 0;
+
+        lim.idle_timeout_ms = lim.write_timeout_ms = 60000;
+        lim.max_session_time_ms = 0;
+        for (int i = 0; i < 60; i++) {
+                char msg[512] = { 'c' };
+                bool reset;
+                int c;
+                pid_t pid = start(&lim, &c);
+
+                if (i >= 40)
+                        enter_splice_mode(pid, c, lim.buffer_size);
+                for (int k = 0; k < i % 5; k++) {
+                        ASSERT(write(c, msg, sizeof(msg)) == sizeof(msg));
+                        ASSERT(read(c, msg, sizeof(msg)) > 0);
+                }
+                if (i % 2)
+                        ASSERT(write(c, msg, sizeof(msg)) == sizeof(msg)); /* cut mid-echo */
+                seed = seed * 1103515245 + 12345;
+                usleep((seed >> 16) % 300);
+                kill(pid, SIGTERM);
+                if (!ended_within(pid, 3000)) {
+                        misses++;
+                        kill(pid, SIGKILL);
+                        waitpid(pid, NULL, 0);
+                        close(c);
+                        continue;
+                }
+                ASSERT_INT(stats->reason, ==, CLOSE_SHUTDOWN);
+                size_t got = read_rest(c, &reset);
+                (void) got;
+                ASSERT(!reset);
+                close(c);
+        }
+        ASSERT_INT(misses, ==, 0);
+}
+
+/* A cut during bulk traffic that never lets the worker wait (a reader
+ * process drains the echo while the test writes): the cut still ends it. */
+static void test_sigterm_cut_busy_stream(void) {
+        struct worker_limits lim = base;
+        char chunk[65536] = { 0 };
+        int c, status;
+        pid_t pid, reader;
+
+        lim.idle_timeout_ms = lim.write_timeout_ms = 60000;
+        lim.max_session_time_ms = 0;
+        pid = start(&lim, &c);
+        enter_splice_mode(pid, c, lim.buffer_size);
+        reader = fork();
+        ASSERT(reader >= 0);
+        if (reader == 0) {
+                while (read(c, chunk, sizeof(chunk)) > 0)
+                        ;
+                _exit(0);
+        }
+        uint64_t cut_at = 0, until = now_usec(CLOCK_MONOTONIC) + 10 * USEC_PER_SEC;
+        for (uint64_t sent = 0; now_usec(CLOCK_MONOTONIC) < until; ) {
+                ssize_t w = send(c, chunk, sizeof(chunk), MSG_NOSIGNAL);
+                if (w <= 0)
+                        break; /* the worker has ended the session */
+                sent += (uint64_t) w;
+                if (!cut_at && sent > 64 * 1024 * 1024) {
+                        kill(pid, SIGTERM);
+                        cut_at = now_usec(CLOCK_MONOTONIC);
+                }
+                if (cut_at && waitpid(pid, &status, WNOHANG) == pid)
+                        break;
+        }
+        ASSERT(cut_at);
+        shutdown(c, SHUT_WR);
+        ASSERT(ended_within(pid, 5000) || stats->end_usec);
+        printf("   busy splice stream cut %" PRIu64 " ms after SIGTERM (%" PRIu64 " bytes echoed)\n",
+               (stats->end_usec - cut_at) / USEC_PER_MSEC, stats->bytes_out);
+        ASSERT_INT(stats->reason, ==, CLOSE_SHUTDOWN);
+        /* Within its lingering close's bound, before the daemon's SIGKILL
+         * (two seconds after its SIGTERM). */
+        ASSERT(stats->end_usec - cut_at < WORKER_CUT_LINGER_USEC + 900 * USEC_PER_MSEC);
+        waitpid(reader, NULL, 0);
+        close(c);
+}
+
+/* Cut while the client does not read: the worker lingers (FIN after the
+ * echo, input discarded) for at most WORKER_CUT_LINGER_USEC; a client that
+ * reads meanwhile gets everything counted, then an orderly end. */
+static void test_sigterm_cut_late_reader(void) {
+        struct worker_limits lim = base;
+        char chunk[8192] = { 0 };
+        size_t sent = 0;
+        bool reset;
+        int c, small = 4096;
+        pid_t pid;
+
+        lim.write_timeout_ms = 10000;
+        client_rcvbuf = small;
+        pid = start(&lim, &c);
+        client_rcvbuf = 0;
+        fcntl(c, F_SETFL, O_NONBLOCK);
+        /* Fill both directions: the worker waits for write space. */
+        for (int stuck = 0; stuck < 20;) {
+                ssize_t w = write(c, chunk, sizeof(chunk));
+                if (w > 0) {
+                        sent += (size_t) w;
+                        stuck = 0;
+                } else {
+                        stuck++;
+                        usleep(1000);
+                }
+        }
+        kill(pid, SIGTERM);
+        size_t got = read_rest(c, &reset);
+        ASSERT(ended_within(pid, 5000));
+        printf("   cut with %zu bytes sent unread: client read %zu, record %" PRIu64 " out, %s\n",
+               sent, got, stats->bytes_out, reset ? "reset" : "EOF");
+        ASSERT_INT(stats->reason, ==, CLOSE_SHUTDOWN);
+        ASSERT(!reset);
+        ASSERT(got == stats->bytes_out);
+        close(c);
+}
+
+/* A session at its byte limit while the client keeps sending and reads
+ * late: the client gets exactly the limit, then an orderly end (closing
+ * with unread input would reset the connection and drop the queued echo). */
+static void test_session_bytes_late_reader(void) {
+        struct worker_limits lim = base;
+        char chunk[8192] = { 0 };
+        size_t sent = 0, total = 200000;
+        bool reset;
+        int c, small = 4096;
+        pid_t pid;
+
+        lim.max_session_bytes = 100000;
+        client_rcvbuf = small;
+        pid = start(&lim, &c);
+        client_rcvbuf = 0;
+        fcntl(c, F_SETFL, O_NONBLOCK);
+        while (sent < total) {
+                struct pollfd p = { .fd = c, .events = POLLOUT };
+                ssize_t w = write(c, chunk, total - sent < sizeof(chunk) ? total - sent : sizeof(chunk));
+                if (w > 0)
+                        sent += (size_t) w;
+                else if (w < 0 && errno == EAGAIN)
+                        ASSERT(poll(&p, 1, 10000) == 1); /* the worker discards what is over */
+                else
+                        ASSERT(!"send failed");
+        }
+        size_t got = read_rest(c, &reset);
+        finish(pid, CLOSE_SESSION_BYTES);
+        printf("   200000 sent against a 100000-byte limit: client read %zu, record %" PRIu64 " out, %s\n",
+               got, stats->bytes_out, reset ? "reset" : "EOF");
+        ASSERT(!reset);
+        ASSERT(got == 100000 && stats->bytes_out == 100000 && stats->bytes_in == 100000);
+        close(c);
+}
+
+/* A session at its time limit while input is still arriving. */
+static void test_session_time_late_reader(void) {
+        struct worker_limits lim = base;
+        char chunk[8192] = { 0 };
+        bool reset;
+        int c, small = 4096;
+        pid_t pid;
+
+        lim.max_session_time_ms = 300;
+        client_rcvbuf = small;
+        pid = start(&lim, &c);
+        client_rcvbuf = 0;
+        fcntl(c, F_SETFL, O_NONBLOCK);
+        /* Keep sending, never reading, until the session has ended. */
+        while (stats->reason == CLOSE_NONE) {
+                struct pollfd p = { .fd = c, .events = POLLOUT };
+                if (write(c, chunk, sizeof(chunk)) < 0) {
+                        ASSERT(errno == EAGAIN);
+                        (void) poll(&p, 1, 10);
+                }
+        }
+        for (int i = 0; i < 10; i++)
+                (void) write(c, chunk, sizeof(chunk)); /* still arriving during the linger */
+        size_t got = read_rest(c, &reset);
+        finish(pid, CLOSE_SESSION_TIME);
+        printf("   session-time with input arriving: client read %zu, record %" PRIu64 " out, %s\n",
+               got, stats->bytes_out, reset ? "reset" : "EOF");
+        ASSERT(!reset);
+        ASSERT(got == stats->bytes_out && got > 0);
+        close(c);
+}
+
+/* A client that never reads: the linger runs out and the close is
+ * abortive; the record counts only what the client acknowledged, which
+ * is exactly what it can still read. */
+static void test_linger_runs_out_counts_what_arrived(void) {
+        struct worker_limits lim = base;
+        char chunk[8192] = { 0 };
+        size_t sent = 0, total = 400000;
+        bool reset;
+        int c, small = 4096;
+        pid_t pid;
+
+        lim.max_session_bytes = 200000;
+        lim.write_timeout_ms = 300;
+        client_rcvbuf = small;
+        pid = start(&lim, &c);
+        client_rcvbuf = 0;
+        fcntl(c, F_SETFL, O_NONBLOCK);
+        while (sent < total && stats->end_usec == 0) {
+                struct pollfd p = { .fd = c, .events = POLLOUT };
+                ssize_t w = write(c, chunk, total - sent < sizeof(chunk) ? total - sent : sizeof(chunk));
+                if (w > 0)
+                        sent += (size_t) w;
+                else
+                        (void) poll(&p, 1, 10);
+        }
+        int status;
+        ASSERT(waitpid(pid, &status, 0) == pid);
+        size_t got = read_rest(c, &reset);
+        printf("   client never reads: record %s, %" PRIu64 " out; client then read %zu and %s\n",
+               close_reason_name(stats->reason), stats->bytes_out, got, reset ? "a reset" : "EOF");
+        ASSERT(got == stats->bytes_out);
+        close(c);
+}
+
+/* Urgent data is data: RFC 862 echoes everything, in order, in both modes. */
+static void test_urgent_byte_echoed(void) {
+        for (int splice_mode = 0; splice_mode < 2; splice_mode++) {
+                char got[16] = { 0 };
+                int c;
+                pid_t pid = start(&base, &c);
+
+                if (splice_mode)
+                        enter_splice_mode(pid, c, base.buffer_size);
+                fcntl(c, F_SETFL, 0);
+                ASSERT(send(c, "abc", 3, 0) == 3);
+                ASSERT(send(c, "X", 1, MSG_OOB) == 1);
+                ASSERT(send(c, "def", 3, 0) == 3);
+                ASSERT(shutdown(c, SHUT_WR) == 0);
+                size_t n = 0;
+                for (ssize_t r; (r = read(c, got + n, sizeof(got) - 1 - n)) > 0;)
+                        n += (size_t) r;
+                printf("   %s mode: abc, X (MSG_OOB), def came back as %s\n", splice_mode ? "splice" : "copy", got);
+                ASSERT(strcmp(got, "abcXdef") == 0);
+                finish(pid, CLOSE_CLIENT);
+                close(c);
+        }
+}
+
+/* Idleness is time spent waiting for input, in splice mode as in copy
+ * mode: a long wait for the client to take its echo is not idle time. */
+static void test_splice_idle_counts_from_waiting(void) {
+        struct worker_limits lim = base;
+        char block[32768], back[32768];
+        int c, small = 4096, queued = -1;
+        pid_t pid;
+
+        lim.buffer_size = 65536;
+        lim.idle_timeout_ms = 200;
+        lim.write_timeout_ms = 10000;
+        keep_spy = true;
+        server_sndbuf = 4096;
+        client_rcvbuf = small;
+        pid = start(&lim, &c);
+        keep_spy = false;
+        server_sndbuf = client_rcvbuf = 0;
+        enter_splice_mode(pid, c, lim.buffer_size);
+        memset(block, 'b', sizeof(block));
+        fcntl(c, F_SETFL, 0);
+        ASSERT(write(c, block, sizeof(block)) == sizeof(block));
+        /* The worker has taken all of it (one splice) and waits to send. */
+        for (int i = 0; i < 5000 && queued != 0; i++) {
+                ASSERT(ioctl(spy, FIONREAD, &queued) == 0);
+                if (queued)
+                        usleep(1000);
+        }
+        ASSERT_INT(queued, ==, 0);
+        usleep(3 * lim.idle_timeout_ms * 1000); /* the client takes its time to read */
+        size_t n = 0;
+        while (n < sizeof(back)) {
+                ssize_t r = read(c, back, sizeof(back) - n);
+                ASSERT(r > 0);
+                n += (size_t) r;
+        }
+        ASSERT(write(c, "ping", 4) == 4);
+        ssize_t r = read(c, back, 4);
+        printf("   after a %u ms wait to send, a prompt message got %zd bytes back\n",
+               3 * lim.idle_timeout_ms, r);
+        ASSERT(r == 4 && memcmp(back, "ping", 4) == 0);
+        ASSERT_INT(read_all_until_eof(c, 5000), ==, 0); /* idle now, truly */
+        finish(pid, CLOSE_IDLE);
+        close(spy);
+        spy = -1;
+        close(c);
+}
+
 int main(void) {
         stats = mmap(NULL, sizeof(*stats), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
         ASSERT(stats != MAP_FAILED);
+        setvbuf(stdout, NULL, _IOLBF, 0);
         signal(SIGPIPE, SIG_DFL); /* prove the worker does not rely on the caller ignoring it */
         RUN(test_echo_and_half_close);
         RUN(test_idle_timeout);
@@ -258,5 +772,16 @@ int main(void) {
         RUN(test_session_bytes);
         RUN(test_reset_is_normal_end);
         RUN(test_reset_while_writing);
+        RUN(test_wait_clamps);
+        RUN(test_long_session_limit_waits);
+        RUN(test_daemon_signals_ignored);
+        RUN(test_sigterm_cut_anywhere);
+        RUN(test_sigterm_cut_busy_stream);
+        RUN(test_sigterm_cut_late_reader);
+        RUN(test_session_bytes_late_reader);
+        RUN(test_session_time_late_reader);
+        RUN(test_linger_runs_out_counts_what_arrived);
+        RUN(test_urgent_byte_echoed);
+        RUN(test_splice_idle_counts_from_waiting);
         return 0;
 }
