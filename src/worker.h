@@ -48,8 +48,7 @@ struct worker_stats {
 };
 
 /* fd: a connected stream socket with urgent data inline (SO_OOBINLINE,
- * best inherited from the listener, so no urgent byte can arrive before it
- * is set), best passed blocking (a non-blocking one costs a system call to
+ * set before the first read: spawn_serve_here() does), best passed blocking (a non-blocking one costs a system call to
  * change). buf: limits->buffer_size bytes. start_usec: CLOCK_MONOTONIC start
  * of the session. The caller still owns fd; see worker_close(). The session
  * ends as CLOSE_SHUTDOWN when SIGTERM comes (see worker_set_signals()). */
