@@ -232,7 +232,7 @@ static int add_address(const char *name, unsigned line, const struct key *k, con
                 return -EINVAL;
         }
         for (uint32_t i = 0; i < c->n_listen; i++)
-                if (strcmp(c->listen[i], v) == 0) {
+                if (config_listen_same(c->listen[i], v)) {
                         config_diag_add(diag, "%s:%u: listen: \"%s\" is given twice", name, line,
                                         printable(v, (char[80]) { 0 }));
                         return -EINVAL;

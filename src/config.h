@@ -113,6 +113,17 @@ unsigned config_describe_changes(const struct config *old, const struct config *
  * pending for them. Returns how many differed. */
 unsigned config_keep_restart_keys(struct config *next, const struct config *running, char *pending, size_t size);
 
+/* The listen rule (config-listen.c), one for standalone binding and for the
+ * generator's drop-in: listen[i] is dual-stack (takes IPv4 clients too)
+ * when it is the unspecified IPv6 address, however written ("::", "0::0"),
+ * and no IPv4 address is listed; otherwise every address is bound alone
+ * (an IPv6 one IPv6-only). */
+bool config_listen_dual_stack(const struct config *c, uint32_t i);
+bool config_listen_any_ipv4(const struct config *c);
+bool config_listen_is_ipv4(const char *address);
+/* The same address, however written ("::1" and "0::1"). */
+bool config_listen_same(const char *a, const char *b);
+
 const char *config_log_level_name(int level);
 int config_log_level_from_name(const char *name); /* -EINVAL when unknown */
 const char *config_log_addresses_name(int mode);

@@ -5,7 +5,7 @@ import os
 import subprocess
 import tempfile
 
-from harness import WRAPPER, main
+from harness import WRAPPER, Daemon, free_port, main, served
 
 GENERATOR = os.environ.get("ECHO_MPSERV_GENERATOR", "")
 DROPIN = "echo-mpserv.socket.d/50-echo-mpserv-generator.conf"
@@ -56,6 +56,36 @@ def test_addresses():
     assert "ListenStream=\nListenStream=127.0.0.1:9\nListenStream=[::1]:9\nBindIPv6Only=ipv6-only\n" in text
 
 
+def test_any_address_in_every_spelling_serves_what_standalone_serves():
+    """The unspecified IPv6 address is one address however it is written:
+    alone it is dual-stack both in the drop-in (BindIPv6Only=both) and in
+    standalone mode (IPv4 clients served); next to an IPv4 address it is
+    IPv6 only in both."""
+    for spelling in ("0::0", "::0", "0:0:0:0:0:0:0:0"):
+        code, err, text = generate('port = 7777; listen = [ "%s" ];' % spelling)
+        assert code == 0 and err == "", err
+        assert "[Socket]\nListenStream=\nListenStream=7777\nBindIPv6Only=both\n" in text, (spelling, text)
+        assert generate('listen = [ "%s" ];' % spelling) == (0, "", None), spelling
+        code, err, text = generate('port = 7777; listen = [ "%s", "127.0.0.2" ];' % spelling)
+        assert code == 0 and err == "", err
+        assert ("ListenStream=[%s]:7777\nListenStream=127.0.0.2:7777\nBindIPv6Only=ipv6-only\n" % spelling
+                in text), (spelling, text)
+        port = free_port()
+        with Daemon('listen = [ "%s" ];' % spelling, args=["-p", str(port)], activation=False) as d:
+            assert served(("127.0.0.1", port)), spelling
+            assert served(("::1", port)), spelling
+            assert d.stop() == 0
+        with Daemon('listen = [ "%s", "127.0.0.2" ];' % spelling, args=["-p", str(port)],
+                    activation=False) as d:
+            assert served(("::1", port)), spelling
+            assert served(("127.0.0.2", port)), spelling
+            try:
+                assert not served(("127.0.0.1", port)), spelling
+            except ConnectionRefusedError:
+                pass
+            assert d.stop() == 0
+
+
 def test_broken_config_keeps_defaults_and_says_why():
     code, err, text = generate("port = 7777;\nport = \"x\";\n")
     assert code == 0 and text is None
@@ -85,5 +115,5 @@ def test_unwritable_output_fails():
 
 if __name__ == "__main__":
     main([test_defaults_write_nothing, test_port_moves_the_socket, test_addresses,
-          test_broken_config_keeps_defaults_and_says_why, test_text_the_parser_would_skip_is_refused,
+          test_any_address_in_every_spelling_serves_what_standalone_serves, test_broken_config_keeps_defaults_and_says_why, test_text_the_parser_would_skip_is_refused,
           test_usage, test_unwritable_output_fails])

@@ -121,10 +121,39 @@ static void test_listen(void) {
         expect_error("listen = [ \"localhost\" ];", "\"localhost\" is not a numeric IPv4 or IPv6 address");
         expect_error("listen = [ \"127.0.0.1\", \"127.0.0.1\" ];", "\"127.0.0.1\" is given twice");
         expect_error("listen = [ ];", "listen must name at least one address");
+        /* One address however written. */
+        expect_error("listen = [ \"::\", \"0:0:0:0:0:0:0:0\" ];", "\"0:0:0:0:0:0:0:0\" is given twice");
+        expect_error("listen = [ \"::1\", \"0::1\" ];", "\"0::1\" is given twice");
         expect_error("listen = [ \"1.1.1.1\", \"1.1.1.2\", \"1.1.1.3\", \"1.1.1.4\", \"1.1.1.5\", \"1.1.1.6\","
                      " \"1.1.1.7\", \"1.1.1.8\", \"1.1.1.9\", \"1.1.1.10\", \"1.1.1.11\", \"1.1.1.12\","
                      " \"1.1.1.13\", \"1.1.1.14\", \"1.1.1.15\", \"1.1.1.16\", \"1.1.1.17\" ];",
                      "more than 16 addresses");
+}
+
+/* config_listen_dual_stack(): the unspecified IPv6 address, parsed, not
+ * compared as text, is dual-stack unless an IPv4 address is listed. */
+static void test_listen_dual_stack_rule(void) {
+        const char *spellings[] = { "\"::\"", "\"0::0\"", "\"::0\"", "\"0:0:0:0:0:0:0:0\"" };
+        struct config c;
+        struct config_diag d;
+        char text[128];
+
+        for (size_t i = 0; i < sizeof(spellings) / sizeof(spellings[0]); i++) {
+                snprintf(text, sizeof(text), "listen = [ %s ];", spellings[i]);
+                ASSERT_INT(parse(text, &c, &d), ==, 0);
+                ASSERT(config_listen_dual_stack(&c, 0));
+                ASSERT(!config_listen_any_ipv4(&c));
+                snprintf(text, sizeof(text), "listen = [ %s, \"127.0.0.1\" ];", spellings[i]);
+                ASSERT_INT(parse(text, &c, &d), ==, 0);
+                ASSERT(!config_listen_dual_stack(&c, 0));
+                ASSERT(config_listen_any_ipv4(&c));
+        }
+        ASSERT_INT(parse("listen = [ \"::1\" ];", &c, &d), ==, 0);
+        ASSERT(!config_listen_dual_stack(&c, 0));
+        ASSERT_INT(parse("listen = [ \"::ffff:127.0.0.1\" ];", &c, &d), ==, 0);
+        ASSERT(!config_listen_dual_stack(&c, 0));
+        ASSERT(!config_listen_is_ipv4("::ffff:127.0.0.1"));
+        ASSERT(config_listen_is_ipv4("0.0.0.0"));
 }
 
 static void test_admission_keys(void) {
@@ -519,6 +548,7 @@ int main(void) {
         RUN(test_ranges);
         RUN(test_literals_never_wrap);
         RUN(test_listen);
+        RUN(test_listen_dual_stack_rule);
         RUN(test_admission_keys);
         RUN(test_hash_key_credential);
         RUN(test_syntax_and_text);
