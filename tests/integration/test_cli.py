@@ -59,6 +59,9 @@ CONFIG_ROWS = [
     ("port = 7; # loopback only\rlisten = [ \"127.0.0.1\" ];\n", "c.conf:1: a carriage return that does not end a line"),
     (b"\xef\xbb\xbfport = 7;\n", "c.conf:1: the file starts with a byte order mark"),
     ("log_hash_key = \"\\x00123456789abcdefgh\";\n", "c.conf:1: a string cannot hold a NUL byte"),
+    # No value holds a control character, written or escaped.
+    ("port = 7;\nlog_level = \"info\\t\";\n", "c.conf:2: a string cannot hold a control character (escaped as \\t)"),
+    ("deny = [ \"10.0.0.0/8\x1b\" ];\n", "c.conf:1: a string cannot hold a control character (byte 0x1b)"),
     ("listen = [ \"::\" \"1\" ];\n", "c.conf:1: two strings with no comma between them would be read as one"),
     ("port = 7backlog = 5;\n", "c.conf:1: 'backlog' is read as a setting where the text does not clearly start one"),
     ("port = 7;\nport = 8;\n", "c.conf:2: duplicate setting 'port' (first set on line 1)"),
@@ -80,6 +83,21 @@ def test_config_errors():
             code, out, err = run(["-c", "@CONF@"] + mode, config=text)
             assert code == EXIT_CONFIG, (text[:40], mode, code, err)
             assert message in err, (text[:40], mode, err)
+
+
+def test_settings_cannot_hide_in_a_multiline_string():
+    """A string may span lines in libconfig: settings written on the lines
+    inside it would read as settings and be part of the value (here the
+    key). A string that runs past its line is refused at the line where it
+    starts, in every string value."""
+    text = 'port = 7;\nlog_hash_key = "abcdefghijklmnop\nmax_clients_per_source = 4;\nsource_rate = 1;\n";\n'
+    for mode in (["--check-config"], ["--dump-config"], []):
+        code, out, err = run(["-c", "@CONF@"] + mode, config=text)
+        assert code == EXIT_CONFIG, (mode, code, out, err)
+        assert "c.conf:2: a string cannot run past the end of its line" in err, (mode, err)
+        assert "max_clients_per_source" not in out, out
+    code, _, err = run(["-c", "@CONF@", "--check-config"], config='listen = [ "::1",\n"127.0.0.1\n" ];\n')
+    assert code == EXIT_CONFIG and "c.conf:2: a string cannot run past the end of its line" in err, err
 
 
 def test_port_option_without_config_file():
@@ -173,7 +191,7 @@ def test_port_mismatch_warning():
 
 
 if __name__ == "__main__":
-    main([test_usage_errors, test_config_errors,
+    main([test_usage_errors, test_config_errors, test_settings_cannot_hide_in_a_multiline_string,
           test_port_option_without_config_file, test_missing_given_config_is_an_error,
           test_check_config_ok_and_help_version, test_dump_config_round_trip,
           test_shipped_config_is_the_defaults_and_documents_every_key, test_port_in_use,
