@@ -93,6 +93,15 @@ void config_defaults(struct config *c);
  * does not exist (the caller decides whether that is fatal). */
 int config_load(const char *path, struct config *out, struct config_diag *diag);
 
+/* The daemon's file, at start, for --check-config and at every reload:
+ * config_load(), except that when the path is the default one (`given`
+ * false: no -c) and nothing is there, it fills the built-in defaults, sets
+ * *no_file and returns 0. A symbolic link at path to a file that does not
+ * exist is not "nothing there": it is an error (-ENOENT), as is a missing
+ * file that was named with -c. Whether a missing file may mean the
+ * defaults at a reload is the caller's decision (server_reload()). */
+int config_load_file(const char *path, bool given, struct config *out, bool *no_file, struct config_diag *diag);
+
 /* Validates text already in memory; `name` is used in messages. */
 int config_parse(const char *name, const char *text, size_t len, struct config *out, struct config_diag *diag);
 

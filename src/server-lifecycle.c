@@ -71,14 +71,23 @@ static void apply(struct server *s, struct config *next) {
 void server_reload(struct server *s) {
         struct config_diag diag = { 0 };
         struct config next;
-        bool was_pending = s->restart_pending[0];
+        bool was_pending = s->restart_pending[0], no_file = false;
         int r;
 
         notify_reloading();
-        r = config_load(s->opt->config_path, &next, &diag);
-        if (r == -ENOENT && !s->opt->config_path_given) {
-                config_defaults(&next);
-                r = 0;
+        /* A file that vanished (renamed away to be edited, say) never turns
+         * a configuration into the defaults: that is a failed reload. Only
+         * a daemon already on the defaults for want of a file finds none
+         * again and stays on them. */
+        if (s->on_defaults)
+                r = config_load_file(s->opt->config_path, s->opt->config_path_given, &next, &no_file, &diag);
+        else
+                r = config_load(s->opt->config_path, &next, &diag);
+        if (r >= 0) {
+                s->on_defaults = no_file;
+                if (no_file)
+                        log_msg(LOG_NOTICE, MSGID_CONFIG, "no configuration file at %s; the defaults stay",
+                                s->opt->config_path);
         }
         if (r < 0)
                 log_lines(LOG_ERR, MSGID_RELOAD_FAILED, "reload failed, keeping the running configuration: ",

@@ -44,6 +44,10 @@ struct server {
         /* Restart-only keys whose value in the file differs from the one
          * running ("port, listen"); empty when none. */
         char restart_pending[128];
+        /* The running configuration is the built-in defaults because no
+         * file was at the default path (at start, or at the last reload):
+         * only then may a reload find no file and keep going. */
+        bool on_defaults;
 
         /* Per child slot, what admission control counted for the session
          * and the peer it was counted for. Parent-only: the slots are

@@ -10,6 +10,7 @@
 struct server_options {
         const char *config_path;
         bool config_path_given;         /* a missing file is then an error */
+        bool no_config_file;            /* started on the defaults: no file at the default path */
         int port_override;              /* -p; 0: use the configuration's */
         int log_level_override;         /* -1: use the configuration's */
 };

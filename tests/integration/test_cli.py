@@ -107,6 +107,39 @@ def test_port_option_without_config_file():
     assert code == EXIT_OK and "port = 7000;" in out, (code, out, err)
 
 
+def run_on_default_path(conf, args):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LISTEN_", "NOTIFY_"))}
+    p = subprocess.run(conf.prefix() + [DAEMON] + args, capture_output=True, text=True, timeout=60, env=env,
+                       stdin=subprocess.DEVNULL)
+    return p.returncode, p.stdout, p.stderr
+
+
+def test_check_config_says_when_no_file_was_read():
+    """No -c and nothing at the default path: --check-config says that no
+    file was read, not a bare "configuration OK" (exit 0 all the same)."""
+    from harness import DefaultConfigDir
+    with DefaultConfigDir() as conf:
+        code, out, err = run_on_default_path(conf, ["--check-config"])
+        assert code == EXIT_OK, (code, out, err)
+        assert out == "no configuration file at /etc/echo-mpserv/echo-mpserv.conf; the defaults are OK\n", out
+        conf.write("port = 7777;\n")
+        assert run_on_default_path(conf, ["--check-config"])[:2] == (EXIT_OK, "configuration OK\n")
+
+
+def test_dangling_symlink_at_the_default_path_is_an_error():
+    """A symbolic link at the default path to a file that does not exist is
+    no "missing file, use the defaults": someone meant it to be the
+    configuration."""
+    from harness import DefaultConfigDir, free_port
+    with DefaultConfigDir() as conf:
+        os.symlink("/etc/echo-mpserv/echo-mpserv.conf.new", conf.path)
+        want = "/etc/echo-mpserv/echo-mpserv.conf: a symbolic link to a file that does not exist"
+        for args in (["--check-config"], ["--dump-config"], ["-p", str(free_port())]):
+            code, out, err = run_on_default_path(conf, args)
+            assert code == EXIT_CONFIG, (args, code, out, err)
+            assert want in err, (args, err)
+
+
 def test_missing_given_config_is_an_error():
     code, _, err = run(["-c", "/nonexistent/x.conf", "--check-config"])
     assert code == EXIT_CONFIG and "/nonexistent/x.conf: No such file or directory" in err, err
@@ -192,7 +225,8 @@ def test_port_mismatch_warning():
 
 if __name__ == "__main__":
     main([test_usage_errors, test_config_errors, test_settings_cannot_hide_in_a_multiline_string,
-          test_port_option_without_config_file, test_missing_given_config_is_an_error,
+          test_port_option_without_config_file, test_check_config_says_when_no_file_was_read,
+          test_dangling_symlink_at_the_default_path_is_an_error, test_missing_given_config_is_an_error,
           test_check_config_ok_and_help_version, test_dump_config_round_trip,
           test_shipped_config_is_the_defaults_and_documents_every_key, test_port_in_use,
           test_bad_address_and_permission, test_wrong_kind_of_passed_socket, test_port_mismatch_warning])

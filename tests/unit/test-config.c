@@ -497,6 +497,40 @@ static void test_files(void) {
         unlink(path);
 }
 
+/* config_load_file(): only nothing at the default path means the defaults;
+ * a dangling symbolic link there, or a missing file named with -c, is an
+ * error. */
+static void test_load_file_missing(void) {
+        char dir[] = "/tmp/test-config-XXXXXX", path[64], link_path[64];
+        struct config c, def;
+        struct config_diag d = { 0 };
+        bool no_file = true;
+
+        config_defaults(&def);
+        ASSERT(mkdtemp(dir));
+        snprintf(path, sizeof(path), "%s/echo-mpserv.conf", dir);
+        memset(&c, 0x5a, sizeof(c));
+        ASSERT_INT(config_load_file(path, false, &c, &no_file, &d), ==, 0);
+        ASSERT(no_file);
+        ASSERT(memcmp(&c, &def, sizeof(c)) == 0);
+        ASSERT_INT(d.count, ==, 0);
+        ASSERT_INT(d.len, ==, 0);
+
+        ASSERT_INT(config_load_file(path, true, &c, &no_file, &d), ==, -ENOENT);
+        ASSERT(!no_file);
+        ASSERT_STR_CONTAINS(d.text, ": No such file or directory");
+
+        snprintf(link_path, sizeof(link_path), "%s/echo-mpserv.conf.new", dir);
+        ASSERT_INT(symlink(link_path, path), ==, 0);
+        memset(&d, 0, sizeof(d));
+        ASSERT_INT(config_load_file(path, false, &c, &no_file, &d), ==, -ENOENT);
+        ASSERT(!no_file);
+        ASSERT_STR_CONTAINS(d.text, "echo-mpserv.conf: a symbolic link to a file that does not exist");
+
+        ASSERT_INT(unlink(path), ==, 0);
+        ASSERT_INT(rmdir(dir), ==, 0);
+}
+
 static char *dump(const struct config *c) {
         char *buf = NULL;
         size_t len = 0;
@@ -595,6 +629,7 @@ int main(void) {
         RUN(test_all_errors_reported);
         RUN(test_many_errors_counted);
         RUN(test_files);
+        RUN(test_load_file_missing);
         RUN(test_dump_round_trip);
         RUN(test_describe_changes);
         RUN(test_keep_restart_keys);
