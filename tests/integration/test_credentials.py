@@ -144,6 +144,24 @@ def test_config_errors():
             assert KEY_A not in err, err
 
 
+def test_a_key_pasted_as_the_credential_name_is_never_printed():
+    """The key itself pasted into log_hash_key_credential (64 hex digits,
+    as the package makes it, or base64): refused by --check-config,
+    --dump-config and at start, and no output echoes it."""
+    import base64
+    from harness import free_port
+    for key in (os.urandom(32).hex(), base64.b64encode(os.urandom(16)).decode(),
+                base64.b64encode(os.urandom(32)).decode()):
+        config = 'log_addresses = "hash";\nlog_hash_key_credential = "%s";\n' % key
+        with Credentials({}) as creds:
+            for args in (["--check-config"], ["--dump-config"], ["-p", str(free_port())]):
+                code, out, err = run(args, config, creds if args[0] == "-p" else None)
+                assert code == EXIT_CONFIG, (args, code, out, err)
+                assert "c.conf:2: log_hash_key_credential looks like a key, not a credential name" in err, err
+                for part in (key, key[:16], key[-16:]):
+                    assert part not in out + err, (args, out, err)
+
+
 def test_dump_never_shows_the_key():
     code, out, err = run(["--dump-config"], f'log_hash_key = "{KEY_A}";')
     assert code == EXIT_OK and KEY_A not in out + err, out
@@ -182,4 +200,5 @@ def test_connected_socket_record_is_hashed():
 if __name__ == "__main__":
     main([test_hashes_stable_with_one_key_and_keyed, test_binary_key_with_nul_bytes,
           test_bad_credential_stops_the_start, test_check_config_without_credentials_directory,
-          test_config_errors, test_dump_never_shows_the_key, test_connected_socket_record_is_hashed])
+          test_config_errors, test_a_key_pasted_as_the_credential_name_is_never_printed,
+          test_dump_never_shows_the_key, test_connected_socket_record_is_hashed])

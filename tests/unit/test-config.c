@@ -242,15 +242,29 @@ static void test_hash_key_credential(void) {
         ASSERT_INT(parse("log_hash_key_credential = \"echo-mpserv.key_2\";", &c, &d), ==, 0);
         ASSERT_INT(parse("log_hash_key_credential = \"\";", &c, &d), ==, 0);
         ASSERT(c.log_hash_key_credential[0] == 0);
-        ASSERT_INT(parse("log_hash_key_credential = \"0123456789012345678901234567890123456789012345678901234567890123\";",
+        ASSERT_INT(parse("log_hash_key_credential = \"012345678901234.012345678901234.012345678901234.012345678901234\";",
                          &c, &d), ==, 0);
+        /* A key pasted as the name is refused and never echoed. */
+        const char *keys[] = { "5f0c2a7d9e1b4c3a8f6d2e0b7a9c1d3e5f0c2a7d9e1b4c3a8f6d2e0b7a9c1d3e",
+                               "q3JZpL0b+k9vA2mN8s/1uQ==", "0123456789012345678901234567890123456789012345678901234567890123" };
+        for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+                char text[160];
+
+                snprintf(text, sizeof(text), "log_hash_key_credential = \"%s\";", keys[i]);
+                ASSERT_INT(parse(text, &c, &d), <, 0);
+                ASSERT_STR_CONTAINS(d.text, "test.conf:1: log_hash_key_credential looks like a key, not a "
+                                    "credential name (more than 15 letters and digits in a row); the value is "
+                                    "not shown");
+                ASSERT(strstr(d.text, keys[i]) == NULL);
+                ASSERT(strstr(d.text, "q3JZ") == NULL);
+        }
 
         /* A name, not a path: it is looked up in $CREDENTIALS_DIRECTORY. */
         expect_error("log_hash_key_credential = \"/etc/echo-mpserv/log-hash-key\";",
                      "test.conf:1: log_hash_key_credential = \"/etc/echo-mpserv/log-hash-key\" is not a credential name");
         expect_error("log_hash_key_credential = \"..\";", "is not a credential name");
         expect_error("log_hash_key_credential = \"a b\";", "is not a credential name");
-        expect_error("log_hash_key_credential = \"01234567890123456789012345678901234567890123456789012345678901234\";",
+        expect_error("log_hash_key_credential = \"012345678901234.012345678901234.012345678901234.012345678901234-x\";",
                      "is not a credential name (1 to 64 letters");
         expect_error("log_hash_key_credential = 5;", "log_hash_key_credential must be a string, not an integer");
         /* One place for the key, never both. */
