@@ -117,7 +117,10 @@ unsigned config_describe_changes(const struct config *old, const struct config *
 
 /* For a reload: every key that takes effect only at start (reloadable =
  * false in the key table: the listening sockets, the hash key) gets its
- * running value back in *next. The names of those whose value in *next
+ * running value back in *next, and so does log_addresses when it turns to
+ * "hash" while the hash key's source changes: until the restart it would
+ * hash with a key no later run has (config_describe_changes() says "after
+ * a restart" for it then too). The names of those whose value in *next
  * differed go into pending ("port, listen"; empty when none): a restart is
  * pending for them. Returns how many differed. */
 unsigned config_keep_restart_keys(struct config *next, const struct config *running, char *pending, size_t size);

@@ -58,8 +58,11 @@ static int load_hash_key(const struct cli *cli, const struct config *cfg) {
                         "\"log-hash-key\" (see echo-mpserv.conf(5))", cli->config_path);
                 return logaddr_set_key(cfg->log_hash_key, strlen(cfg->log_hash_key));
         }
-        if (!name[0])
+        if (!name[0]) {
+                if (cli->action == CLI_RUN)
+                        server_note_random_hash_key(cfg);
                 return 0;
+        }
         if (cli->action == CLI_CHECK_CONFIG && !getenv("CREDENTIALS_DIRECTORY")) {
                 log_msg(LOG_NOTICE, MSGID_CONFIG, "credential \"%s\" (log_hash_key_credential) not checked: "
                         "$CREDENTIALS_DIRECTORY is not set here; the daemon reads it at start", name);

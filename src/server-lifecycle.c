@@ -36,6 +36,13 @@ void server_options_apply(const struct server_options *opt, struct config *c) {
                 c->log_level = opt->log_level_override;
 }
 
+void server_note_random_hash_key(const struct config *c) {
+        if (c->log_addresses == LOG_ADDRESSES_HASH && !c->log_hash_key_credential[0] && !c->log_hash_key[0])
+                log_msg(LOG_NOTICE, MSGID_CONFIG, "log_addresses = \"hash\" with no key set "
+                        "(log_hash_key_credential): a random key for this run, so hashes match within it "
+                        "only and no later run reproduces them");
+}
+
 /* Said after every reload, failed or not, for as long as it holds. */
 static void report_restart_pending(const struct server *s, bool was_pending) {
         if (s->restart_pending[0])
@@ -63,6 +70,8 @@ static void apply(struct server *s, struct config *next) {
         s->cfg = *next;
         log_set_max_level(s->cfg.log_level); /* --log-level, if given, is in it */
         (void) logaddr_configure(&s->cfg);
+        if (old.log_addresses != LOG_ADDRESSES_HASH)
+                server_note_random_hash_key(&s->cfg);
         r = admission_reconfigure(&s->adm, &old, recount_sources, s);
         if (r < 0)
                 log_errno(LOG_ERR, r, MSGID_RELOAD_FAILED, "cannot recount sources after the reload");

@@ -19,6 +19,10 @@ struct server_options {
  * every reloaded one alike, so a reload compares like with like. */
 void server_options_apply(const struct server_options *opt, struct config *c);
 
+/* A notice when c hashes addresses with a random key (none configured):
+ * at start, and at a reload that turns hashing on. */
+void server_note_random_hash_key(const struct config *c);
+
 /* Serves on every listener in ls until SIGTERM/SIGINT, then drains.
  * Takes ownership of ls. Returns 0 after a clean shutdown, -errno when the
  * loop itself cannot run. */

@@ -431,6 +431,52 @@ static void test_keep_restart_keys(void) {
         ASSERT_INT(next.port, ==, 7);
 }
 
+/* A switch to "hash" while the key's source changes waits for the restart
+ * that brings the key: until then it would hash with a key no later run
+ * has. Without a change of key source it applies at once. */
+static void test_hash_switch_waits_for_its_key(void) {
+        struct config running, next;
+        char pending[128], changes[512];
+        bool restart;
+
+        config_defaults(&running);
+        next = running;
+        next.log_addresses = LOG_ADDRESSES_HASH;
+        snprintf(next.log_hash_key_credential, sizeof(next.log_hash_key_credential), "log-hash-key");
+        ASSERT_INT(config_describe_changes(&running, &next, changes, sizeof(changes), &restart), ==, 2);
+        ASSERT(restart);
+        ASSERT_STR_CONTAINS(changes, "log_addresses \"full\" -> \"hash\" (after a restart), "
+                                     "log_hash_key_credential \"\" -> \"log-hash-key\" (after a restart)");
+        ASSERT_INT(config_keep_restart_keys(&next, &running, pending, sizeof(pending)), ==, 2);
+        ASSERT(strcmp(pending, "log_addresses, log_hash_key_credential") == 0);
+        ASSERT_INT(next.log_addresses, ==, LOG_ADDRESSES_FULL);
+
+        /* The key in the file (deprecated) alike. */
+        next = running;
+        next.log_addresses = LOG_ADDRESSES_HASH;
+        snprintf(next.log_hash_key, sizeof(next.log_hash_key), "0123456789abcdefX");
+        ASSERT_INT(config_keep_restart_keys(&next, &running, pending, sizeof(pending)), ==, 2);
+        ASSERT_INT(next.log_addresses, ==, LOG_ADDRESSES_FULL);
+
+        /* The same key source as running: "hash" applies at the reload. */
+        snprintf(running.log_hash_key_credential, sizeof(running.log_hash_key_credential), "log-hash-key");
+        next = running;
+        next.log_addresses = LOG_ADDRESSES_HASH;
+        ASSERT_INT(config_describe_changes(&running, &next, changes, sizeof(changes), &restart), ==, 1);
+        ASSERT(!restart);
+        ASSERT_INT(config_keep_restart_keys(&next, &running, pending, sizeof(pending)), ==, 0);
+        ASSERT_INT(next.log_addresses, ==, LOG_ADDRESSES_HASH);
+
+        /* Away from "hash" applies at once, whatever the key does. */
+        running.log_addresses = LOG_ADDRESSES_HASH;
+        next = running;
+        next.log_addresses = LOG_ADDRESSES_PREFIX;
+        next.log_hash_key_credential[0] = 0;
+        ASSERT_INT(config_keep_restart_keys(&next, &running, pending, sizeof(pending)), ==, 1);
+        ASSERT(strcmp(pending, "log_hash_key_credential") == 0);
+        ASSERT_INT(next.log_addresses, ==, LOG_ADDRESSES_PREFIX);
+}
+
 static void test_all_errors_reported(void) {
         struct config c;
         struct config_diag d;
@@ -647,5 +693,6 @@ int main(void) {
         RUN(test_dump_round_trip);
         RUN(test_describe_changes);
         RUN(test_keep_restart_keys);
+        RUN(test_hash_switch_waits_for_its_key);
         return 0;
 }
