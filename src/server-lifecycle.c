@@ -10,6 +10,7 @@
 #include "logaddr.h"
 #include "notify.h"
 #include "server-private.h"
+#include "spawn.h"
 #include "util.h"
 
 static void recount_one(struct slot *slot, void *userdata) {
@@ -43,6 +44,19 @@ void server_note_random_hash_key(const struct config *c) {
                         "only and no later run reproduces them");
 }
 
+void server_check_socket_buffer(const struct config *c) {
+        uint32_t rmem, wmem;
+
+        if (!c->socket_buffer || spawn_socket_buffer_caps(&rmem, &wmem) < 0 ||
+            (c->socket_buffer <= rmem && c->socket_buffer <= wmem))
+                return;
+        log_msg(LOG_WARNING, MSGID_CONFIG, "socket_buffer = %" PRIu32 " is more than the kernel allows "
+                "(net.core.rmem_max = %" PRIu32 ", net.core.wmem_max = %" PRIu32 "): sessions get %" PRIu32
+                " bytes for receiving and %" PRIu32 " for sending; raise the sysctls or lower socket_buffer",
+                c->socket_buffer, rmem, wmem, c->socket_buffer < rmem ? c->socket_buffer : rmem,
+                c->socket_buffer < wmem ? c->socket_buffer : wmem);
+}
+
 /* Said after every reload, failed or not, for as long as it holds. */
 static void report_restart_pending(const struct server *s, bool was_pending) {
         if (s->restart_pending[0])
@@ -72,6 +86,8 @@ static void apply(struct server *s, struct config *next) {
         (void) logaddr_configure(&s->cfg);
         if (old.log_addresses != LOG_ADDRESSES_HASH)
                 server_note_random_hash_key(&s->cfg);
+        if (old.socket_buffer != s->cfg.socket_buffer)
+                server_check_socket_buffer(&s->cfg);
         r = admission_reconfigure(&s->adm, &old, recount_sources, s);
         if (r < 0)
                 log_errno(LOG_ERR, r, MSGID_RELOAD_FAILED, "cannot recount sources after the reload");

@@ -67,6 +67,12 @@ struct server {
         uint64_t status_at, watchdog_interval, watchdog_at;
 };
 
+/* A warning when socket_buffer is more than the kernel gives a socket
+ * (spawn_socket_buffer_caps()), naming what sessions get instead: once a
+ * configuration, at start and at a reload that changes it, never per
+ * connection. */
+void server_check_socket_buffer(const struct config *c);
+
 /* What was counted for the worker in `slot`, found by the slot's place, not
  * by anything stored in it. */
 static inline struct counted *server_counted(const struct server *s, const struct slot *slot) {

@@ -360,6 +360,7 @@ static int setup(struct server *s) {
         r = logaddr_configure(&s->cfg);
         if (r < 0)
                 return log_errno(LOG_ERR, r, NULL, "cannot set up address hashing");
+        server_check_socket_buffer(&s->cfg);
         s->started_usec = now_usec(CLOCK_MONOTONIC);
         budget_init(&s->budget, &s->cfg, s->started_usec);
         s->report_at = s->started_usec + REPORT_INTERVAL_USEC;
@@ -438,6 +439,7 @@ int server_run_connected(const struct config *cfg, int fd) {
                 safe_close(fd);
                 return log_errno(LOG_ERR, r, NULL, "cannot set up address hashing; closing the connection");
         }
+        server_check_socket_buffer(cfg);
         worker_set_signals(); /* one session: SIGTERM cuts it, SIGHUP and the like do not */
         (void) getpeername(fd, &slot.peer.sa, &len);
         spawn_serve_here(fd, &slot, &limits);
