@@ -12,11 +12,10 @@
 #include "server-private.h"
 #include "util.h"
 
-static void recount_one(struct slot *slot, void *userdata) {
+static void recount_one(struct child *ch, void *userdata) {
         struct server *s = userdata;
-        struct counted *c = server_counted(s, slot);
 
-        admission_hold_session(&s->adm, &c->peer, now_usec(CLOCK_MONOTONIC), &c->hold);
+        admission_hold_session(&s->adm, &ch->peer, now_usec(CLOCK_MONOTONIC), &ch->hold);
 }
 
 /* Sources are counted by prefix: new prefix lengths mean new sources. The
@@ -94,11 +93,11 @@ void server_reload(struct server *s) {
         notify_ready(status);
 }
 
-static void cut_one(struct slot *slot, void *userdata) {
+static void cut_one(struct child *ch, void *userdata) {
         int sig = *(int *) userdata;
 
-        slot->cut = true;
-        (void) kill(slot->pid, sig);
+        ch->cut = true;
+        (void) kill(ch->pid, sig);
 }
 
 void server_begin_shutdown(struct server *s, int sig) {

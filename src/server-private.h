@@ -45,11 +45,6 @@ struct server {
          * running ("port, listen"); empty when none. */
         char restart_pending[128];
 
-        /* Per child slot, what admission control counted for the session
-         * and the peer it was counted for. Parent-only: the slots are
-         * shared with the workers, and nothing a worker writes may decide
-         * what its session gives back. */
-        struct counted { union sockaddr_any peer; struct admission_hold hold; } *counted;
         /* Records a client can provoke, folded to one a second (see
          * log_cap() and log_recovered() in server.c): what each owed record
          * still has to report. cap_changes: [0] left the cap, [1] reached it. */
@@ -62,12 +57,6 @@ struct server {
         bool status_dirty;
         uint64_t status_at, watchdog_interval, watchdog_at;
 };
-
-/* What was counted for the worker in `slot`, found by the slot's place, not
- * by anything stored in it. */
-static inline struct counted *server_counted(const struct server *s, const struct slot *slot) {
-        return &s->counted[slot - s->children.slots];
-}
 
 /* The counters the operator sees, for report.c. */
 struct report_state server_report_state(const struct server *s);
