@@ -1,9 +1,12 @@
 /* echo-mpserv: parse the command line, load the configuration, take or bind
  * the sockets, run the server, and map the outcome to one exit status.
- * The exit statuses are documented in echo-mpserv(8); keep them stable. */
+ * The exit statuses are documented in echo-mpserv(8); keep them stable.
+ * They are sysexits(3) values, which systemd names (64/USAGE, 69/UNAVAILABLE,
+ * 78/CONFIG) where it would read 2, 3 and 4 as LSB init script codes. */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sysexits.h>
 
 #include "cli.h"
 #include "config.h"
@@ -17,9 +20,9 @@
 enum {
         EXIT_OK = 0,
         EXIT_RUNTIME = 1,
-        EXIT_USAGE = 2,
-        EXIT_CONFIG = 3,
-        EXIT_SOCKET = 4,
+        EXIT_USAGE = EX_USAGE,          /* 64 */
+        EXIT_SOCKET = EX_UNAVAILABLE,   /* 69: no usable socket, nothing to serve on */
+        EXIT_CONFIG = EX_CONFIG,        /* 78 */
 };
 
 static int load_config(const struct cli *cli, const struct server_options *opt, struct config *cfg) {
@@ -114,6 +117,13 @@ static int run(const struct cli *cli, const struct server_options *opt, const st
         }
         if (r > 0) {
                 check_inherited_ports(cli, cfg, &ls);
+        } else if (listen_started_by_systemd()) {
+                /* E.g. the service restarted after a port change, before its
+                 * socket: binding here would fail in the sandbox, and a
+                 * restart loop would take the socket unit down with it. */
+                log_msg(LOG_ERR, MSGID_LISTENING,
+                        "systemd passed no listening socket; run: systemctl restart echo-mpserv.socket");
+                return EXIT_SOCKET;
         } else {
                 r = listen_bind(&ls, cfg, cfg->port, err, sizeof(err));
                 if (r < 0) {
