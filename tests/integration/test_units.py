@@ -27,9 +27,11 @@ def settings(path):
 
 def test_units_verify_cleanly():
     with tempfile.TemporaryDirectory() as tmp:
-        # verify checks that ExecStart= exists: point it at the binary under test.
+        # verify checks that ExecStart= and ExecReload= exist: point them at
+        # the binary under test.
         with open(SERVICE) as f:
-            text = re.sub(r"^ExecStart=\S+", f"ExecStart={DAEMON}", f.read(), flags=re.M)
+            text = f.read()
+        text = text.replace(re.search(r"^ExecStart=(\S+)", text, re.M).group(1), DAEMON)
         with open(os.path.join(tmp, "echo-mpserv.service"), "w") as f:
             f.write(text)
         shutil.copy(SOCKET, tmp)
