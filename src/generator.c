@@ -36,7 +36,7 @@ static int kmsg_fd = -1;
 
 static void report(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void report(const char *fmt, ...) {
-        char line[1024];
+        char line[1024], record[1100];
         va_list ap;
         int n;
 
@@ -45,7 +45,10 @@ static void report(const char *fmt, ...) {
         va_end(ap);
         if (n < 0)
                 return;
-        if (kmsg_fd >= 0 && dprintf(kmsg_fd, "<3>echo-mpserv-generator[%ld]: %s\n", (long) getpid(), line) > 0)
+        /* One write() per record, as /dev/kmsg wants; not dprintf(), whose
+         * lseek() on /dev/kmsg fails with EINVAL. */
+        n = snprintf(record, sizeof(record), "<3>echo-mpserv-generator[%ld]: %s\n", (long) getpid(), line);
+        if (kmsg_fd >= 0 && n > 0 && write(kmsg_fd, record, strnlen(record, sizeof(record))) > 0)
                 return;
         fprintf(stderr, "echo-mpserv-generator: %s\n", line);
 }
