@@ -3,7 +3,7 @@
 from any state: move the port (also by restarting only the service, and
 through an upgrade with the edit still pending), break the configuration
 (the socket fails closed and says why in `systemctl status` and the kernel
-log), and reload (a broken file fails `systemctl reload`).
+log), reload an idle service, and read the exit statuses systemd names.
 
 Usage (as root): test_operator.py PACKAGE.deb NEWER-PACKAGE.deb
 Exit status: 0 passed, 1 failed, 77 skipped (no root or no namespaces).
@@ -16,7 +16,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import nspawn  # noqa: E402
-from test_package import check, client, echo_ok, figures, main_pid, reset_conf, results  # noqa: E402
+from test_package import check, echo_ok, figures, reset_conf, results  # noqa: E402
 
 CONF = "/etc/echo-mpserv/echo-mpserv.conf"
 NO_SOCKET = "systemd passed no listening socket; run: systemctl restart echo-mpserv.socket"
@@ -105,19 +105,10 @@ def t_generator_fails_closed(m):
     assert echo_ok(m)
 
 
-@check("systemctl reload fails on a broken file and names FILE:LINE; harmless before the first client")
+@check("reload before the first client is harmless; a broken file at start is 78/CONFIG, not a loop")
 def t_reload(m):
+    # (A reload of a broken file failing is in test_package.py's t_reload.)
     assert echo_ok(m)
-    pid = main_pid(m)
-    reset_conf(m, 'max_clients = "many";\n')
-    r = m.systemctl("reload", "echo-mpserv.service", check=False)
-    assert r.returncode != 0, "a reload of a broken file succeeded"
-    status = m.systemctl("status", "echo-mpserv.service", "--no-pager", "-n", "20", check=False).stdout
-    assert f"{CONF}:1: max_clients must be an integer" in status, status
-    assert m.is_active("echo-mpserv.service") == "active" and main_pid(m) == pid
-    reset_conf(m, "max_session_bytes = 100;\n")
-    m.systemctl("reload", "echo-mpserv.service")
-    assert client(m, "once", "127.0.0.1", 7, 1000)["received"] == 100
     # Before the first client: reload fails (documented), try-reload-or-restart does nothing.
     m.systemctl("stop", "echo-mpserv.service")
     r = m.systemctl("reload", "echo-mpserv.service", check=False)
@@ -134,7 +125,7 @@ def t_reload(m):
     assert m.is_active("echo-mpserv.socket") == "active"
     reset_conf(m, "")
     assert echo_ok(m)
-    figures.append("reload of a broken file: systemctl reload non-zero, FILE:LINE in status; "
+    figures.append("reload of an idle service: 'not active' (documented), try-reload-or-restart 0; "
                    "broken file at start: 78/CONFIG, 0 restarts")
 
 
