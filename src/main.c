@@ -25,6 +25,12 @@ enum {
         EXIT_CONFIG = EX_CONFIG,        /* 78 */
 };
 
+/* The last words of a daemon that exits at start go to stderr, which under
+ * systemd is the unit's journal stream: see log_set_target(). */
+static void exiting_at_start(void) {
+        log_set_target(LOG_TARGET_STDERR);
+}
+
 static int load_config(const struct cli *cli, const struct server_options *opt, struct config *cfg) {
         struct config_diag diag = { 0 };
         int r = config_load(cli->config_path, cfg, &diag);
@@ -37,6 +43,7 @@ static int load_config(const struct cli *cli, const struct server_options *opt, 
                 r = 0;
         }
         if (r < 0) {
+                exiting_at_start();
                 if (cli->action == CLI_RUN)
                         log_lines(LOG_ERR, MSGID_CONFIG, "", diag.text);
                 else
@@ -107,6 +114,7 @@ static int run(const struct cli *cli, const struct server_options *opt, const st
         listen_set_init(&ls);
         r = listen_inherit(&ls, err, sizeof(err));
         if (r < 0) {
+                exiting_at_start();
                 log_msg(LOG_ERR, MSGID_LISTENING, "%s", err);
                 return EXIT_SOCKET;
         }
@@ -121,12 +129,14 @@ static int run(const struct cli *cli, const struct server_options *opt, const st
                 /* E.g. the service restarted after a port change, before its
                  * socket: binding here would fail in the sandbox, and a
                  * restart loop would take the socket unit down with it. */
+                exiting_at_start();
                 log_msg(LOG_ERR, MSGID_LISTENING,
                         "systemd passed no listening socket; run: systemctl restart echo-mpserv.socket");
                 return EXIT_SOCKET;
         } else {
                 r = listen_bind(&ls, cfg, cfg->port, err, sizeof(err));
                 if (r < 0) {
+                        exiting_at_start();
                         log_msg(LOG_ERR, MSGID_LISTENING, "%s", err);
                         return EXIT_SOCKET;
                 }
