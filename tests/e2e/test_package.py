@@ -82,6 +82,15 @@ def loop_result(job, timeout):
     return json.loads(job.stdout.strip().splitlines()[-1])
 
 
+def wait_status(m, unit, *texts, timeout=20):
+    """`systemctl status UNIT` once it shows every text (journald reads each
+    process's output stream on its own, so a line may come a moment later)."""
+    def shown():
+        out = m.systemctl("status", unit, "--no-pager", "-n", "20", check=False).stdout
+        return out if all(t in out for t in texts) else None
+    return m.wait_for(shown, timeout, f"{texts} in systemctl status {unit}")
+
+
 def read_text(m, path):
     return m.read_file(path).decode()
 
@@ -154,8 +163,7 @@ def t_reload(m):
     # ExecReload= checks the file first: the reload fails, and says where.
     failed = m.systemctl("reload", "echo-mpserv.service", check=False)
     assert failed.returncode != 0, "systemctl reload of a broken file returned 0"
-    status = m.systemctl("status", "echo-mpserv.service", "--no-pager", "-n", "20", check=False).stdout
-    assert f"{CONF}:2: max_clients must be an integer" in status, status
+    wait_status(m, "echo-mpserv.service", f"{CONF}:2: max_clients must be an integer")
     assert m.is_active("echo-mpserv.service") == "active" and main_pid(m) == pid
     r = client(m, "once", "127.0.0.1", 7, 1000)
     assert r["received"] == 100, r  # still the last good configuration
