@@ -81,6 +81,7 @@ static int load_hash_key(const struct cli *cli, const struct config *cfg) {
         }
         r = credential_read(name, key, CONFIG_HASH_KEY_MIN, CONFIG_HASH_KEY_MAX, err, sizeof(err));
         if (r < 0) {
+                exiting_at_start();
                 /* The unit's SetCredential= placeholder is too short on purpose. */
                 log_msg(LOG_ERR, MSGID_CONFIG, "log_hash_key_credential: %s%s", err, r == -EMSGSIZE ?
                         "; the service unit passes a placeholder when its LoadCredential= file is missing" : "");
@@ -88,8 +89,10 @@ static int load_hash_key(const struct cli *cli, const struct config *cfg) {
         }
         r = logaddr_set_key(key, (size_t) r);
         explicit_bzero(key, sizeof(key));
-        if (r < 0)
+        if (r < 0) {
+                exiting_at_start();
                 log_errno(LOG_ERR, r, MSGID_CONFIG, "cannot set up address hashing");
+        }
         return r;
 }
 

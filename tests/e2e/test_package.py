@@ -238,13 +238,13 @@ def t_hash_key(m):
     figures.append(f"hash key from a 0600 root credential under DynamicUser: 127.0.0.5 -> {first}, "
                    f"the same after a restart; {keyed} with another key")
     # Without the key file the unit still starts (the placeholder), but a
-    # configuration that names the credential stops with status 3, not
+    # configuration that names the credential stops with status 78, not
     # restarted, and says which file.
     m.run(["mv", KEY, KEY + ".away"])
     cursor = m.journal_cursor()
     m.systemctl("restart", "echo-mpserv.service", check=False)
     m.wait_unit_state("echo-mpserv.service", ["failed"], timeout=20)
-    assert m.unit_property("echo-mpserv.service", "ExecMainStatus") == "3"
+    assert m.unit_property("echo-mpserv.service", "ExecMainStatus") == "78"
     m.wait_journal(r"log_hash_key_credential: credential /run/credentials/echo-mpserv.service/log-hash-key: "
                    r"7 bytes \(needs 16 to 128\)", cursor=cursor, unit="echo-mpserv.service")
     reset_conf(m, "")

@@ -509,7 +509,7 @@ static void test_describe_changes(void) {
         ASSERT(!strstr(buf, "never-in-the-log"));
         snprintf(b.log_hash_key_credential, sizeof(b.log_hash_key_credential), "log-hash-key");
         ASSERT_INT(config_describe_changes(&a, &b, buf, sizeof(buf), &restart), ==, 5);
-        ASSERT_STR_CONTAINS(buf, "log_hash_key_credential \"\" -> \"log-hash-key\" (after a restart)");
+        ASSERT_STR_CONTAINS(buf, "log_hash_key_credential \"\" -> \"log-hash-key\" (not reloadable)");
 }
 
 int main(void) {
