@@ -221,9 +221,9 @@ def test_reload_names_the_socket_restart_for_a_port_change():
     with Daemon("port = 7;") as d:
         d.write_config("port = 7777;\n")
         d.signal(signal.SIGHUP)
-        d.wait_log(r"configuration reloaded: port 7 -> 7777 \(not reloadable\)")
-        line = d.wait_log(r"port and listen changes apply after 'systemctl daemon-reload && "
-                          r"systemctl restart echo-mpserv\.socket'")[0].string
+        d.wait_log(r"configuration reloaded: port 7 -> 7777 \(pending\)$")
+        line = d.wait_log(r"restart pending: the file changes port; port and listen take effect after "
+                          r"'systemctl daemon-reload && systemctl restart echo-mpserv\.socket'")[0].string
         assert "after a restart" not in line, line
 
 
