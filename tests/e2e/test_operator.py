@@ -79,6 +79,7 @@ def t_generator_fails_closed(m):
     # The machine's /dev has no kmsg; give it the host's (the kernel log is
     # the kernel's, one for all), and read it from the host side.
     m.run(["sh", "-c", "[ -e /dev/kmsg ] || mknod -m 600 /dev/kmsg c 1 11"])
+    cursor = m.journal_cursor()
     kmsg = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
     try:
         os.lseek(kmsg, 0, os.SEEK_END)
@@ -96,13 +97,16 @@ def t_generator_fails_closed(m):
     assert r.returncode != 0, "the socket started with a broken configuration"
     assert listeners(m) == [], listeners(m)
     assert refused(m, "127.0.0.1", 7) and refused(m, "127.0.0.1", 7777)
-    status = wait_status(m, "echo-mpserv.socket", f"{CONF}:3: max_clients must be an integer", "not listening")
+    status = wait_status(m, "echo-mpserv.socket", "not listening: " + CONF)
     assert "status=78/CONFIG" in status, status
+    # The check's FILE:LINE is in the unit's journal (systemctl status was
+    # seen to leave out a line of a control process that journalctl -u had).
+    m.wait_journal(rf"{CONF}:3: max_clients must be an integer", cursor=cursor, unit="echo-mpserv.socket")
     gen = [line.split(";", 1)[-1] for line in kernel if "echo-mpserv-generator" in line]
     assert any(f"{CONF}:3: max_clients must be an integer" in line for line in gen), kernel
     assert any("echo-mpserv.socket will not listen until" in line for line in gen), kernel
-    figures.append(f"broken file: socket restart exit {r.returncode}, 0 listeners, FILE:LINE in "
-                   f"systemctl status, {len(gen)} kernel log records")
+    figures.append(f"broken file: socket restart exit {r.returncode}, 0 listeners, the reason in "
+                   f"systemctl status, FILE:LINE in its journal and {len(gen)} kernel log records")
     # Fixed: the configured address only.
     apply_port(m, 'listen = [ "127.0.0.1" ];\nport = 7777;\n')
     assert listeners(m) == ["127.0.0.1:7777"], listeners(m)

@@ -85,10 +85,15 @@ def loop_result(job, timeout):
 def wait_status(m, unit, *texts, timeout=20):
     """`systemctl status UNIT` once it shows every text (journald reads each
     process's output stream on its own, so a line may come a moment later)."""
+    last = [""]
+
     def shown():
-        out = m.systemctl("status", unit, "--no-pager", "-n", "20", check=False).stdout
-        return out if all(t in out for t in texts) else None
-    return m.wait_for(shown, timeout, f"{texts} in systemctl status {unit}")
+        last[0] = m.systemctl("status", unit, "--no-pager", "-n", "20", check=False).stdout
+        return last[0] if all(t in last[0] for t in texts) else None
+    try:
+        return m.wait_for(shown, timeout, f"{texts} in systemctl status {unit}")
+    except TimeoutError as e:
+        raise AssertionError(f"{e}; it shows:\n{last[0]}") from None
 
 
 def read_text(m, path):
@@ -163,7 +168,9 @@ def t_reload(m):
     # ExecReload= checks the file first: the reload fails, and says where.
     failed = m.systemctl("reload", "echo-mpserv.service", check=False)
     assert failed.returncode != 0, "systemctl reload of a broken file returned 0"
-    wait_status(m, "echo-mpserv.service", f"{CONF}:2: max_clients must be an integer")
+    # The check's FILE:LINE is in the unit's journal (systemctl status was
+    # seen to leave out a line of a control process that journalctl -u had).
+    m.wait_journal(rf"{CONF}:2: max_clients must be an integer", cursor=cursor, unit="echo-mpserv.service")
     assert m.is_active("echo-mpserv.service") == "active" and main_pid(m) == pid
     r = client(m, "once", "127.0.0.1", 7, 1000)
     assert r["received"] == 100, r  # still the last good configuration
