@@ -101,11 +101,11 @@ unsigned config_describe_changes(const struct config *old, const struct config *
                 if (k->kind == KIND_SECRET) /* never into the log */
                         used += (size_t) snprintf(buf + used, size - used, "%s%s changed%s",
                                                   changes > 1 ? ", " : "", k->name,
-                                                  k->reloadable ? "" : " (after a restart)");
+                                                  k->reloadable ? "" : " (pending)");
                 else
                         used += (size_t) snprintf(buf + used, size - used, "%s%s %s -> %s%s",
                                                   changes > 1 ? ", " : "", k->name, a, b,
-                                                  k->reloadable ? "" : " (after a restart)");
+                                                  k->reloadable ? "" : " (pending)");
         }
         return changes;
 }

@@ -35,9 +35,18 @@ void server_options_apply(const struct server_options *opt, struct config *c) {
                 c->log_level = opt->log_level_override;
 }
 
-/* Said after every reload, failed or not, for as long as it holds. */
+/* Said after every reload, failed or not, for as long as it holds. Under
+ * socket activation the listening sockets are echo-mpserv.socket's: a
+ * restart of the daemon would not move them, a restart of the socket does. */
 static void report_restart_pending(const struct server *s, bool was_pending) {
-        if (s->restart_pending[0])
+        bool activated = s->ls->n > 0 && s->ls->l[0].inherited;
+
+        if (s->restart_pending[0] && activated)
+                log_msg(LOG_WARNING, MSGID_CONFIG, "restart pending: the file changes %s; port and listen take "
+                        "effect after 'systemctl daemon-reload && systemctl restart echo-mpserv.socket' (backlog "
+                        "is the socket's Backlog=), the other keys after 'systemctl restart echo-mpserv'; the "
+                        "running values stay until then", s->restart_pending);
+        else if (s->restart_pending[0])
                 log_msg(LOG_WARNING, MSGID_CONFIG, "restart pending: the file changes %s, which take effect "
                         "only after a restart; the running values stay until then", s->restart_pending);
         else if (was_pending)

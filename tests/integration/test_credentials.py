@@ -13,7 +13,7 @@ import tempfile
 
 from harness import DAEMON, WRAPPER, Daemon, main, recv_exact, served
 
-EXIT_OK, EXIT_CONFIG = 0, 3
+EXIT_OK, EXIT_CONFIG = 0, 78  # sysexits.h EX_CONFIG
 NO_RATE = "max_clients_per_source = 0; source_rate = 0; "
 HASHED = NO_RATE + 'log_addresses = "hash"; log_hash_key_credential = "log-hash-key";'
 KEY_A = "A-secret-key-for-the-tests-0123456789"
