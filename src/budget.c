@@ -85,25 +85,25 @@ static void start_folding(struct budget *b, const struct config *cfg, uint64_t n
         log_struct(LOG_NOTICE, MSGID_BUDGET_SPENT, message, fields, ELEMENTSOF(fields));
 }
 
-void budget_connection(struct budget *b, const struct config *cfg, const struct slot *slot, int status,
+void budget_connection(struct budget *b, const struct config *cfg, const struct session_end *e, int status,
                        uint64_t now) {
         struct in6_addr addr;
 
         if (!log_enabled(LOG_INFO))
                 return;
         if (pay(b, cfg, now)) {
-                session_log_record(slot, status, now);
+                session_log_record(e, status, now);
                 b->recorded++;
                 return;
         }
         if (!b->folding)
                 start_folding(b, cfg, now);
         b->connections++;
-        b->reasons[session_log_reason(slot, status)]++;
-        b->bytes_in += slot->stats.bytes_in;
-        b->bytes_out += slot->stats.bytes_out;
-        b->session_usec += session_log_duration(slot, now);
-        if (cidr_address_of(&slot->peer, &addr)) {
+        b->reasons[session_log_reason(e, status)]++;
+        b->bytes_in += e->report.stats.bytes_in;
+        b->bytes_out += e->report.stats.bytes_out;
+        b->session_usec += session_log_duration(e, now);
+        if (cidr_address_of(&e->child.peer, &addr)) {
                 struct cidr key = cidr_source(&addr, cfg->source_prefix_v4, cfg->source_prefix_v6);
                 count_source(b, &key);
         }

@@ -68,7 +68,7 @@ void budget_init(struct budget *b, const struct config *cfg, uint64_t now);
 
 /* A reaped worker (session_log_record()'s arguments): its record if the
  * budget pays for it, else folded. Nothing when info is not logged. */
-void budget_connection(struct budget *b, const struct config *cfg, const struct slot *slot, int wait_status,
+void budget_connection(struct budget *b, const struct config *cfg, const struct session_end *e, int wait_status,
                        uint64_t now);
 
 /* When the next flush is owed; UINT64_MAX while not folding. */

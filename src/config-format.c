@@ -118,11 +118,11 @@ unsigned config_describe_changes(const struct config *old, const struct config *
                 if (k->kind == KIND_SECRET) /* never into the log */
                         used += (size_t) snprintf(buf + used, size - used, "%s%s changed%s",
                                                   changes > 1 ? ", " : "", k->name,
-                                                  later ? " (after a restart)" : "");
+                                                  later ? " (pending)" : "");
                 else
                         used += (size_t) snprintf(buf + used, size - used, "%s%s %s -> %s%s",
                                                   changes > 1 ? ", " : "", k->name, a, b,
-                                                  later ? " (after a restart)" : "");
+                                                  later ? " (pending)" : "");
         }
         return changes;
 }

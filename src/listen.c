@@ -3,9 +3,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <systemd/sd-daemon.h>
+#include <unistd.h>
 
 #include "listen.h"
 #include "util.h"
@@ -119,6 +121,16 @@ int listen_inherit(struct listen_set *ls, char *err, size_t errlen) {
                 return r;
         }
         return n;
+}
+
+bool listen_started_by_systemd(void) {
+        const char *pid = getenv("SYSTEMD_EXEC_PID");
+        char own[24];
+
+        if (!getenv("INVOCATION_ID") || !pid)
+                return false;
+        snprintf(own, sizeof(own), "%ld", (long) getpid());
+        return strcmp(pid, own) == 0;
 }
 
 static int bind_one(struct listener *l, const char *address, uint16_t port, bool v6only,

@@ -13,11 +13,10 @@
 #include "spawn.h"
 #include "util.h"
 
-static void recount_one(struct slot *slot, void *userdata) {
+static void recount_one(struct child *ch, void *userdata) {
         struct server *s = userdata;
-        struct counted *c = server_counted(s, slot);
 
-        admission_hold_session(&s->adm, &c->peer, now_usec(CLOCK_MONOTONIC), &c->hold);
+        admission_hold_session(&s->adm, &ch->peer, now_usec(CLOCK_MONOTONIC), &ch->hold);
 }
 
 /* Sources are counted by prefix: new prefix lengths mean new sources. The
@@ -57,9 +56,18 @@ void server_check_socket_buffer(const struct config *c) {
                 c->socket_buffer < wmem ? c->socket_buffer : wmem);
 }
 
-/* Said after every reload, failed or not, for as long as it holds. */
+/* Said after every reload, failed or not, for as long as it holds. Under
+ * socket activation the listening sockets are echo-mpserv.socket's: a
+ * restart of the daemon would not move them, a restart of the socket does. */
 static void report_restart_pending(const struct server *s, bool was_pending) {
-        if (s->restart_pending[0])
+        bool activated = s->ls->n > 0 && s->ls->l[0].inherited;
+
+        if (s->restart_pending[0] && activated)
+                log_msg(LOG_WARNING, MSGID_CONFIG, "restart pending: the file changes %s; port and listen take "
+                        "effect after 'systemctl daemon-reload && systemctl restart echo-mpserv.socket' (backlog "
+                        "is the socket's Backlog=), the other keys after 'systemctl restart echo-mpserv'; the "
+                        "running values stay until then", s->restart_pending);
+        else if (s->restart_pending[0])
                 log_msg(LOG_WARNING, MSGID_CONFIG, "restart pending: the file changes %s, which take effect "
                         "only after a restart; the running values stay until then", s->restart_pending);
         else if (was_pending)
@@ -128,11 +136,11 @@ void server_reload(struct server *s) {
         notify_ready(status);
 }
 
-static void cut_one(struct slot *slot, void *userdata) {
+static void cut_one(struct child *ch, void *userdata) {
         int sig = *(int *) userdata;
 
-        slot->cut = true;
-        (void) kill(slot->pid, sig);
+        ch->cut = true;
+        (void) kill(ch->pid, sig);
 }
 
 void server_begin_shutdown(struct server *s, int sig) {

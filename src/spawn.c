@@ -53,12 +53,13 @@ int spawn_socket_buffer_caps(uint32_t *rmem_max, uint32_t *wmem_max) {
         return r < 0 ? r : read_sysctl("/proc/sys/net/core/wmem_max", wmem_max);
 }
 
-enum close_reason spawn_serve_here(int fd, struct slot *slot, const struct worker_limits *limits) {
-        socklen_t len = sizeof(slot->local);
+enum close_reason spawn_serve_here(int fd, struct slot_report *report, uint64_t start_usec,
+                                   const struct worker_limits *limits) {
+        socklen_t len = sizeof(report->local);
         void *buf;
         enum close_reason r;
 
-        (void) getsockname(fd, &slot->local.sa, &len);
+        (void) getsockname(fd, &report->local.sa, &len);
         /* Echo replies are small and immediate: Nagle would hold them back
          * for a delayed ACK (tens of milliseconds per round trip). */
         (void) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int) { 1 }, sizeof(int));
@@ -77,13 +78,13 @@ enum close_reason spawn_serve_here(int fd, struct slot *slot, const struct worke
          * an idle session holds no buffer at all. */
         buf = mmap(NULL, limits->buffer_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (buf == MAP_FAILED) {
-                slot->stats.reason = CLOSE_ERROR;
-                slot->stats.error = ENOMEM;
-                worker_close(fd, limits, NULL, &slot->stats);
+                report->stats.reason = CLOSE_ERROR;
+                report->stats.error = ENOMEM;
+                worker_close(fd, limits, NULL, &report->stats);
                 return CLOSE_ERROR;
         }
-        r = worker_echo(fd, limits, slot->start_usec, buf, &slot->stats);
-        worker_close(fd, limits, buf, &slot->stats);
+        r = worker_echo(fd, limits, start_usec, buf, &report->stats);
+        worker_close(fd, limits, buf, &report->stats);
         munmap(buf, limits->buffer_size);
         return r;
 }
@@ -109,25 +110,25 @@ int spawn_prepare_worker(int fd, const sigset_t *mask) {
         return WORKER_FD;
 }
 
-static _noreturn_ void worker_main(int fd, struct slot *slot, const struct worker_limits *limits,
-                                   const sigset_t *mask) {
+static _noreturn_ void worker_main(int fd, struct slot_report *report, uint64_t start_usec,
+                                   const struct worker_limits *limits, const sigset_t *mask) {
         fd = spawn_prepare_worker(fd, mask);
         if (fd < 0) {
-                slot->stats.reason = CLOSE_ERROR;
-                slot->stats.error = -fd;
+                report->stats.reason = CLOSE_ERROR;
+                report->stats.error = -fd;
                 _exit(EXIT_FAILURE);
         }
-        spawn_serve_here(fd, slot, limits);
+        spawn_serve_here(fd, report, start_usec, limits);
         _exit(EXIT_SUCCESS);
 }
 
-pid_t spawn_worker(int client_fd, struct slot *slot, const struct worker_limits *limits,
-                   const sigset_t *worker_mask) {
+pid_t spawn_worker(int client_fd, struct slot_report *report, uint64_t start_usec,
+                   const struct worker_limits *limits, const sigset_t *worker_mask) {
         pid_t pid = fork();
 
         if (pid < 0)
                 return negative_errno();
         if (pid == 0)
-                worker_main(client_fd, slot, limits, worker_mask);
+                worker_main(client_fd, report, start_usec, limits, worker_mask);
         return pid;
 }

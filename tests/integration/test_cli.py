@@ -2,16 +2,17 @@
 """The command line and configuration errors, run against the binary: a
 table of inputs with their exit codes and messages."""
 import os
+import signal
 import socket
 import subprocess
 import tempfile
 
 from harness import DAEMON, WRAPPER, Daemon, Skip, echo_once, main, public_copy_of_daemon
 
-EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, EXIT_CONFIG, EXIT_SOCKET = 0, 1, 2, 3, 4
+EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, EXIT_SOCKET, EXIT_CONFIG = 0, 1, 64, 69, 78  # sysexits.h
 
 
-def run(args, config=None, timeout=30, prefix=()):
+def run(args, config=None, timeout=30, prefix=(), env=None):
     with tempfile.TemporaryDirectory() as tmp:
         os.chmod(tmp, 0o755)
         binary = public_copy_of_daemon(tmp) if prefix else DAEMON
@@ -20,7 +21,9 @@ def run(args, config=None, timeout=30, prefix=()):
             with open(path, "wb") as f:
                 f.write(config if isinstance(config, bytes) else config.encode())
         args = [a.replace("@CONF@", path) for a in args]
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("LISTEN_", "NOTIFY_"))}
+        env = dict({k: v for k, v in os.environ.items()
+                    if not k.startswith(("LISTEN_", "NOTIFY_")) and k not in ("INVOCATION_ID", "SYSTEMD_EXEC_PID")},
+                   **(env or {}))
         p = subprocess.run(list(prefix) + WRAPPER + [binary] + args, capture_output=True, text=True,
                            timeout=timeout, env=env, stdin=subprocess.DEVNULL)
         return p.returncode, p.stdout, p.stderr
@@ -216,6 +219,65 @@ def test_wrong_kind_of_passed_socket():
         d.cleanup()
 
 
+# What systemd sets for a service it starts: INVOCATION_ID, and the pid it
+# executed in SYSTEMD_EXEC_PID ($$ of this shell, which exec keeps).
+AS_A_SERVICE = ["bash", "-c", 'export SYSTEMD_EXEC_PID=$$; exec "$@"', "bash"]
+INVOCATION = {"INVOCATION_ID": "0123456789abcdef0123456789abcdef"}
+# With INVOCATION_ID set and journald running, the daemon logs to the journal.
+JOURNAL_HERE = os.access("/run/systemd/journal/socket", os.W_OK)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def test_started_by_systemd_without_a_socket_never_binds():
+    # A service restarted after a port change before its socket: systemd
+    # passes nothing. One clear line, and a status RestartPreventExitStatus=
+    # lists, at once; never a bind of its own (the sandbox forbids it).
+    port = free_port()
+    code, out, err = run(["-c", "@CONF@", "-p", str(port)], config='listen = [ "127.0.0.1" ];',
+                         prefix=AS_A_SERVICE, env=INVOCATION)
+    assert code == EXIT_SOCKET, (code, err)
+    assert out == ""
+    if JOURNAL_HERE:
+        raise Skip("journald runs here: the line went to the journal (status 69 checked)")
+    assert err.strip() == "error: systemd passed no listening socket; run: systemctl restart echo-mpserv.socket", err
+
+
+def test_inherited_invocation_id_alone_is_standalone():
+    # A shell in a terminal that a service started inherits INVOCATION_ID
+    # but is not the process systemd executed: it binds, as standalone.
+    if JOURNAL_HERE:
+        raise Skip("journald runs here: the daemon would log to the journal")
+    port = free_port()
+    d = Daemon('listen = [ "127.0.0.1" ];', args=["-p", str(port)], activation=False,
+               env=dict(INVOCATION, SYSTEMD_EXEC_PID="1"))
+    try:
+        d.start()
+        d.wait_log(rf"listening on 127\.0\.0\.1:{port} \(fd \d+, bound from the configuration\)")
+        assert echo_once(("127.0.0.1", port)) == b"ping"
+        assert d.stop() == EXIT_OK
+    finally:
+        d.cleanup()
+
+
+def test_reload_names_the_socket_restart_for_a_port_change():
+    # Under socket activation a new port applies after restarting the
+    # socket unit, not the daemon: the reload says so.
+    with Daemon("port = 7;") as d:
+        d.write_config("port = 7777;\n")
+        d.signal(signal.SIGHUP)
+        d.wait_log(r"configuration reloaded: port 7 -> 7777 \(pending\)$")
+        line = d.wait_log(r"restart pending: the file changes port; port and listen take effect after "
+                          r"'systemctl daemon-reload && systemctl restart echo-mpserv\.socket'")[0].string
+        assert "after a restart" not in line, line
+
+
 def test_port_mismatch_warning():
     with Daemon("port = 7;") as d:
         m = d.wait_log(r"socket 127\.0\.0\.1:(\d+) \(unknown\) is on port (\d+) but the configuration says port 7")[0]
@@ -229,4 +291,6 @@ if __name__ == "__main__":
           test_dangling_symlink_at_the_default_path_is_an_error, test_missing_given_config_is_an_error,
           test_check_config_ok_and_help_version, test_dump_config_round_trip,
           test_shipped_config_is_the_defaults_and_documents_every_key, test_port_in_use,
-          test_bad_address_and_permission, test_wrong_kind_of_passed_socket, test_port_mismatch_warning])
+          test_bad_address_and_permission, test_wrong_kind_of_passed_socket,
+          test_started_by_systemd_without_a_socket_never_binds, test_inherited_invocation_id_alone_is_standalone,
+          test_reload_names_the_socket_restart_for_a_port_change, test_port_mismatch_warning])

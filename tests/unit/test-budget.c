@@ -17,16 +17,16 @@ static struct config cfg(uint32_t rate_milli, uint32_t burst) {
         return c;
 }
 
-static struct slot session(const char *client, uint64_t bytes, enum close_reason reason) {
-        struct slot s = { .pid = 4321, .start_usec = T0 - USEC_PER_SEC };
+static struct session_end session(const char *client, uint64_t bytes, enum close_reason reason) {
+        struct session_end s = { .child = { .pid = 4321, .start_usec = T0 - USEC_PER_SEC } };
 
-        s.peer.in.sin_family = AF_INET;
-        inet_pton(AF_INET, client, &s.peer.in.sin_addr);
-        s.peer.in.sin_port = htons(40000);
-        s.local.in.sin_family = AF_INET;
-        inet_pton(AF_INET, "192.0.2.1", &s.local.in.sin_addr);
-        s.local.in.sin_port = htons(7);
-        s.stats = (struct worker_stats) { .bytes_in = bytes, .bytes_out = bytes, .end_usec = T0, .reason = reason };
+        s.child.peer.in.sin_family = AF_INET;
+        inet_pton(AF_INET, client, &s.child.peer.in.sin_addr);
+        s.child.peer.in.sin_port = htons(40000);
+        s.report.local.in.sin_family = AF_INET;
+        inet_pton(AF_INET, "192.0.2.1", &s.report.local.in.sin_addr);
+        s.report.local.in.sin_port = htons(7);
+        s.report.stats = (struct worker_stats) { .bytes_in = bytes, .bytes_out = bytes, .end_usec = T0, .reason = reason };
         return s;
 }
 
@@ -42,7 +42,7 @@ static void test_burst_then_folded(void) {
         struct config c = cfg(2000, 3); /* 2 a second, 3 at once */
         struct budget b;
         struct capture cap;
-        struct slot s = session("192.0.2.9", 10, CLOSE_CLIENT);
+        struct session_end s = session("192.0.2.9", 10, CLOSE_CLIENT);
         const char *out;
 
         budget_init(&b, &c, T0);
@@ -71,7 +71,7 @@ static void test_summary_adds_up(void) {
         struct config c = cfg(1000, 1);
         struct budget b;
         struct capture cap;
-        struct slot a = session("192.0.2.9", 100, CLOSE_CLIENT), r = session("198.51.100.7", 5, CLOSE_RESET);
+        struct session_end a = session("192.0.2.9", 100, CLOSE_CLIENT), r = session("198.51.100.7", 5, CLOSE_RESET);
         const char *out;
 
         budget_init(&b, &c, T0);
@@ -111,7 +111,7 @@ static void test_final_flush(void) {
         struct config c = cfg(1000, 1);
         struct budget b;
         struct capture cap;
-        struct slot a = session("192.0.2.9", 1, CLOSE_CLIENT);
+        struct session_end a = session("192.0.2.9", 1, CLOSE_CLIENT);
         const char *out;
 
         budget_init(&b, &c, T0);
@@ -130,7 +130,7 @@ static void test_no_budget_and_quiet_levels(void) {
         struct config c = cfg(0, 1); /* rate 0: every connection recorded */
         struct budget b;
         struct capture cap;
-        struct slot a = session("192.0.2.9", 1, CLOSE_CLIENT);
+        struct session_end a = session("192.0.2.9", 1, CLOSE_CLIENT);
         const char *out;
 
         budget_init(&b, &c, T0);
@@ -163,7 +163,7 @@ static void test_summary_held_below_info(void) {
         struct config c = cfg(1, 1);
         struct budget b;
         struct capture cap;
-        struct slot a = session("192.0.2.9", 1, CLOSE_CLIENT);
+        struct session_end a = session("192.0.2.9", 1, CLOSE_CLIENT);
         const char *out;
 
         budget_init(&b, &c, T0);
@@ -211,7 +211,7 @@ static void test_many_sources_keep_the_busiest(void) {
         struct config c = cfg(1000, 1);
         struct budget b;
         struct capture cap;
-        struct slot busy = session("203.0.113.5", 1, CLOSE_CLIENT);
+        struct session_end busy = session("203.0.113.5", 1, CLOSE_CLIENT);
         const char *out;
         char addr[32];
 
@@ -219,9 +219,9 @@ static void test_many_sources_keep_the_busiest(void) {
         capture_start(&cap);
         budget_connection(&b, &c, &busy, 0, T0); /* recorded */
         for (int i = 0; i < 200; i++) {
-                struct slot s = session("192.0.2.1", 1, CLOSE_CLIENT);
+                struct session_end s = session("192.0.2.1", 1, CLOSE_CLIENT);
                 snprintf(addr, sizeof(addr), "10.0.%d.%d", i / 250, i % 250 + 1);
-                inet_pton(AF_INET, addr, &s.peer.in.sin_addr);
+                inet_pton(AF_INET, addr, &s.child.peer.in.sin_addr);
                 budget_connection(&b, &c, &s, 0, T0);
                 budget_connection(&b, &c, &busy, 0, T0);
         }

@@ -445,8 +445,8 @@ static void test_hash_switch_waits_for_its_key(void) {
         snprintf(next.log_hash_key_credential, sizeof(next.log_hash_key_credential), "log-hash-key");
         ASSERT_INT(config_describe_changes(&running, &next, changes, sizeof(changes), &restart), ==, 2);
         ASSERT(restart);
-        ASSERT_STR_CONTAINS(changes, "log_addresses \"full\" -> \"hash\" (after a restart), "
-                                     "log_hash_key_credential \"\" -> \"log-hash-key\" (after a restart)");
+        ASSERT_STR_CONTAINS(changes, "log_addresses \"full\" -> \"hash\" (pending), "
+                                     "log_hash_key_credential \"\" -> \"log-hash-key\" (pending)");
         ASSERT_INT(config_keep_restart_keys(&next, &running, pending, sizeof(pending)), ==, 2);
         ASSERT(strcmp(pending, "log_addresses, log_hash_key_credential") == 0);
         ASSERT_INT(next.log_addresses, ==, LOG_ADDRESSES_FULL);
@@ -662,14 +662,14 @@ static void test_describe_changes(void) {
         b.port = 9;
         ASSERT_INT(config_describe_changes(&a, &b, buf, sizeof(buf), &restart), ==, 3);
         ASSERT(restart);
-        ASSERT_STR_CONTAINS(buf, "port 7 -> 9 (after a restart)");
+        ASSERT_STR_CONTAINS(buf, "port 7 -> 9 (pending)");
         snprintf(b.log_hash_key, sizeof(b.log_hash_key), "never-in-the-log-0123");
         ASSERT_INT(config_describe_changes(&a, &b, buf, sizeof(buf), &restart), ==, 4);
-        ASSERT_STR_CONTAINS(buf, "log_hash_key changed (after a restart)");
+        ASSERT_STR_CONTAINS(buf, "log_hash_key changed (pending)");
         ASSERT(!strstr(buf, "never-in-the-log"));
         snprintf(b.log_hash_key_credential, sizeof(b.log_hash_key_credential), "log-hash-key");
         ASSERT_INT(config_describe_changes(&a, &b, buf, sizeof(buf), &restart), ==, 5);
-        ASSERT_STR_CONTAINS(buf, "log_hash_key_credential \"\" -> \"log-hash-key\" (after a restart)");
+        ASSERT_STR_CONTAINS(buf, "log_hash_key_credential \"\" -> \"log-hash-key\" (pending)");
 }
 
 int main(void) {

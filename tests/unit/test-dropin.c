@@ -82,10 +82,26 @@ static void test_any_in_every_spelling(void) {
         }
 }
 
+static void test_closed_never_listens(void) {
+        char *buf = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&buf, &len);
+
+        ASSERT(f);
+        ASSERT_INT(dropin_write_closed("/etc/e.conf", "/usr/sbin/echo-mpserv", f), ==, 0);
+        fclose(f);
+        ASSERT(strstr(buf, "ListenStream") == NULL);
+        ASSERT_STR_CONTAINS(buf, "[Socket]\nExecStartPre=-/usr/sbin/echo-mpserv -c /etc/e.conf --check-config\n");
+        ASSERT_STR_CONTAINS(buf, "ExecStartPre=/bin/sh -c 'echo \"not listening: /etc/e.conf could not be read");
+        ASSERT_STR_CONTAINS(buf, "\" >&2; exit 78'\n");
+        free(buf);
+}
+
 int main(void) {
         RUN(test_default_needs_nothing);
         RUN(test_port_only);
         RUN(test_addresses);
+        RUN(test_closed_never_listens);
         RUN(test_any_in_every_spelling);
         return 0;
 }

@@ -165,8 +165,25 @@ static void test_bind_any_in_every_spelling(void) {
         }
 }
 
+static void test_started_by_systemd(void) {
+        char pid[24];
+
+        snprintf(pid, sizeof(pid), "%d", (int) getpid());
+        unsetenv("INVOCATION_ID");
+        setenv("SYSTEMD_EXEC_PID", pid, 1);
+        ASSERT(!listen_started_by_systemd());
+        setenv("INVOCATION_ID", "0123456789abcdef0123456789abcdef", 1);
+        ASSERT(listen_started_by_systemd());
+        setenv("SYSTEMD_EXEC_PID", "1", 1);     /* inherited from a service */
+        ASSERT(!listen_started_by_systemd());
+        unsetenv("SYSTEMD_EXEC_PID");
+        ASSERT(!listen_started_by_systemd());
+        unsetenv("INVOCATION_ID");
+}
+
 int main(void) {
         RUN(test_nothing_passed);
+        RUN(test_started_by_systemd);
         RUN(test_inherit_two);
         RUN(test_inherit_wrong_kind);
         RUN(test_inherit_connected);
