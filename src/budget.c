@@ -109,8 +109,15 @@ void budget_connection(struct budget *b, const struct config *cfg, const struct 
         }
 }
 
+/* A summary stands for connection records, which are info: while info is
+ * not logged (log_level lowered by a reload) it is held, counts and all,
+ * never written where it is filtered out and counted as summarized. */
+static bool held(const struct budget *b) {
+        return b->connections > 0 && !log_enabled(LOG_INFO);
+}
+
 uint64_t budget_due(const struct budget *b) {
-        return b->folding ? b->since_usec + BUDGET_INTERVAL_USEC : UINT64_MAX;
+        return b->folding && !held(b) ? b->since_usec + BUDGET_INTERVAL_USEC : UINT64_MAX;
 }
 
 /* "CLOSED_client-closed=3" -> "CLOSED_CLIENT_CLOSED=3": journal field
@@ -152,7 +159,7 @@ static void format_sources(struct budget *b, char *buf, size_t size) {
         }
 }
 
-static void write_summary(struct budget *b, uint64_t now, uint64_t served) {
+static void write_summary(struct budget *b, uint64_t now, uint64_t served, int priority) {
         char reasons[256], sources[BUDGET_TOP_SOURCES * (LOGADDR_MAX + 24)], n_sources[32];
         char message[1024], f[9 + _CLOSE_REASON_MAX][96], top[sizeof(sources) + 16];
         const char *fields[ELEMENTSOF(f) + 1];
@@ -196,7 +203,7 @@ static void write_summary(struct budget *b, uint64_t now, uint64_t served) {
         /* The list of sources may be longer than a slot of f. */
         snprintf(top, sizeof(top), "TOP_SOURCES=%s", sources);
         fields[n++] = top;
-        log_struct(LOG_INFO, MSGID_BUDGET_SUMMARY, message, fields, n);
+        log_struct(priority, MSGID_BUDGET_SUMMARY, message, fields, n);
 
         b->connections = b->bytes_in = b->bytes_out = b->session_usec = 0;
         memset(b->reasons, 0, sizeof(b->reasons));
@@ -219,8 +226,12 @@ static void stop_folding(struct budget *b, uint64_t now, bool final) {
 }
 
 void budget_flush(struct budget *b, uint64_t now, uint64_t served, bool final) {
+        if (held(b) && !final)
+                return;
         if (b->connections > 0)
-                write_summary(b, now, served);
+                /* A summary held to the end goes out with the daemon's
+                 * last records, at notice. */
+                write_summary(b, now, served, log_enabled(LOG_INFO) ? LOG_INFO : LOG_NOTICE);
         else if (b->folding)
                 stop_folding(b, now, final);
         if (final && b->folding)

@@ -103,6 +103,7 @@ int main(int argc, char *argv[]) {
         const char *kmsg = getenv("ECHO_MPSERV_GENERATOR_KMSG");
         struct config_diag diag = { 0 };
         struct config c;
+        bool no_file;
         int r;
 
         if (argc != 2 && argc != 4) {
@@ -113,9 +114,12 @@ int main(int argc, char *argv[]) {
                 path = CONFIG_DEFAULT_PATH;
         kmsg_fd = open(kmsg ? kmsg : "/dev/kmsg", O_WRONLY | O_NOCTTY | O_CLOEXEC | (kmsg ? O_APPEND : 0));
 
-        r = config_load(path, &c, &diag);
-        if (r == -ENOENT)
-                return 0; /* no configuration: the socket's defaults are the defaults */
+        /* The daemon's rule (config_load_file()): nothing at the path is
+         * the defaults, and so the socket's; a symbolic link to nothing is
+         * a broken configuration, as it is for the daemon. */
+        r = config_load_file(path, false, &c, &no_file, &diag);
+        if (r >= 0 && no_file)
+                return 0;
         if (r < 0)
                 return fail_closed(argv[1], path, &diag);
         if (dropin_is_default(&c))

@@ -180,14 +180,9 @@ fail:
 }
 
 int listen_bind(struct listen_set *ls, const struct config *c, uint16_t port, char *err, size_t errlen) {
-        bool any_v4 = false;
-
-        for (uint32_t i = 0; i < c->n_listen; i++)
-                any_v4 |= strchr(c->listen[i], ':') == NULL;
-
         for (uint32_t i = 0; i < c->n_listen; i++) {
                 const char *address = c->listen[i];
-                bool dual = strcmp(address, "::") == 0 && !any_v4;
+                bool dual = config_listen_dual_stack(c, i);
                 int r = bind_one(&ls->l[ls->n], address, port, !dual, (int) c->backlog, err, errlen);
 
                 if (r == -EAFNOSUPPORT && dual)

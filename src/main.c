@@ -31,17 +31,10 @@ static void exiting_at_start(void) {
         log_set_target(LOG_TARGET_STDERR);
 }
 
-static int load_config(const struct cli *cli, const struct server_options *opt, struct config *cfg) {
+static int load_config(const struct cli *cli, struct server_options *opt, struct config *cfg) {
         struct config_diag diag = { 0 };
-        int r = config_load(cli->config_path, cfg, &diag);
+        int r = config_load_file(cli->config_path, cli->config_path_given, cfg, &opt->no_config_file, &diag);
 
-        if (r == -ENOENT && !cli->config_path_given) {
-                config_defaults(cfg);
-                if (cli->action == CLI_RUN)
-                        log_msg(LOG_NOTICE, MSGID_CONFIG, "no configuration file at %s; using the defaults",
-                                cli->config_path);
-                r = 0;
-        }
         if (r < 0) {
                 exiting_at_start();
                 if (cli->action == CLI_RUN)
@@ -50,6 +43,9 @@ static int load_config(const struct cli *cli, const struct server_options *opt, 
                         fputs(diag.text, stderr);
                 return r;
         }
+        if (opt->no_config_file && cli->action == CLI_RUN)
+                log_msg(LOG_NOTICE, MSGID_CONFIG, "no configuration file at %s; using the defaults",
+                        cli->config_path);
         server_options_apply(opt, cfg);
         return 0;
 }
@@ -72,8 +68,11 @@ static int load_hash_key(const struct cli *cli, const struct config *cfg) {
                         "\"log-hash-key\" (see echo-mpserv.conf(5))", cli->config_path);
                 return logaddr_set_key(cfg->log_hash_key, strlen(cfg->log_hash_key));
         }
-        if (!name[0])
+        if (!name[0]) {
+                if (cli->action == CLI_RUN)
+                        server_note_random_hash_key(cfg);
                 return 0;
+        }
         if (cli->action == CLI_CHECK_CONFIG && !getenv("CREDENTIALS_DIRECTORY")) {
                 log_msg(LOG_NOTICE, MSGID_CONFIG, "credential \"%s\" (log_hash_key_credential) not checked: "
                         "$CREDENTIALS_DIRECTORY is not set here; the daemon reads it at start", name);
@@ -190,7 +189,11 @@ int main(int argc, char *argv[]) {
                 return EXIT_CONFIG;
 
         if (cli.action == CLI_CHECK_CONFIG) {
-                puts("configuration OK");
+                /* Nothing was read: "OK" alone would pass for a checked file. */
+                if (opt.no_config_file)
+                        printf("no configuration file at %s; the defaults are OK\n", cli.config_path);
+                else
+                        puts("configuration OK");
                 return EXIT_OK;
         }
         if (cli.action == CLI_DUMP_CONFIG)

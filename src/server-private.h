@@ -44,6 +44,10 @@ struct server {
         /* Restart-only keys whose value in the file differs from the one
          * running ("port, listen"); empty when none. */
         char restart_pending[128];
+        /* The running configuration is the built-in defaults because no
+         * file was at the default path (at start, or at the last reload):
+         * only then may a reload find no file and keep going. */
+        bool on_defaults;
 
         /* Records a client can provoke, folded to one a second (see
          * log_cap() and log_recovered() in server.c): what each owed record
@@ -57,6 +61,12 @@ struct server {
         bool status_dirty;
         uint64_t status_at, watchdog_interval, watchdog_at;
 };
+
+/* A warning when socket_buffer is more than the kernel gives a socket
+ * (spawn_socket_buffer_caps()), naming what sessions get instead: once a
+ * configuration, at start and at a reload that changes it, never per
+ * connection. */
+void server_check_socket_buffer(const struct config *c);
 
 /* The counters the operator sees, for report.c. */
 struct report_state server_report_state(const struct server *s);

@@ -361,6 +361,7 @@ static int setup(struct server *s) {
         r = logaddr_configure(&s->cfg);
         if (r < 0)
                 return log_errno(LOG_ERR, r, NULL, "cannot set up address hashing");
+        server_check_socket_buffer(&s->cfg);
         s->started_usec = now_usec(CLOCK_MONOTONIC);
         budget_init(&s->budget, &s->cfg, s->started_usec);
         s->report_at = s->started_usec + REPORT_INTERVAL_USEC;
@@ -370,6 +371,7 @@ static int setup(struct server *s) {
 int server_run(const struct config *cfg, const struct server_options *opt, struct listen_set *ls) {
         struct server s = {
                 .cfg = *cfg, .opt = opt, .ls = ls, .epfd = -1, .sfd = -1, .pending_fd = -1,
+                .on_defaults = opt->no_config_file,
                 .trouble_rl = { .interval_usec = USEC_PER_SEC, .burst = 1 },
                 .cap_rl = { .interval_usec = USEC_PER_SEC, .burst = 1 },
                 .recover_rl = { .interval_usec = USEC_PER_SEC, .burst = 1 },
@@ -437,6 +439,7 @@ int server_run_connected(const struct config *cfg, int fd) {
                 safe_close(fd);
                 return log_errno(LOG_ERR, r, NULL, "cannot set up address hashing; closing the connection");
         }
+        server_check_socket_buffer(cfg);
         worker_set_signals(); /* one session: SIGTERM cuts it, SIGHUP and the like do not */
         (void) getpeername(fd, &e.child.peer.sa, &len);
         spawn_serve_here(fd, &e.report, e.child.start_usec, &limits);

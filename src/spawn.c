@@ -1,5 +1,8 @@
 /* See spawn.h. */
 #include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
@@ -28,6 +31,26 @@ void spawn_reset_signals(void) {
         }
         /* A peer's reset is a normal end, reported as EPIPE, never a death. */
         (void) signal(SIGPIPE, SIG_IGN);
+}
+
+static int read_sysctl(const char *path, uint32_t *out) {
+        _cleanup_(closep) int fd = open(path, O_RDONLY | O_CLOEXEC);
+        char buf[32];
+        ssize_t n;
+
+        if (fd < 0)
+                return negative_errno();
+        n = read(fd, buf, sizeof(buf) - 1);
+        if (n < 0)
+                return negative_errno();
+        buf[n] = 0;
+        return sscanf(buf, "%" SCNu32, out) == 1 ? 0 : -EINVAL;
+}
+
+int spawn_socket_buffer_caps(uint32_t *rmem_max, uint32_t *wmem_max) {
+        int r = read_sysctl("/proc/sys/net/core/rmem_max", rmem_max);
+
+        return r < 0 ? r : read_sysctl("/proc/sys/net/core/wmem_max", wmem_max);
 }
 
 enum close_reason spawn_serve_here(int fd, struct slot_report *report, uint64_t start_usec,

@@ -14,6 +14,7 @@
 #pragma once
 
 #include <signal.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #include "children.h"
@@ -40,6 +41,12 @@ pid_t spawn_worker(int client_fd, struct slot_report *report, uint64_t start_use
  * spawn_reset_signals()) and then restores `mask`.
  * Returns 3 or -errno. */
 int spawn_prepare_worker(int fd, const sigset_t *mask);
+
+/* The kernel caps what a session sets as socket_buffer (SO_RCVBUF,
+ * SO_SNDBUF) at net.core.rmem_max and wmem_max without a word: the
+ * service has no CAP_NET_ADMIN for the FORCE variants. Reads both; 0 or
+ * -errno (then nothing is known). */
+int spawn_socket_buffer_caps(uint32_t *rmem_max, uint32_t *wmem_max);
 
 /* Runs a session in the calling process (inetd style): the same setup
  * minus the fork. Returns the close reason. */

@@ -8,7 +8,7 @@ import shlex
 import subprocess
 import tempfile
 
-from harness import DAEMON, WRAPPER, main
+from harness import DAEMON, WRAPPER, Daemon, free_port, main, served
 
 GENERATOR = os.environ.get("ECHO_MPSERV_GENERATOR", "")
 DROPIN = "echo-mpserv.socket.d/50-echo-mpserv-generator.conf"
@@ -69,6 +69,36 @@ def test_addresses():
     assert "ListenStream=\nListenStream=127.0.0.1:9\nListenStream=[::1]:9\nBindIPv6Only=ipv6-only\n" in text
 
 
+def test_any_address_in_every_spelling_serves_what_standalone_serves():
+    """The unspecified IPv6 address is one address however it is written:
+    alone it is dual-stack both in the drop-in (BindIPv6Only=both) and in
+    standalone mode (IPv4 clients served); next to an IPv4 address it is
+    IPv6 only in both."""
+    for spelling in ("0::0", "::0", "0:0:0:0:0:0:0:0"):
+        code, err, text = generate('port = 7777; listen = [ "%s" ];' % spelling)
+        assert code == 0 and err == "", err
+        assert "[Socket]\nListenStream=\nListenStream=7777\nBindIPv6Only=both\n" in text, (spelling, text)
+        assert generate('listen = [ "%s" ];' % spelling) == (0, "", None), spelling
+        code, err, text = generate('port = 7777; listen = [ "%s", "127.0.0.2" ];' % spelling)
+        assert code == 0 and err == "", err
+        assert ("ListenStream=[%s]:7777\nListenStream=127.0.0.2:7777\nBindIPv6Only=ipv6-only\n" % spelling
+                in text), (spelling, text)
+        port = free_port()
+        with Daemon('listen = [ "%s" ];' % spelling, args=["-p", str(port)], activation=False) as d:
+            assert served(("127.0.0.1", port)), spelling
+            assert served(("::1", port)), spelling
+            assert d.stop() == 0
+        with Daemon('listen = [ "%s", "127.0.0.2" ];' % spelling, args=["-p", str(port)],
+                    activation=False) as d:
+            assert served(("::1", port)), spelling
+            assert served(("127.0.0.2", port)), spelling
+            try:
+                assert not served(("127.0.0.1", port)), spelling
+            except ConnectionRefusedError:
+                pass
+            assert d.stop() == 0
+
+
 def test_broken_config_fails_closed_and_says_why_in_the_kernel_log():
     # A typo next to a narrower listen/port must not leave the socket on its
     # shipped default (every address, port 7): it must refuse to start.
@@ -110,6 +140,28 @@ def test_fail_closed_drop_in_stops_the_socket():
         assert p.returncode == 78 and f"not listening: {conf} could not be read" in p.stderr, p.stderr
 
 
+def test_dangling_symlink_is_a_broken_configuration():
+    """A symbolic link to nothing at the configuration's path is no missing
+    file (the daemon refuses to start on it): the socket fails closed."""
+    with tempfile.TemporaryDirectory() as tmp:
+        conf = os.path.join(tmp, "e.conf")
+        os.symlink(os.path.join(tmp, "e.conf.new"), conf)
+        kmsg = os.path.join(tmp, "kmsg")
+        open(kmsg, "w").close()
+        out = os.path.join(tmp, "normal")
+        os.mkdir(out)
+        env = dict(os.environ, ECHO_MPSERV_GENERATOR_CONFIG=conf, ECHO_MPSERV_GENERATOR_KMSG=kmsg)
+        p = subprocess.run(WRAPPER + [GENERATOR, out], env=env, capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+        assert os.path.exists(os.path.join(out, DROPIN)), "no fail-closed drop-in"
+        with open(os.path.join(out, DROPIN)) as f:
+            text = f.read()
+        assert "ListenStream" not in text and "exit 78'" in text, text
+        with open(kmsg) as f:
+            log = f.read()
+        assert f"{conf}: a symbolic link to a file that does not exist" in log, log
+
+
 def test_no_kernel_log_falls_back_to_stderr():
     code, err, text = generate("port = 7777;\nport = \"x\";\n", kmsg=False)
     assert code == 0 and text is not None and "ExecStartPre=" in text
@@ -141,6 +193,8 @@ def test_unwritable_output_fails():
 
 if __name__ == "__main__":
     main([test_defaults_write_nothing, test_port_moves_the_socket, test_addresses,
+          test_any_address_in_every_spelling_serves_what_standalone_serves,
           test_broken_config_fails_closed_and_says_why_in_the_kernel_log, test_fail_closed_drop_in_stops_the_socket,
-          test_no_kernel_log_falls_back_to_stderr, test_text_the_parser_would_skip_is_refused,
+          test_no_kernel_log_falls_back_to_stderr, test_dangling_symlink_is_a_broken_configuration,
+          test_text_the_parser_would_skip_is_refused,
           test_usage, test_unwritable_output_fails])

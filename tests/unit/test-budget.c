@@ -154,6 +154,59 @@ static void test_no_budget_and_quiet_levels(void) {
         ASSERT(!b.folding && b.connections == 0);
 }
 
+/* Connections folded while info was logged are accounted for whatever the
+ * level is at the flush: below info the summary is held (no flush due, no
+ * record that would be filtered out, nothing counted as summarized), and
+ * written at the first flush after info is logged again; held to the end,
+ * it goes out at notice. */
+static void test_summary_held_below_info(void) {
+        struct config c = cfg(1, 1);
+        struct budget b;
+        struct capture cap;
+        struct session_end a = session("192.0.2.9", 1, CLOSE_CLIENT);
+        const char *out;
+
+        budget_init(&b, &c, T0);
+        capture_start(&cap);
+        for (int i = 0; i < 3; i++)
+                budget_connection(&b, &c, &a, 0, T0);
+        out = capture_end(&cap);
+        ASSERT_INT(b.recorded, ==, 1);
+        ASSERT_INT(b.connections, ==, 2);
+
+        log_set_max_level(LOG_NOTICE);
+        ASSERT(budget_due(&b) == UINT64_MAX);
+        capture_start(&cap);
+        budget_flush(&b, T0 + 12 * USEC_PER_SEC, 3, false);
+        out = capture_end(&cap);
+        log_set_max_level(LOG_INFO);
+        ASSERT(strcmp(out, "") == 0);
+        ASSERT_INT(b.connections, ==, 2);
+        ASSERT_INT(b.summarized, ==, 0);
+        ASSERT(b.folding);
+
+        ASSERT_INT(budget_due(&b), ==, T0 + BUDGET_INTERVAL_USEC);
+        capture_start(&cap);
+        budget_flush(&b, T0 + 20 * USEC_PER_SEC, 3, false);
+        out = capture_end(&cap);
+        ASSERT_STR_CONTAINS(out, "info: summary of 2 connection(s) closed in the last 20.0 s");
+        ASSERT_STR_CONTAINS(out, "1 recorded and 2 summarized of 3 served");
+        ASSERT_INT(b.recorded + b.summarized, ==, 3);
+
+        /* Held to the end: written at notice with the daemon's last records. */
+        budget_init(&b, &c, T0);
+        capture_start(&cap);
+        for (int i = 0; i < 3; i++)
+                budget_connection(&b, &c, &a, 0, T0);
+        log_set_max_level(LOG_NOTICE);
+        budget_flush(&b, T0 + USEC_PER_SEC, 3, true);
+        out = capture_end(&cap);
+        log_set_max_level(LOG_INFO);
+        ASSERT_STR_CONTAINS(out, "notice: summary of 2 connection(s)");
+        ASSERT_STR_CONTAINS(out, "1 recorded and 2 summarized of 3 served");
+        ASSERT_STR_CONTAINS(out, "notice: connection records end with the daemon: 2 connection(s) went into 1");
+}
+
 static void test_many_sources_keep_the_busiest(void) {
         struct config c = cfg(1000, 1);
         struct budget b;
@@ -188,6 +241,7 @@ int main(void) {
         RUN(test_summary_adds_up);
         RUN(test_final_flush);
         RUN(test_no_budget_and_quiet_levels);
+        RUN(test_summary_held_below_info);
         RUN(test_many_sources_keep_the_busiest);
         return 0;
 }

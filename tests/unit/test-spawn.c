@@ -175,8 +175,26 @@ static void test_prepare_from_inside(void) {
         close(p[1]);
 }
 
+/* What the kernel caps socket_buffer at, as the sysctls say. */
+static void test_socket_buffer_caps(void) {
+        uint32_t rmem = 0, wmem = 0;
+        unsigned long want;
+        FILE *f;
+
+        ASSERT_INT(spawn_socket_buffer_caps(&rmem, &wmem), ==, 0);
+        f = fopen("/proc/sys/net/core/rmem_max", "r");
+        ASSERT(f && fscanf(f, "%lu", &want) == 1);
+        fclose(f);
+        ASSERT(rmem == want);
+        f = fopen("/proc/sys/net/core/wmem_max", "r");
+        ASSERT(f && fscanf(f, "%lu", &want) == 1);
+        fclose(f);
+        ASSERT(wmem == want);
+}
+
 int main(void) {
         RUN(test_clean_worker);
         RUN(test_prepare_from_inside);
+        RUN(test_socket_buffer_caps);
         return 0;
 }
