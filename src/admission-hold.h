@@ -1,7 +1,7 @@
 /* What admission control counted for one session, kept by the parent for
- * the session (per child slot, or for the client waiting for a fork retry)
- * so that its end gives back exactly that: the source it was counted
- * under, or nothing. */
+ * the session (in its record of the worker, struct child, or for the client
+ * waiting for a fork retry) so that its end gives back exactly that: the
+ * source it was counted under, or nothing. */
 #pragma once
 
 #include <stdbool.h>

@@ -85,32 +85,39 @@ static void start_folding(struct budget *b, const struct config *cfg, uint64_t n
         log_struct(LOG_NOTICE, MSGID_BUDGET_SPENT, message, fields, ELEMENTSOF(fields));
 }
 
-void budget_connection(struct budget *b, const struct config *cfg, const struct slot *slot, int status,
+void budget_connection(struct budget *b, const struct config *cfg, const struct session_end *e, int status,
                        uint64_t now) {
         struct in6_addr addr;
 
         if (!log_enabled(LOG_INFO))
                 return;
         if (pay(b, cfg, now)) {
-                session_log_record(slot, status, now);
+                session_log_record(e, status, now);
                 b->recorded++;
                 return;
         }
         if (!b->folding)
                 start_folding(b, cfg, now);
         b->connections++;
-        b->reasons[session_log_reason(slot, status)]++;
-        b->bytes_in += slot->stats.bytes_in;
-        b->bytes_out += slot->stats.bytes_out;
-        b->session_usec += session_log_duration(slot, now);
-        if (cidr_address_of(&slot->peer, &addr)) {
+        b->reasons[session_log_reason(e, status)]++;
+        b->bytes_in += e->report.stats.bytes_in;
+        b->bytes_out += e->report.stats.bytes_out;
+        b->session_usec += session_log_duration(e, now);
+        if (cidr_address_of(&e->child.peer, &addr)) {
                 struct cidr key = cidr_source(&addr, cfg->source_prefix_v4, cfg->source_prefix_v6);
                 count_source(b, &key);
         }
 }
 
+/* A summary stands for connection records, which are info: while info is
+ * not logged (log_level lowered by a reload) it is held, counts and all,
+ * never written where it is filtered out and counted as summarized. */
+static bool held(const struct budget *b) {
+        return b->connections > 0 && !log_enabled(LOG_INFO);
+}
+
 uint64_t budget_due(const struct budget *b) {
-        return b->folding ? b->since_usec + BUDGET_INTERVAL_USEC : UINT64_MAX;
+        return b->folding && !held(b) ? b->since_usec + BUDGET_INTERVAL_USEC : UINT64_MAX;
 }
 
 /* "CLOSED_client-closed=3" -> "CLOSED_CLIENT_CLOSED=3": journal field
@@ -152,7 +159,7 @@ static void format_sources(struct budget *b, char *buf, size_t size) {
         }
 }
 
-static void write_summary(struct budget *b, uint64_t now, uint64_t served) {
+static void write_summary(struct budget *b, uint64_t now, uint64_t served, int priority) {
         char reasons[256], sources[BUDGET_TOP_SOURCES * (LOGADDR_MAX + 24)], n_sources[32];
         char message[1024], f[9 + _CLOSE_REASON_MAX][96], top[sizeof(sources) + 16];
         const char *fields[ELEMENTSOF(f) + 1];
@@ -196,7 +203,7 @@ static void write_summary(struct budget *b, uint64_t now, uint64_t served) {
         /* The list of sources may be longer than a slot of f. */
         snprintf(top, sizeof(top), "TOP_SOURCES=%s", sources);
         fields[n++] = top;
-        log_struct(LOG_INFO, MSGID_BUDGET_SUMMARY, message, fields, n);
+        log_struct(priority, MSGID_BUDGET_SUMMARY, message, fields, n);
 
         b->connections = b->bytes_in = b->bytes_out = b->session_usec = 0;
         memset(b->reasons, 0, sizeof(b->reasons));
@@ -219,8 +226,12 @@ static void stop_folding(struct budget *b, uint64_t now, bool final) {
 }
 
 void budget_flush(struct budget *b, uint64_t now, uint64_t served, bool final) {
+        if (held(b) && !final)
+                return;
         if (b->connections > 0)
-                write_summary(b, now, served);
+                /* A summary held to the end goes out with the daemon's
+                 * last records, at notice. */
+                write_summary(b, now, served, log_enabled(LOG_INFO) ? LOG_INFO : LOG_NOTICE);
         else if (b->folding)
                 stop_folding(b, now, final);
         if (final && b->folding)

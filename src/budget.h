@@ -12,10 +12,15 @@
  * flush with nothing folded since the last one (or the final flush) writes
  * that it stopped.
  *
- * Invariant (while info is logged): every connection passed to
- * budget_connection() is in exactly one record, its own or a summary's
- * CONNECTIONS, or pending for the next flush. RECORDED + SUMMARIZED in each
- * summary count them since start. */
+ * Invariant, at every log level: every connection passed to
+ * budget_connection() (which counts only while info is logged) is in
+ * exactly one record, its own or a summary's CONNECTIONS, or pending for
+ * the next flush; RECORDED + SUMMARIZED in each summary count them since
+ * start, and a summary is counted as SUMMARIZED only when it is written.
+ * While info is not logged (a reload lowered log_level) the pending
+ * summary is held, not written where it would be filtered out: no flush is
+ * due, and the first flush after info is logged again writes it; at
+ * shutdown a held summary is written at notice. */
 #pragma once
 
 #include <stdbool.h>
@@ -63,12 +68,12 @@ void budget_init(struct budget *b, const struct config *cfg, uint64_t now);
 
 /* A reaped worker (session_log_record()'s arguments): its record if the
  * budget pays for it, else folded. Nothing when info is not logged. */
-void budget_connection(struct budget *b, const struct config *cfg, const struct slot *slot, int wait_status,
+void budget_connection(struct budget *b, const struct config *cfg, const struct session_end *e, int wait_status,
                        uint64_t now);
 
 /* When the next flush is owed; UINT64_MAX while not folding. */
 uint64_t budget_due(const struct budget *b);
 
-/* Writes the pending summary, if any; otherwise (or when final) ends the
- * folding. served: the daemon's count of connections, for the record. */
+/* Writes the pending summary, if any (unless it is held, see above);
+ * otherwise (or when final) ends the folding. served: the daemon's count of connections, for the record. */
 void budget_flush(struct budget *b, uint64_t now, uint64_t served, bool final);

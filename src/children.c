@@ -18,11 +18,11 @@ int children_init(struct children *c, uint32_t capacity) {
         if (capacity == 0)
                 return -EINVAL;
         /* MAP_NORESERVE: pages cost nothing until a worker first uses a slot. */
-        p = mmap(NULL, (size_t) capacity * sizeof(struct slot), PROT_READ | PROT_WRITE,
+        p = mmap(NULL, (size_t) capacity * sizeof(struct slot_report), PROT_READ | PROT_WRITE,
                  MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
         if (p == MAP_FAILED)
                 return negative_errno();
-        c->slots = p;
+        c->reports = p;
         c->capacity = capacity;
 
         while (size < capacity * 2)
@@ -30,7 +30,8 @@ int children_init(struct children *c, uint32_t capacity) {
         c->table_mask = size - 1; /* before anything can fail: children_done() frees by it */
         c->table = parent_only_alloc((size_t) size * sizeof(*c->table));
         c->free_list = parent_only_alloc((size_t) capacity * sizeof(*c->free_list));
-        if (!c->table || !c->free_list) {
+        c->child = parent_only_alloc((size_t) capacity * sizeof(*c->child));
+        if (!c->table || !c->free_list || !c->child) {
                 children_done(c);
                 return -ENOMEM;
         }
@@ -41,33 +42,38 @@ int children_init(struct children *c, uint32_t capacity) {
 }
 
 void children_done(struct children *c) {
-        if (c->slots)
-                munmap(c->slots, (size_t) c->capacity * sizeof(struct slot));
+        if (c->reports)
+                munmap(c->reports, (size_t) c->capacity * sizeof(struct slot_report));
+        parent_only_free(c->child, (size_t) c->capacity * sizeof(*c->child));
         parent_only_free(c->table, ((size_t) c->table_mask + 1) * sizeof(*c->table));
         parent_only_free(c->free_list, (size_t) c->capacity * sizeof(*c->free_list));
         *c = (struct children) { 0 };
 }
 
-struct slot *children_claim(struct children *c) {
-        struct slot *s;
+/* A record's position: from its place in the parent's own array, never
+ * from anything stored in memory a worker can write. */
+static uint32_t position(const struct children *c, const struct child *ch) {
+        return (uint32_t) (ch - c->child);
+}
+
+struct child *children_claim(struct children *c) {
         uint32_t i;
 
         if (c->n_free == 0)
                 return NULL;
         i = c->free_list[--c->n_free];
-        s = &c->slots[i];
-        memset(s, 0, sizeof(*s));
-        s->index = i;
-        return s;
+        c->child[i] = (struct child) { 0 };
+        memset(&c->reports[i], 0, sizeof(c->reports[i]));
+        return &c->child[i];
 }
 
-void children_commit(struct children *c, struct slot *s, pid_t pid) {
+void children_commit(struct children *c, struct child *ch, pid_t pid) {
         uint32_t h = hash_pid(pid, c->table_mask);
 
         while (c->table[h].pid != 0)
                 h = (h + 1) & c->table_mask;
-        c->table[h] = (struct pid_entry) { .pid = pid, .slot = s->index };
-        s->pid = pid;
+        c->table[h] = (struct pid_entry) { .pid = pid, .slot = position(c, ch) };
+        ch->pid = pid;
         c->active++;
 }
 
@@ -83,10 +89,31 @@ static int64_t find_entry(const struct children *c, pid_t pid) {
         return -1;
 }
 
-struct slot *children_find(const struct children *c, pid_t pid) {
+struct child *children_find(const struct children *c, pid_t pid) {
         int64_t e = pid > 0 ? find_entry(c, pid) : -1;
 
-        return e < 0 ? NULL : &c->slots[c->table[e].slot];
+        return e < 0 ? NULL : &c->child[c->table[e].slot];
+}
+
+void slot_report_check(struct slot_report *r, uint64_t now) {
+        sa_family_t family = r->local.sa.sa_family;
+
+        if (r->stats.reason < 0 || r->stats.reason >= _CLOSE_REASON_MAX)
+                r->stats.reason = CLOSE_ERROR;
+        if (r->stats.error <= 0 || r->stats.error >= 4096)
+                r->stats.error = 0;
+        if (family != AF_INET && family != AF_INET6)
+                memset(&r->local, 0, sizeof(r->local));
+        if (r->stats.end_usec > now)
+                r->stats.end_usec = now;
+}
+
+void children_ended(const struct children *c, const struct child *ch, uint64_t now, struct session_end *out) {
+        out->child = *ch;
+        /* One copy, then checks on the copy: a live worker may still be
+         * writing the shared original. */
+        memcpy(&out->report, &c->reports[position(c, ch)], sizeof(out->report));
+        slot_report_check(&out->report, now);
 }
 
 /* Linear-probing delete without tombstones: shift later members of the
@@ -111,20 +138,20 @@ static void remove_entry(struct children *c, uint32_t hole) {
         }
 }
 
-void children_release(struct children *c, struct slot *s) {
-        if (s->pid > 0) {
-                int64_t e = find_entry(c, s->pid);
+void children_release(struct children *c, struct child *ch) {
+        if (ch->pid > 0) {
+                int64_t e = find_entry(c, ch->pid);
                 if (e >= 0) {
                         remove_entry(c, (uint32_t) e);
                         c->active--;
                 }
         }
-        s->pid = 0;
-        c->free_list[c->n_free++] = s->index;
+        ch->pid = 0;
+        c->free_list[c->n_free++] = position(c, ch);
 }
 
-void children_foreach(struct children *c, void (*fn)(struct slot *s, void *userdata), void *userdata) {
+void children_foreach(struct children *c, void (*fn)(struct child *ch, void *userdata), void *userdata) {
         for (uint32_t h = 0; h <= c->table_mask; h++)
                 if (c->table[h].pid != 0)
-                        fn(&c->slots[c->table[h].slot], userdata);
+                        fn(&c->child[c->table[h].slot], userdata);
 }

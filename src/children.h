@@ -1,13 +1,24 @@
 /* Child accounting: which workers are alive and what each one did.
  *
- * Each worker owns one slot in a MAP_SHARED anonymous mapping. The parent
- * fills the identity part (pid, start, peer) before fork(); the worker fills
- * its local address and keeps its counters current; the parent reads the slot
+ * Trust boundary. Each worker has two records, found by the same position:
+ * - struct child, the parent's: pid, start, peer, whether the parent cut it
+ *   and what admission control counted for it. Parent-only memory
+ *   (MADV_DONTFORK): absent from every worker, so nothing a worker does can
+ *   change it, and a worker must never be handed a pointer into it.
+ * - struct slot_report, the worker's: its local address and its counters,
+ *   in a MAP_SHARED anonymous mapping. It is the only memory a worker can
+ *   write, and any worker can write any report (the mapping is shared whole
+ *   so that fork() costs nothing extra), so the parent never reads it in
+ *   place: children_ended() copies it and checks the copy, and nothing the
+ *   parent decides (which slot is free, which pid is whose, the peer in the
+ *   record, the hold given back) is ever read from it.
+ * The parent zeroes a report when it claims the slot; the worker fills in
+ * its local address and keeps its counters current; the parent reads it
  * after waitpid() has reaped the worker, which orders every store the worker
- * made before the parent's reads. Slots are reused last-in first-out so a
- * lightly loaded daemon touches few pages. A private open-addressing table
- * maps pids to slots, so reaping costs no scan; it and the free list are
- * kept out of the workers (MADV_DONTFORK). */
+ * made before the parent's reads. Positions come from pointer arithmetic on
+ * the parent's own array. Slots are reused last-in first-out so a lightly
+ * loaded daemon touches few pages. A private open-addressing table maps pids
+ * to positions, so reaping costs no scan. */
 #pragma once
 
 #include <stdbool.h>
@@ -15,16 +26,29 @@
 #include <sys/types.h>
 
 #include "addr.h"
+#include "admission-hold.h"
 #include "worker.h"
 
-struct slot {
-        pid_t pid;
-        uint32_t index;
-        uint64_t start_usec;            /* CLOCK_MONOTONIC, set by the parent */
-        union sockaddr_any peer;        /* set by the parent from accept() */
-        union sockaddr_any local;       /* set by the worker (getsockname) */
-        struct worker_stats stats;      /* kept current by the worker */
+/* What the parent knows of one worker. Parent-only. */
+struct child {
+        pid_t pid;                      /* 0 until committed */
         bool cut;                       /* the parent ended it at shutdown */
+        uint64_t start_usec;            /* CLOCK_MONOTONIC, set by the parent */
+        union sockaddr_any peer;        /* from accept() */
+        struct admission_hold hold;     /* what admission control counted */
+};
+
+/* What a worker reports. Shared, written by the worker; untrusted. */
+struct slot_report {
+        union sockaddr_any local;       /* getsockname() */
+        struct worker_stats stats;      /* kept current */
+};
+
+/* One ended session as the parent records it: its own record, and a
+ * checked copy of the worker's report. */
+struct session_end {
+        struct child child;
+        struct slot_report report;
 };
 
 struct pid_entry {
@@ -33,7 +57,8 @@ struct pid_entry {
 };
 
 struct children {
-        struct slot *slots;
+        struct child *child;            /* parent-only, capacity of them */
+        struct slot_report *reports;    /* shared with the workers */
         uint32_t capacity;
         uint32_t active;                /* committed (running) workers */
         uint32_t *free_list;
@@ -45,14 +70,30 @@ struct children {
 int children_init(struct children *c, uint32_t capacity);
 void children_done(struct children *c);
 
-/* A zeroed slot for the next worker, or NULL when every slot is in use. */
-struct slot *children_claim(struct children *c);
-/* Records that the worker for `s` is running as `pid`. */
-void children_commit(struct children *c, struct slot *s, pid_t pid);
-/* The slot of a running worker, or NULL when pid is not ours. */
-struct slot *children_find(const struct children *c, pid_t pid);
+/* A zeroed record, with a zeroed report, for the next worker, or NULL when
+ * every slot is in use. */
+struct child *children_claim(struct children *c);
+/* The report the worker for `ch` writes: the one pointer a worker gets. */
+static inline struct slot_report *children_report(const struct children *c, const struct child *ch) {
+        return &c->reports[ch - c->child];
+}
+/* Records that the worker for `ch` is running as `pid`. */
+void children_commit(struct children *c, struct child *ch, pid_t pid);
+/* The record of a running worker, or NULL when pid is not ours. */
+struct child *children_find(const struct children *c, pid_t pid);
+/* What the parent records for a reaped worker: *ch, and a copy of its
+ * report made safe to use (slot_report_check()). */
+void children_ended(const struct children *c, const struct child *ch, uint64_t now_usec,
+                    struct session_end *out);
 /* Returns a slot to the pool: a claimed one whose fork failed, or a reaped one. */
-void children_release(struct children *c, struct slot *s);
+void children_release(struct children *c, struct child *ch);
 
 /* Calls fn for every running worker. */
-void children_foreach(struct children *c, void (*fn)(struct slot *s, void *userdata), void *userdata);
+void children_foreach(struct children *c, void (*fn)(struct child *ch, void *userdata), void *userdata);
+
+/* Makes a report read from a worker safe to use as it stands: a close
+ * reason out of range becomes CLOSE_ERROR, an error number outside
+ * 1..4095 becomes 0, a local address of a family other than IPv4/IPv6
+ * becomes AF_UNSPEC, and an end time after now_usec becomes now_usec. The
+ * byte counts are numbers, taken as they are. */
+void slot_report_check(struct slot_report *r, uint64_t now_usec);

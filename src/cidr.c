@@ -86,9 +86,16 @@ struct cidr cidr_source(const struct in6_addr *addr, unsigned v4_len, unsigned v
         return p;
 }
 
+/* Families are never mixed: an IPv6 prefix, however short ("::/0"), holds
+ * no IPv4 client, so the IPv4-mapped range is reached only by an IPv4
+ * prefix (or one written as ::ffff:0:0/96 or longer, which is one). A
+ * prefix shorter than /96 never has the mapped form: bits 80..95 of it are
+ * not all ones. */
 bool cidr_contains(const struct cidr *p, const struct in6_addr *addr) {
         struct in6_addr a = *addr;
 
+        if (cidr_is_v4(&p->addr) != cidr_is_v4(addr))
+                return false;
         truncate_to(&a, p->len);
         return memcmp(&a, &p->addr, sizeof(a)) == 0;
 }

@@ -32,6 +32,10 @@ int cidr_parse(const char *s, struct cidr *out);
 /* addr truncated to an IPv4 length (for IPv4 addresses) or an IPv6 length. */
 struct cidr cidr_source(const struct in6_addr *addr, unsigned v4_len, unsigned v6_len);
 
+/* Whether addr is in p. IPv4 and IPv6 are separate families: an IPv6
+ * prefix never contains an IPv4 address (or an IPv4-mapped one), whatever
+ * its length; a prefix written in the IPv4-mapped form (::ffff:0:0/96 or
+ * longer) is the IPv4 prefix it maps. */
 bool cidr_contains(const struct cidr *p, const struct in6_addr *addr);
 
 /* A keyed hash of exactly the meaningful bytes (the address and the

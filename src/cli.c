@@ -36,8 +36,8 @@ void cli_usage(FILE *f) {
               "  -h, --help            show this help and exit\n"
               "  -V, --version         show the version and exit\n"
               "\n"
-              "Exit status: 0 success, 1 runtime failure, 2 usage error, 3 configuration error,\n"
-              "4 socket error. See echo-mpserv(8) and echo-mpserv.conf(5).\n", f);
+              "Exit status: 0 success, 1 runtime failure, 64 usage error, 69 socket error,\n"
+              "78 configuration error. See echo-mpserv(8) and echo-mpserv.conf(5).\n", f);
 }
 
 static int parse_port(const char *s) {

@@ -77,6 +77,22 @@ int config_dump(const struct config *c, FILE *f) {
         return fflush(f) == 0 && !ferror(f) ? 0 : -EIO;
 }
 
+/* log_addresses applies at a reload, the hash key only at the next start:
+ * a switch to "hash" while the key's source changes would hash with the
+ * running key (a random one, if none was set), which the configured key
+ * never reproduces. Such a switch waits for the restart with the key. */
+static bool hash_waits_for_key(const struct config *running, const struct config *next) {
+        return next->log_addresses == LOG_ADDRESSES_HASH && running->log_addresses != LOG_ADDRESSES_HASH &&
+               (strcmp(next->log_hash_key_credential, running->log_hash_key_credential) != 0 ||
+                strcmp(next->log_hash_key, running->log_hash_key) != 0);
+}
+
+/* Whether a change of k from running to next takes effect only at the next
+ * start. */
+static bool after_restart(const struct key *k, const struct config *running, const struct config *next) {
+        return !k->reloadable || (k->kind == KIND_ADDR_MODE && hash_waits_for_key(running, next));
+}
+
 unsigned config_describe_changes(const struct config *old, const struct config *new,
                                  char *buf, size_t size, bool *needs_restart) {
         static char a[VALUE_MAX], b[VALUE_MAX];
@@ -94,18 +110,19 @@ unsigned config_describe_changes(const struct config *old, const struct config *
                 if (strcmp(a, b) == 0)
                         continue;
                 changes++;
-                if (!k->reloadable)
+                bool later = after_restart(k, old, new);
+                if (later)
                         *needs_restart = true;
                 if (used >= size)
                         continue;
                 if (k->kind == KIND_SECRET) /* never into the log */
                         used += (size_t) snprintf(buf + used, size - used, "%s%s changed%s",
                                                   changes > 1 ? ", " : "", k->name,
-                                                  k->reloadable ? "" : " (after a restart)");
+                                                  later ? " (pending)" : "");
                 else
                         used += (size_t) snprintf(buf + used, size - used, "%s%s %s -> %s%s",
                                                   changes > 1 ? ", " : "", k->name, a, b,
-                                                  k->reloadable ? "" : " (after a restart)");
+                                                  later ? " (pending)" : "");
         }
         return changes;
 }
@@ -135,13 +152,15 @@ unsigned config_keep_restart_keys(struct config *next, const struct config *runn
         static char a[VALUE_MAX], b[VALUE_MAX];
         unsigned n = 0;
         size_t used = 0;
+        /* Decided on the file's values, before the key's are put back. */
+        bool hash_waits = hash_waits_for_key(running, next);
 
         if (size > 0)
                 pending[0] = 0;
         for (size_t i = 0; i < config_n_keys; i++) {
                 const struct key *k = &config_keys[i];
 
-                if (k->reloadable)
+                if (k->reloadable && !(k->kind == KIND_ADDR_MODE && hash_waits))
                         continue;
                 config_format_value(running, k, a, sizeof(a));
                 config_format_value(next, k, b, sizeof(b));

@@ -3,7 +3,8 @@
  * checks every number against what libconfig can store without wrapping,
  * lists every setting, and reports the text libconfig would read otherwise
  * than it is written: a block comment or a string that is never closed, a
- * \x00 escape, a carriage return that does not end a line, two strings
+ * \x00 escape, a control character in a string (a string spanning lines,
+ * written or escaped), a carriage return that does not end a line, two strings
  * with no comma between them, a byte order mark, and @include. */
 #include <ctype.h>
 #include <errno.h>
@@ -169,21 +170,72 @@ static void skip_block_comment(struct lexer *lx) {
         lx->i = i + 2;
 }
 
+static bool is_control(unsigned char c) {
+        return c < 0x20 || c == 0x7f;
+}
+
+static int hex_digit(char c) {
+        return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 :
+               c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+/* The byte an escape at text[i] ('\\') stands for in libconfig 1.5, when it
+ * is a control character: \n, \r, \t, \f, or \xHH below 0x20 or 0x7f.
+ * -1 for every other escape. */
+static int escaped_control(const struct lexer *lx, size_t i) {
+        char e = i + 1 < lx->len ? lx->text[i + 1] : 0;
+        int hi, lo;
+
+        switch (e) {
+        case 'n': return '\n';
+        case 'r': return '\r';
+        case 't': return '\t';
+        case 'f': return '\f';
+        case 'x':
+        case 'X':
+                if (i + 3 >= lx->len || (hi = hex_digit(lx->text[i + 2])) < 0 || (lo = hex_digit(lx->text[i + 3])) < 0)
+                        return -1;
+                return is_control((unsigned char) (hi << 4 | lo)) ? hi << 4 | lo : -1;
+        default:
+                return -1;
+        }
+}
+
+/* No value of the configuration holds a control character (below 0x20, or
+ * 0x7f), written or escaped: a string that runs past the end of its line
+ * would hide settings in it (a key spanning lines), and a tab, an escape
+ * sequence or a carriage return in a value prints as something else than
+ * it is. Reported once a string, at the line where it starts. */
 static void skip_string(struct lexer *lx) {
         unsigned start = lx->line;
-        bool nul = false;
+        bool nul = false, control = false;
         size_t i;
 
         for (i = lx->i + 1; i < lx->len && lx->text[i] != '"'; i++) {
-                if (lx->text[i] == '\\' && i + 1 < lx->len) {
+                int c = (unsigned char) lx->text[i];
+
+                if (c == '\\' && i + 1 < lx->len) {
+                        c = escaped_control(lx, i);
                         /* libconfig drops a \x00 (a C string cannot hold it). */
-                        if (!nul && (lx->text[i + 1] == 'x' || lx->text[i + 1] == 'X') && at(lx, i + 2, '0') &&
-                            at(lx, i + 3, '0')) {
+                        if (c == 0) {
+                                if (!nul)
+                                        PROBLEM(lx, lx->line, "a string cannot hold a NUL byte (\\x00); "
+                                                "the parser would drop it");
                                 nul = true;
-                                PROBLEM(lx, lx->line, "a string cannot hold a NUL byte (\\x00); "
-                                        "the parser would drop it");
+                        } else if (c > 0 && !control) {
+                                control = true;
+                                PROBLEM(lx, start, "a string cannot hold a control character (escaped "
+                                        "as %.*s)", lx->text[i + 1] == 'x' || lx->text[i + 1] == 'X' ? 4 : 2,
+                                        lx->text + i);
                         }
                         i++;
+                } else if (is_control((unsigned char) c) && !control) {
+                        control = true;
+                        if (c == '\n')
+                                PROBLEM(lx, start, "a string cannot run past the end of its line; close "
+                                        "it with '\"' on the line where it starts");
+                        else
+                                PROBLEM(lx, start, "a string cannot hold a control character (byte 0x%02x)", c);
                 }
                 lx->line += lx->text[i] == '\n';
         }

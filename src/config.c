@@ -207,6 +207,16 @@ static int set_credential(const char *name, const struct key *k, config_setting_
 
         if (!v)
                 return -EINVAL;
+        /* A key pasted in place of the name is never printed, here or later
+         * (a valid name cannot be one). */
+        if (v[0] && credential_name_looks_like_key(v)) {
+                config_diag_add(diag, "%s:%u: %s looks like a key, not a credential name (more than %d letters "
+                                "and digits in a row); the value is not shown. Put the key in a file the service "
+                                "manager passes as a credential and name that credential here (see "
+                                "echo-mpserv.conf(5))", name, config_setting_source_line(s), k->name,
+                                CREDENTIAL_NAME_RUN_MAX);
+                return -EINVAL;
+        }
         if (v[0] && !credential_name_valid(v)) {
                 config_diag_add(diag, "%s:%u: %s = \"%s\" is not a credential name (1 to %" PRIu64 " letters, "
                                 "digits, '.', '_' or '-')", name, config_setting_source_line(s), k->name,
@@ -232,7 +242,7 @@ static int add_address(const char *name, unsigned line, const struct key *k, con
                 return -EINVAL;
         }
         for (uint32_t i = 0; i < c->n_listen; i++)
-                if (strcmp(c->listen[i], v) == 0) {
+                if (config_listen_same(c->listen[i], v)) {
                         config_diag_add(diag, "%s:%u: listen: \"%s\" is given twice", name, line,
                                         printable(v, (char[80]) { 0 }));
                         return -EINVAL;

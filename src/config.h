@@ -93,6 +93,15 @@ void config_defaults(struct config *c);
  * does not exist (the caller decides whether that is fatal). */
 int config_load(const char *path, struct config *out, struct config_diag *diag);
 
+/* The daemon's file, at start, for --check-config and at every reload:
+ * config_load(), except that when the path is the default one (`given`
+ * false: no -c) and nothing is there, it fills the built-in defaults, sets
+ * *no_file and returns 0. A symbolic link at path to a file that does not
+ * exist is not "nothing there": it is an error (-ENOENT), as is a missing
+ * file that was named with -c. Whether a missing file may mean the
+ * defaults at a reload is the caller's decision (server_reload()). */
+int config_load_file(const char *path, bool given, struct config *out, bool *no_file, struct config_diag *diag);
+
 /* Validates text already in memory; `name` is used in messages. */
 int config_parse(const char *name, const char *text, size_t len, struct config *out, struct config_diag *diag);
 
@@ -108,10 +117,24 @@ unsigned config_describe_changes(const struct config *old, const struct config *
 
 /* For a reload: every key that takes effect only at start (reloadable =
  * false in the key table: the listening sockets, the hash key) gets its
- * running value back in *next. The names of those whose value in *next
+ * running value back in *next, and so does log_addresses when it turns to
+ * "hash" while the hash key's source changes: until the restart it would
+ * hash with a key no later run has (config_describe_changes() says "after
+ * a restart" for it then too). The names of those whose value in *next
  * differed go into pending ("port, listen"; empty when none): a restart is
  * pending for them. Returns how many differed. */
 unsigned config_keep_restart_keys(struct config *next, const struct config *running, char *pending, size_t size);
+
+/* The listen rule (config-listen.c), one for standalone binding and for the
+ * generator's drop-in: listen[i] is dual-stack (takes IPv4 clients too)
+ * when it is the unspecified IPv6 address, however written ("::", "0::0"),
+ * and no IPv4 address is listed; otherwise every address is bound alone
+ * (an IPv6 one IPv6-only). */
+bool config_listen_dual_stack(const struct config *c, uint32_t i);
+bool config_listen_any_ipv4(const struct config *c);
+bool config_listen_is_ipv4(const char *address);
+/* The same address, however written ("::1" and "0::1"). */
+bool config_listen_same(const char *a, const char *b);
 
 const char *config_log_level_name(int level);
 int config_log_level_from_name(const char *name); /* -EINVAL when unknown */

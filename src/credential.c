@@ -9,10 +9,24 @@
 #include "credential.h"
 #include "util.h"
 
+#define KEY_CHARS "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/="
+
+bool credential_name_looks_like_key(const char *s) {
+        size_t run = 0;
+
+        for (; *s; s++) {
+                run = strchr(KEY_CHARS, *s) ? run + 1 : 0;
+                if (run >= CREDENTIAL_NAME_RUN_MAX + 1)
+                        return true;
+        }
+        return false;
+}
+
 bool credential_name_valid(const char *name) {
         size_t n = strlen(name);
 
-        if (n == 0 || n > CREDENTIAL_NAME_MAX || strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+        if (n == 0 || n > CREDENTIAL_NAME_MAX || strcmp(name, ".") == 0 || strcmp(name, "..") == 0 ||
+            credential_name_looks_like_key(name))
                 return false;
         return strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") == n;
 }

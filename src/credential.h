@@ -8,10 +8,21 @@
 #include <stddef.h>
 
 #define CREDENTIAL_NAME_MAX 64
+/* Letters and digits in a row in a name, at most: a key is a long run of
+ * them (64 hex digits as the package makes it, base64 with '+', '/' and
+ * '='), a name is made of words. */
+#define CREDENTIAL_NAME_RUN_MAX 15
 
 /* True when `name` is usable as a credential name: 1 to CREDENTIAL_NAME_MAX
- * characters out of letters, digits, '.', '_' and '-', not "." or "..". */
+ * characters out of letters, digits, '.', '_' and '-', not "." or "..",
+ * and no key (credential_name_looks_like_key()). A valid name can be
+ * printed: it cannot be a key pasted in its place. */
 bool credential_name_valid(const char *name);
+
+/* True when s has more than CREDENTIAL_NAME_RUN_MAX letters, digits, '+',
+ * '/' or '=' in a row: it may be a key (hex or base64), and is never
+ * printed. */
+bool credential_name_looks_like_key(const char *s);
 
 /* Reads $CREDENTIALS_DIRECTORY/name into buf (which holds max + 1 bytes),
  * without one trailing newline (what `echo KEY >file` adds); every other

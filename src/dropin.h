@@ -16,3 +16,12 @@ bool dropin_is_default(const struct config *c);
  * "::" must not take IPv4 too). `source` names the configuration file in a
  * comment. Returns 0 or -EIO. */
 int dropin_write(const struct config *c, const char *source, FILE *f);
+
+/* The fail-closed drop-in, for a configuration the generator could not read:
+ * echo-mpserv.socket must not listen where the file may not want it. Two
+ * ExecStartPre= lines: `checker --check-config` prints the file's problems as
+ * they are then (FILE:LINE, into the socket unit's journal, so "systemctl
+ * status echo-mpserv.socket" shows them), and a shell line says why the
+ * socket stays closed and fails with 78 (CONFIG), so it never binds. Returns
+ * 0 or -EIO. */
+int dropin_write_closed(const char *source, const char *checker, FILE *f);

@@ -3,9 +3,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <systemd/sd-daemon.h>
+#include <unistd.h>
 
 #include "listen.h"
 #include "util.h"
@@ -123,6 +125,16 @@ int listen_inherit(struct listen_set *ls, char *err, size_t errlen) {
         return n;
 }
 
+bool listen_started_by_systemd(void) {
+        const char *pid = getenv("SYSTEMD_EXEC_PID");
+        char own[24];
+
+        if (!getenv("INVOCATION_ID") || !pid)
+                return false;
+        snprintf(own, sizeof(own), "%ld", (long) getpid());
+        return strcmp(pid, own) == 0;
+}
+
 static int bind_one(struct listener *l, const char *address, uint16_t port, bool v6only,
                     int backlog, char *err, size_t errlen) {
         _cleanup_(closep) int fd = -1;
@@ -170,14 +182,9 @@ fail:
 }
 
 int listen_bind(struct listen_set *ls, const struct config *c, uint16_t port, char *err, size_t errlen) {
-        bool any_v4 = false;
-
-        for (uint32_t i = 0; i < c->n_listen; i++)
-                any_v4 |= strchr(c->listen[i], ':') == NULL;
-
         for (uint32_t i = 0; i < c->n_listen; i++) {
                 const char *address = c->listen[i];
-                bool dual = strcmp(address, "::") == 0 && !any_v4;
+                bool dual = config_listen_dual_stack(c, i);
                 int r = bind_one(&ls->l[ls->n], address, port, !dual, (int) c->backlog, err, errlen);
 
                 if (r == -EAFNOSUPPORT && dual)

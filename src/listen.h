@@ -39,8 +39,16 @@ void listen_set_init(struct listen_set *ls);
  * is not a listening TCP socket is an error. Unsets LISTEN_* either way. */
 int listen_inherit(struct listen_set *ls, char *err, size_t errlen);
 
-/* Binds every address of c->listen on `port`. "::" is dual-stack unless an
- * IPv4 address is also listed; when IPv6 is unavailable it becomes 0.0.0.0. */
+/* True when systemd started this very process as a service: INVOCATION_ID
+ * is set and SYSTEMD_EXEC_PID names this process (a shell that merely
+ * inherited both from a service, a terminal's, say, has another pid). Such
+ * a daemon must get its sockets from the socket unit and never bind: the
+ * unit's sandbox forbids it, and binding would bypass the socket unit. */
+bool listen_started_by_systemd(void);
+
+/* Binds every address of c->listen on `port`, dual-stack where
+ * config_listen_dual_stack() says; a dual-stack address becomes 0.0.0.0
+ * when IPv6 is unavailable. */
 int listen_bind(struct listen_set *ls, const struct config *c, uint16_t port, char *err, size_t errlen);
 
 void listen_close_all(struct listen_set *ls);

@@ -17,6 +17,9 @@
 
 static enum log_target target = LOG_TARGET_STDERR;
 static int max_level = LOG_INFO;
+/* stderr is the journal's stream: lines carry "<N>" (sd-daemon(3)) so the
+ * journal keeps their priority. */
+static bool stderr_journal;
 
 static const char *const level_prefix[] = {
         "emerg", "alert", "crit", "error", "warning", "notice", "info", "debug",
@@ -43,6 +46,7 @@ enum log_target log_choose_target(bool journal_socket_present) {
 }
 
 void log_setup(void) {
+        stderr_journal = stderr_is_journal();
         target = log_choose_target(access("/run/systemd/journal/socket", W_OK) == 0);
 }
 
@@ -64,8 +68,8 @@ int log_get_max_level(void) {
 
 static void write_stderr(int level, const char *message) {
         char line[LINE_MAX_LEN];
-        int n = snprintf(line, sizeof(line), "%s: %s\n",
-                         level_prefix[level & 7], message);
+        int n = stderr_journal ? snprintf(line, sizeof(line), "<%d>%s\n", level & 7, message)
+                               : snprintf(line, sizeof(line), "%s: %s\n", level_prefix[level & 7], message);
         size_t len = n < 0 ? 0 : (size_t) n;
 
         if (len >= sizeof(line)) {

@@ -43,6 +43,10 @@ void log_setup(void);
 /* The choice itself, given whether the journal socket exists. */
 enum log_target log_choose_target(bool journal_socket_present);
 enum log_target log_get_target(void);
+/* LOG_TARGET_STDERR also serves a process about to exit: journald attributes
+ * a native record to a unit by reading the sender's cgroup, which is gone
+ * once the sender has exited (systemd issue #2913), and "systemctl status"
+ * would not show it; the stderr stream is attributed when it connects. */
 void log_set_target(enum log_target t);
 void log_set_max_level(int level);
 int log_get_max_level(void);

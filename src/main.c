@@ -1,9 +1,12 @@
 /* echo-mpserv: parse the command line, load the configuration, take or bind
  * the sockets, run the server, and map the outcome to one exit status.
- * The exit statuses are documented in echo-mpserv(8); keep them stable. */
+ * The exit statuses are documented in echo-mpserv(8); keep them stable.
+ * They are sysexits(3) values, which systemd names (64/USAGE, 69/UNAVAILABLE,
+ * 78/CONFIG) where it would read 2, 3 and 4 as LSB init script codes. */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sysexits.h>
 
 #include "cli.h"
 #include "config.h"
@@ -17,29 +20,32 @@
 enum {
         EXIT_OK = 0,
         EXIT_RUNTIME = 1,
-        EXIT_USAGE = 2,
-        EXIT_CONFIG = 3,
-        EXIT_SOCKET = 4,
+        EXIT_USAGE = EX_USAGE,          /* 64 */
+        EXIT_SOCKET = EX_UNAVAILABLE,   /* 69: no usable socket, nothing to serve on */
+        EXIT_CONFIG = EX_CONFIG,        /* 78 */
 };
 
-static int load_config(const struct cli *cli, const struct server_options *opt, struct config *cfg) {
-        struct config_diag diag = { 0 };
-        int r = config_load(cli->config_path, cfg, &diag);
+/* The last words of a daemon that exits at start go to stderr, which under
+ * systemd is the unit's journal stream: see log_set_target(). */
+static void exiting_at_start(void) {
+        log_set_target(LOG_TARGET_STDERR);
+}
 
-        if (r == -ENOENT && !cli->config_path_given) {
-                config_defaults(cfg);
-                if (cli->action == CLI_RUN)
-                        log_msg(LOG_NOTICE, MSGID_CONFIG, "no configuration file at %s; using the defaults",
-                                cli->config_path);
-                r = 0;
-        }
+static int load_config(const struct cli *cli, struct server_options *opt, struct config *cfg) {
+        struct config_diag diag = { 0 };
+        int r = config_load_file(cli->config_path, cli->config_path_given, cfg, &opt->no_config_file, &diag);
+
         if (r < 0) {
+                exiting_at_start();
                 if (cli->action == CLI_RUN)
                         log_lines(LOG_ERR, MSGID_CONFIG, "", diag.text);
                 else
                         fputs(diag.text, stderr);
                 return r;
         }
+        if (opt->no_config_file && cli->action == CLI_RUN)
+                log_msg(LOG_NOTICE, MSGID_CONFIG, "no configuration file at %s; using the defaults",
+                        cli->config_path);
         server_options_apply(opt, cfg);
         return 0;
 }
@@ -62,8 +68,11 @@ static int load_hash_key(const struct cli *cli, const struct config *cfg) {
                         "\"log-hash-key\" (see echo-mpserv.conf(5))", cli->config_path);
                 return logaddr_set_key(cfg->log_hash_key, strlen(cfg->log_hash_key));
         }
-        if (!name[0])
+        if (!name[0]) {
+                if (cli->action == CLI_RUN)
+                        server_note_random_hash_key(cfg);
                 return 0;
+        }
         if (cli->action == CLI_CHECK_CONFIG && !getenv("CREDENTIALS_DIRECTORY")) {
                 log_msg(LOG_NOTICE, MSGID_CONFIG, "credential \"%s\" (log_hash_key_credential) not checked: "
                         "$CREDENTIALS_DIRECTORY is not set here; the daemon reads it at start", name);
@@ -71,6 +80,7 @@ static int load_hash_key(const struct cli *cli, const struct config *cfg) {
         }
         r = credential_read(name, key, CONFIG_HASH_KEY_MIN, CONFIG_HASH_KEY_MAX, err, sizeof(err));
         if (r < 0) {
+                exiting_at_start();
                 /* The unit's SetCredential= placeholder is too short on purpose. */
                 log_msg(LOG_ERR, MSGID_CONFIG, "log_hash_key_credential: %s%s", err, r == -EMSGSIZE ?
                         "; the service unit passes a placeholder when its LoadCredential= file is missing" : "");
@@ -78,8 +88,10 @@ static int load_hash_key(const struct cli *cli, const struct config *cfg) {
         }
         r = logaddr_set_key(key, (size_t) r);
         explicit_bzero(key, sizeof(key));
-        if (r < 0)
+        if (r < 0) {
+                exiting_at_start();
                 log_errno(LOG_ERR, r, MSGID_CONFIG, "cannot set up address hashing");
+        }
         return r;
 }
 
@@ -104,6 +116,7 @@ static int run(const struct cli *cli, const struct server_options *opt, const st
         listen_set_init(&ls);
         r = listen_inherit(&ls, err, sizeof(err));
         if (r < 0) {
+                exiting_at_start();
                 log_msg(LOG_ERR, MSGID_LISTENING, "%s", err);
                 return EXIT_SOCKET;
         }
@@ -114,9 +127,18 @@ static int run(const struct cli *cli, const struct server_options *opt, const st
         }
         if (r > 0) {
                 check_inherited_ports(cli, cfg, &ls);
+        } else if (listen_started_by_systemd()) {
+                /* E.g. the service restarted after a port change, before its
+                 * socket: binding here would fail in the sandbox, and a
+                 * restart loop would take the socket unit down with it. */
+                exiting_at_start();
+                log_msg(LOG_ERR, MSGID_LISTENING,
+                        "systemd passed no listening socket; run: systemctl restart echo-mpserv.socket");
+                return EXIT_SOCKET;
         } else {
                 r = listen_bind(&ls, cfg, cfg->port, err, sizeof(err));
                 if (r < 0) {
+                        exiting_at_start();
                         log_msg(LOG_ERR, MSGID_LISTENING, "%s", err);
                         return EXIT_SOCKET;
                 }
@@ -167,7 +189,11 @@ int main(int argc, char *argv[]) {
                 return EXIT_CONFIG;
 
         if (cli.action == CLI_CHECK_CONFIG) {
-                puts("configuration OK");
+                /* Nothing was read: "OK" alone would pass for a checked file. */
+                if (opt.no_config_file)
+                        printf("no configuration file at %s; the defaults are OK\n", cli.config_path);
+                else
+                        puts("configuration OK");
                 return EXIT_OK;
         }
         if (cli.action == CLI_DUMP_CONFIG)

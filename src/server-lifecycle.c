@@ -10,13 +10,13 @@
 #include "logaddr.h"
 #include "notify.h"
 #include "server-private.h"
+#include "spawn.h"
 #include "util.h"
 
-static void recount_one(struct slot *slot, void *userdata) {
+static void recount_one(struct child *ch, void *userdata) {
         struct server *s = userdata;
-        struct counted *c = server_counted(s, slot);
 
-        admission_hold_session(&s->adm, &c->peer, now_usec(CLOCK_MONOTONIC), &c->hold);
+        admission_hold_session(&s->adm, &ch->peer, now_usec(CLOCK_MONOTONIC), &ch->hold);
 }
 
 /* Sources are counted by prefix: new prefix lengths mean new sources. The
@@ -36,9 +36,38 @@ void server_options_apply(const struct server_options *opt, struct config *c) {
                 c->log_level = opt->log_level_override;
 }
 
-/* Said after every reload, failed or not, for as long as it holds. */
+void server_note_random_hash_key(const struct config *c) {
+        if (c->log_addresses == LOG_ADDRESSES_HASH && !c->log_hash_key_credential[0] && !c->log_hash_key[0])
+                log_msg(LOG_NOTICE, MSGID_CONFIG, "log_addresses = \"hash\" with no key set "
+                        "(log_hash_key_credential): a random key for this run, so hashes match within it "
+                        "only and no later run reproduces them");
+}
+
+void server_check_socket_buffer(const struct config *c) {
+        uint32_t rmem, wmem;
+
+        if (!c->socket_buffer || spawn_socket_buffer_caps(&rmem, &wmem) < 0 ||
+            (c->socket_buffer <= rmem && c->socket_buffer <= wmem))
+                return;
+        log_msg(LOG_WARNING, MSGID_CONFIG, "socket_buffer = %" PRIu32 " is more than the kernel allows "
+                "(net.core.rmem_max = %" PRIu32 ", net.core.wmem_max = %" PRIu32 "): sessions get %" PRIu32
+                " bytes for receiving and %" PRIu32 " for sending; raise the sysctls or lower socket_buffer",
+                c->socket_buffer, rmem, wmem, c->socket_buffer < rmem ? c->socket_buffer : rmem,
+                c->socket_buffer < wmem ? c->socket_buffer : wmem);
+}
+
+/* Said after every reload, failed or not, for as long as it holds. Under
+ * socket activation the listening sockets are echo-mpserv.socket's: a
+ * restart of the daemon would not move them, a restart of the socket does. */
 static void report_restart_pending(const struct server *s, bool was_pending) {
-        if (s->restart_pending[0])
+        bool activated = s->ls->n > 0 && s->ls->l[0].inherited;
+
+        if (s->restart_pending[0] && activated)
+                log_msg(LOG_WARNING, MSGID_CONFIG, "restart pending: the file changes %s; port and listen take "
+                        "effect after 'systemctl daemon-reload && systemctl restart echo-mpserv.socket' (backlog "
+                        "is the socket's Backlog=), the other keys after 'systemctl restart echo-mpserv'; the "
+                        "running values stay until then", s->restart_pending);
+        else if (s->restart_pending[0])
                 log_msg(LOG_WARNING, MSGID_CONFIG, "restart pending: the file changes %s, which take effect "
                         "only after a restart; the running values stay until then", s->restart_pending);
         else if (was_pending)
@@ -63,6 +92,10 @@ static void apply(struct server *s, struct config *next) {
         s->cfg = *next;
         log_set_max_level(s->cfg.log_level); /* --log-level, if given, is in it */
         (void) logaddr_configure(&s->cfg);
+        if (old.log_addresses != LOG_ADDRESSES_HASH)
+                server_note_random_hash_key(&s->cfg);
+        if (old.socket_buffer != s->cfg.socket_buffer)
+                server_check_socket_buffer(&s->cfg);
         r = admission_reconfigure(&s->adm, &old, recount_sources, s);
         if (r < 0)
                 log_errno(LOG_ERR, r, MSGID_RELOAD_FAILED, "cannot recount sources after the reload");
@@ -71,14 +104,23 @@ static void apply(struct server *s, struct config *next) {
 void server_reload(struct server *s) {
         struct config_diag diag = { 0 };
         struct config next;
-        bool was_pending = s->restart_pending[0];
+        bool was_pending = s->restart_pending[0], no_file = false;
         int r;
 
         notify_reloading();
-        r = config_load(s->opt->config_path, &next, &diag);
-        if (r == -ENOENT && !s->opt->config_path_given) {
-                config_defaults(&next);
-                r = 0;
+        /* A file that vanished (renamed away to be edited, say) never turns
+         * a configuration into the defaults: that is a failed reload. Only
+         * a daemon already on the defaults for want of a file finds none
+         * again and stays on them. */
+        if (s->on_defaults)
+                r = config_load_file(s->opt->config_path, s->opt->config_path_given, &next, &no_file, &diag);
+        else
+                r = config_load(s->opt->config_path, &next, &diag);
+        if (r >= 0) {
+                s->on_defaults = no_file;
+                if (no_file)
+                        log_msg(LOG_NOTICE, MSGID_CONFIG, "no configuration file at %s; the defaults stay",
+                                s->opt->config_path);
         }
         if (r < 0)
                 log_lines(LOG_ERR, MSGID_RELOAD_FAILED, "reload failed, keeping the running configuration: ",
@@ -94,11 +136,11 @@ void server_reload(struct server *s) {
         notify_ready(status);
 }
 
-static void cut_one(struct slot *slot, void *userdata) {
+static void cut_one(struct child *ch, void *userdata) {
         int sig = *(int *) userdata;
 
-        slot->cut = true;
-        (void) kill(slot->pid, sig);
+        ch->cut = true;
+        (void) kill(ch->pid, sig);
 }
 
 void server_begin_shutdown(struct server *s, int sig) {

@@ -44,12 +44,11 @@ struct server {
         /* Restart-only keys whose value in the file differs from the one
          * running ("port, listen"); empty when none. */
         char restart_pending[128];
+        /* The running configuration is the built-in defaults because no
+         * file was at the default path (at start, or at the last reload):
+         * only then may a reload find no file and keep going. */
+        bool on_defaults;
 
-        /* Per child slot, what admission control counted for the session
-         * and the peer it was counted for. Parent-only: the slots are
-         * shared with the workers, and nothing a worker writes may decide
-         * what its session gives back. */
-        struct counted { union sockaddr_any peer; struct admission_hold hold; } *counted;
         /* Records a client can provoke, folded to one a second (see
          * log_cap() and log_recovered() in server.c): what each owed record
          * still has to report. cap_changes: [0] left the cap, [1] reached it. */
@@ -63,11 +62,11 @@ struct server {
         uint64_t status_at, watchdog_interval, watchdog_at;
 };
 
-/* What was counted for the worker in `slot`, found by the slot's place, not
- * by anything stored in it. */
-static inline struct counted *server_counted(const struct server *s, const struct slot *slot) {
-        return &s->counted[slot - s->children.slots];
-}
+/* A warning when socket_buffer is more than the kernel gives a socket
+ * (spawn_socket_buffer_caps()), naming what sessions get instead: once a
+ * configuration, at start and at a reload that changes it, never per
+ * connection. */
+void server_check_socket_buffer(const struct config *c);
 
 /* The counters the operator sees, for report.c. */
 struct report_state server_report_state(const struct server *s);

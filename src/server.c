@@ -134,20 +134,20 @@ static void refuse(int fd);
  * session (its slot, or the pending client), or is given back. */
 static int start_worker(struct server *s, int fd, const union sockaddr_any *peer, struct admission_hold *hold) {
         struct worker_limits limits = limits_of(&s->cfg);
-        struct slot *slot = children_claim(&s->children);
+        struct child *ch = children_claim(&s->children);
         pid_t pid;
 
-        if (!slot) { /* cannot happen below the cap (slots cover the largest one); be safe anyway */
+        if (!ch) { /* cannot happen below the cap (slots cover the largest one); be safe anyway */
                 refuse(fd);
                 admission_release(&s->adm, hold, now_usec(CLOCK_MONOTONIC));
                 return -ENOSPC;
         }
-        slot->peer = *peer;
-        *server_counted(s, slot) = (struct counted) { .peer = *peer, .hold = *hold };
-        slot->start_usec = now_usec(CLOCK_MONOTONIC);
-        pid = spawn_worker(fd, slot, &limits, &s->worker_mask);
+        ch->peer = *peer;
+        ch->hold = *hold;
+        ch->start_usec = now_usec(CLOCK_MONOTONIC);
+        pid = spawn_worker(fd, children_report(&s->children, ch), ch->start_usec, &limits, &s->worker_mask);
         if (pid < 0) {
-                children_release(&s->children, slot);
+                children_release(&s->children, ch);
                 s->pending_fd = fd;
                 s->pending_peer = *peer;
                 s->pending_hold = *hold;
@@ -155,7 +155,7 @@ static int start_worker(struct server *s, int fd, const union sockaddr_any *peer
                 return (int) pid;
         }
         safe_close(fd);
-        children_commit(&s->children, slot, pid);
+        children_commit(&s->children, ch, pid);
         s->served++;
         s->status_dirty = true;
         if (s->failures)
@@ -212,7 +212,9 @@ static void accept_ready(struct server *s, struct listener *l) {
 
 static void reap(struct server *s) {
         for (;;) {
-                struct slot *slot;
+                struct session_end e;
+                struct child *ch;
+                uint64_t now;
                 int status;
                 pid_t pid = waitpid(-1, &status, WNOHANG);
 
@@ -220,20 +222,22 @@ static void reap(struct server *s) {
                         continue;
                 if (pid <= 0)
                         break;
-                slot = children_find(&s->children, pid);
-                if (!slot)
+                ch = children_find(&s->children, pid);
+                if (!ch)
                         continue;
-                budget_connection(&s->budget, &s->cfg, slot, status, now_usec(CLOCK_MONOTONIC));
-                admission_release(&s->adm, &server_counted(s, slot)->hold, now_usec(CLOCK_MONOTONIC));
+                now = now_usec(CLOCK_MONOTONIC);
+                children_ended(&s->children, ch, now, &e);
+                budget_connection(&s->budget, &s->cfg, &e, status, now);
+                admission_release(&s->adm, &ch->hold, now);
                 if (s->draining) {
                         /* Drained only if it ended by itself: not killed,
                          * and not ended by the cut (SIGTERM, ours or not). */
-                        if (WIFSIGNALED(status) || slot->stats.reason == CLOSE_SHUTDOWN)
+                        if (WIFSIGNALED(status) || e.report.stats.reason == CLOSE_SHUTDOWN)
                                 s->cut++;
                         else
                                 s->drained++;
                 }
-                children_release(&s->children, slot);
+                children_release(&s->children, ch);
                 s->status_dirty = true;
         }
         server_update_listening(s);
@@ -351,15 +355,13 @@ static int setup(struct server *s) {
         r = children_init(&s->children, CONFIG_MAX_CLIENTS_LIMIT);
         if (r < 0)
                 return log_errno(LOG_ERR, r, NULL, "cannot set up child accounting");
-        s->counted = parent_only_alloc(CONFIG_MAX_CLIENTS_LIMIT * sizeof(*s->counted));
-        if (!s->counted)
-                return log_errno(LOG_ERR, -ENOMEM, NULL, "cannot set up child accounting");
         r = admission_init(&s->adm, &s->cfg);
         if (r < 0)
                 return log_errno(LOG_ERR, r, NULL, "cannot set up admission control");
         r = logaddr_configure(&s->cfg);
         if (r < 0)
                 return log_errno(LOG_ERR, r, NULL, "cannot set up address hashing");
+        server_check_socket_buffer(&s->cfg);
         s->started_usec = now_usec(CLOCK_MONOTONIC);
         budget_init(&s->budget, &s->cfg, s->started_usec);
         s->report_at = s->started_usec + REPORT_INTERVAL_USEC;
@@ -369,6 +371,7 @@ static int setup(struct server *s) {
 int server_run(const struct config *cfg, const struct server_options *opt, struct listen_set *ls) {
         struct server s = {
                 .cfg = *cfg, .opt = opt, .ls = ls, .epfd = -1, .sfd = -1, .pending_fd = -1,
+                .on_defaults = opt->no_config_file,
                 .trouble_rl = { .interval_usec = USEC_PER_SEC, .burst = 1 },
                 .cap_rl = { .interval_usec = USEC_PER_SEC, .burst = 1 },
                 .recover_rl = { .interval_usec = USEC_PER_SEC, .burst = 1 },
@@ -419,15 +422,14 @@ out:
         safe_close(s.sfd);
         safe_close(s.epfd);
         children_done(&s.children);
-        parent_only_free(s.counted, CONFIG_MAX_CLIENTS_LIMIT * sizeof(*s.counted));
         admission_done(&s.adm);
         return r;
 }
 
 int server_run_connected(const struct config *cfg, int fd) {
         struct worker_limits limits = limits_of(cfg);
-        struct slot slot = { .pid = getpid(), .start_usec = now_usec(CLOCK_MONOTONIC) };
-        socklen_t len = sizeof(slot.peer);
+        struct session_end e = { .child = { .pid = getpid(), .start_usec = now_usec(CLOCK_MONOTONIC) } };
+        socklen_t len = sizeof(e.child.peer);
         int r;
 
         spawn_reset_signals();
@@ -437,9 +439,10 @@ int server_run_connected(const struct config *cfg, int fd) {
                 safe_close(fd);
                 return log_errno(LOG_ERR, r, NULL, "cannot set up address hashing; closing the connection");
         }
+        server_check_socket_buffer(cfg);
         worker_set_signals(); /* one session: SIGTERM cuts it, SIGHUP and the like do not */
-        (void) getpeername(fd, &slot.peer.sa, &len);
-        spawn_serve_here(fd, &slot, &limits);
-        session_log_record(&slot, 0, now_usec(CLOCK_MONOTONIC));
+        (void) getpeername(fd, &e.child.peer.sa, &len);
+        spawn_serve_here(fd, &e.report, e.child.start_usec, &limits);
+        session_log_record(&e, 0, now_usec(CLOCK_MONOTONIC));
         return 0;
 }

@@ -10,6 +10,7 @@
 struct server_options {
         const char *config_path;
         bool config_path_given;         /* a missing file is then an error */
+        bool no_config_file;            /* started on the defaults: no file at the default path */
         int port_override;              /* -p; 0: use the configuration's */
         int log_level_override;         /* -1: use the configuration's */
 };
@@ -17,6 +18,10 @@ struct server_options {
 /* Applies the command line's overrides to a configuration: at start and to
  * every reloaded one alike, so a reload compares like with like. */
 void server_options_apply(const struct server_options *opt, struct config *c);
+
+/* A notice when c hashes addresses with a random key (none configured):
+ * at start, and at a reload that turns hashing on. */
+void server_note_random_hash_key(const struct config *c);
 
 /* Serves on every listener in ls until SIGTERM/SIGINT, then drains.
  * Takes ownership of ls. Returns 0 after a clean shutdown, -errno when the

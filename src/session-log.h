@@ -10,10 +10,11 @@
 #include "children.h"
 #include "worker.h"
 
-/* wait_status: from waitpid(); a worker killed by a signal is recorded as
+/* e: the parent's record and a checked copy of the worker's report
+ * (children_ended()). wait_status: from waitpid(); a worker killed by a signal is recorded as
  * "shutdown" when the parent cut it, otherwise as "error". */
-void session_log_record(const struct slot *slot, int wait_status, uint64_t now_usec);
+void session_log_record(const struct session_end *e, int wait_status, uint64_t now_usec);
 
 /* The close reason the record gives, and the session's duration. */
-enum close_reason session_log_reason(const struct slot *slot, int wait_status);
-uint64_t session_log_duration(const struct slot *slot, uint64_t now_usec);
+enum close_reason session_log_reason(const struct session_end *e, int wait_status);
+uint64_t session_log_duration(const struct session_end *e, uint64_t now_usec);

@@ -1,5 +1,8 @@
 /* See spawn.h. */
 #include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
@@ -30,12 +33,33 @@ void spawn_reset_signals(void) {
         (void) signal(SIGPIPE, SIG_IGN);
 }
 
-enum close_reason spawn_serve_here(int fd, struct slot *slot, const struct worker_limits *limits) {
-        socklen_t len = sizeof(slot->local);
+static int read_sysctl(const char *path, uint32_t *out) {
+        _cleanup_(closep) int fd = open(path, O_RDONLY | O_CLOEXEC);
+        char buf[32];
+        ssize_t n;
+
+        if (fd < 0)
+                return negative_errno();
+        n = read(fd, buf, sizeof(buf) - 1);
+        if (n < 0)
+                return negative_errno();
+        buf[n] = 0;
+        return sscanf(buf, "%" SCNu32, out) == 1 ? 0 : -EINVAL;
+}
+
+int spawn_socket_buffer_caps(uint32_t *rmem_max, uint32_t *wmem_max) {
+        int r = read_sysctl("/proc/sys/net/core/rmem_max", rmem_max);
+
+        return r < 0 ? r : read_sysctl("/proc/sys/net/core/wmem_max", wmem_max);
+}
+
+enum close_reason spawn_serve_here(int fd, struct slot_report *report, uint64_t start_usec,
+                                   const struct worker_limits *limits) {
+        socklen_t len = sizeof(report->local);
         void *buf;
         enum close_reason r;
 
-        (void) getsockname(fd, &slot->local.sa, &len);
+        (void) getsockname(fd, &report->local.sa, &len);
         /* Urgent data (MSG_OOB) stays in the stream, so it is echoed like
          * every other byte (RFC 862; RFC 6093 advises it). The kernel looks
          * at the flag when the byte is read, so setting it before the first
@@ -60,13 +84,13 @@ enum close_reason spawn_serve_here(int fd, struct slot *slot, const struct worke
          * an idle session holds no buffer at all. */
         buf = mmap(NULL, limits->buffer_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (buf == MAP_FAILED) {
-                slot->stats.reason = CLOSE_ERROR;
-                slot->stats.error = ENOMEM;
-                worker_close(fd, limits, NULL, &slot->stats);
+                report->stats.reason = CLOSE_ERROR;
+                report->stats.error = ENOMEM;
+                worker_close(fd, limits, NULL, &report->stats);
                 return CLOSE_ERROR;
         }
-        r = worker_echo(fd, limits, slot->start_usec, buf, &slot->stats);
-        worker_close(fd, limits, buf, &slot->stats);
+        r = worker_echo(fd, limits, start_usec, buf, &report->stats);
+        worker_close(fd, limits, buf, &report->stats);
         munmap(buf, limits->buffer_size);
         return r;
 }
@@ -92,25 +116,25 @@ int spawn_prepare_worker(int fd, const sigset_t *mask) {
         return WORKER_FD;
 }
 
-static _noreturn_ void worker_main(int fd, struct slot *slot, const struct worker_limits *limits,
-                                   const sigset_t *mask) {
+static _noreturn_ void worker_main(int fd, struct slot_report *report, uint64_t start_usec,
+                                   const struct worker_limits *limits, const sigset_t *mask) {
         fd = spawn_prepare_worker(fd, mask);
         if (fd < 0) {
-                slot->stats.reason = CLOSE_ERROR;
-                slot->stats.error = -fd;
+                report->stats.reason = CLOSE_ERROR;
+                report->stats.error = -fd;
                 _exit(EXIT_FAILURE);
         }
-        spawn_serve_here(fd, slot, limits);
+        spawn_serve_here(fd, report, start_usec, limits);
         _exit(EXIT_SUCCESS);
 }
 
-pid_t spawn_worker(int client_fd, struct slot *slot, const struct worker_limits *limits,
-                   const sigset_t *worker_mask) {
+pid_t spawn_worker(int client_fd, struct slot_report *report, uint64_t start_usec,
+                   const struct worker_limits *limits, const sigset_t *worker_mask) {
         pid_t pid = fork();
 
         if (pid < 0)
                 return negative_errno();
         if (pid == 0)
-                worker_main(client_fd, slot, limits, worker_mask);
+                worker_main(client_fd, report, start_usec, limits, worker_mask);
         return pid;
 }

@@ -4,11 +4,17 @@
  * It never closes client_fd in the parent: the caller closes it after a
  * successful fork, or keeps it to retry. The worker never returns: it
  * becomes a clean process that owns only its client (moved to fd 3) and the
- * standard streams, runs the echo session, records it in its slot and
- * _exit()s. Workers never log; the parent logs for them when it reaps them. */
+ * standard streams, runs the echo session, records it in its report and
+ * _exit()s. Workers never log; the parent logs for them when it reaps them.
+ *
+ * What the worker gets from the parent it gets by value before the fork
+ * (start_usec, limits, mask), plus one pointer: its report, in the memory
+ * shared with the parent (children.h). It gets no pointer to the parent's
+ * own record of it: that memory is not there in the worker. */
 #pragma once
 
 #include <signal.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #include "children.h"
@@ -23,10 +29,11 @@
  * (worker_set_signals(): the daemon must not ignore what it reads). */
 void spawn_reset_signals(void);
 
-/* worker_mask: the signal mask the daemon started with, restored in the
+/* report: where the worker reports; start_usec: CLOCK_MONOTONIC start of
+ * the session; worker_mask: the signal mask the daemon started with, restored in the
  * worker. */
-pid_t spawn_worker(int client_fd, struct slot *slot, const struct worker_limits *limits,
-                   const sigset_t *worker_mask);
+pid_t spawn_worker(int client_fd, struct slot_report *report, uint64_t start_usec,
+                   const struct worker_limits *limits, const sigset_t *worker_mask);
 
 /* The worker's set-up, run in the child right after fork(): moves fd to 3,
  * closes every other descriptor above 2, drops the systemd variables, sets
@@ -35,6 +42,13 @@ pid_t spawn_worker(int client_fd, struct slot *slot, const struct worker_limits 
  * Returns 3 or -errno. */
 int spawn_prepare_worker(int fd, const sigset_t *mask);
 
+/* The kernel caps what a session sets as socket_buffer (SO_RCVBUF,
+ * SO_SNDBUF) at net.core.rmem_max and wmem_max without a word: the
+ * service has no CAP_NET_ADMIN for the FORCE variants. Reads both; 0 or
+ * -errno (then nothing is known). */
+int spawn_socket_buffer_caps(uint32_t *rmem_max, uint32_t *wmem_max);
+
 /* Runs a session in the calling process (inetd style): the same setup
  * minus the fork. Returns the close reason. */
-enum close_reason spawn_serve_here(int client_fd, struct slot *slot, const struct worker_limits *limits);
+enum close_reason spawn_serve_here(int client_fd, struct slot_report *report, uint64_t start_usec,
+                                   const struct worker_limits *limits);

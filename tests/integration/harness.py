@@ -401,6 +401,40 @@ def served(address, source=None, payload=b"x"):
         return False
 
 
+class DefaultConfigDir:
+    """A directory that is /etc/echo-mpserv for the commands prefix() runs:
+    each runs in a private mount namespace, on an overlay of /etc (the
+    host's /etc is never written), so the daemon's default configuration
+    path can be tested. Needs root (Skip otherwise)."""
+
+    def __init__(self):
+        if os.geteuid() != 0:
+            raise Skip("needs root for a private mount namespace")
+        self.tmp = tempfile.TemporaryDirectory()
+        for d in ("up", "work", "conf"):
+            os.mkdir(os.path.join(self.tmp.name, d))
+        os.chmod(self.tmp.name, 0o755)
+        self.dir = os.path.join(self.tmp.name, "conf")
+        os.chmod(self.dir, 0o755)
+        self.path = os.path.join(self.dir, "echo-mpserv.conf")
+
+    def prefix(self):
+        script = ('mount -t overlay overlay -o lowerdir=/etc,upperdir="$1/up",workdir="$1/work" /etc && '
+                  'mkdir -p /etc/echo-mpserv && mount --bind "$1/conf" /etc/echo-mpserv && shift && exec "$@"')
+        return ["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", self.tmp.name] + WRAPPER
+
+    def write(self, text):
+        with open(self.path, "w") as f:
+            f.write(text)
+        os.chmod(self.path, 0o644)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.tmp.cleanup()
+
+
 def free_port():
     """A port free on both 127.0.0.1 and ::1 right now, for standalone runs.
     Chosen below the kernel's ephemeral range, so no outgoing connection

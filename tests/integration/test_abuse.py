@@ -146,6 +146,29 @@ def test_dual_stack_counts_mapped_as_ipv4():
         held.close()
 
 
+def test_ipv6_prefixes_never_hold_ipv4_clients():
+    """IPv4 and IPv6 are separate families in allow and deny: "::/0" (any
+    IPv6 client) holds no IPv4 client, through an IPv4 socket or as
+    ::ffff:a.b.c.d through a dual-stack one; a prefix written in the mapped
+    form (::ffff:0:0/96 and longer) is the IPv4 prefix it maps."""
+    from harness import free_port
+    from test_lifecycle import reload
+    port = free_port()
+    with Daemon(NO_RATE + 'allow = [ "192.0.2.0/24", "::/0" ];', args=["-p", str(port)],
+                activation=False) as d:
+        assert not served(("127.0.0.1", port)), "127.0.0.1 is in neither 192.0.2.0/24 nor IPv6"
+        assert not served(("::ffff:127.0.0.1", port))
+        assert served(("::1", port))
+        reload(d, NO_RATE + 'deny = [ "::/0" ];')
+        assert served(("127.0.0.1", port)), "deny ::/0 (no IPv6) refuses IPv4"
+        assert served(("::ffff:127.0.0.1", port))
+        assert not served(("::1", port))
+        reload(d, NO_RATE + 'allow = [ "::ffff:127.0.0.0/104" ];')
+        assert served(("127.0.0.1", port))
+        assert not served(("::1", port))
+        assert d.stop() == 0
+
+
 def test_reload_with_new_prefix_recounts_live_sessions():
     with Daemon(NO_RATE + "max_clients_per_source = 2;") as d:
         a = connect(d.address(), source="127.0.0.1")
@@ -347,6 +370,7 @@ if __name__ == "__main__":
     main([test_per_source_limit_refuses_only_that_source, test_rate_limit_blocks_a_while_then_forgives,
           test_allow_and_deny_reloadable, test_flood_is_reported_in_aggregate, test_one_untallied_source_is_not_many,
           test_periodic_report_without_asking, test_dual_stack_counts_mapped_as_ipv4,
+          test_ipv6_prefixes_never_hold_ipv4_clients,
           test_reload_with_new_prefix_recounts_live_sessions,
           test_reload_with_new_table_size_recounts_live_sessions, test_log_addresses_prefix_and_hash,
           test_denied_flood_does_not_open_the_default_table, test_full_source_table_ipv4,

@@ -101,6 +101,41 @@ def test_reload_changes_the_budget():
         assert recorded + folded == 50 and folded >= 10, (recorded, folded)
 
 
+def test_summaries_account_for_every_connection_across_log_levels():
+    """Three connections close at info over a tiny budget: one record, two
+    folded. A reload lowers log_level to notice and a flush falls in that
+    time (SIGUSR1; the 10 s timer alike): the summary is held, not written
+    where it is filtered out. Back at info the next flush writes it, and
+    records plus summaries account for all three; so does the final flush
+    of a daemon stopped at notice."""
+    from test_lifecycle import reload
+    budget = "log_connection_rate = 0.001; log_connection_burst = 1;"
+    with Daemon(budget) as d:
+        short_sessions(d, 3)
+        d.wait_notify("STATUS=0 active (cap 256), 3 served")
+        reload(d, budget + ' log_level = "notice";')
+        d.signal(signal.SIGUSR1)
+        d.wait_log(r"summary: .*up \d+ s")
+        assert summaries(d) == [], summaries(d)
+        reload(d, budget)
+        d.signal(signal.SIGUSR1)
+        d.wait_log(r"summary: .*up \d+ s", count=2)
+        d.wait_log(SUMMARY_RE)
+        recorded = len(d.records())
+        folded = [int(x["n"]) for x in summaries(d)]
+        assert recorded == 1 and folded == [2], (recorded, folded)
+        d.wait_log(r"1 recorded and 2 summarized of 3 served")
+        assert d.stop() == 0
+    with Daemon(budget) as d:
+        short_sessions(d, 3)
+        d.wait_notify("STATUS=0 active (cap 256), 3 served")
+        reload(d, budget + ' log_level = "notice";')
+        assert d.stop() == 0
+        d.wait_log(r"notice: " + SUMMARY_RE)
+        assert len(d.records()) + sum(int(x["n"]) for x in summaries(d)) == 3
+
+
 if __name__ == "__main__":
     main([test_past_the_budget_connections_are_summarized, test_pending_summary_written_at_shutdown,
-          test_no_budget_records_every_connection, test_reload_changes_the_budget])
+          test_no_budget_records_every_connection, test_reload_changes_the_budget,
+          test_summaries_account_for_every_connection_across_log_levels])

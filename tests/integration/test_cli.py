@@ -2,16 +2,17 @@
 """The command line and configuration errors, run against the binary: a
 table of inputs with their exit codes and messages."""
 import os
+import signal
 import socket
 import subprocess
 import tempfile
 
 from harness import DAEMON, WRAPPER, Daemon, Skip, echo_once, main, public_copy_of_daemon
 
-EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, EXIT_CONFIG, EXIT_SOCKET = 0, 1, 2, 3, 4
+EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, EXIT_SOCKET, EXIT_CONFIG = 0, 1, 64, 69, 78  # sysexits.h
 
 
-def run(args, config=None, timeout=30, prefix=()):
+def run(args, config=None, timeout=30, prefix=(), env=None):
     with tempfile.TemporaryDirectory() as tmp:
         os.chmod(tmp, 0o755)
         binary = public_copy_of_daemon(tmp) if prefix else DAEMON
@@ -20,7 +21,9 @@ def run(args, config=None, timeout=30, prefix=()):
             with open(path, "wb") as f:
                 f.write(config if isinstance(config, bytes) else config.encode())
         args = [a.replace("@CONF@", path) for a in args]
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("LISTEN_", "NOTIFY_"))}
+        env = dict({k: v for k, v in os.environ.items()
+                    if not k.startswith(("LISTEN_", "NOTIFY_")) and k not in ("INVOCATION_ID", "SYSTEMD_EXEC_PID")},
+                   **(env or {}))
         p = subprocess.run(list(prefix) + WRAPPER + [binary] + args, capture_output=True, text=True,
                            timeout=timeout, env=env, stdin=subprocess.DEVNULL)
         return p.returncode, p.stdout, p.stderr
@@ -59,6 +62,9 @@ CONFIG_ROWS = [
     ("port = 7; # loopback only\rlisten = [ \"127.0.0.1\" ];\n", "c.conf:1: a carriage return that does not end a line"),
     (b"\xef\xbb\xbfport = 7;\n", "c.conf:1: the file starts with a byte order mark"),
     ("log_hash_key = \"\\x00123456789abcdefgh\";\n", "c.conf:1: a string cannot hold a NUL byte"),
+    # No value holds a control character, written or escaped.
+    ("port = 7;\nlog_level = \"info\\t\";\n", "c.conf:2: a string cannot hold a control character (escaped as \\t)"),
+    ("deny = [ \"10.0.0.0/8\x1b\" ];\n", "c.conf:1: a string cannot hold a control character (byte 0x1b)"),
     ("listen = [ \"::\" \"1\" ];\n", "c.conf:1: two strings with no comma between them would be read as one"),
     ("port = 7backlog = 5;\n", "c.conf:1: 'backlog' is read as a setting where the text does not clearly start one"),
     ("port = 7;\nport = 8;\n", "c.conf:2: duplicate setting 'port' (first set on line 1)"),
@@ -82,11 +88,59 @@ def test_config_errors():
             assert message in err, (text[:40], mode, err)
 
 
+def test_settings_cannot_hide_in_a_multiline_string():
+    """A string may span lines in libconfig: settings written on the lines
+    inside it would read as settings and be part of the value (here the
+    key). A string that runs past its line is refused at the line where it
+    starts, in every string value."""
+    text = 'port = 7;\nlog_hash_key = "abcdefghijklmnop\nmax_clients_per_source = 4;\nsource_rate = 1;\n";\n'
+    for mode in (["--check-config"], ["--dump-config"], []):
+        code, out, err = run(["-c", "@CONF@"] + mode, config=text)
+        assert code == EXIT_CONFIG, (mode, code, out, err)
+        assert "c.conf:2: a string cannot run past the end of its line" in err, (mode, err)
+        assert "max_clients_per_source" not in out, out
+    code, _, err = run(["-c", "@CONF@", "--check-config"], config='listen = [ "::1",\n"127.0.0.1\n" ];\n')
+    assert code == EXIT_CONFIG and "c.conf:2: a string cannot run past the end of its line" in err, err
+
+
 def test_port_option_without_config_file():
     if os.path.exists("/etc/echo-mpserv/echo-mpserv.conf"):
         raise Skip("the default configuration file exists here")
     code, out, err = run(["--dump-config", "-p", "7000"])
     assert code == EXIT_OK and "port = 7000;" in out, (code, out, err)
+
+
+def run_on_default_path(conf, args):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LISTEN_", "NOTIFY_"))}
+    p = subprocess.run(conf.prefix() + [DAEMON] + args, capture_output=True, text=True, timeout=60, env=env,
+                       stdin=subprocess.DEVNULL)
+    return p.returncode, p.stdout, p.stderr
+
+
+def test_check_config_says_when_no_file_was_read():
+    """No -c and nothing at the default path: --check-config says that no
+    file was read, not a bare "configuration OK" (exit 0 all the same)."""
+    from harness import DefaultConfigDir
+    with DefaultConfigDir() as conf:
+        code, out, err = run_on_default_path(conf, ["--check-config"])
+        assert code == EXIT_OK, (code, out, err)
+        assert out == "no configuration file at /etc/echo-mpserv/echo-mpserv.conf; the defaults are OK\n", out
+        conf.write("port = 7777;\n")
+        assert run_on_default_path(conf, ["--check-config"])[:2] == (EXIT_OK, "configuration OK\n")
+
+
+def test_dangling_symlink_at_the_default_path_is_an_error():
+    """A symbolic link at the default path to a file that does not exist is
+    no "missing file, use the defaults": someone meant it to be the
+    configuration."""
+    from harness import DefaultConfigDir, free_port
+    with DefaultConfigDir() as conf:
+        os.symlink("/etc/echo-mpserv/echo-mpserv.conf.new", conf.path)
+        want = "/etc/echo-mpserv/echo-mpserv.conf: a symbolic link to a file that does not exist"
+        for args in (["--check-config"], ["--dump-config"], ["-p", str(free_port())]):
+            code, out, err = run_on_default_path(conf, args)
+            assert code == EXIT_CONFIG, (args, code, out, err)
+            assert want in err, (args, err)
 
 
 def test_missing_given_config_is_an_error():
@@ -165,6 +219,65 @@ def test_wrong_kind_of_passed_socket():
         d.cleanup()
 
 
+# What systemd sets for a service it starts: INVOCATION_ID, and the pid it
+# executed in SYSTEMD_EXEC_PID ($$ of this shell, which exec keeps).
+AS_A_SERVICE = ["bash", "-c", 'export SYSTEMD_EXEC_PID=$$; exec "$@"', "bash"]
+INVOCATION = {"INVOCATION_ID": "0123456789abcdef0123456789abcdef"}
+# With INVOCATION_ID set and journald running, the daemon logs to the journal.
+JOURNAL_HERE = os.access("/run/systemd/journal/socket", os.W_OK)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def test_started_by_systemd_without_a_socket_never_binds():
+    # A service restarted after a port change before its socket: systemd
+    # passes nothing. One clear line, and a status RestartPreventExitStatus=
+    # lists, at once; never a bind of its own (the sandbox forbids it).
+    port = free_port()
+    code, out, err = run(["-c", "@CONF@", "-p", str(port)], config='listen = [ "127.0.0.1" ];',
+                         prefix=AS_A_SERVICE, env=INVOCATION)
+    assert code == EXIT_SOCKET, (code, err)
+    assert out == ""
+    if JOURNAL_HERE:
+        raise Skip("journald runs here: the line went to the journal (status 69 checked)")
+    assert err.strip() == "error: systemd passed no listening socket; run: systemctl restart echo-mpserv.socket", err
+
+
+def test_inherited_invocation_id_alone_is_standalone():
+    # A shell in a terminal that a service started inherits INVOCATION_ID
+    # but is not the process systemd executed: it binds, as standalone.
+    if JOURNAL_HERE:
+        raise Skip("journald runs here: the daemon would log to the journal")
+    port = free_port()
+    d = Daemon('listen = [ "127.0.0.1" ];', args=["-p", str(port)], activation=False,
+               env=dict(INVOCATION, SYSTEMD_EXEC_PID="1"))
+    try:
+        d.start()
+        d.wait_log(rf"listening on 127\.0\.0\.1:{port} \(fd \d+, bound from the configuration\)")
+        assert echo_once(("127.0.0.1", port)) == b"ping"
+        assert d.stop() == EXIT_OK
+    finally:
+        d.cleanup()
+
+
+def test_reload_names_the_socket_restart_for_a_port_change():
+    # Under socket activation a new port applies after restarting the
+    # socket unit, not the daemon: the reload says so.
+    with Daemon("port = 7;") as d:
+        d.write_config("port = 7777;\n")
+        d.signal(signal.SIGHUP)
+        d.wait_log(r"configuration reloaded: port 7 -> 7777 \(pending\)$")
+        line = d.wait_log(r"restart pending: the file changes port; port and listen take effect after "
+                          r"'systemctl daemon-reload && systemctl restart echo-mpserv\.socket'")[0].string
+        assert "after a restart" not in line, line
+
+
 def test_port_mismatch_warning():
     with Daemon("port = 7;") as d:
         m = d.wait_log(r"socket 127\.0\.0\.1:(\d+) \(unknown\) is on port (\d+) but the configuration says port 7")[0]
@@ -173,8 +286,11 @@ def test_port_mismatch_warning():
 
 
 if __name__ == "__main__":
-    main([test_usage_errors, test_config_errors,
-          test_port_option_without_config_file, test_missing_given_config_is_an_error,
+    main([test_usage_errors, test_config_errors, test_settings_cannot_hide_in_a_multiline_string,
+          test_port_option_without_config_file, test_check_config_says_when_no_file_was_read,
+          test_dangling_symlink_at_the_default_path_is_an_error, test_missing_given_config_is_an_error,
           test_check_config_ok_and_help_version, test_dump_config_round_trip,
           test_shipped_config_is_the_defaults_and_documents_every_key, test_port_in_use,
-          test_bad_address_and_permission, test_wrong_kind_of_passed_socket, test_port_mismatch_warning])
+          test_bad_address_and_permission, test_wrong_kind_of_passed_socket,
+          test_started_by_systemd_without_a_socket_never_binds, test_inherited_invocation_id_alone_is_standalone,
+          test_reload_names_the_socket_restart_for_a_port_change, test_port_mismatch_warning])

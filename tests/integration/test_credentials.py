@@ -13,7 +13,7 @@ import tempfile
 
 from harness import DAEMON, WRAPPER, Daemon, main, recv_exact, served
 
-EXIT_OK, EXIT_CONFIG = 0, 3
+EXIT_OK, EXIT_CONFIG = 0, 78  # sysexits.h EX_CONFIG
 NO_RATE = "max_clients_per_source = 0; source_rate = 0; "
 HASHED = NO_RATE + 'log_addresses = "hash"; log_hash_key_credential = "log-hash-key";'
 KEY_A = "A-secret-key-for-the-tests-0123456789"
@@ -144,6 +144,59 @@ def test_config_errors():
             assert KEY_A not in err, err
 
 
+def test_a_key_pasted_as_the_credential_name_is_never_printed():
+    """The key itself pasted into log_hash_key_credential (64 hex digits,
+    as the package makes it, or base64): refused by --check-config,
+    --dump-config and at start, and no output echoes it."""
+    import base64
+    from harness import free_port
+    for key in (os.urandom(32).hex(), base64.b64encode(os.urandom(16)).decode(),
+                base64.b64encode(os.urandom(32)).decode()):
+        config = 'log_addresses = "hash";\nlog_hash_key_credential = "%s";\n' % key
+        with Credentials({}) as creds:
+            for args in (["--check-config"], ["--dump-config"], ["-p", str(free_port())]):
+                code, out, err = run(args, config, creds if args[0] == "-p" else None)
+                assert code == EXIT_CONFIG, (args, code, out, err)
+                assert "c.conf:2: log_hash_key_credential looks like a key, not a credential name" in err, err
+                for part in (key, key[:16], key[-16:]):
+                    assert part not in out + err, (args, out, err)
+
+
+def test_reload_to_hash_waits_for_the_key_it_names():
+    """Running with log_addresses = "full" and no key, a reload asks for
+    "hash" with a credential, which is read only at start: the switch
+    waits for the restart with the key (said as pending) instead of hashing
+    with a key no later run has; after the restart the hash is the key's.
+    "hash" with no key at all says that its key is a random one."""
+    from test_lifecycle import reload
+    with Credentials({"log-hash-key": KEY_A + "\n"}) as creds:
+        stable, _ = hashes_of(HASHED, creds)
+        with Daemon(NO_RATE + 'log_addresses = "full";', env={"CREDENTIALS_DIRECTORY": creds}) as d:
+            ready = reload(d, HASHED)
+            assert "restart pending" in ready, ready
+            d.wait_log(r'configuration reloaded: log_addresses "full" -> "hash" \(pending\), '
+                       r'log_hash_key_credential "" -> "log-hash-key" \(pending\)')
+            d.wait_log(r"restart pending: the file changes log_addresses, log_hash_key_credential[,;] ")
+            assert served(d.address(), "127.0.0.9")
+            d.wait_log(r"connection 127\.0\.0\.9:\d+ -> ")
+            assert not any("connection hash:" in line for line in d.log.snapshot()), d.log.snapshot()
+            assert d.stop() == 0
+        # The restart: the same file, now with its key.
+        with Daemon(HASHED, env={"CREDENTIALS_DIRECTORY": creds}) as d:
+            assert served(d.address(), "127.0.0.9")
+            got = d.wait_log(r"connection (hash:[0-9a-f]{16}) port \d+ -> ")[-1].group(1)
+            assert got == stable["127.0.0.9"], (got, stable)
+            assert d.stop() == 0
+    random_key = r'log_addresses = "hash" with no key set \(log_hash_key_credential\): a random key for this run'
+    with Daemon(NO_RATE + 'log_addresses = "hash";') as d:
+        d.wait_log(random_key)
+        assert d.stop() == 0
+    with Daemon(NO_RATE) as d:
+        reload(d, NO_RATE + 'log_addresses = "hash";')
+        d.wait_log(random_key)
+        assert d.stop() == 0
+
+
 def test_dump_never_shows_the_key():
     code, out, err = run(["--dump-config"], f'log_hash_key = "{KEY_A}";')
     assert code == EXIT_OK and KEY_A not in out + err, out
@@ -182,4 +235,5 @@ def test_connected_socket_record_is_hashed():
 if __name__ == "__main__":
     main([test_hashes_stable_with_one_key_and_keyed, test_binary_key_with_nul_bytes,
           test_bad_credential_stops_the_start, test_check_config_without_credentials_directory,
-          test_config_errors, test_dump_never_shows_the_key, test_connected_socket_record_is_hashed])
+          test_config_errors, test_a_key_pasted_as_the_credential_name_is_never_printed,
+          test_reload_to_hash_waits_for_the_key_it_names, test_dump_never_shows_the_key, test_connected_socket_record_is_hashed])

@@ -51,7 +51,7 @@ def test_help_and_man_page_agree():
     man_opts = set(re.findall(r"(?<![\w-])(--?[a-zA-Z][\w-]*)", options))
     assert help_opts == man_opts, (sorted(help_opts ^ man_opts), help_opts, man_opts)
     # Exit statuses: the summary in --help and the man page's list.
-    statuses = dict(re.findall(r"(\d) ([a-z][a-z ]+?)(?:,|\.)", help_text.split("Exit status:")[1]))
+    statuses = dict(re.findall(r"(\d+) ([a-z][a-z ]+?)(?:,|\.)", help_text.split("Exit status:")[1]))
     exits = section(man, "EXIT STATUS")
     for code, meaning in statuses.items():
         m = re.search(rf"^\s+{code}\n\s+(.*)$", exits, re.M)

@@ -377,6 +377,47 @@ def test_idle_means_waiting_for_input_in_splice_mode():
         assert rec["reason"] == "client-closed", rec
 
 
+def test_socket_buffer_past_the_kernel_limit_is_said_once():
+    """The kernel caps SO_RCVBUF/SO_SNDBUF at net.core.rmem_max/wmem_max
+    without a word: a socket_buffer above them gets one warning naming the
+    sysctls and what sessions get, at start and at a reload that changes
+    it, never per connection; a value within them gets none."""
+    from harness import Skip
+    from test_lifecycle import reload
+    try:
+        with open("/proc/sys/net/core/rmem_max") as f:
+            rmem = int(f.read())
+        with open("/proc/sys/net/core/wmem_max") as f:
+            wmem = int(f.read())
+    except OSError as e:
+        raise Skip(f"the sysctls cannot be read: {e}")
+    limit = min(rmem, wmem)
+    warning = r"warning: socket_buffer = (\d+) is more than the kernel allows \(net\.core\.rmem_max = %d, " \
+              r"net\.core\.wmem_max = %d\): sessions get (\d+) bytes for receiving and (\d+) for sending" % (rmem, wmem)
+    within = min(limit, 16 * 1024 * 1024)
+    with Daemon("socket_buffer = %d;" % within) as d:
+        for _ in range(3):
+            assert connect(d.address()).close() is None
+        if limit < 16 * 1024 * 1024:
+            over = min(16 * 1024 * 1024, 2 * limit)
+            reload(d, "socket_buffer = %d;" % over)
+            m = d.wait_log(warning)[0]
+            assert (int(m.group(1)), int(m.group(2)), int(m.group(3))) == (over, min(over, rmem), min(over, wmem))
+            for _ in range(3):
+                with connect(d.address()) as c:
+                    c.sendall(b"x")
+                    assert recv_exact(c, 1) == b"x"
+            d.wait_log(r"connection .* closed", count=6)
+            reload(d, "socket_buffer = %d; max_clients = 100;" % over)    # unchanged: said once
+        assert d.stop() == 0
+        log = d.log.snapshot()
+    assert sum(1 for line in log if "is more than the kernel allows" in line) == (limit < 16 * 1024 * 1024), log
+    if limit < 16 * 1024 * 1024:
+        with Daemon("socket_buffer = %d;" % over) as d:
+            d.wait_log(warning)
+            assert d.stop() == 0
+
+
 if __name__ == "__main__":
     main([test_max_clients_backpressure, test_idle_timeout, test_write_timeout_client_never_reads,
           test_max_session_time_busy_client, test_max_session_bytes,
@@ -386,4 +427,5 @@ if __name__ == "__main__":
           test_half_closed_non_reader_is_reset_after_write_timeout,
           test_reset_after_half_close_counts_only_what_was_acknowledged,
           test_reset_in_lingering_close_counts_only_what_was_acknowledged,
-          test_idle_means_waiting_for_input_in_splice_mode])
+          test_idle_means_waiting_for_input_in_splice_mode,
+          test_socket_buffer_past_the_kernel_limit_is_said_once])

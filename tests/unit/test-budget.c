@@ -17,16 +17,16 @@ static struct config cfg(uint32_t rate_milli, uint32_t burst) {
         return c;
 }
 
-static struct slot session(const char *client, uint64_t bytes, enum close_reason reason) {
-        struct slot s = { .pid = 4321, .start_usec = T0 - USEC_PER_SEC };
+static struct session_end session(const char *client, uint64_t bytes, enum close_reason reason) {
+        struct session_end s = { .child = { .pid = 4321, .start_usec = T0 - USEC_PER_SEC } };
 
-        s.peer.in.sin_family = AF_INET;
-        inet_pton(AF_INET, client, &s.peer.in.sin_addr);
-        s.peer.in.sin_port = htons(40000);
-        s.local.in.sin_family = AF_INET;
-        inet_pton(AF_INET, "192.0.2.1", &s.local.in.sin_addr);
-        s.local.in.sin_port = htons(7);
-        s.stats = (struct worker_stats) { .bytes_in = bytes, .bytes_out = bytes, .end_usec = T0, .reason = reason };
+        s.child.peer.in.sin_family = AF_INET;
+        inet_pton(AF_INET, client, &s.child.peer.in.sin_addr);
+        s.child.peer.in.sin_port = htons(40000);
+        s.report.local.in.sin_family = AF_INET;
+        inet_pton(AF_INET, "192.0.2.1", &s.report.local.in.sin_addr);
+        s.report.local.in.sin_port = htons(7);
+        s.report.stats = (struct worker_stats) { .bytes_in = bytes, .bytes_out = bytes, .end_usec = T0, .reason = reason };
         return s;
 }
 
@@ -42,7 +42,7 @@ static void test_burst_then_folded(void) {
         struct config c = cfg(2000, 3); /* 2 a second, 3 at once */
         struct budget b;
         struct capture cap;
-        struct slot s = session("192.0.2.9", 10, CLOSE_CLIENT);
+        struct session_end s = session("192.0.2.9", 10, CLOSE_CLIENT);
         const char *out;
 
         budget_init(&b, &c, T0);
@@ -71,7 +71,7 @@ static void test_summary_adds_up(void) {
         struct config c = cfg(1000, 1);
         struct budget b;
         struct capture cap;
-        struct slot a = session("192.0.2.9", 100, CLOSE_CLIENT), r = session("198.51.100.7", 5, CLOSE_RESET);
+        struct session_end a = session("192.0.2.9", 100, CLOSE_CLIENT), r = session("198.51.100.7", 5, CLOSE_RESET);
         const char *out;
 
         budget_init(&b, &c, T0);
@@ -111,7 +111,7 @@ static void test_final_flush(void) {
         struct config c = cfg(1000, 1);
         struct budget b;
         struct capture cap;
-        struct slot a = session("192.0.2.9", 1, CLOSE_CLIENT);
+        struct session_end a = session("192.0.2.9", 1, CLOSE_CLIENT);
         const char *out;
 
         budget_init(&b, &c, T0);
@@ -130,7 +130,7 @@ static void test_no_budget_and_quiet_levels(void) {
         struct config c = cfg(0, 1); /* rate 0: every connection recorded */
         struct budget b;
         struct capture cap;
-        struct slot a = session("192.0.2.9", 1, CLOSE_CLIENT);
+        struct session_end a = session("192.0.2.9", 1, CLOSE_CLIENT);
         const char *out;
 
         budget_init(&b, &c, T0);
@@ -154,11 +154,64 @@ static void test_no_budget_and_quiet_levels(void) {
         ASSERT(!b.folding && b.connections == 0);
 }
 
+/* Connections folded while info was logged are accounted for whatever the
+ * level is at the flush: below info the summary is held (no flush due, no
+ * record that would be filtered out, nothing counted as summarized), and
+ * written at the first flush after info is logged again; held to the end,
+ * it goes out at notice. */
+static void test_summary_held_below_info(void) {
+        struct config c = cfg(1, 1);
+        struct budget b;
+        struct capture cap;
+        struct session_end a = session("192.0.2.9", 1, CLOSE_CLIENT);
+        const char *out;
+
+        budget_init(&b, &c, T0);
+        capture_start(&cap);
+        for (int i = 0; i < 3; i++)
+                budget_connection(&b, &c, &a, 0, T0);
+        out = capture_end(&cap);
+        ASSERT_INT(b.recorded, ==, 1);
+        ASSERT_INT(b.connections, ==, 2);
+
+        log_set_max_level(LOG_NOTICE);
+        ASSERT(budget_due(&b) == UINT64_MAX);
+        capture_start(&cap);
+        budget_flush(&b, T0 + 12 * USEC_PER_SEC, 3, false);
+        out = capture_end(&cap);
+        log_set_max_level(LOG_INFO);
+        ASSERT(strcmp(out, "") == 0);
+        ASSERT_INT(b.connections, ==, 2);
+        ASSERT_INT(b.summarized, ==, 0);
+        ASSERT(b.folding);
+
+        ASSERT_INT(budget_due(&b), ==, T0 + BUDGET_INTERVAL_USEC);
+        capture_start(&cap);
+        budget_flush(&b, T0 + 20 * USEC_PER_SEC, 3, false);
+        out = capture_end(&cap);
+        ASSERT_STR_CONTAINS(out, "info: summary of 2 connection(s) closed in the last 20.0 s");
+        ASSERT_STR_CONTAINS(out, "1 recorded and 2 summarized of 3 served");
+        ASSERT_INT(b.recorded + b.summarized, ==, 3);
+
+        /* Held to the end: written at notice with the daemon's last records. */
+        budget_init(&b, &c, T0);
+        capture_start(&cap);
+        for (int i = 0; i < 3; i++)
+                budget_connection(&b, &c, &a, 0, T0);
+        log_set_max_level(LOG_NOTICE);
+        budget_flush(&b, T0 + USEC_PER_SEC, 3, true);
+        out = capture_end(&cap);
+        log_set_max_level(LOG_INFO);
+        ASSERT_STR_CONTAINS(out, "notice: summary of 2 connection(s)");
+        ASSERT_STR_CONTAINS(out, "1 recorded and 2 summarized of 3 served");
+        ASSERT_STR_CONTAINS(out, "notice: connection records end with the daemon: 2 connection(s) went into 1");
+}
+
 static void test_many_sources_keep_the_busiest(void) {
         struct config c = cfg(1000, 1);
         struct budget b;
         struct capture cap;
-        struct slot busy = session("203.0.113.5", 1, CLOSE_CLIENT);
+        struct session_end busy = session("203.0.113.5", 1, CLOSE_CLIENT);
         const char *out;
         char addr[32];
 
@@ -166,9 +219,9 @@ static void test_many_sources_keep_the_busiest(void) {
         capture_start(&cap);
         budget_connection(&b, &c, &busy, 0, T0); /* recorded */
         for (int i = 0; i < 200; i++) {
-                struct slot s = session("192.0.2.1", 1, CLOSE_CLIENT);
+                struct session_end s = session("192.0.2.1", 1, CLOSE_CLIENT);
                 snprintf(addr, sizeof(addr), "10.0.%d.%d", i / 250, i % 250 + 1);
-                inet_pton(AF_INET, addr, &s.peer.in.sin_addr);
+                inet_pton(AF_INET, addr, &s.child.peer.in.sin_addr);
                 budget_connection(&b, &c, &s, 0, T0);
                 budget_connection(&b, &c, &busy, 0, T0);
         }
@@ -188,6 +241,7 @@ int main(void) {
         RUN(test_summary_adds_up);
         RUN(test_final_flush);
         RUN(test_no_budget_and_quiet_levels);
+        RUN(test_summary_held_below_info);
         RUN(test_many_sources_keep_the_busiest);
         return 0;
 }

@@ -1,5 +1,8 @@
-/* children: slot pool, pid table (including collisions and deletes), and
- * the shared-memory hand-over from a real child process. */
+/* children: slot pool, pid table (including collisions and deletes), the
+ * shared-memory hand-over from a real child process, and the trust
+ * boundary: nothing a worker writes changes the parent's bookkeeping. */
+#include <arpa/inet.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -8,7 +11,7 @@
 
 static void test_claim_until_full(void) {
         struct children c;
-        struct slot *s[4];
+        struct child *s[4];
 
         ASSERT_INT(children_init(&c, 4), ==, 0);
         for (int i = 0; i < 4; i++) {
@@ -29,7 +32,7 @@ static void test_claim_until_full(void) {
 
 static void test_failed_fork_slot(void) {
         struct children c;
-        struct slot *s;
+        struct child *s;
 
         ASSERT_INT(children_init(&c, 2), ==, 0);
         s = children_claim(&c);
@@ -45,7 +48,7 @@ static void test_table_against_reference(void) {
         enum { CAP = 64 };
         struct children c;
         pid_t live[CAP];
-        struct slot *slots[CAP];
+        struct child *slots[CAP];
         int n = 0;
         uint32_t rnd = 1;
 
@@ -78,37 +81,167 @@ static void test_table_against_reference(void) {
         children_done(&c);
 }
 
-static void count(struct slot *s, void *userdata) {
+static void count(struct child *s, void *userdata) {
         (void) s;
         (*(int *) userdata)++;
 }
 
 static void test_shared_with_child(void) {
         struct children c;
-        struct slot *s;
+        struct child *s;
+        struct slot_report *r;
+        struct session_end e;
         int status, seen = 0;
         pid_t pid;
 
         ASSERT_INT(children_init(&c, 8), ==, 0);
         s = children_claim(&c);
         s->start_usec = 42;
+        r = children_report(&c, s);
         pid = fork();
         ASSERT(pid >= 0);
         if (pid == 0) {
-                s->stats.bytes_in = 1234;
-                s->stats.bytes_out = 1200;
-                s->stats.reason = CLOSE_CLIENT;
-                _exit(s->start_usec == 42 ? 0 : 1);
+                r->stats.bytes_in = 1234;
+                r->stats.bytes_out = 1200;
+                r->stats.reason = CLOSE_CLIENT;
+                _exit(0);
         }
         children_commit(&c, s, pid);
         ASSERT(waitpid(pid, &status, 0) == pid);
         ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
         ASSERT(children_find(&c, pid) == s);
-        ASSERT(s->stats.bytes_in == 1234 && s->stats.bytes_out == 1200);
+        children_ended(&c, s, 100, &e);
+        ASSERT(e.report.stats.bytes_in == 1234 && e.report.stats.bytes_out == 1200);
+        ASSERT_INT(e.report.stats.reason, ==, CLOSE_CLIENT);
+        ASSERT(e.child.start_usec == 42 && e.child.pid == pid);
         children_foreach(&c, count, &seen);
         ASSERT_INT(seen, ==, 1);
         children_release(&c, s);
         children_done(&c);
+}
+
+static union sockaddr_any peer_of(const char *ip, uint16_t port) {
+        union sockaddr_any a = { .in.sin_family = AF_INET, .in.sin_port = htons(port) };
+
+        ASSERT(inet_pton(AF_INET, ip, &a.in.sin_addr) == 1);
+        return a;
+}
+
+/* What a compromised worker can write: every byte of the shared reports,
+ * each 32-bit word set to `word` (the position of a live slot, where a
+ * worker would want the parent to think it ran), then a close reason, error
+ * number, address family and end time that no honest worker reports. */
+static void scribble(struct children *c, uint32_t word) {
+        uint32_t *w = (uint32_t *) (void *) c->reports;
+
+        for (size_t i = 0; i < c->capacity * sizeof(struct slot_report) / sizeof(*w); i++)
+                w[i] = word;
+        for (uint32_t i = 0; i < c->capacity; i++) {
+                c->reports[i].stats.reason = 1000000;
+                c->reports[i].stats.error = -7;
+                c->reports[i].local.sa.sa_family = 0x7777;
+                c->reports[i].stats.end_usec = UINT64_MAX;
+        }
+}
+
+/* The parent's record as it was before the worker ran. */
+static void assert_intact(const struct child *ch, pid_t pid, const char *ip, uint16_t port, uint64_t start) {
+        union sockaddr_any want = peer_of(ip, port);
+
+        ASSERT_INT(ch->pid, ==, pid);
+        ASSERT(ch->start_usec == start);
+        ASSERT(!ch->cut);
+        ASSERT(memcmp(&ch->peer, &want, sizeof(want)) == 0);
+}
+
+/* A worker that overwrites the whole shared mapping (its own report and
+ * every other) cannot change which slot is freed, which pid is whose, the
+ * peer the parent logs, or the active count; what it reported is checked
+ * before the parent uses it. The parent's records are not even mapped in
+ * the worker. */
+static void test_worker_cannot_touch_bookkeeping(void) {
+        enum { CAP = 4 };
+        struct children c;
+        struct child *a, *b, *got[CAP];
+        struct session_end e;
+        long page = sysconf(_SC_PAGESIZE);
+        unsigned char vec;
+        int status, n = 0;
+        pid_t pid;
+
+        ASSERT_INT(children_init(&c, CAP), ==, 0);
+        b = children_claim(&c);
+        b->peer = peer_of("198.51.100.7", 2000);
+        b->start_usec = 7;
+        children_commit(&c, b, 4242);
+        a = children_claim(&c);
+        a->peer = peer_of("192.0.2.9", 1000);
+        a->start_usec = 5;
+        pid = fork();
+        ASSERT(pid >= 0);
+        if (pid == 0) {
+                /* The parent-only records are absent here: nothing to write. */
+                void *rec = (void *) ((uintptr_t) c.child & ~(uintptr_t) (page - 1));
+                if (mincore(rec, (size_t) page, &vec) == 0 || errno != ENOMEM)
+                        _exit(3);
+                scribble(&c, (uint32_t) (b - c.child));
+                _exit(0);
+        }
+        children_commit(&c, a, pid);
+        ASSERT(waitpid(pid, &status, 0) == pid);
+        ASSERT(WIFEXITED(status));
+        ASSERT_INT(WEXITSTATUS(status), ==, 0);
+
+        ASSERT(children_find(&c, pid) == a);
+        ASSERT(children_find(&c, 4242) == b);
+        assert_intact(a, pid, "192.0.2.9", 1000, 5);
+        assert_intact(b, 4242, "198.51.100.7", 2000, 7);
+
+        children_ended(&c, a, 1000, &e);
+        ASSERT(memcmp(&e.child.peer, &a->peer, sizeof(a->peer)) == 0);
+        ASSERT_INT(e.child.pid, ==, pid);
+        ASSERT(e.child.start_usec == 5);
+        ASSERT_INT(e.report.stats.reason, ==, CLOSE_ERROR);
+        ASSERT_INT(e.report.stats.error, ==, 0);
+        ASSERT_INT(e.report.local.sa.sa_family, ==, AF_UNSPEC);
+        ASSERT(e.report.stats.end_usec == 1000);
+
+        children_release(&c, a);
+        ASSERT_INT(c.active, ==, 1);
+        ASSERT(children_find(&c, pid) == NULL);
+        ASSERT(children_find(&c, 4242) == b);
+        /* The freed slot is a's; b is never handed out while it runs. */
+        while (n < CAP && (got[n] = children_claim(&c)))
+                ASSERT(got[n++] != b);
+        ASSERT(got[0] == a);
+        ASSERT_INT(n, ==, CAP - 1);
+        assert_intact(b, 4242, "198.51.100.7", 2000, 7);
+        children_done(&c);
+}
+
+/* What every field of a report may hold, made safe; honest values kept. */
+static void test_report_check(void) {
+        struct slot_report r = { .local = peer_of("192.0.2.1", 7),
+                                 .stats = { .bytes_in = UINT64_MAX, .bytes_out = 3, .end_usec = 50,
+                                            .reason = CLOSE_RESET, .error = ECONNRESET } };
+        struct slot_report honest = r;
+
+        slot_report_check(&r, 100);
+        ASSERT(memcmp(&r, &honest, sizeof(r)) == 0);
+        r.stats.reason = -1;
+        r.stats.error = 4096;
+        r.local.sa.sa_family = AF_UNIX;
+        r.stats.end_usec = 101;
+        slot_report_check(&r, 100);
+        ASSERT_INT(r.stats.reason, ==, CLOSE_ERROR);
+        ASSERT_INT(r.stats.error, ==, 0);
+        ASSERT_INT(r.local.sa.sa_family, ==, AF_UNSPEC);
+        ASSERT(r.stats.end_usec == 100 && r.stats.bytes_in == UINT64_MAX);
+        r.stats.reason = _CLOSE_REASON_MAX;
+        r.stats.error = INT32_MIN;
+        slot_report_check(&r, 100);
+        ASSERT_INT(r.stats.reason, ==, CLOSE_ERROR);
+        ASSERT_INT(r.stats.error, ==, 0);
 }
 
 int main(void) {
@@ -116,5 +249,7 @@ int main(void) {
         RUN(test_failed_fork_slot);
         RUN(test_table_against_reference);
         RUN(test_shared_with_child);
+        RUN(test_worker_cannot_touch_bookkeeping);
+        RUN(test_report_check);
         return 0;
 }

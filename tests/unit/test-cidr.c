@@ -74,6 +74,39 @@ static void test_contains(void) {
         ASSERT(!contains(&p, "::1"));
 }
 
+/* IPv4 and IPv6 are separate families: no IPv6 prefix, however short,
+ * holds an IPv4 client (which is held as ::ffff:a.b.c.d), and no IPv4
+ * prefix an IPv6 one. A prefix written in the mapped form is IPv4. */
+static void test_families_never_mix(void) {
+        const char *v6[] = { "::/0", "::/64", "::/80", "::/95", "::fffe:0:0/95", "0:0:0:0:0:ff00::/88" };
+        struct cidr p;
+        char buf[CIDR_STR_MAX];
+
+        for (size_t i = 0; i < sizeof(v6) / sizeof(v6[0]); i++) {
+                ASSERT_INT(cidr_parse(v6[i], &p), ==, 0);
+                ASSERT(!contains(&p, "127.0.0.1"));
+                ASSERT(!contains(&p, "0.0.0.0"));
+                ASSERT(!contains(&p, "::ffff:192.0.2.1"));      /* IPv4, seen through a dual-stack socket */
+        }
+        ASSERT_INT(cidr_parse("::/0", &p), ==, 0);
+        ASSERT(contains(&p, "::1"));
+        ASSERT(contains(&p, "::"));
+        ASSERT(contains(&p, "2001:db8::1"));
+        ASSERT(contains(&p, "::a00:1"));        /* IPv4-compatible: IPv6, not IPv4 */
+        /* The mapped form of a prefix is the IPv4 prefix it maps. */
+        ASSERT_INT(cidr_parse("::ffff:0:0/96", &p), ==, 0);
+        ASSERT(strcmp(cidr_format(&p, buf), "0.0.0.0/0") == 0);
+        ASSERT(contains(&p, "127.0.0.1"));
+        ASSERT(!contains(&p, "::1"));
+        ASSERT_INT(cidr_parse("::ffff:192.0.2.0/120", &p), ==, 0);
+        ASSERT(strcmp(cidr_format(&p, buf), "192.0.2.0/24") == 0);
+        ASSERT(contains(&p, "192.0.2.9"));
+        ASSERT(!contains(&p, "192.0.3.9"));
+        ASSERT_INT(cidr_parse("0.0.0.0/0", &p), ==, 0);
+        ASSERT(!contains(&p, "::"));
+        ASSERT(!contains(&p, "2001:db8::1"));
+}
+
 static void test_source_keys(void) {
         struct in6_addr a = addr("203.0.113.77"), b = addr("203.0.113.200");
         struct cidr ka = cidr_source(&a, 24, 64), kb = cidr_source(&b, 24, 64);
@@ -102,6 +135,7 @@ static void test_hash_ignores_padding(void) {
 int main(void) {
         RUN(test_parse_and_format);
         RUN(test_contains);
+        RUN(test_families_never_mix);
         RUN(test_source_keys);
         RUN(test_hash_ignores_padding);
         return 0;

@@ -121,10 +121,75 @@ static void test_listen(void) {
         expect_error("listen = [ \"localhost\" ];", "\"localhost\" is not a numeric IPv4 or IPv6 address");
         expect_error("listen = [ \"127.0.0.1\", \"127.0.0.1\" ];", "\"127.0.0.1\" is given twice");
         expect_error("listen = [ ];", "listen must name at least one address");
+        /* One address however written. */
+        expect_error("listen = [ \"::\", \"0:0:0:0:0:0:0:0\" ];", "\"0:0:0:0:0:0:0:0\" is given twice");
+        expect_error("listen = [ \"::1\", \"0::1\" ];", "\"0::1\" is given twice");
         expect_error("listen = [ \"1.1.1.1\", \"1.1.1.2\", \"1.1.1.3\", \"1.1.1.4\", \"1.1.1.5\", \"1.1.1.6\","
                      " \"1.1.1.7\", \"1.1.1.8\", \"1.1.1.9\", \"1.1.1.10\", \"1.1.1.11\", \"1.1.1.12\","
                      " \"1.1.1.13\", \"1.1.1.14\", \"1.1.1.15\", \"1.1.1.16\", \"1.1.1.17\" ];",
                      "more than 16 addresses");
+}
+
+/* config_listen_dual_stack(): the unspecified IPv6 address, parsed, not
+ * compared as text, is dual-stack unless an IPv4 address is listed. */
+static void test_listen_dual_stack_rule(void) {
+        const char *spellings[] = { "\"::\"", "\"0::0\"", "\"::0\"", "\"0:0:0:0:0:0:0:0\"" };
+        struct config c;
+        struct config_diag d;
+        char text[128];
+
+        for (size_t i = 0; i < sizeof(spellings) / sizeof(spellings[0]); i++) {
+                snprintf(text, sizeof(text), "listen = [ %s ];", spellings[i]);
+                ASSERT_INT(parse(text, &c, &d), ==, 0);
+                ASSERT(config_listen_dual_stack(&c, 0));
+                ASSERT(!config_listen_any_ipv4(&c));
+                snprintf(text, sizeof(text), "listen = [ %s, \"127.0.0.1\" ];", spellings[i]);
+                ASSERT_INT(parse(text, &c, &d), ==, 0);
+                ASSERT(!config_listen_dual_stack(&c, 0));
+                ASSERT(config_listen_any_ipv4(&c));
+        }
+        ASSERT_INT(parse("listen = [ \"::1\" ];", &c, &d), ==, 0);
+        ASSERT(!config_listen_dual_stack(&c, 0));
+        ASSERT_INT(parse("listen = [ \"::ffff:127.0.0.1\" ];", &c, &d), ==, 0);
+        ASSERT(!config_listen_dual_stack(&c, 0));
+        ASSERT(!config_listen_is_ipv4("::ffff:127.0.0.1"));
+        ASSERT(config_listen_is_ipv4("0.0.0.0"));
+}
+
+/* No string value holds a control character, written or escaped: a string
+ * that runs past its line would hide settings (here in a key), so it is
+ * refused at the line where it starts, whatever key it belongs to. */
+static void test_control_characters_in_strings(void) {
+        const char *keys[] = { "log_level = ", "log_addresses = ", "log_hash_key_credential = ", "listen = ",
+                               "allow = ", "deny = ", "log_hash_key = ", "listen = [ \"::1\", " };
+        const char *values[] = { "\"abcdefghijklmnop\nmax_clients_per_source = 4;\n\"",
+                                 "\"a\tbcdefghijklmnop\"", "\"abcdefghijklmnop\x7f\"", "\"\x1b[2Jabcdefghijklmnop\"",
+                                 "\"abcdefghijklmnop\\n\"", "\"abcdefghijklmnop\\t\"",
+                                 "\"abcdefghijklmnop\\x1b\"", "\"abcdefghijklmnop\\x7F\"",
+                                 "\"abcdefghijklmnop\\r\"" };
+        const char *messages[] = { "a string cannot run past the end of its line",
+                                   "a string cannot hold a control character (byte 0x09)",
+                                   "a string cannot hold a control character (byte 0x7f)",
+                                   "a string cannot hold a control character (byte 0x1b)",
+                                   "a string cannot hold a control character (escaped as \\n)",
+                                   "a string cannot hold a control character (escaped as \\t)",
+                                   "a string cannot hold a control character (escaped as \\x1b)",
+                                   "a string cannot hold a control character (escaped as \\x7F)",
+                                   "a string cannot hold a control character (escaped as \\r)" };
+        struct config c;
+        struct config_diag d;
+        char text[256], want[160];
+
+        for (size_t k = 0; k < sizeof(keys) / sizeof(keys[0]); k++)
+                for (size_t v = 0; v < sizeof(values) / sizeof(values[0]); v++) {
+                        snprintf(text, sizeof(text), "port = 8;\n%s%s%s;\n", keys[k], values[v],
+                                 strchr(keys[k], '[') ? " ]" : "");
+                        snprintf(want, sizeof(want), "test.conf:2: %s", messages[v]);
+                        expect_error(text, want);
+                }
+        /* Printable bytes, escaped or not, and UTF-8 are values as before. */
+        ASSERT_INT(parse("log_hash_key = \"caf\xc3\xa9 \\x41\\x7e0123456789\";", &c, &d), ==, 0);
+        ASSERT(strcmp(c.log_hash_key, "caf\xc3\xa9 A~0123456789") == 0);
 }
 
 static void test_admission_keys(void) {
@@ -177,15 +242,29 @@ static void test_hash_key_credential(void) {
         ASSERT_INT(parse("log_hash_key_credential = \"echo-mpserv.key_2\";", &c, &d), ==, 0);
         ASSERT_INT(parse("log_hash_key_credential = \"\";", &c, &d), ==, 0);
         ASSERT(c.log_hash_key_credential[0] == 0);
-        ASSERT_INT(parse("log_hash_key_credential = \"0123456789012345678901234567890123456789012345678901234567890123\";",
+        ASSERT_INT(parse("log_hash_key_credential = \"012345678901234.012345678901234.012345678901234.012345678901234\";",
                          &c, &d), ==, 0);
+        /* A key pasted as the name is refused and never echoed. */
+        const char *keys[] = { "5f0c2a7d9e1b4c3a8f6d2e0b7a9c1d3e5f0c2a7d9e1b4c3a8f6d2e0b7a9c1d3e",
+                               "q3JZpL0b+k9vA2mN8s/1uQ==", "0123456789012345678901234567890123456789012345678901234567890123" };
+        for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+                char text[160];
+
+                snprintf(text, sizeof(text), "log_hash_key_credential = \"%s\";", keys[i]);
+                ASSERT_INT(parse(text, &c, &d), <, 0);
+                ASSERT_STR_CONTAINS(d.text, "test.conf:1: log_hash_key_credential looks like a key, not a "
+                                    "credential name (more than 15 letters and digits in a row); the value is "
+                                    "not shown");
+                ASSERT(strstr(d.text, keys[i]) == NULL);
+                ASSERT(strstr(d.text, "q3JZ") == NULL);
+        }
 
         /* A name, not a path: it is looked up in $CREDENTIALS_DIRECTORY. */
         expect_error("log_hash_key_credential = \"/etc/echo-mpserv/log-hash-key\";",
                      "test.conf:1: log_hash_key_credential = \"/etc/echo-mpserv/log-hash-key\" is not a credential name");
         expect_error("log_hash_key_credential = \"..\";", "is not a credential name");
         expect_error("log_hash_key_credential = \"a b\";", "is not a credential name");
-        expect_error("log_hash_key_credential = \"01234567890123456789012345678901234567890123456789012345678901234\";",
+        expect_error("log_hash_key_credential = \"012345678901234.012345678901234.012345678901234.012345678901234-x\";",
                      "is not a credential name (1 to 64 letters");
         expect_error("log_hash_key_credential = 5;", "log_hash_key_credential must be a string, not an integer");
         /* One place for the key, never both. */
@@ -265,9 +344,9 @@ static void test_no_text_ignored(void) {
         ASSERT_INT(c.backlog, ==, 5);
         ASSERT_INT(parse("port /* a\n\n */ = 8;\f\n# caf\xc3\xa9\n", &c, &d), ==, 0);
         ASSERT_INT(c.port, ==, 8);
-        /* Inside a string a carriage return is a byte of the value. */
-        ASSERT_INT(parse("log_hash_key = \"0123456789abcdef\r\";\n", &c, &d), ==, 0);
-        ASSERT(strcmp(c.log_hash_key, "0123456789abcdef\r") == 0);
+        /* Inside a string a carriage return is a control character. */
+        expect_error("log_hash_key = \"0123456789abcdef\r\";\n",
+                     "test.conf:1: a string cannot hold a control character (byte 0x0d)");
 
         /* A very long line neither hides the next one nor shifts its number. */
         char *long_line = malloc(60100);
@@ -310,7 +389,8 @@ static void test_fuzz_findings(void) {
         ASSERT(memcmp(&d1, &d2, sizeof(d1)) == 0);
         /* F4: a quoted value cannot forge a second diagnostic line. */
         ASSERT_INT(parse("log_level = \"x\\nfuzz.conf:1: forged\";", &c, &d), <, 0);
-        ASSERT(strchr(d.text, '\n') == d.text + strlen(d.text) - 1);
+        ASSERT(strstr(d.text, "\nfuzz.conf") == NULL);
+        ASSERT_STR_CONTAINS(d.text, "test.conf:1: a string cannot hold a control character (escaped as \\n)");
         ASSERT_STR_CONTAINS(d.text, "\\x0afuzz.conf:1: forged");
         /* F5: a number needs a digit; negative hex is named as such. */
         expect_error("idle_timeout = .;", "'.' is not a number");
@@ -349,6 +429,52 @@ static void test_keep_restart_keys(void) {
         ASSERT_INT(config_keep_restart_keys(&next, &running, tiny, 3), ==, 1);
         ASSERT(strcmp(tiny, "po") == 0 && tiny[3] == 'x');
         ASSERT_INT(next.port, ==, 7);
+}
+
+/* A switch to "hash" while the key's source changes waits for the restart
+ * that brings the key: until then it would hash with a key no later run
+ * has. Without a change of key source it applies at once. */
+static void test_hash_switch_waits_for_its_key(void) {
+        struct config running, next;
+        char pending[128], changes[512];
+        bool restart;
+
+        config_defaults(&running);
+        next = running;
+        next.log_addresses = LOG_ADDRESSES_HASH;
+        snprintf(next.log_hash_key_credential, sizeof(next.log_hash_key_credential), "log-hash-key");
+        ASSERT_INT(config_describe_changes(&running, &next, changes, sizeof(changes), &restart), ==, 2);
+        ASSERT(restart);
+        ASSERT_STR_CONTAINS(changes, "log_addresses \"full\" -> \"hash\" (pending), "
+                                     "log_hash_key_credential \"\" -> \"log-hash-key\" (pending)");
+        ASSERT_INT(config_keep_restart_keys(&next, &running, pending, sizeof(pending)), ==, 2);
+        ASSERT(strcmp(pending, "log_addresses, log_hash_key_credential") == 0);
+        ASSERT_INT(next.log_addresses, ==, LOG_ADDRESSES_FULL);
+
+        /* The key in the file (deprecated) alike. */
+        next = running;
+        next.log_addresses = LOG_ADDRESSES_HASH;
+        snprintf(next.log_hash_key, sizeof(next.log_hash_key), "0123456789abcdefX");
+        ASSERT_INT(config_keep_restart_keys(&next, &running, pending, sizeof(pending)), ==, 2);
+        ASSERT_INT(next.log_addresses, ==, LOG_ADDRESSES_FULL);
+
+        /* The same key source as running: "hash" applies at the reload. */
+        snprintf(running.log_hash_key_credential, sizeof(running.log_hash_key_credential), "log-hash-key");
+        next = running;
+        next.log_addresses = LOG_ADDRESSES_HASH;
+        ASSERT_INT(config_describe_changes(&running, &next, changes, sizeof(changes), &restart), ==, 1);
+        ASSERT(!restart);
+        ASSERT_INT(config_keep_restart_keys(&next, &running, pending, sizeof(pending)), ==, 0);
+        ASSERT_INT(next.log_addresses, ==, LOG_ADDRESSES_HASH);
+
+        /* Away from "hash" applies at once, whatever the key does. */
+        running.log_addresses = LOG_ADDRESSES_HASH;
+        next = running;
+        next.log_addresses = LOG_ADDRESSES_PREFIX;
+        next.log_hash_key_credential[0] = 0;
+        ASSERT_INT(config_keep_restart_keys(&next, &running, pending, sizeof(pending)), ==, 1);
+        ASSERT(strcmp(pending, "log_hash_key_credential") == 0);
+        ASSERT_INT(next.log_addresses, ==, LOG_ADDRESSES_PREFIX);
 }
 
 static void test_all_errors_reported(void) {
@@ -431,6 +557,40 @@ static void test_files(void) {
         unlink(path);
 }
 
+/* config_load_file(): only nothing at the default path means the defaults;
+ * a dangling symbolic link there, or a missing file named with -c, is an
+ * error. */
+static void test_load_file_missing(void) {
+        char dir[] = "/tmp/test-config-XXXXXX", path[64], link_path[64];
+        struct config c, def;
+        struct config_diag d = { 0 };
+        bool no_file = true;
+
+        config_defaults(&def);
+        ASSERT(mkdtemp(dir));
+        snprintf(path, sizeof(path), "%s/echo-mpserv.conf", dir);
+        memset(&c, 0x5a, sizeof(c));
+        ASSERT_INT(config_load_file(path, false, &c, &no_file, &d), ==, 0);
+        ASSERT(no_file);
+        ASSERT(memcmp(&c, &def, sizeof(c)) == 0);
+        ASSERT_INT(d.count, ==, 0);
+        ASSERT_INT(d.len, ==, 0);
+
+        ASSERT_INT(config_load_file(path, true, &c, &no_file, &d), ==, -ENOENT);
+        ASSERT(!no_file);
+        ASSERT_STR_CONTAINS(d.text, ": No such file or directory");
+
+        snprintf(link_path, sizeof(link_path), "%s/echo-mpserv.conf.new", dir);
+        ASSERT_INT(symlink(link_path, path), ==, 0);
+        memset(&d, 0, sizeof(d));
+        ASSERT_INT(config_load_file(path, false, &c, &no_file, &d), ==, -ENOENT);
+        ASSERT(!no_file);
+        ASSERT_STR_CONTAINS(d.text, "echo-mpserv.conf: a symbolic link to a file that does not exist");
+
+        ASSERT_INT(unlink(path), ==, 0);
+        ASSERT_INT(rmdir(dir), ==, 0);
+}
+
 static char *dump(const struct config *c) {
         char *buf = NULL;
         size_t len = 0;
@@ -502,14 +662,14 @@ static void test_describe_changes(void) {
         b.port = 9;
         ASSERT_INT(config_describe_changes(&a, &b, buf, sizeof(buf), &restart), ==, 3);
         ASSERT(restart);
-        ASSERT_STR_CONTAINS(buf, "port 7 -> 9 (after a restart)");
+        ASSERT_STR_CONTAINS(buf, "port 7 -> 9 (pending)");
         snprintf(b.log_hash_key, sizeof(b.log_hash_key), "never-in-the-log-0123");
         ASSERT_INT(config_describe_changes(&a, &b, buf, sizeof(buf), &restart), ==, 4);
-        ASSERT_STR_CONTAINS(buf, "log_hash_key changed (after a restart)");
+        ASSERT_STR_CONTAINS(buf, "log_hash_key changed (pending)");
         ASSERT(!strstr(buf, "never-in-the-log"));
         snprintf(b.log_hash_key_credential, sizeof(b.log_hash_key_credential), "log-hash-key");
         ASSERT_INT(config_describe_changes(&a, &b, buf, sizeof(buf), &restart), ==, 5);
-        ASSERT_STR_CONTAINS(buf, "log_hash_key_credential \"\" -> \"log-hash-key\" (after a restart)");
+        ASSERT_STR_CONTAINS(buf, "log_hash_key_credential \"\" -> \"log-hash-key\" (pending)");
 }
 
 int main(void) {
@@ -519,6 +679,8 @@ int main(void) {
         RUN(test_ranges);
         RUN(test_literals_never_wrap);
         RUN(test_listen);
+        RUN(test_listen_dual_stack_rule);
+        RUN(test_control_characters_in_strings);
         RUN(test_admission_keys);
         RUN(test_hash_key_credential);
         RUN(test_syntax_and_text);
@@ -527,8 +689,10 @@ int main(void) {
         RUN(test_all_errors_reported);
         RUN(test_many_errors_counted);
         RUN(test_files);
+        RUN(test_load_file_missing);
         RUN(test_dump_round_trip);
         RUN(test_describe_changes);
         RUN(test_keep_restart_keys);
+        RUN(test_hash_switch_waits_for_its_key);
         return 0;
 }

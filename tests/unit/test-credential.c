@@ -50,8 +50,29 @@ static void test_names(void) {
         ASSERT(!credential_name_valid("a/b"));
         ASSERT(!credential_name_valid("a:b"));
         ASSERT(!credential_name_valid("a b"));
-        ASSERT(credential_name_valid("0123456789012345678901234567890123456789012345678901234567890123"));
-        ASSERT(!credential_name_valid("01234567890123456789012345678901234567890123456789012345678901234"));
+        ASSERT(credential_name_valid("012345678901234.012345678901234.012345678901234.012345678901234_"));
+        ASSERT(!credential_name_valid("012345678901234.012345678901234.012345678901234.012345678901234_x"));
+        ASSERT(!credential_name_valid("012345678901234.012345678901234.012345678901234.0123456789012345"));
+        ASSERT(credential_name_valid("echo-mpserv.log-hash-key_2"));
+        ASSERT(credential_name_valid("abcdefghijklmno"));
+}
+
+/* A key pasted as the name: 64 hex digits (what the package makes), or
+ * base64 of 16 bytes and more. Such a name is never valid, so it is never
+ * printed as one. */
+static void test_keys_are_no_names(void) {
+        const char *keys[] = {
+                "5f0c2a7d9e1b4c3a8f6d2e0b7a9c1d3e5f0c2a7d9e1b4c3a8f6d2e0b7a9c1d3e",
+                "0123456789abcdef", "q3JZpL0bXk9vA2mN8sT1uQ==", "q3JZpL0b+k9vA2mN8s/1uQ", "ABCDEFGHIJKLMNOP",
+        };
+
+        for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+                ASSERT(credential_name_looks_like_key(keys[i]));
+                ASSERT(!credential_name_valid(keys[i]));
+        }
+        ASSERT(!credential_name_looks_like_key("log-hash-key"));
+        ASSERT(!credential_name_looks_like_key("/etc/echo-mpserv/log-hash-key"));
+        ASSERT(!credential_name_looks_like_key("abcdefghijklmno"));
 }
 
 static void test_no_directory(void) {
@@ -155,6 +176,7 @@ int main(void) {
         ASSERT(mkdtemp(dir));
         setenv("CREDENTIALS_DIRECTORY", dir, 1);
         RUN(test_names);
+        RUN(test_keys_are_no_names);
         RUN(test_no_directory);
         RUN(test_missing_and_odd_files);
         RUN(test_sizes);

@@ -57,9 +57,51 @@ static void test_addresses(void) {
         free(out);
 }
 
+/* The unspecified IPv6 address is one address however it is written: alone
+ * it is dual-stack in every spelling (as standalone mode binds it), next to
+ * an IPv4 address it is IPv6 only. */
+static void test_any_in_every_spelling(void) {
+        const char *spellings[] = { "::", "0::0", "::0", "0:0:0:0:0:0:0:0" };
+        struct config c;
+        char *out;
+
+        for (size_t i = 0; i < sizeof(spellings) / sizeof(spellings[0]); i++) {
+                config_defaults(&c);
+                set_listen(&c, 1, (const char *const[]) { spellings[i] });
+                ASSERT(dropin_is_default(&c));
+                c.port = 8;
+                out = render(&c);
+                ASSERT_STR_CONTAINS(out, "ListenStream=\nListenStream=8\nBindIPv6Only=both\n");
+                free(out);
+                set_listen(&c, 2, (const char *const[]) { spellings[i], "127.0.0.1" });
+                ASSERT(!dropin_is_default(&c));
+                out = render(&c);
+                ASSERT_STR_CONTAINS(out, "BindIPv6Only=ipv6-only\n");
+                ASSERT(strstr(out, "ListenStream=8\n") == NULL);
+                free(out);
+        }
+}
+
+static void test_closed_never_listens(void) {
+        char *buf = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&buf, &len);
+
+        ASSERT(f);
+        ASSERT_INT(dropin_write_closed("/etc/e.conf", "/usr/sbin/echo-mpserv", f), ==, 0);
+        fclose(f);
+        ASSERT(strstr(buf, "ListenStream") == NULL);
+        ASSERT_STR_CONTAINS(buf, "[Socket]\nExecStartPre=-/usr/sbin/echo-mpserv -c /etc/e.conf --check-config\n");
+        ASSERT_STR_CONTAINS(buf, "ExecStartPre=/bin/sh -c 'echo \"not listening: /etc/e.conf could not be read");
+        ASSERT_STR_CONTAINS(buf, "\" >&2; exit 78'\n");
+        free(buf);
+}
+
 int main(void) {
         RUN(test_default_needs_nothing);
         RUN(test_port_only);
         RUN(test_addresses);
+        RUN(test_closed_never_listens);
+        RUN(test_any_in_every_spelling);
         return 0;
 }

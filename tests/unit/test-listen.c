@@ -133,11 +133,61 @@ static void test_bind(void) {
         ASSERT_STR_CONTAINS(err, "cannot listen on 192.0.2.1:0: Cannot assign requested address");
 }
 
+/* Standalone binding follows config_listen_dual_stack(): the unspecified
+ * IPv6 address takes IPv4 clients too in every spelling, unless an IPv4
+ * address is listed. */
+static void test_bind_any_in_every_spelling(void) {
+        const char *spellings[] = { "::", "0::0", "::0", "0:0:0:0:0:0:0:0" };
+        struct config c;
+        struct listen_set ls;
+        char err[256];
+
+        for (size_t i = 0; i < sizeof(spellings) / sizeof(spellings[0]); i++) {
+                int v6only = -1;
+                socklen_t len = sizeof(v6only);
+
+                config_defaults(&c);
+                snprintf(c.listen[0], sizeof(c.listen[0]), "%s", spellings[i]);
+                listen_set_init(&ls);
+                ASSERT_INT(listen_bind(&ls, &c, 0, err, sizeof(err)), ==, 0);
+                ASSERT_INT(ls.n, ==, 1);
+                ASSERT_INT(getsockopt(ls.l[0].fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, &len), ==, 0);
+                ASSERT_INT(v6only, ==, 0);
+                listen_close_all(&ls);
+
+                c.n_listen = 2;
+                snprintf(c.listen[1], sizeof(c.listen[1]), "127.0.0.1");
+                listen_set_init(&ls);
+                ASSERT_INT(listen_bind(&ls, &c, 0, err, sizeof(err)), ==, 0);
+                ASSERT_INT(getsockopt(ls.l[0].fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, &len), ==, 0);
+                ASSERT_INT(v6only, ==, 1);
+                listen_close_all(&ls);
+        }
+}
+
+static void test_started_by_systemd(void) {
+        char pid[24];
+
+        snprintf(pid, sizeof(pid), "%d", (int) getpid());
+        unsetenv("INVOCATION_ID");
+        setenv("SYSTEMD_EXEC_PID", pid, 1);
+        ASSERT(!listen_started_by_systemd());
+        setenv("INVOCATION_ID", "0123456789abcdef0123456789abcdef", 1);
+        ASSERT(listen_started_by_systemd());
+        setenv("SYSTEMD_EXEC_PID", "1", 1);     /* inherited from a service */
+        ASSERT(!listen_started_by_systemd());
+        unsetenv("SYSTEMD_EXEC_PID");
+        ASSERT(!listen_started_by_systemd());
+        unsetenv("INVOCATION_ID");
+}
+
 int main(void) {
         RUN(test_nothing_passed);
+        RUN(test_started_by_systemd);
         RUN(test_inherit_two);
         RUN(test_inherit_wrong_kind);
         RUN(test_inherit_connected);
         RUN(test_bind);
+        RUN(test_bind_any_in_every_spelling);
         return 0;
 }

@@ -44,6 +44,27 @@ static void test_lines(void) {
                            "error: no newline at the end\n") == 0);
 }
 
+static void test_stderr_into_the_journal_keeps_the_priority(void) {
+        struct capture c;
+        struct stat st;
+        char env[64];
+        const char *out;
+
+        unsetenv("INVOCATION_ID");
+        capture_start(&c);
+        ASSERT(fstat(STDERR_FILENO, &st) == 0);
+        snprintf(env, sizeof(env), "%llu:%llu", (unsigned long long) st.st_dev, (unsigned long long) st.st_ino);
+        setenv("JOURNAL_STREAM", env, 1);
+        log_setup();
+        log_set_target(LOG_TARGET_STDERR);      /* as main() does before exiting at start */
+        log_set_max_level(LOG_INFO);
+        log_msg(LOG_ERR, NULL, "no socket");
+        out = capture_end(&c);
+        unsetenv("JOURNAL_STREAM");
+        log_setup();
+        ASSERT(strcmp(out, "<3>no socket\n") == 0);
+}
+
 static void test_target_choice(void) {
         char env[64];
         struct stat st;
@@ -98,6 +119,7 @@ static void test_ratelimit_owed(void) {
 int main(void) {
         RUN(test_stderr_lines);
         RUN(test_lines);
+        RUN(test_stderr_into_the_journal_keeps_the_priority);
         RUN(test_target_choice);
         RUN(test_ratelimit);
         RUN(test_ratelimit_owed);

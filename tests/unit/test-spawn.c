@@ -1,5 +1,5 @@
 /* spawn: a worker owns its client and nothing else, with a clean
- * environment and signal state, and reports through its slot. */
+ * environment and signal state, and reports through its shared report. */
 #include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -54,8 +54,9 @@ static void status_line(pid_t pid, const char *key, char *out, size_t size) {
 static void test_clean_worker(void) {
         struct worker_limits lim = { .buffer_size = 1024, .idle_timeout_ms = 10000,
                                      .write_timeout_ms = 10000, .max_session_time_ms = 30000 };
-        struct children ch;
-        struct slot *slot;
+        struct children kids;
+        struct child *ch;
+        struct slot_report *report;
         sigset_t blocked, orig;
         char buf[16], line[64];
         int client, server, highest, status;
@@ -75,14 +76,15 @@ static void test_clean_worker(void) {
         signal(SIGTERM, SIG_IGN);
         signal(SIGHUP, SIG_IGN);
         spawn_reset_signals();
-        ASSERT_INT(children_init(&ch, 4), ==, 0);
+        ASSERT_INT(children_init(&kids, 4), ==, 0);
         tcp_pair(&client, &server);
-        slot = children_claim(&ch);
-        slot->start_usec = now_usec(CLOCK_MONOTONIC);
-        pid = spawn_worker(server, slot, &lim, &orig);
+        ch = children_claim(&kids);
+        ch->start_usec = now_usec(CLOCK_MONOTONIC);
+        report = children_report(&kids, ch);
+        pid = spawn_worker(server, report, ch->start_usec, &lim, &orig);
         ASSERT(pid > 0);
         close(server);
-        children_commit(&ch, slot, pid);
+        children_commit(&kids, ch, pid);
 
         /* An echo proves the worker is up and past its set-up. */
         ASSERT(write(client, "ping", 4) == 4);
@@ -105,11 +107,11 @@ static void test_clean_worker(void) {
         ASSERT(read(client, buf, sizeof(buf)) == 0);
         ASSERT(waitpid(pid, &status, 0) == pid);
         ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-        ASSERT_INT(slot->stats.reason, ==, CLOSE_CLIENT);
-        ASSERT(slot->stats.bytes_in == 4 && slot->stats.bytes_out == 4);
-        ASSERT_INT(slot->local.sa.sa_family, ==, AF_INET);
-        children_release(&ch, slot);
-        children_done(&ch);
+        ASSERT_INT(report->stats.reason, ==, CLOSE_CLIENT);
+        ASSERT(report->stats.bytes_in == 4 && report->stats.bytes_out == 4);
+        ASSERT_INT(report->local.sa.sa_family, ==, AF_INET);
+        children_release(&kids, ch);
+        children_done(&kids);
         sigprocmask(SIG_SETMASK, &orig, NULL);
         close(client);
         close(extra_epoll);
@@ -173,8 +175,26 @@ static void test_prepare_from_inside(void) {
         close(p[1]);
 }
 
+/* What the kernel caps socket_buffer at, as the sysctls say. */
+static void test_socket_buffer_caps(void) {
+        uint32_t rmem = 0, wmem = 0;
+        unsigned long want;
+        FILE *f;
+
+        ASSERT_INT(spawn_socket_buffer_caps(&rmem, &wmem), ==, 0);
+        f = fopen("/proc/sys/net/core/rmem_max", "r");
+        ASSERT(f && fscanf(f, "%lu", &want) == 1);
+        fclose(f);
+        ASSERT(rmem == want);
+        f = fopen("/proc/sys/net/core/wmem_max", "r");
+        ASSERT(f && fscanf(f, "%lu", &want) == 1);
+        fclose(f);
+        ASSERT(wmem == want);
+}
+
 int main(void) {
         RUN(test_clean_worker);
         RUN(test_prepare_from_inside);
+        RUN(test_socket_buffer_caps);
         return 0;
 }

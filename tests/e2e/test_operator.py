@@ -1,0 +1,193 @@
+#!/usr/bin/env python3
+"""What an operator does to the packaged echo-mpserv under a real systemd 252,
+from any state: move the port (also by restarting only the service, and
+through an upgrade with the edit still pending), break the configuration
+(the socket fails closed and says why in `systemctl status` and the kernel
+log), reload an idle service, and read the exit statuses systemd names.
+
+Usage (as root): test_operator.py PACKAGE.deb NEWER-PACKAGE.deb
+Exit status: 0 passed, 1 failed, 77 skipped (no root or no namespaces).
+"""
+import os
+import re
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import nspawn  # noqa: E402
+from test_package import check, echo_ok, figures, reset_conf, results, wait_status  # noqa: E402
+
+CONF = "/etc/echo-mpserv/echo-mpserv.conf"
+NO_SOCKET = "systemd passed no listening socket; run: systemctl restart echo-mpserv.socket"
+
+
+def refused(m, host, port):
+    p = m.run_net([sys.executable, "-c", f"import socket; socket.create_connection(({host!r}, {port}), 5)"],
+                  check=False)
+    return p.returncode != 0 and "ConnectionRefusedError" in p.stderr
+
+
+def listeners(m):
+    """The machine's listening TCP sockets, as ss prints their local addresses."""
+    return sorted(line.split()[3] for line in m.run(["ss", "-Htln"]).stdout.splitlines() if line.strip())
+
+
+def fresh(m):
+    """Each test starts from the installed state, whatever the last left."""
+    reset_conf(m, "")
+    m.systemctl("daemon-reload")
+    m.systemctl("reset-failed", check=False)
+    m.systemctl("restart", "echo-mpserv.socket")
+
+
+def apply_port(m, text):
+    reset_conf(m, text)
+    m.systemctl("daemon-reload")
+    m.systemctl("restart", "echo-mpserv.socket")
+
+
+@check("port change, then only the service restarted: one clear line, no restart loop, socket stays up")
+def t_service_restart_after_port_change(m):
+    fresh(m)
+    assert echo_ok(m)  # the service runs, on port 7
+    cursor = m.journal_cursor()
+    reset_conf(m, "port = 7777;\n")
+    m.systemctl("daemon-reload")
+    r = m.systemctl("restart", "echo-mpserv.service", check=False)
+    assert r.returncode != 0, "the service started without a socket"
+    m.wait_unit_state("echo-mpserv.service", ["failed"], timeout=30)
+    assert m.unit_property("echo-mpserv.service", "ExecMainStatus") == "69"
+    assert m.unit_property("echo-mpserv.service", "NRestarts") == "0"
+    status = wait_status(m, "echo-mpserv.service", "status=69/UNAVAILABLE")
+    m.wait_journal(re.escape(NO_SOCKET), cursor=cursor, unit="echo-mpserv.service")
+    assert m.is_active("echo-mpserv.socket") != "failed", m.unit_property("echo-mpserv.socket", "Result")
+    assert m.unit_property("echo-mpserv.socket", "Result") == "success"
+    # The documented step, from this state.
+    m.systemctl("restart", "echo-mpserv.socket")
+    assert echo_ok(m, "127.0.0.1", 7777) and echo_ok(m, "::1", 7777)
+    assert refused(m, "127.0.0.1", 7)
+    figures.append("service restarted after a port change: exit 69/UNAVAILABLE, 0 restarts, socket "
+                   "not taken down; a socket restart serves the new port")
+    apply_port(m, "")
+    assert echo_ok(m)
+
+
+@check("a broken configuration: the socket fails closed, status and kernel log say why")
+def t_generator_fails_closed(m):
+    fresh(m)
+    apply_port(m, 'listen = [ "127.0.0.1" ];\nport = 7777;\n')
+    assert listeners(m) == ["127.0.0.1:7777"], listeners(m)
+    # The machine's /dev has no kmsg; give it the host's (the kernel log is
+    # the kernel's, one for all), and read it from the host side.
+    m.run(["sh", "-c", "[ -e /dev/kmsg ] || mknod -m 600 /dev/kmsg c 1 11"])
+    cursor = m.journal_cursor()
+    kmsg = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        os.lseek(kmsg, 0, os.SEEK_END)
+        reset_conf(m, 'listen = [ "127.0.0.1" ];\nport = 7777;\nmax_clients = "many";\n')
+        m.systemctl("daemon-reload")
+        r = m.systemctl("restart", "echo-mpserv.socket", check=False)
+        kernel = []
+        while True:
+            try:
+                kernel.append(os.read(kmsg, 8192).decode(errors="replace"))
+            except BlockingIOError:
+                break
+    finally:
+        os.close(kmsg)
+    assert r.returncode != 0, "the socket started with a broken configuration"
+    assert listeners(m) == [], listeners(m)
+    assert refused(m, "127.0.0.1", 7) and refused(m, "127.0.0.1", 7777)
+    status = wait_status(m, "echo-mpserv.socket", "not listening: " + CONF)
+    assert "status=78/CONFIG" in status, status
+    # The check's FILE:LINE is in the unit's journal (systemctl status was
+    # seen to leave out a line of a control process that journalctl -u had).
+    m.wait_journal(rf"{CONF}:3: max_clients must be an integer", cursor=cursor, unit="echo-mpserv.socket")
+    gen = [line.split(";", 1)[-1] for line in kernel if "echo-mpserv-generator" in line]
+    assert any(f"{CONF}:3: max_clients must be an integer" in line for line in gen), kernel
+    assert any("echo-mpserv.socket will not listen until" in line for line in gen), kernel
+    figures.append(f"broken file: socket restart exit {r.returncode}, 0 listeners, the reason in "
+                   f"systemctl status, FILE:LINE in its journal and {len(gen)} kernel log records")
+    # Fixed: the configured address only.
+    apply_port(m, 'listen = [ "127.0.0.1" ];\nport = 7777;\n')
+    assert listeners(m) == ["127.0.0.1:7777"], listeners(m)
+    assert echo_ok(m, "127.0.0.1", 7777)
+    apply_port(m, "")
+    assert echo_ok(m)
+
+
+@check("reload before the first client is harmless; a broken file at start is 78/CONFIG, not a loop")
+def t_reload(m):
+    fresh(m)
+    # (A reload of a broken file failing is in test_package.py's t_reload.)
+    assert echo_ok(m)
+    # Before the first client: reload fails (documented), try-reload-or-restart does nothing.
+    m.systemctl("stop", "echo-mpserv.service")
+    r = m.systemctl("reload", "echo-mpserv.service", check=False)
+    assert r.returncode != 0 and "not active" in r.stderr, r.stderr
+    m.systemctl("try-reload-or-restart", "echo-mpserv.service")
+    assert m.is_active("echo-mpserv.service") == "inactive"
+    # A broken file at start (no client waiting): 78/CONFIG, no restart loop.
+    reset_conf(m, 'max_clients = "many";\n')
+    assert m.systemctl("start", "echo-mpserv.service", check=False).returncode != 0
+    m.wait_unit_state("echo-mpserv.service", ["failed"], timeout=30)
+    status = m.systemctl("status", "echo-mpserv.service", "--no-pager", check=False).stdout
+    assert "status=78/CONFIG" in status, status
+    assert m.unit_property("echo-mpserv.service", "NRestarts") == "0"
+    assert m.is_active("echo-mpserv.socket") == "active"
+    reset_conf(m, "")
+    assert echo_ok(m)
+    figures.append("reload of an idle service: 'not active' (documented), try-reload-or-restart 0; "
+                   "broken file at start: 78/CONFIG, 0 restarts")
+
+
+@check("upgrade with a port edit pending: the package moves the socket, no unit failed")
+def t_upgrade_pending_port(m, newer):
+    fresh(m)
+    assert echo_ok(m)
+    m.systemctl("reset-failed", check=False)
+    reset_conf(m, "port = 7777;\n")  # edited, daemon-reload not run yet
+    m.install_debs([os.path.basename(newer)])
+    assert m.failed_units() == [], m.failed_units()
+    assert m.is_active("echo-mpserv.socket") == "active"
+    assert echo_ok(m, "127.0.0.1", 7777) and echo_ok(m, "::1", 7777)
+    assert refused(m, "127.0.0.1", 7)
+    assert m.failed_units() == [], m.failed_units()
+    figures.append("upgrade with a pending port edit: the socket moved to 7777, no failed unit")
+
+
+def main():
+    if len(sys.argv) != 3:
+        print(__doc__)
+        return 2
+    deb, newer = (os.path.abspath(p) for p in sys.argv[1:])
+    problem = nspawn.environment_problem()
+    if problem:
+        print(f"skipped: {problem}")
+        return 77
+    start = time.monotonic()
+    with nspawn.Machine.from_cache() as m:
+        m.prepare_debs([deb, newer])
+        m.boot(timeout=60)
+        print(f"booted in {time.monotonic() - start:.1f} s", flush=True)
+        m.install_debs([os.path.basename(deb)])
+        t_service_restart_after_port_change(m)
+        t_generator_fails_closed(m)
+        t_reload(m)
+        t_upgrade_pending_port(m, newer)
+        m.poweroff()
+    leftovers = {k: v for k, v in m.leftovers.items() if v}
+    print("figures:")
+    for f in figures:
+        print("  " + f)
+    failed = [n for n, ok in results if not ok]
+    if leftovers:
+        print(f"left behind on the host: {leftovers}")
+    print(f"{len(results) - len(failed)} passed, {len(failed)} failed "
+          f"({time.monotonic() - start:.0f} s)")
+    return 1 if failed or leftovers else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
