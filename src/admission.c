@@ -46,7 +46,7 @@ static int refuse(struct admission *a, struct source *e, int reason, uint64_t no
                 sources_seen(&a->sources, e, now);
         } else {
                 a->sources.forgotten.refused[reason]++;
-                a->sources.forgotten.sources++;
+                a->sources.forgotten.untracked++; /* no key to tell it from others */
         }
         return reason;
 }
@@ -147,14 +147,18 @@ int admission_reconfigure(struct admission *a, const struct config *old,
 
 struct report {
         unsigned max_lines, n_top;
-        struct { struct cidr key; uint32_t counts[_REFUSE_MAX]; uint64_t sum; } top[REPORT_TOP_MAX];
-        uint32_t rest[_REFUSE_MAX], rest_sources;
+        struct { struct cidr key; uint32_t hash, counts[_REFUSE_MAX]; uint64_t sum; } top[REPORT_TOP_MAX];
+        struct source_tally *rest;      /* the forgotten ones' tally, which the rest joins */
+        uint32_t rest_entries;          /* entries in the rest that no forgotten one may be */
 };
 
-static void add_rest(struct report *r, const uint32_t counts[_REFUSE_MAX]) {
+/* An entry in the table is one source, distinct from every other entry;
+ * it may be a source forgotten earlier, which its bit may tell: counted
+ * only when the bit is clear, it is never counted twice. */
+static void add_rest(struct report *r, const uint32_t counts[_REFUSE_MAX], uint32_t hash) {
         for (int i = 0; i < _REFUSE_MAX; i++)
-                r->rest[i] += counts[i];
-        r->rest_sources++;
+                r->rest->refused[i] += counts[i];
+        r->rest_entries += !source_tally_has(r->rest, hash);
 }
 
 /* Keeps the max_lines sources with the most refusals, largest first, in
@@ -171,12 +175,15 @@ static void report_one(struct source *e, void *userdata) {
         for (i = r->n_top; i > 0 && r->top[i - 1].sum < sum; i--)
                 ;
         if (i >= r->max_lines) {
-                add_rest(r, e->refused);
+                add_rest(r, e->refused, e->hash);
         } else {
-                if (r->n_top == r->max_lines)
-                        add_rest(r, r->top[--r->n_top].counts);
+                if (r->n_top == r->max_lines) {
+                        r->n_top--;
+                        add_rest(r, r->top[r->n_top].counts, r->top[r->n_top].hash);
+                }
                 memmove(&r->top[i + 1], &r->top[i], (r->n_top - i) * sizeof(r->top[0]));
                 r->top[i].key = e->key;
+                r->top[i].hash = e->hash;
                 r->top[i].sum = sum;
                 memcpy(r->top[i].counts, e->refused, sizeof(e->refused));
                 r->n_top++;
@@ -186,20 +193,28 @@ static void report_one(struct source *e, void *userdata) {
 
 void admission_report(struct admission *a, uint64_t now, unsigned max_lines,
                       void (*fn)(const struct cidr *key, const uint32_t counts[_REFUSE_MAX],
-                                 uint32_t sources, void *userdata),
+                                 uint32_t sources, bool untracked, void *userdata),
                       void *userdata) {
-        struct report r = { .max_lines = max_lines < REPORT_TOP_MAX ? max_lines : REPORT_TOP_MAX };
+        /* What forgotten sources had to report goes with the rest. */
+        struct report r = { .max_lines = max_lines < REPORT_TOP_MAX ? max_lines : REPORT_TOP_MAX,
+                            .rest = &a->sources.forgotten };
+        struct source_tally rest;
+        uint64_t sum = 0;
 
         sources_foreach(&a->sources, report_one, &r);
-        for (unsigned i = 0; i < r.n_top; i++)
-                fn(&r.top[i].key, r.top[i].counts, 1, userdata);
-        /* What forgotten sources had to report goes with the rest. */
+        for (unsigned i = 0; i < r.n_top; i++) {
+                fn(&r.top[i].key, r.top[i].counts, 1, false, userdata);
+                /* Named: not one of the others, even if an entry of it was
+                 * forgotten before (a source sharing its bit goes
+                 * uncounted: the figure may fall short, never over). */
+                source_tally_mark(r.rest, r.top[i].hash, false);
+        }
+        rest = *r.rest;
+        *r.rest = (struct source_tally) { 0 };
         for (int i = 0; i < _REFUSE_MAX; i++)
-                r.rest[i] += a->sources.forgotten.refused[i];
-        r.rest_sources += a->sources.forgotten.sources;
-        a->sources.forgotten = (struct source_tally) { 0 };
-        if (r.rest_sources)
-                fn(NULL, r.rest, r.rest_sources, userdata);
+                sum += rest.refused[i];
+        if (sum)
+                fn(NULL, rest.refused, source_tally_sources(&rest) + r.rest_entries, rest.untracked > 0, userdata);
         sources_sweep(&a->sources, a->cfg->source_rate_milli / 1000.0, a->cfg->source_burst, now);
 }
 

@@ -56,13 +56,17 @@ int admission_reconfigure(struct admission *a, const struct config *old,
                           void (*recount)(struct admission *a, void *userdata), void *userdata);
 
 /* Reports what was refused since the last report: calls fn for the
- * max_lines sources (at most 32) with the most refusals, largest first, and
- * once more with key NULL for the sum of all the others (including sources
- * forgotten meanwhile); then forgets the per-source counts and drops
- * sources with nothing left to remember. */
+ * max_lines sources (at most 32) with the most refusals, largest first
+ * (sources 1), and once more with key NULL for the sum of all the others,
+ * including sources forgotten meanwhile: `sources` is how many distinct
+ * sources those were at most (never more than there were; 0 when all were
+ * untracked), `untracked` whether some refusals came from sources that had
+ * no entry (a denied source when the table had no room for its tally).
+ * Then forgets the per-source counts and drops sources with nothing left
+ * to remember. */
 void admission_report(struct admission *a, uint64_t now, unsigned max_lines,
                       void (*fn)(const struct cidr *key, const uint32_t counts[_REFUSE_MAX],
-                                 uint32_t sources, void *userdata),
+                                 uint32_t sources, bool untracked, void *userdata),
                       void *userdata);
 
 uint32_t admission_sources(const struct admission *a);

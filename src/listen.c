@@ -23,9 +23,11 @@ void listen_close_all(struct listen_set *ls) {
         ls->connected_fd = safe_close(ls->connected_fd);
 }
 
-/* Urgent data (MSG_OOB) stays in the stream, so it is echoed like every
- * other byte (RFC 862; RFC 6093 advises it). Set on the listener, accepted
- * sockets inherit it before their first byte can arrive. */
+/* The worker sets SO_OOBINLINE on its client before the first read (see
+ * spawn.c). It is set on the listener too, so that sockets the kernel
+ * completes from now on have it from their first byte: without it, a
+ * second urgent pointer arriving before that read makes the kernel drop the
+ * first urgent byte from the stream. */
 static int urgent_inline(int fd) {
         if (setsockopt(fd, SOL_SOCKET, SO_OOBINLINE, &(int) { 1 }, sizeof(int)) < 0)
                 return negative_errno();
@@ -101,7 +103,7 @@ int listen_inherit(struct listen_set *ls, char *err, size_t errlen) {
                                 ls->n++;
                 } else if (n == 1 && sd_is_socket_inet(fd, AF_UNSPEC, SOCK_STREAM, 0, 0) > 0) {
                         ls->connected_fd = fd;
-                        (void) urgent_inline(fd); /* late, but the best there is for Accept=yes */
+                        (void) urgent_inline(fd); /* early as can be for Accept=yes */
                 } else {
                         snprintf(err, errlen, "fd %d (%s) is %s; echo-mpserv needs listening TCP sockets "
                                  "(ListenStream= with an IP address or port, Accept=no)",

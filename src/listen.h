@@ -2,7 +2,8 @@
  *
  * Contract: on success every listener is a non-blocking, close-on-exec,
  * listening TCP socket (IPv4 or IPv6) with urgent data inline
- * (SO_OOBINLINE, inherited by accepted sockets) and its local address
+ * (SO_OOBINLINE, inherited by the sockets the kernel completes from then
+ * on; the worker sets it again, see spawn.c) and its local address
  * recorded. On
  * failure nothing is left open and `err` names the socket and the cause. */
 #pragma once

@@ -55,7 +55,7 @@ void report_summary(const struct report_state *st) {
 }
 
 static void one_source(const struct cidr *key, const uint32_t counts[_REFUSE_MAX], uint32_t sources,
-                       void *userdata) {
+                       bool untracked, void *userdata) {
         char who[LOGADDR_MAX + 32], reasons[160] = "", message[384], f[5][128];
         const char *fields[ELEMENTSOF(f)];
         uint64_t sum = 0;
@@ -70,8 +70,11 @@ static void one_source(const struct cidr *key, const uint32_t counts[_REFUSE_MAX
         }
         if (key)
                 logaddr_source(key, who);
+        else if (sources == 0)
+                snprintf(who, sizeof(who), "sources not tracked");
         else
-                snprintf(who, sizeof(who), "%" PRIu32 " other source(s)", sources);
+                snprintf(who, sizeof(who), "%" PRIu32 " other source(s)%s", sources,
+                         untracked ? " and sources not tracked" : "");
         snprintf(message, sizeof(message), "refused %" PRIu64 " connection(s) from %s in the last %" PRIu64
                  " s: %s", sum, who, REPORT_INTERVAL_USEC / USEC_PER_SEC, reasons);
         snprintf(f[n++], sizeof(f[0]), "SOURCE=%s", who);

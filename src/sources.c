@@ -139,7 +139,8 @@ static void forget(struct sources *s, struct source *e) {
                 s->forgotten.refused[r] += e->refused[r];
                 reported |= e->refused[r] != 0;
         }
-        s->forgotten.sources += reported;
+        if (reported)
+                source_tally_mark(&s->forgotten, e->hash, true);
         s->forgotten_total++;
         drop(s, e);
 }
@@ -264,6 +265,8 @@ int sources_reset(struct sources *s, uint32_t capacity, uint32_t live_max) {
                 return r;
         fresh.forgotten_total = s->forgotten_total;
         fresh.forgotten = s->forgotten;
+        /* The same hash key, so a source keeps its bit in the tally. */
+        memcpy(fresh.key, s->key, sizeof(fresh.key));
         /* What the old entries had to report goes with the rest. */
         for (uint32_t h = 0; h <= s->index_mask; h++) {
                 const struct source *e = s->index[h] ? &s->pool[s->index[h] - 1] : NULL;
@@ -273,7 +276,8 @@ int sources_reset(struct sources *s, uint32_t capacity, uint32_t live_max) {
                         fresh.forgotten.refused[i] += e->refused[i];
                         reported |= e->refused[i] != 0;
                 }
-                fresh.forgotten.sources += reported;
+                if (reported)
+                        source_tally_mark(&fresh.forgotten, e->hash, true);
         }
         sources_done(s);
         *s = fresh;

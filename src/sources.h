@@ -24,6 +24,7 @@
 #pragma once
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "cidr.h"
@@ -59,10 +60,43 @@ struct source {
         uint32_t prev, next;            /* in its list, or the free list */
 };
 
+/* What went unnamed since the last report: refusals of forgotten entries
+ * and of sources that never had one (`untracked`). The forgotten sources
+ * are kept as one bit each, chosen by hash: a source forgotten twice sets
+ * its bit twice, two sources may share one, so the bits set never
+ * outnumber the sources they stand for (8 KiB: few collisions below some
+ * thousands of sources per report). */
+#define SOURCE_TALLY_BITS 65536
+
 struct source_tally {
         uint32_t refused[_REFUSE_MAX];
-        uint32_t sources;
+        uint32_t untracked;             /* refusals of sources without an entry */
+        uint64_t seen[SOURCE_TALLY_BITS / 64];
 };
+
+static inline void source_tally_mark(struct source_tally *t, uint32_t hash, bool on) {
+        uint32_t bit = hash % SOURCE_TALLY_BITS;
+
+        if (on)
+                t->seen[bit / 64] |= UINT64_C(1) << (bit % 64);
+        else
+                t->seen[bit / 64] &= ~(UINT64_C(1) << (bit % 64));
+}
+
+static inline bool source_tally_has(const struct source_tally *t, uint32_t hash) {
+        uint32_t bit = hash % SOURCE_TALLY_BITS;
+
+        return t->seen[bit / 64] & (UINT64_C(1) << (bit % 64));
+}
+
+/* The number of distinct sources `t` stands for, at most. */
+static inline uint32_t source_tally_sources(const struct source_tally *t) {
+        uint32_t n = 0;
+
+        for (size_t i = 0; i < SOURCE_TALLY_BITS / 64; i++)
+                n += (uint32_t) __builtin_popcountll(t->seen[i]);
+        return n;
+}
 
 struct sources {
         struct source *pool;

@@ -60,6 +60,12 @@ enum close_reason spawn_serve_here(int fd, struct slot_report *report, uint64_t 
         enum close_reason r;
 
         (void) getsockname(fd, &report->local.sa, &len);
+        /* Urgent data (MSG_OOB) stays in the stream, so it is echoed like
+         * every other byte (RFC 862; RFC 6093 advises it). The kernel looks
+         * at the flag when the byte is read, so setting it before the first
+         * read is enough, also for a connection the kernel completed before
+         * the listener had the flag (see listen.c). */
+        (void) setsockopt(fd, SOL_SOCKET, SO_OOBINLINE, &(int) { 1 }, sizeof(int));
         /* Echo replies are small and immediate: Nagle would hold them back
          * for a delayed ACK (tens of milliseconds per round trip). */
         (void) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int) { 1 }, sizeof(int));

@@ -2,6 +2,9 @@
  * way the close reason calls for. See worker.h. */
 #include <errno.h>
 #include <linux/sockios.h>
+#include <linux/tcp.h>
+#include <netinet/in.h>
+#include <stddef.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -13,9 +16,9 @@
 #include "worker-private.h"
 #include "worker.h"
 
-/* Lingering close: how long a client that does not close gets to take what
- * was echoed when write_timeout is 0, and how often the worker looks whether
- * it has (the kernel raises no event when the client acknowledges data). */
+/* Lingering close: how long a client gets to acknowledge what was echoed
+ * when write_timeout is 0, and how often the worker looks whether it has
+ * (the kernel raises no event when the client acknowledges data). */
 #define LINGER_FALLBACK_USEC (30 * USEC_PER_SEC)
 #define LINGER_TICK_MIN_USEC (1 * USEC_PER_MSEC)
 #define LINGER_TICK_MAX_USEC (100 * USEC_PER_MSEC)
@@ -67,57 +70,88 @@ static uint64_t unacked(int fd, bool fin) {
         return (uint64_t) queued - (fin ? 1 : 0);
 }
 
-/* An abortive close (RST): the kernel drops both queues at once. When the
- * worker gives up on a client (ours), what the client never
- * acknowledged is not counted as sent: the record may then miss bytes whose
- * acknowledgement was still delayed, but it never counts bytes the client
- * cannot have. After the client's own reset the figure is left alone: the
- * client threw away its side anyway, and it may hold unacknowledged bytes
- * it did read. */
-static void abort_close(int fd, bool fin, bool ours, struct worker_stats *st) {
+/* BYTES_SENT is what the client's TCP acknowledged: bytes its kernel
+ * provably has. The kernel keeps that count (tcpi_bytes_acked) on the
+ * socket until it is closed, through a reset by either side, when the
+ * queue that SIOCOUTQ measures may already be gone; the FIN, once
+ * acknowledged, adds one, which min() absorbs. Not a TCP socket (no
+ * count): the figure stays what the kernel took. */
+static void count_acknowledged(int fd, struct worker_stats *st) {
+        struct tcp_info ti = { 0 };
+        socklen_t len = sizeof(ti);
+
+        if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0 &&
+            len >= offsetof(struct tcp_info, tcpi_bytes_acked) + sizeof(ti.tcpi_bytes_acked))
+                st->bytes_out = min_u64(st->bytes_out, ti.tcpi_bytes_acked);
+}
+
+/* An abortive close (RST): the kernel drops both queues at once, and what
+ * the client had not acknowledged is not counted. */
+static void abort_close(int fd, struct worker_stats *st) {
         struct linger l = { .l_onoff = 1, .l_linger = 0 };
 
-        if (ours)
-                st->bytes_out -= min_u64(unacked(fd, fin), st->bytes_out);
+        count_acknowledged(fd, st);
         (void) setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
         safe_close(fd);
 }
 
-/* The lingering close of a session the worker ended while the client may
- * still be sending and not yet have read its echo: closing a socket with
- * unread input makes the kernel reset the connection and drop the queued
- * echo. So: FIN after the echo, input read and discarded (not counted),
- * until the client ends its side (the kernel then delivers the rest as it
- * reads), or it has acknowledged every byte and sent nothing for a while,
- * or the deadline passes: write_timeout (LINGER_FALLBACK_USEC when that is
- * 0), cut to WORKER_CUT_LINGER_USEC once SIGTERM came. At the deadline, a
- * client that has not taken everything or is still sending gets an abortive
- * close, and what it did not acknowledge is not counted. Discarding costs
- * less than echoing, so the time bound is the only one. */
-static void linger_close(int fd, const struct worker_limits *lim, void *buf, struct worker_stats *st) {
+/* The end of every session that is not already broken: the echo the
+ * client has not acknowledged stays this worker's, and so takes one of
+ * max_clients, until it is acknowledged; a closed socket would leave it to
+ * the kernel, which keeps probing a client's zero window for minutes with
+ * the echo queued, counted by nothing. So: FIN after the echo; input read
+ * and discarded (not counted) until the client ends its side (closing with
+ * unread input would make the kernel reset the connection and drop the
+ * echo); an orderly close once the client has ended its side or sent
+ * nothing for a while, and acknowledged every byte. The deadline:
+ * write_timeout (LINGER_FALLBACK_USEC when that is 0), cut to
+ * WORKER_CUT_LINGER_USEC once SIGTERM came; past it, or when the client
+ * resets, an abortive close that counts only what was acknowledged.
+ * `ended`: the client already ended its side (client-closed). The common
+ * case, a client that read its echo before closing, costs one ioctl.
+ * Discarding costs less than echoing, so the time bound is the only one. */
+static void linger_close(int fd, const struct worker_limits *lim, void *buf, bool ended,
+                         struct worker_stats *st) {
         uint64_t now = now_usec(CLOCK_MONOTONIC), tick = LINGER_TICK_MIN_USEC;
         uint64_t deadline = now + (lim->write_timeout_ms ? (uint64_t) lim->write_timeout_ms * USEC_PER_MSEC
                                                          : LINGER_FALLBACK_USEC);
-        bool fin = shutdown(fd, SHUT_WR) == 0, cut_seen = false, quiet = false;
+        bool fin, cut_seen = false, quiet = false;
         sigset_t term, old, wait_mask;
 
+        if (ended && unacked(fd, false) == 0) {
+                (void) shutdown(fd, SHUT_WR);
+                safe_close(fd);
+                return;
+        }
+        fin = shutdown(fd, SHUT_WR) == 0;
         sigemptyset(&term);
         sigaddset(&term, SIGTERM);
         (void) sigprocmask(SIG_BLOCK, &term, &old);
         wait_mask = old;
         sigdelset(&wait_mask, SIGTERM);
         for (;;) {
-                ssize_t n = fin ? recv(fd, buf, lim->buffer_size, MSG_DONTWAIT | MSG_TRUNC) : -1;
-                int err = fin ? errno : ENOTCONN;
+                ssize_t n = -1;
+                int err = EAGAIN;
                 struct pollfd p = { .fd = fd, .events = POLLIN };
                 struct timespec ts;
 
-                if (n == 0) {
-                        safe_close(fd); /* the client's end: nothing more can arrive */
+                if (!fin) {
+                        abort_close(fd, st); /* not connected any more */
                         break;
                 }
+                if (!ended) {
+                        n = recv(fd, buf, lim->buffer_size, MSG_DONTWAIT | MSG_TRUNC);
+                        err = errno;
+                        ended = n == 0;
+                } else {
+                        /* After the client's FIN, recv() says end of stream
+                         * even once a reset came; the pending error does not. */
+                        socklen_t len = sizeof(err);
+                        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0 || err == 0)
+                                err = EAGAIN;
+                }
                 if (n < 0 && err != EAGAIN && err != EINTR) {
-                        abort_close(fd, fin, false, st); /* reset by the client */
+                        abort_close(fd, st); /* reset by the client */
                         break;
                 }
                 now = now_usec(CLOCK_MONOTONIC);
@@ -125,19 +159,22 @@ static void linger_close(int fd, const struct worker_limits *lim, void *buf, str
                         cut_seen = true;
                         deadline = min_u64(deadline, now + WORKER_CUT_LINGER_USEC);
                 }
-                if (n < 0 && (quiet || now >= deadline) && unacked(fd, fin) == 0) {
-                        safe_close(fd); /* all delivered, nothing unread */
+                if ((ended || (n < 0 && (quiet || now >= deadline))) && unacked(fd, fin) == 0) {
+                        safe_close(fd); /* all acknowledged, nothing unread */
                         break;
                 }
                 if (now >= deadline) {
-                        abort_close(fd, fin, true, st);
+                        abort_close(fd, st);
                         break;
                 }
                 if (n > 0) {
                         quiet = false;
                         continue;
                 }
-                quiet = ppoll(&p, 1, usec_to_timespec(min_u64(deadline - now, tick), &ts), &wait_mask) == 0;
+                /* Once the client ended its side, its socket is always
+                 * readable: only the time is waited for. */
+                quiet = ppoll(ended ? NULL : &p, ended ? 0 : 1,
+                              usec_to_timespec(min_u64(deadline - now, tick), &ts), &wait_mask) == 0;
                 tick = min_u64(2 * tick, LINGER_TICK_MAX_USEC);
         }
         (void) sigprocmask(SIG_SETMASK, &old, NULL);
@@ -146,24 +183,17 @@ static void linger_close(int fd, const struct worker_limits *lim, void *buf, str
 void worker_close(int fd, const struct worker_limits *lim, void *buf, struct worker_stats *st) {
         switch (st->reason) {
         case CLOSE_CLIENT:
-                /* Nothing more can arrive, so nothing can reset what is
-                 * queued: the kernel delivers it as the client reads. */
-                (void) shutdown(fd, SHUT_WR);
-                safe_close(fd);
-                break;
         case CLOSE_IDLE:
         case CLOSE_SESSION_TIME:
         case CLOSE_SESSION_BYTES:
         case CLOSE_SHUTDOWN:
-                linger_close(fd, lim, buf, st);
-                break;
-        case CLOSE_RESET:
-                abort_close(fd, false, false, st);
+                linger_close(fd, lim, buf, st->reason == CLOSE_CLIENT, st);
                 break;
         default:
-                /* The client stopped reading, or something failed: a stuck
-                 * client must not pin kernel memory. */
-                abort_close(fd, false, true, st);
+                /* Reset by the client (nothing left to deliver), the client
+                 * stopped reading, or something failed: a stuck client must
+                 * not pin kernel memory. */
+                abort_close(fd, st);
                 break;
         }
         st->end_usec = now_usec(CLOCK_MONOTONIC);

@@ -5,8 +5,9 @@
  * goes, so whoever reads stats afterwards (the parent, through shared memory)
  * sees the true figures even if the worker is killed mid-session.
  * worker_close() then ends the connection so that the client receives every
- * byte counted as sent: bytes_out is what the kernel took from the worker,
- * less what the worker's own abortive close dropped unacknowledged. */
+ * byte counted as sent: the final bytes_out is what the client's TCP
+ * acknowledged (while the session runs, what the kernel took from the
+ * worker). */
 #pragma once
 
 #include <stdint.h>
@@ -48,8 +49,7 @@ struct worker_stats {
 };
 
 /* fd: a connected stream socket with urgent data inline (SO_OOBINLINE,
- * best inherited from the listener, so no urgent byte can arrive before it
- * is set), best passed blocking (a non-blocking one costs a system call to
+ * set before the first read: spawn_serve_here() does), best passed blocking (a non-blocking one costs a system call to
  * change). buf: limits->buffer_size bytes. start_usec: CLOCK_MONOTONIC start
  * of the session. The caller still owns fd; see worker_close(). The session
  * ends as CLOSE_SHUTDOWN when SIGTERM comes (see worker_set_signals()). */
@@ -57,16 +57,18 @@ enum close_reason worker_echo(int fd, const struct worker_limits *limits, uint64
                               void *buf, struct worker_stats *stats);
 
 /* Closes fd the way stats->reason calls for, and sets stats->end_usec:
- * - client-closed: an orderly FIN at once (nothing more can arrive);
- * - idle-timeout, session-time, session-bytes, shutdown: a lingering close
- *   (FIN, further input discarded until the client closes or has taken its
- *   echo, bounded by write_timeout, 30 s when that is 0, and by
- *   WORKER_CUT_LINGER_USEC after SIGTERM), so unread input cannot make the
- *   kernel reset the connection and drop the echo;
- * - write-timeout, reset, error, and a linger that ran out: an abortive
- *   close (RST, kernel buffers dropped at once, so a stuck client cannot pin
- *   kernel memory); unless the client reset the connection itself, what it
- *   had not acknowledged is taken off stats->bytes_out.
+ * - client-closed, idle-timeout, session-time, session-bytes, shutdown: a
+ *   lingering close (FIN after the echo, further input discarded), which
+ *   returns once the client has acknowledged every byte (and, unless it
+ *   closed, sent nothing for a while), at the latest after write_timeout
+ *   (30 s when that is 0; WORKER_CUT_LINGER_USEC after SIGTERM). Until then
+ *   the worker lives, so what a client leaves unread stays bounded by
+ *   max_clients; unread input cannot make the kernel reset the connection
+ *   and drop the echo. A client that read its echo costs one ioctl here;
+ * - write-timeout, reset, error, a linger that ran out, a reset in the
+ *   linger: an abortive close (RST, kernel buffers dropped at once, so a
+ *   stuck client cannot pin kernel memory).
+ * Either way stats->bytes_out ends as what the client's TCP acknowledged.
  * buf: as for worker_echo(); may be NULL for the abortive reasons. */
 void worker_close(int fd, const struct worker_limits *limits, void *buf, struct worker_stats *stats);
 

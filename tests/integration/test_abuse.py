@@ -16,7 +16,8 @@ NO_RATE = "source_rate = 0;\n"
 
 
 def refusal_lines(d):
-    return d.log_lines(r"refused (\d+) connection\(s\) from (\S+(?: other source\(s\))?) in the last 10 s: (.*)")
+    return d.log_lines(r"refused (\d+) connection\(s\) from (\d+ other source\(s\)(?: and sources not tracked)?|"
+                       r"sources not tracked|\S+) in the last 10 s: (.*)")
 
 
 def flush_report(d):
@@ -101,6 +102,27 @@ def test_flood_is_reported_in_aggregate():
         assert total == 495 + 30 * 2, total                       # every refusal counted once
         assert d.stop() == 0                                      # every worker reaped and recorded
         assert len(d.records()) == 5 + 30 * 5                     # one record per served connection only
+
+
+def test_one_untallied_source_is_not_many():
+    # With the table full of sources that were served, a denied source gets
+    # no tally (it may only take another tally's place): its refusals are
+    # summed with the rest, and not counted as one source per refusal.
+    with Daemon('source_table_size = 64; source_rate = 20; deny = [ "127.0.20.0/24" ];') as d:
+        for i in range(70):
+            assert served(d.address(), source=f"127.0.30.{i + 1}")
+        wait_until(lambda: not d.children(), 10, "the sessions to end")  # their sources rest: no room
+        for _ in range(50):
+            assert not served(d.address(), source="127.0.20.1")
+        flush_report(d)
+        lines = refusal_lines(d)
+        print(f"   {lines[-1].group(0)}")
+        assert len(lines) == 1 and lines[0].group(1) == "50", [m.group(0) for m in lines]
+        # Named, or summed: then as one source at most (its tally may have
+        # been made while sessions were live and forgotten once they rested).
+        who = lines[0].group(2)
+        m = re.match(r"(\d+) other source", who)
+        assert who in ("127.0.20.1", "sources not tracked") or (m and int(m.group(1)) <= 1), who
 
 
 def test_periodic_report_without_asking():
@@ -346,7 +368,7 @@ def test_full_source_table_ipv6():
 
 if __name__ == "__main__":
     main([test_per_source_limit_refuses_only_that_source, test_rate_limit_blocks_a_while_then_forgives,
-          test_allow_and_deny_reloadable, test_flood_is_reported_in_aggregate,
+          test_allow_and_deny_reloadable, test_flood_is_reported_in_aggregate, test_one_untallied_source_is_not_many,
           test_periodic_report_without_asking, test_dual_stack_counts_mapped_as_ipv4,
           test_ipv6_prefixes_never_hold_ipv4_clients,
           test_reload_with_new_prefix_recounts_live_sessions,

@@ -6,7 +6,8 @@ import selectors
 import socket
 import threading
 
-from harness import (Daemon, connect, echo_once, free_port, main, recv_all, recv_exact, scaled, stream_checksum)
+from harness import (SLOW, Daemon, connect, echo_once, free_port, main, recv_all, recv_exact, scaled,
+                     stream_checksum)
 
 
 def test_100mb_random_with_checksum_and_half_close():
@@ -173,8 +174,34 @@ def test_urgent_data_is_echoed():
         assert all(r["reason"] == "client-closed" for r in recs), recs
 
 
+def test_urgent_byte_of_a_connection_queued_before_start():
+    # A connection the kernel completed before the daemon set up its
+    # listener (the one that activated the service, or any queued during a
+    # restart) was cloned without SO_OOBINLINE: its urgent byte is still
+    # echoed.
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(16)
+    c = socket.socket()
+    c.connect(ls.getsockname())  # queued before the daemon runs
+    c.sendall(b"abc")
+    c.send(b"X", socket.MSG_OOB)
+    c.sendall(b"def")
+    c.shutdown(socket.SHUT_WR)
+    with Daemon(passed_fds=[ls.fileno()]) as d:
+        c.settimeout(10 * SLOW)
+        got = recv_all(c)
+        rec = d.wait_records(1)[0]
+        print(f"   echoed {got!r}; record: {rec['bytes_in']} bytes in, {rec['bytes_out']} out")
+        c.close()
+        assert got == b"abcXdef", got
+        assert rec["bytes_in"] == rec["bytes_out"] == "7", rec
+    ls.close()
+
+
 if __name__ == "__main__":
     main([test_100mb_random_with_checksum_and_half_close, test_message_sizes_round_trip,
           test_many_concurrent_clients, test_ipv6_and_two_sockets_one_line_each, test_record_fields,
           test_standalone_binds_from_config, test_standalone_default_is_dual_stack,
-          test_inetd_style_connected_socket, test_urgent_data_is_echoed])
+          test_inetd_style_connected_socket, test_urgent_data_is_echoed,
+          test_urgent_byte_of_a_connection_queued_before_start])

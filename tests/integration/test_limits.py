@@ -4,6 +4,8 @@ kernel backlog, no resets), and every session bound with its own reason."""
 import os
 import select
 import socket
+import struct
+import subprocess
 import threading
 import time
 
@@ -207,6 +209,127 @@ def test_limit_on_a_client_that_never_reads():
         assert float(rec["duration"]) < 5 * SLOW, rec
 
 
+def server_send_queues(port):
+    """(state, bytes queued for sending) of every connected server-side
+    socket of `port`, orphans (sockets no process holds any more) included."""
+    out = subprocess.run(["ss", "-tnH", "state", "all", f"( sport = :{port} )"],
+                         capture_output=True, text=True, check=True).stdout
+    rows = [line.split() for line in out.splitlines() if line.split()]
+    return [(r[0], int(r[2])) for r in rows if r[0] != "LISTEN"]
+
+
+def readable(s):
+    """What the client's kernel holds for it: the bytes it can still read
+    before the end of stream or the reset."""
+    got = 0
+    try:
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                return got
+            got += len(chunk)
+    except ConnectionResetError:
+        return got
+
+
+def reset(s):
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
+
+
+def test_half_closed_non_readers_stay_within_max_clients():
+    # Clients that send, half-close and never read: each session ends
+    # client-closed with its echo unacknowledged. The worker keeps it (and
+    # its max_clients slot) until write_timeout, then resets: what such
+    # clients pin stays within max_clients x socket buffer, and nothing is
+    # left to the kernel after the last session.
+    clients, payload, cap, socket_buffer, write_timeout = 10, 200000, 2, 1 << 18, 1
+    bound = cap * 2 * socket_buffer  # the kernel doubles socket_buffer
+    with Daemon(f"max_clients = {cap}; write_timeout = {write_timeout}; socket_buffer = {socket_buffer};") as d:
+        socks = [connect(d.address(), rcvbuf=4096) for _ in range(clients)]  # the rest wait in the backlog
+
+        def send(s):
+            s.sendall(b"P" * payload)
+            s.shutdown(socket.SHUT_WR)
+        threads = [threading.Thread(target=send, args=(s,), daemon=True) for s in socks]
+        for t in threads:
+            t.start()
+        peak_bytes = peak_workers = 0
+        deadline = time.monotonic() + 60 * SLOW
+        while len(d.records()) < clients:
+            assert time.monotonic() < deadline, f"{len(d.records())} of {clients} sessions ended"
+            peak_bytes = max(peak_bytes, sum(q for _, q in server_send_queues(d.port)))
+            peak_workers = max(peak_workers, len([p for p, st in d.children() if st != "Z"]))
+        for t in threads:
+            t.join(10 * SLOW)
+        print(f"   {clients} half-closed non-readers, max_clients {cap}: at most {peak_workers} workers and "
+              f"{peak_bytes} bytes queued (bound {bound}); after the last session: "
+              f"{sum(q for _, q in server_send_queues(d.port))} bytes")
+        assert peak_workers <= cap and peak_bytes <= bound, (peak_workers, peak_bytes)
+        wait_until(lambda: not [q for _, q in server_send_queues(d.port) if q], 5 * SLOW,
+                   "no server socket to hold unsent echo")
+        recs = {int(r["client"].rsplit(":", 1)[1]): r for r in d.records()}
+        for s in socks:
+            rec, got = recs[s.getsockname()[1]], readable(s)
+            assert rec["reason"] == "client-closed" and int(rec["bytes_out"]) <= got, (rec, got)
+            s.close()
+
+
+def test_half_closed_non_reader_is_reset_after_write_timeout():
+    # write_timeout bounds how long a client may leave its echo unread, also
+    # once it has half-closed: then the worker resets, so the kernel drops
+    # the echo rather than probe the client's zero window for minutes.
+    write_timeout = 0.5
+    with Daemon(f"write_timeout = {write_timeout};") as d:
+        s = connect(d.address(), rcvbuf=4096)
+        port = s.getsockname()[1]
+        s.sendall(b"A" * 1000000)
+        s.shutdown(socket.SHUT_WR)
+        rec = d.wait_records(1, timeout=20)[0]
+        gone = tcp_socket(d.port, port)
+        held = readable(s)
+        print(f"   after the session ({rec['reason']}, {rec['duration']} s, {rec['bytes_out']} bytes out; "
+              f"the client holds {held}): the server's socket: {gone}")
+        s.close()
+        assert gone is None or gone[1] == 0, gone
+        assert float(rec["duration"]) >= write_timeout, rec
+        assert int(rec["bytes_out"]) <= held, (rec, held)
+
+
+def test_reset_after_half_close_counts_only_what_was_acknowledged():
+    # Half-close, never read, then reset while the worker still waits for
+    # the echo to be taken: the record counts what the client's TCP
+    # acknowledged (its 4 kB window), not what never left the server.
+    with Daemon("write_timeout = 10; socket_buffer = 65536;") as d:
+        s = connect(d.address(), rcvbuf=4096)
+        port = s.getsockname()[1]
+        s.sendall(b"A" * 60000)
+        s.shutdown(socket.SHUT_WR)
+        # Both ends sent their FIN: the worker has written the whole echo.
+        wait_until(lambda: (tcp_socket(d.port, port) or ("?",))[0] == "LAST-ACK", 10, "the echo to be written")
+        held = tcp_socket(port, d.port)[2]
+        reset(s)
+        rec = d.wait_records(1, timeout=20)[0]
+        print(f"   record {rec['reason']}: {rec['bytes_out']} bytes out; the client's kernel ever had {held}")
+        assert rec["reason"] == "client-closed" and int(rec["bytes_out"]) <= held, (rec, held)
+
+
+def test_reset_in_lingering_close_counts_only_what_was_acknowledged():
+    # max_session_bytes reached, the client never reads and resets during
+    # the lingering close: ~96 kB of the echo never left the server's send
+    # queue (only the client's 4 kB window did), so it is not counted.
+    with Daemon("max_session_bytes = 100000; write_timeout = 10;") as d:
+        c = LateReader(d.address(), 200000)
+        c.wait_server_closed(d.port)
+        held = tcp_socket(c.port, d.port)[2]
+        c.stop.set()
+        reset(c.sock)
+        c.thread.join(10 * SLOW)
+        rec = d.wait_records(1, timeout=20)[0]
+        print(f"   record {rec['reason']}: {rec['bytes_out']} bytes out; the client's kernel ever had {held}")
+        assert rec["reason"] == "session-bytes" and int(rec["bytes_out"]) <= held, (rec, held)
+
+
 def test_idle_means_waiting_for_input_in_splice_mode():
     # Idleness is time spent waiting for input, in splice mode as in copy
     # mode: a long wait for the client to take its echo is not idle time.
@@ -300,5 +423,9 @@ if __name__ == "__main__":
           test_max_session_time_busy_client, test_max_session_bytes,
           test_client_reset_is_recorded_not_fatal, test_cap_changes_logged_at_a_bounded_rate,
           test_limits_deliver_what_they_count,
-          test_limit_on_a_client_that_never_reads, test_idle_means_waiting_for_input_in_splice_mode,
+          test_limit_on_a_client_that_never_reads, test_half_closed_non_readers_stay_within_max_clients,
+          test_half_closed_non_reader_is_reset_after_write_timeout,
+          test_reset_after_half_close_counts_only_what_was_acknowledged,
+          test_reset_in_lingering_close_counts_only_what_was_acknowledged,
+          test_idle_means_waiting_for_input_in_splice_mode,
           test_socket_buffer_past_the_kernel_limit_is_said_once])

@@ -688,6 +688,56 @@ static void test_linger_runs_out_counts_what_arrived(void) {
         close(c);
 }
 
+/* A client that half-closes and never reads: the session ends
+ * client-closed with its echo unacknowledged, and the worker keeps it (so
+ * the daemon keeps its max_clients slot) until write_timeout, then resets;
+ * the record counts what the client acknowledged, exactly what it can read. */
+static void test_half_closed_non_reader_held_until_write_timeout(void) {
+        struct worker_limits lim = base;
+        char chunk[100000] = { 0 };
+        bool reset;
+        int c, status;
+        pid_t pid;
+
+        lim.write_timeout_ms = 300;
+        client_rcvbuf = 4096;
+        server_sndbuf = 1 << 20;
+        pid = start(&lim, &c);
+        client_rcvbuf = server_sndbuf = 0;
+        ASSERT(write(c, chunk, sizeof(chunk)) == (ssize_t) sizeof(chunk));
+        ASSERT(shutdown(c, SHUT_WR) == 0);
+        uint64_t t0 = now_usec(CLOCK_MONOTONIC);
+        ASSERT(waitpid(pid, &status, 0) == pid);
+        uint64_t held = now_usec(CLOCK_MONOTONIC) - t0;
+        size_t got = read_rest(c, &reset);
+        printf("   half-closed non-reader: worker held %" PRIu64 " ms; record %s, %" PRIu64 " of %" PRIu64
+               " out; client read %zu and %s\n", held / USEC_PER_MSEC, close_reason_name(stats->reason),
+               stats->bytes_out, stats->bytes_in, got, reset ? "a reset" : "EOF");
+        ASSERT_INT(stats->reason, ==, CLOSE_CLIENT);
+        ASSERT(stats->bytes_in == sizeof(chunk));
+        ASSERT(held >= lim.write_timeout_ms * USEC_PER_MSEC / 2);
+        ASSERT(reset && got == stats->bytes_out && got < sizeof(chunk));
+        close(c);
+}
+
+/* A client that reads its echo, then closes: nothing waits. */
+static void test_client_that_read_everything_closes_at_once(void) {
+        struct worker_limits lim = base;
+        int c, status;
+        pid_t pid;
+
+        lim.write_timeout_ms = 60000;
+        pid = start(&lim, &c);
+        pump(c, 100000, true);
+        uint64_t t0 = now_usec(CLOCK_MONOTONIC);
+        ASSERT(read_all_until_eof(c, 10000) == 0);
+        ASSERT(waitpid(pid, &status, 0) == pid);
+        ASSERT_INT(stats->reason, ==, CLOSE_CLIENT);
+        ASSERT(stats->bytes_out == 100000);
+        ASSERT(now_usec(CLOCK_MONOTONIC) - t0 < 10 * USEC_PER_SEC);
+        close(c);
+}
+
 /* Urgent data is data: RFC 862 echoes everything, in order, in both modes. */
 static void test_urgent_byte_echoed(void) {
         for (int splice_mode = 0; splice_mode < 2; splice_mode++) {
@@ -781,6 +831,8 @@ int main(void) {
         RUN(test_session_bytes_late_reader);
         RUN(test_session_time_late_reader);
         RUN(test_linger_runs_out_counts_what_arrived);
+        RUN(test_half_closed_non_reader_held_until_write_timeout);
+        RUN(test_client_that_read_everything_closes_at_once);
         RUN(test_urgent_byte_echoed);
         RUN(test_splice_idle_counts_from_waiting);
         return 0;
