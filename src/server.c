@@ -274,6 +274,23 @@ static void handle_signals(struct server *s) {
         reap(s);
 }
 
+/* Lost notifications are the watchdog's business: a minute of lost
+ * WATCHDOG=1 and systemd aborts the daemon. Failed sends add up here; one
+ * record a second says how many (and all that are left, at exit). */
+static void report_notify_failures(struct server *s, uint64_t now, bool final) {
+        unsigned suppressed;
+        int err;
+
+        s->notify_failed += notify_failures(&err);
+        if (err)
+                s->notify_error = err;
+        if (!s->notify_failed || (!ratelimit_allow(&s->notify_rl, now, &suppressed) && !final))
+                return;
+        log_errno(LOG_WARNING, -s->notify_error, NULL, "%u notification(s) to systemd could not be sent "
+                  "(status, watchdog); systemd may consider the daemon hung", s->notify_failed);
+        s->notify_failed = 0;
+}
+
 static void run_deadlines(struct server *s, uint64_t now) {
         if (s->resume_at && now >= s->resume_at) {
                 s->resume_at = 0;
@@ -299,6 +316,7 @@ static void run_deadlines(struct server *s, uint64_t now) {
                 notify_watchdog();
                 s->watchdog_at = now + s->watchdog_interval;
         }
+        report_notify_failures(s, now, false);
 }
 
 static int next_timeout_ms(const struct server *s, uint64_t now) {
@@ -338,6 +356,9 @@ static int setup(struct server *s) {
         spawn_reset_signals();
         if (sigprocmask(SIG_BLOCK, &mask, &s->worker_mask) < 0)
                 return log_errno(LOG_ERR, negative_errno(), NULL, "cannot block signals");
+        r = notify_open();
+        if (r < 0)
+                return log_errno(LOG_ERR, r, NULL, "cannot connect to $NOTIFY_SOCKET");
 
         s->sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
         s->epfd = epoll_create1(EPOLL_CLOEXEC);
@@ -375,6 +396,7 @@ int server_run(const struct config *cfg, const struct server_options *opt, struc
                 .trouble_rl = { .interval_usec = USEC_PER_SEC, .burst = 1 },
                 .cap_rl = { .interval_usec = USEC_PER_SEC, .burst = 1 },
                 .recover_rl = { .interval_usec = USEC_PER_SEC, .burst = 1 },
+                .notify_rl = { .interval_usec = USEC_PER_SEC, .burst = 1 },
         };
         char status[256];
         int r;
@@ -413,6 +435,7 @@ int server_run(const struct config *cfg, const struct server_options *opt, struc
         /* Nothing counted is lost. */
         report_refusals(&s.adm, now_usec(CLOCK_MONOTONIC));
         server_write_owed_records(&s, now_usec(CLOCK_MONOTONIC), true);
+        report_notify_failures(&s, now_usec(CLOCK_MONOTONIC), true);
         if (s.draining)
                 log_msg(LOG_NOTICE, MSGID_STOPPED, "stopped: %u session(s) drained, %u cut; %" PRIu64
                         " served in total", s.drained, s.cut, s.served);
@@ -421,6 +444,7 @@ out:
         safe_close(s.pending_fd);
         safe_close(s.sfd);
         safe_close(s.epfd);
+        notify_close();
         children_done(&s.children);
         admission_done(&s.adm);
         return r;

@@ -358,9 +358,9 @@ def test_failed_reload_logs_one_record_per_error():
 
 def test_descriptor_hygiene():
     with Daemon() as d:
-        # sd_notify() opens a socket for each message: a leak stays, that
-        # transient one goes, so compare settled sets.
-        wait_until(lambda: d.fds() == [0, 1, 2, 3, 4, 5], 5, "the parent's fds to settle")
+        # stdio, the listener, the notification socket (never in a worker),
+        # the signalfd and epoll; compare settled sets.
+        wait_until(lambda: d.fds() == [0, 1, 2, 3, 4, 5, 6], 5, "the parent's fds to settle")
         base = d.fds()
         s = connect(d.address())
         s.sendall(b"a")
@@ -403,6 +403,23 @@ def test_status_and_watchdog():
         assert d.stop() == 0
     finally:
         d.cleanup()
+
+
+def test_lost_notifications_are_logged():
+    # A notification systemd cannot take is never silent (nor a SIGPIPE):
+    # failed sends are counted and logged, at most one record a second.
+    with Daemon(env={"WATCHDOG_USEC": "100000"}) as d:
+        d.wait_notify("WATCHDOG=1")
+        d.notify.shutdown(socket.SHUT_RDWR)  # sends now fail with EPIPE
+        m = d.wait_log(r"(\d+) notification\(s\) to systemd could not be sent .*: Broken pipe", count=2)
+        t0 = time.monotonic()
+        time.sleep(2)
+        lines = len(d.log_lines("could not be sent")) - 2
+        took = time.monotonic() - t0
+        print(f"   notifications lost: {lines} record(s) in {took:.1f} s, the first two counting "
+              f"{[x.group(1) for x in m]}")
+        assert lines <= took + 1, (lines, took)
+        assert d.stop() == 0
 
 
 def test_signals_for_the_daemon_spare_sessions():
@@ -482,7 +499,7 @@ if __name__ == "__main__":
     main([test_zero_zombies_after_1000_simultaneous_disconnects, test_sigterm_drains_live_sessions,
           test_reload_never_trades_a_vanished_file_for_the_defaults,
           test_sigterm_cuts_after_drain_timeout, test_inherited_ignored_signals_are_reset,
-          test_second_sigterm_ends_drain_now,
+          test_second_sigterm_ends_drain_now, test_lost_notifications_are_logged,
           test_reload_good_config_under_load, test_reload_broken_config_keeps_serving,
           test_restart_pending_until_restart, test_command_line_overrides_hold_across_reloads,
           test_failed_reload_logs_one_record_per_error,
