@@ -1,8 +1,8 @@
 /* See server.h.
  *
  * Invariants of the loop:
- * - Nothing runs in signal context: SIGCHLD, SIGTERM, SIGINT and SIGHUP are
- *   blocked before the first fork and read from a signalfd.
+ * - Nothing runs in signal context: the daemon's signals (daemon_signals())
+ *   are blocked from the start of main() and read from a signalfd.
  * - The listeners are polled only while accepting is possible (below the
  *   cap, no resource back-off, no pending fork retry, not draining); the
  *   kernel backlog is the only queue. server_update_listening() derives that state;
@@ -341,21 +341,37 @@ static int next_timeout_ms(const struct server *s, uint64_t now) {
         return usec_to_timeout_ms(next > now ? next - now : 0);
 }
 
+/* The signals the daemon reads from its signalfd: the one place that
+ * names them. */
+static void daemon_signals(sigset_t *set) {
+        sigemptyset(set);
+        sigaddset(set, SIGCHLD);
+        sigaddset(set, SIGTERM);
+        sigaddset(set, SIGINT);
+        sigaddset(set, SIGHUP);
+        sigaddset(set, SIGUSR1);
+}
+
+int server_block_signals(sigset_t *worker_mask) {
+        sigset_t mask;
+
+        daemon_signals(&mask);
+        /* Default dispositions, SIGPIPE ignored (log readers may go away). */
+        spawn_reset_signals();
+        if (sigprocmask(SIG_BLOCK, &mask, worker_mask) < 0)
+                return negative_errno();
+        return 0;
+}
+
 static int setup(struct server *s) {
         sigset_t mask;
         struct epoll_event ev = { .events = EPOLLIN, .data.u32 = SIGNAL_TAG };
         int r;
 
-        sigemptyset(&mask);
-        sigaddset(&mask, SIGCHLD);
-        sigaddset(&mask, SIGTERM);
-        sigaddset(&mask, SIGINT);
-        sigaddset(&mask, SIGHUP);
-        sigaddset(&mask, SIGUSR1);
-        /* Default dispositions, SIGPIPE ignored (log readers may go away). */
-        spawn_reset_signals();
-        if (sigprocmask(SIG_BLOCK, &mask, &s->worker_mask) < 0)
-                return log_errno(LOG_ERR, negative_errno(), NULL, "cannot block signals");
+        /* Blocked since main() began (server_block_signals()): what came
+         * during the start-up is queued and read now. */
+        daemon_signals(&mask);
+        s->worker_mask = s->opt->worker_mask;
         r = notify_open();
         if (r < 0)
                 return log_errno(LOG_ERR, r, NULL, "cannot connect to $NOTIFY_SOCKET");
@@ -450,13 +466,12 @@ out:
         return r;
 }
 
-int server_run_connected(const struct config *cfg, int fd) {
+int server_run_connected(const struct config *cfg, const sigset_t *worker_mask, int fd) {
         struct worker_limits limits = limits_of(cfg);
         struct session_end e = { .child = { .pid = getpid(), .start_usec = now_usec(CLOCK_MONOTONIC) } };
         socklen_t len = sizeof(e.child.peer);
         int r;
 
-        spawn_reset_signals();
         /* The record shows the address as log_addresses says, here too. */
         r = logaddr_configure(cfg);
         if (r < 0) {
@@ -465,6 +480,7 @@ int server_run_connected(const struct config *cfg, int fd) {
         }
         server_check_socket_buffer(cfg);
         worker_set_signals(); /* one session: SIGTERM cuts it, SIGHUP and the like do not */
+        (void) sigprocmask(SIG_SETMASK, worker_mask, NULL);
         (void) getpeername(fd, &e.child.peer.sa, &len);
         spawn_serve_here(fd, &e.report, e.child.start_usec, &limits);
         session_log_record(&e, 0, now_usec(CLOCK_MONOTONIC));

@@ -3,9 +3,11 @@
 systemd notifications, all against the real binary."""
 import os
 import re
+import select
 import signal
 import socket
 import stat
+import tempfile
 import threading
 import time
 
@@ -152,6 +154,63 @@ def test_inherited_ignored_signals_are_reset():
         # The worker caught the cut's SIGTERM and closed the session itself.
         assert rec["reason"] == "shutdown" and not rec["detail"], rec
         idle.close()
+
+
+def test_signals_during_the_start_up_do_not_kill():
+    # A signal that reaches the daemon while it is still starting (reading
+    # its configuration, sockets and credential: slow on a busy machine)
+    # must not kill it; each takes effect once the daemon is ready. The
+    # start is held deterministically: the daemon's stderr is a full pipe,
+    # so it blocks writing its "listening on" line, after everything else.
+    with tempfile.TemporaryDirectory() as tmp:
+        fifo = os.path.join(tmp, "stderr")
+        os.mkfifo(fifo)
+        pipe = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)
+        for size in (4096, 1):
+            try:
+                while True:
+                    os.write(pipe, b"x" * size)
+            except BlockingIOError:
+                pass
+        d = Daemon("drain_timeout = 5;", prefix=["sh", "-c", 'exec 2>"$0" && exec "$@"', fifo])
+        try:
+            d.start(wait_ready=False)
+
+            def writing_stderr():
+                with open(f"/proc/{d.pid}/syscall") as f:
+                    call = f.read().split()
+                return call[:2] == ["1", "0x2"]  # write(2, ...), blocked
+            wait_until(writing_stderr, 10, "the daemon to block on its log")
+            assert not d.notes.snapshot()  # not ready yet
+            for sig in (signal.SIGHUP, signal.SIGUSR1, signal.SIGTERM):
+                os.kill(d.pid, sig)
+            log = []
+
+            def drain():
+                while True:
+                    try:
+                        log.append(os.read(pipe, 65536))
+                    except BlockingIOError:
+                        if d.proc.poll() is not None:
+                            return
+                        select.select([pipe], [], [], 0.1)
+            t = threading.Thread(target=drain, daemon=True)
+            t.start()
+            status = d.wait_exit()
+            t.join(10)
+            text = b"".join(log).decode(errors="replace").lstrip("x")
+            notes = d.notes.snapshot()
+            print(f"   SIGHUP, SIGUSR1, SIGTERM during the start-up: exit status {status}; "
+                  f"{[n.split(chr(10))[0] for n in notes]}")
+            assert status == 0, (status, text)
+            assert any("READY=1" in n for n in notes), notes
+            # Each signal did its job, in the kernel's order.
+            at = [text.find(m) for m in ("listening on", "configuration reloaded", "summary:",
+                                         "stopped accepting", "stopped: 0 session(s)")]
+            assert -1 not in at and at == sorted(at), (at, text)
+        finally:
+            d.cleanup()
+            os.close(pipe)
 
 
 def test_second_sigterm_ends_drain_now():
@@ -499,7 +558,7 @@ if __name__ == "__main__":
     main([test_zero_zombies_after_1000_simultaneous_disconnects, test_sigterm_drains_live_sessions,
           test_reload_never_trades_a_vanished_file_for_the_defaults,
           test_sigterm_cuts_after_drain_timeout, test_inherited_ignored_signals_are_reset,
-          test_second_sigterm_ends_drain_now, test_lost_notifications_are_logged,
+          test_signals_during_the_start_up_do_not_kill, test_second_sigterm_ends_drain_now, test_lost_notifications_are_logged,
           test_reload_good_config_under_load, test_reload_broken_config_keeps_serving,
           test_restart_pending_until_restart, test_command_line_overrides_hold_across_reloads,
           test_failed_reload_logs_one_record_per_error,
