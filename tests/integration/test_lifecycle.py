@@ -543,6 +543,9 @@ def test_cut_delivers_what_it_counts():
     with Daemon("drain_timeout = 0.3; write_timeout = 10; socket_buffer = 65536;") as d:
         c = LateReader(d.address())
         wait_until(lambda: c.sent > 1 << 20, 10, "the client to be sending")
+        # The kernel takes that much before the daemon accepted: the cut
+        # needs a worker, and a SIGTERM before it exists finds none.
+        wait_until(lambda: d.children(), 10, "the worker")
         d.signal(signal.SIGTERM)
         c.wait_server_closed(d.port)
         got, reset = c.read_to_end()
