@@ -199,6 +199,8 @@ def test_signals_during_the_start_up_do_not_kill():
             status = d.wait_exit()
             t.join(10)
             text = b"".join(log).decode(errors="replace").lstrip("x")
+            if status == 0:
+                d.wait_notify("STOPPING=1")  # sent, maybe not read yet
             notes = d.notes.snapshot()
             print(f"   SIGHUP, SIGUSR1, SIGTERM during the start-up: exit status {status}; "
                   f"{[n.split(chr(10))[0] for n in notes]}")
