@@ -121,7 +121,7 @@ static int run(const struct cli *cli, const struct server_options *opt, const st
                 return EXIT_SOCKET;
         }
         if (ls.connected_fd >= 0) {
-                r = server_run_connected(cfg, ls.connected_fd);
+                r = server_run_connected(cfg, &opt->worker_mask, ls.connected_fd);
                 ls.connected_fd = -1; /* closed by the session */
                 return r < 0 ? EXIT_RUNTIME : EXIT_OK;
         }
@@ -180,6 +180,16 @@ int main(int argc, char *argv[]) {
                 .log_level_override = cli.log_level,
         };
         log_setup();
+        /* Before anything slow; only the daemon: --check-config stays
+         * interruptible. */
+        if (cli.action == CLI_RUN) {
+                int r = server_block_signals(&opt.worker_mask);
+                if (r < 0) {
+                        exiting_at_start();
+                        log_errno(LOG_ERR, r, NULL, "cannot block signals");
+                        return EXIT_RUNTIME;
+                }
+        }
         if (cli.log_level >= 0)
                 log_set_max_level(cli.log_level);
         if (load_config(&cli, &opt, &cfg) < 0)

@@ -55,6 +55,10 @@ struct server {
         struct ratelimit cap_rl, recover_rl;
         unsigned cap_changes[2], recoveries, recovered_failures;
         struct budget budget;
+        /* Notifications that could not be sent, not yet logged. */
+        struct ratelimit notify_rl;
+        unsigned notify_failed;
+        int notify_error;
 
         struct admission adm;
         uint64_t served, started_usec, report_at;

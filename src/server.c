@@ -1,8 +1,8 @@
 /* See server.h.
  *
  * Invariants of the loop:
- * - Nothing runs in signal context: SIGCHLD, SIGTERM, SIGINT and SIGHUP are
- *   blocked before the first fork and read from a signalfd.
+ * - Nothing runs in signal context: the daemon's signals (daemon_signals())
+ *   are blocked from the start of main() and read from a signalfd.
  * - The listeners are polled only while accepting is possible (below the
  *   cap, no resource back-off, no pending fork retry, not draining); the
  *   kernel backlog is the only queue. server_update_listening() derives that state;
@@ -274,6 +274,23 @@ static void handle_signals(struct server *s) {
         reap(s);
 }
 
+/* Lost notifications are the watchdog's business: a minute of lost
+ * WATCHDOG=1 and systemd aborts the daemon. Failed sends add up here; one
+ * record a second says how many (and all that are left, at exit). */
+static void report_notify_failures(struct server *s, uint64_t now, bool final) {
+        unsigned suppressed;
+        int err;
+
+        s->notify_failed += notify_failures(&err);
+        if (err)
+                s->notify_error = err;
+        if (!s->notify_failed || (!ratelimit_allow(&s->notify_rl, now, &suppressed) && !final))
+                return;
+        log_errno(LOG_WARNING, -s->notify_error, NULL, "%u notification(s) to systemd could not be sent "
+                  "(status, watchdog); systemd may consider the daemon hung", s->notify_failed);
+        s->notify_failed = 0;
+}
+
 static void run_deadlines(struct server *s, uint64_t now) {
         if (s->resume_at && now >= s->resume_at) {
                 s->resume_at = 0;
@@ -299,6 +316,7 @@ static void run_deadlines(struct server *s, uint64_t now) {
                 notify_watchdog();
                 s->watchdog_at = now + s->watchdog_interval;
         }
+        report_notify_failures(s, now, false);
 }
 
 static int next_timeout_ms(const struct server *s, uint64_t now) {
@@ -323,21 +341,40 @@ static int next_timeout_ms(const struct server *s, uint64_t now) {
         return usec_to_timeout_ms(next > now ? next - now : 0);
 }
 
+/* The signals the daemon reads from its signalfd: the one place that
+ * names them. */
+static void daemon_signals(sigset_t *set) {
+        sigemptyset(set);
+        sigaddset(set, SIGCHLD);
+        sigaddset(set, SIGTERM);
+        sigaddset(set, SIGINT);
+        sigaddset(set, SIGHUP);
+        sigaddset(set, SIGUSR1);
+}
+
+int server_block_signals(sigset_t *worker_mask) {
+        sigset_t mask;
+
+        daemon_signals(&mask);
+        /* Default dispositions, SIGPIPE ignored (log readers may go away). */
+        spawn_reset_signals();
+        if (sigprocmask(SIG_BLOCK, &mask, worker_mask) < 0)
+                return negative_errno();
+        return 0;
+}
+
 static int setup(struct server *s) {
         sigset_t mask;
         struct epoll_event ev = { .events = EPOLLIN, .data.u32 = SIGNAL_TAG };
         int r;
 
-        sigemptyset(&mask);
-        sigaddset(&mask, SIGCHLD);
-        sigaddset(&mask, SIGTERM);
-        sigaddset(&mask, SIGINT);
-        sigaddset(&mask, SIGHUP);
-        sigaddset(&mask, SIGUSR1);
-        /* Default dispositions, SIGPIPE ignored (log readers may go away). */
-        spawn_reset_signals();
-        if (sigprocmask(SIG_BLOCK, &mask, &s->worker_mask) < 0)
-                return log_errno(LOG_ERR, negative_errno(), NULL, "cannot block signals");
+        /* Blocked since main() began (server_block_signals()): what came
+         * during the start-up is queued and read now. */
+        daemon_signals(&mask);
+        s->worker_mask = s->opt->worker_mask;
+        r = notify_open();
+        if (r < 0)
+                return log_errno(LOG_ERR, r, NULL, "cannot connect to $NOTIFY_SOCKET");
 
         s->sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
         s->epfd = epoll_create1(EPOLL_CLOEXEC);
@@ -375,6 +412,7 @@ int server_run(const struct config *cfg, const struct server_options *opt, struc
                 .trouble_rl = { .interval_usec = USEC_PER_SEC, .burst = 1 },
                 .cap_rl = { .interval_usec = USEC_PER_SEC, .burst = 1 },
                 .recover_rl = { .interval_usec = USEC_PER_SEC, .burst = 1 },
+                .notify_rl = { .interval_usec = USEC_PER_SEC, .burst = 1 },
         };
         char status[256];
         int r;
@@ -413,6 +451,7 @@ int server_run(const struct config *cfg, const struct server_options *opt, struc
         /* Nothing counted is lost. */
         report_refusals(&s.adm, now_usec(CLOCK_MONOTONIC));
         server_write_owed_records(&s, now_usec(CLOCK_MONOTONIC), true);
+        report_notify_failures(&s, now_usec(CLOCK_MONOTONIC), true);
         if (s.draining)
                 log_msg(LOG_NOTICE, MSGID_STOPPED, "stopped: %u session(s) drained, %u cut; %" PRIu64
                         " served in total", s.drained, s.cut, s.served);
@@ -421,18 +460,18 @@ out:
         safe_close(s.pending_fd);
         safe_close(s.sfd);
         safe_close(s.epfd);
+        notify_close();
         children_done(&s.children);
         admission_done(&s.adm);
         return r;
 }
 
-int server_run_connected(const struct config *cfg, int fd) {
+int server_run_connected(const struct config *cfg, const sigset_t *worker_mask, int fd) {
         struct worker_limits limits = limits_of(cfg);
         struct session_end e = { .child = { .pid = getpid(), .start_usec = now_usec(CLOCK_MONOTONIC) } };
         socklen_t len = sizeof(e.child.peer);
         int r;
 
-        spawn_reset_signals();
         /* The record shows the address as log_addresses says, here too. */
         r = logaddr_configure(cfg);
         if (r < 0) {
@@ -441,6 +480,7 @@ int server_run_connected(const struct config *cfg, int fd) {
         }
         server_check_socket_buffer(cfg);
         worker_set_signals(); /* one session: SIGTERM cuts it, SIGHUP and the like do not */
+        (void) sigprocmask(SIG_SETMASK, worker_mask, NULL);
         (void) getpeername(fd, &e.child.peer.sa, &len);
         spawn_serve_here(fd, &e.report, e.child.start_usec, &limits);
         session_log_record(&e, 0, now_usec(CLOCK_MONOTONIC));

@@ -2,6 +2,7 @@
  * client, reaps, reloads and drains. */
 #pragma once
 
+#include <signal.h>
 #include <stdbool.h>
 
 #include "config.h"
@@ -13,7 +14,17 @@ struct server_options {
         bool no_config_file;            /* started on the defaults: no file at the default path */
         int port_override;              /* -p; 0: use the configuration's */
         int log_level_override;         /* -1: use the configuration's */
+        sigset_t worker_mask;           /* the mask the daemon started with */
 };
+
+/* The first thing the daemon does (before the configuration, the sockets
+ * and the credential are read, which may be slow): the daemon's signals
+ * get their default dispositions and are blocked, so none that arrives
+ * during the start-up kills it; the signalfd reads them once the loop runs
+ * (a SIGHUP then reloads right after start, a SIGTERM drains). Also ignores
+ * SIGPIPE. Stores the mask it replaced, for the workers. Returns 0 or
+ * -errno. */
+int server_block_signals(sigset_t *worker_mask);
 
 /* Applies the command line's overrides to a configuration: at start and to
  * every reloaded one alike, so a reload compares like with like. */
@@ -29,5 +40,5 @@ void server_note_random_hash_key(const struct config *c);
 int server_run(const struct config *cfg, const struct server_options *opt, struct listen_set *ls);
 
 /* inetd style (Accept=yes): serves the one connected socket in this
- * process, logs its record and returns 0. */
-int server_run_connected(const struct config *cfg, int fd);
+ * process with worker_mask restored, logs its record and returns 0. */
+int server_run_connected(const struct config *cfg, const sigset_t *worker_mask, int fd);

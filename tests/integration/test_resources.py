@@ -4,12 +4,15 @@ fork() failing (RLIMIT_NPROC). The parent must not spin or die, must log at
 a bounded rate, and must recover by itself."""
 import os
 import resource
+import signal
 import threading
 import time
 
 from harness import SLOW, Daemon, Skip, connect, main, recv_exact, wait_until
 
 UNUSED_UID = 64999  # any uid that owns no other process
+# stdio, the listener, the notification socket, the signalfd and epoll.
+PARENT_FDS = [0, 1, 2, 3, 4, 5, 6]
 
 
 def test_emfile_low_cpu_and_recovery():
@@ -19,9 +22,9 @@ def test_emfile_low_cpu_and_recovery():
         assert recv_exact(c, 2) == b"ok"
         c.close()
         wait_until(lambda: not d.children(), 10, "the first worker to exit")
-        wait_until(lambda: d.fds() == [0, 1, 2, 3, 4, 5], 5, "the parent's fds to settle")
+        wait_until(lambda: d.fds() == PARENT_FDS, 5, "the parent's fds to settle")
         soft, hard = resource.prlimit(d.pid, resource.RLIMIT_NOFILE)
-        resource.prlimit(d.pid, resource.RLIMIT_NOFILE, (6, hard))  # fd 6 is the next one
+        resource.prlimit(d.pid, resource.RLIMIT_NOFILE, (len(PARENT_FDS), hard))  # no next one
         try:
             clients = [connect(d.address()) for _ in range(20)]  # completed by the kernel
             for i, s in enumerate(clients):
@@ -47,6 +50,44 @@ def test_emfile_low_cpu_and_recovery():
         for s in clients:
             s.close()
         d.wait_records(21)
+        assert d.stop() == 0
+
+
+def test_watchdog_and_status_survive_emfile():
+    # While accept() fails with EMFILE the daemon still owes systemd its
+    # WATCHDOG=1 (a minute without one and systemd aborts it, and with it,
+    # KillMode=mixed, every session) and a reload's READY=1: the
+    # notification socket was opened at start, not per message.
+    with Daemon("max_clients = 5;", env={"WATCHDOG_USEC": str(int(1e6 * SLOW))}) as d:
+        c = connect(d.address())
+        c.sendall(b"ok")
+        assert recv_exact(c, 2) == b"ok"
+        c.close()
+        wait_until(lambda: not d.children(), 10, "the worker to exit")
+        wait_until(lambda: d.fds() == PARENT_FDS, 5, "the parent's fds to settle")
+        soft, hard = resource.prlimit(d.pid, resource.RLIMIT_NOFILE)
+        resource.prlimit(d.pid, resource.RLIMIT_NOFILE, (len(PARENT_FDS), hard))  # no next one
+        try:
+            clients = [connect(d.address()) for _ in range(3)]
+            d.wait_log(r"accept\(\) failed .*Too many open files")
+            n0 = len(d.notes.snapshot())
+            d.signal(signal.SIGHUP)  # the reload fails (no descriptor to read the file with)
+            d.wait_log(r"reload failed")
+            i, _ = d.wait_notify("READY=1", after=n0)
+            # Two more watchdog intervals, still out of descriptors.
+            i, _ = d.wait_notify("WATCHDOG=1", after=i + 1, timeout=10 * SLOW)
+            d.wait_notify("WATCHDOG=1", after=i + 1, timeout=10 * SLOW)
+            notes = d.notes.snapshot()[n0:]
+            assert d.log_lines(r"accept\(\) failed")  # still failing: nothing was accepted
+            assert not d.children()
+        finally:
+            resource.prlimit(d.pid, resource.RLIMIT_NOFILE, (soft, hard))
+        for c in clients:
+            c.close()
+        print(f"   out of descriptors, WATCHDOG_USEC {SLOW:g} s, a reload: {len(notes)} notification(s) "
+              f"arrived, {sum('WATCHDOG=1' in n for n in notes)} WATCHDOG=1; none lost: "
+              f"{not d.log_lines('could not be sent')}")
+        assert not d.log_lines("could not be sent")
         assert d.stop() == 0
 
 
@@ -137,5 +178,6 @@ def test_flapping_fork_failures_logged_at_a_bounded_rate():
 
 
 if __name__ == "__main__":
-    main([test_emfile_low_cpu_and_recovery, test_fork_failure_backs_off_and_recovers,
+    main([test_emfile_low_cpu_and_recovery, test_watchdog_and_status_survive_emfile,
+          test_fork_failure_backs_off_and_recovers,
           test_flapping_fork_failures_logged_at_a_bounded_rate])

@@ -1,6 +1,9 @@
 /* notify: what reaches a NOTIFY_SOCKET we own. */
+#include <errno.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <stddef.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -30,6 +33,59 @@ static void test_messages(void) {
         ASSERT(strcmp((notify_watchdog(), receive()), "WATCHDOG=1") == 0);
 }
 
+/* Out of descriptors (the daemon's accept() failing with EMFILE), every
+ * notification still goes out: the socket was opened at start. */
+static void test_out_of_descriptors(void) {
+        struct rlimit old, low;
+        int fd;
+
+        ASSERT(getrlimit(RLIMIT_NOFILE, &old) == 0);
+        fd = dup(0);
+        ASSERT(fd >= 0);
+        close(fd);
+        low = (struct rlimit) { .rlim_cur = (rlim_t) fd, .rlim_max = old.rlim_max };
+        ASSERT(setrlimit(RLIMIT_NOFILE, &low) == 0);
+        ASSERT(dup(0) < 0 && errno == EMFILE);
+        ASSERT(strcmp((notify_watchdog(), receive()), "WATCHDOG=1") == 0);
+        ASSERT(strcmp((notify_ready("busy"), receive()), "READY=1\nSTATUS=busy") == 0);
+        ASSERT(setrlimit(RLIMIT_NOFILE, &old) == 0);
+        int err = -1;
+        ASSERT_INT(notify_failures(&err), ==, 0);
+        ASSERT_INT(err, ==, 0);
+}
+
+/* A failed send is counted, never blocks, never raises SIGPIPE. */
+static void test_failures_counted(void) {
+        int err = 0;
+        char name[64];
+
+        /* An abstract name, systemd's other form; a socket that goes away. */
+        int srv = socket(AF_UNIX, SOCK_DGRAM, 0);
+        struct sockaddr_un a = { .sun_family = AF_UNIX };
+        snprintf(name, sizeof(name), "@test-notify-%d", (int) getpid());
+        memcpy(a.sun_path + 1, name + 1, strlen(name) - 1);
+        ASSERT(bind(srv, (struct sockaddr *) &a, (socklen_t) (offsetof(struct sockaddr_un, sun_path) + strlen(name))) == 0);
+        setenv("NOTIFY_SOCKET", name, 1);
+        ASSERT(notify_open() == 0);
+        notify_status("abstract");
+        char buf[64];
+        ssize_t n = recv(srv, buf, sizeof(buf) - 1, MSG_DONTWAIT);
+        ASSERT(n == 15 && memcmp(buf, "STATUS=abstract", 15) == 0);
+        close(srv);
+        notify_watchdog();
+        notify_watchdog();
+        ASSERT_INT(notify_failures(&err), ==, 2);
+        ASSERT(err == ECONNREFUSED || err == ENOTCONN); /* the kernel says either */
+        ASSERT_INT(notify_failures(&err), ==, 0);
+
+        setenv("NOTIFY_SOCKET", "relative", 1);
+        ASSERT_INT(notify_open(), ==, -EINVAL);
+        unsetenv("NOTIFY_SOCKET");
+        ASSERT_INT(notify_open(), ==, 0);
+        notify_watchdog(); /* a no-op */
+        ASSERT_INT(notify_failures(&err), ==, 0);
+}
+
 static void test_watchdog_interval(void) {
         char pid[16];
 
@@ -52,7 +108,10 @@ int main(void) {
         sock = socket(AF_UNIX, SOCK_DGRAM, 0);
         ASSERT(bind(sock, (struct sockaddr *) &a, sizeof(a)) == 0);
         setenv("NOTIFY_SOCKET", path, 1);
+        ASSERT(notify_open() == 0);
         RUN(test_messages);
+        RUN(test_out_of_descriptors);
+        RUN(test_failures_counted);
         RUN(test_watchdog_interval);
         unlink(path);
         return 0;
