@@ -21,6 +21,7 @@ def test_emfile_low_cpu_and_recovery():
         wait_until(lambda: not d.children(), 10, "the first worker to exit")
         wait_until(lambda: d.fds() == [0, 1, 2, 3, 4, 5], 5, "the parent's fds to settle")
         soft, hard = resource.prlimit(d.pid, resource.RLIMIT_NOFILE)
+        failing_since = time.monotonic()  # no accept() can fail before this
         resource.prlimit(d.pid, resource.RLIMIT_NOFILE, (6, hard))  # fd 6 is the next one
         try:
             clients = [connect(d.address()) for _ in range(20)]  # completed by the kernel
@@ -29,13 +30,17 @@ def test_emfile_low_cpu_and_recovery():
             d.wait_log(r"accept\(\) failed .*: Too many open files")
             window = 3.0
             cpu0, t0 = d.cpu_seconds(), time.monotonic()
-            lines0 = len(d.log_lines(r"accept\(\) failed"))
             time.sleep(window)
-            cpu = (d.cpu_seconds() - cpu0) / (time.monotonic() - t0) * 100
-            logged = len(d.log_lines(r"accept\(\) failed")) - lines0
-            print(f"   EMFILE for {window:.0f} s: parent CPU {cpu:.1f} %, {logged} log line(s)")
+            now = time.monotonic()
+            cpu = (d.cpu_seconds() - cpu0) / (now - t0) * 100
+            # At most one line a second, counted over all the time accept()
+            # may have failed (a busy machine stretches it; a line logged
+            # before a window but read after it would blur a window's count).
+            logged = len(d.log_lines(r"accept\(\) failed"))
+            print(f"   EMFILE for {now - failing_since:.1f} s: parent CPU {cpu:.1f} % over the last "
+                  f"{now - t0:.1f} s, {logged} log line(s)")
             assert cpu < 5.0 * SLOW, cpu
-            assert logged <= window + 1, logged
+            assert logged <= int(now - failing_since) + 1, logged
             assert not d.children()  # nothing accepted, nothing lost: all still queued
         finally:
             resource.prlimit(d.pid, resource.RLIMIT_NOFILE, (soft, hard))
@@ -61,6 +66,7 @@ def test_fork_failure_backs_off_and_recovers():
         for s in first:
             s.sendall(b"f")
             assert recv_exact(s, 1) == b"f"
+        failing_since = time.monotonic()  # no fork() can fail before this
         waiting = [connect(d.address()) for _ in range(5)]
         for i, s in enumerate(waiting):
             s.sendall(b"w%d" % i)
@@ -68,12 +74,15 @@ def test_fork_failure_backs_off_and_recovers():
         d.wait_notify("fork failing, retrying")
         cpu0, t0 = d.cpu_seconds(), time.monotonic()
         time.sleep(2.0)
-        cpu = (d.cpu_seconds() - cpu0) / (time.monotonic() - t0) * 100
+        now = time.monotonic()
+        cpu = (d.cpu_seconds() - cpu0) / (now - t0) * 100
         lines = d.log_lines(r"fork\(\) failed \((\d+) failure\(s\) so far")
         failures = int(lines[-1].group(1))
-        print(f"   fork failing for 2 s: parent CPU {cpu:.1f} %, {failures} failures, {len(lines)} logged")
+        print(f"   fork failing for {now - failing_since:.1f} s: parent CPU {cpu:.1f} % over the last "
+              f"{now - t0:.1f} s, {failures} failures, {len(lines)} logged")
         assert cpu < 5.0 * SLOW, cpu
-        assert len(lines) <= 4 and failures >= len(lines), (failures, len(lines))
+        # At most one line a second, however long a busy machine made it.
+        assert len(lines) <= int(now - failing_since) + 1 and failures >= len(lines), (failures, len(lines))
 
         # Load drops: the waiting clients are served without any help.
         t1 = time.monotonic()
