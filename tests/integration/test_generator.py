@@ -8,7 +8,7 @@ import shlex
 import subprocess
 import tempfile
 
-from harness import DAEMON, WRAPPER, Daemon, free_port, main, served
+from harness import DAEMON, SLOW, WRAPPER, Daemon, free_port, main, served
 
 GENERATOR = os.environ.get("ECHO_MPSERV_GENERATOR", "")
 DROPIN = "echo-mpserv.socket.d/50-echo-mpserv-generator.conf"
@@ -38,7 +38,7 @@ def generate(config, args=None, kmsg=True):
                 f.write(config)
             env["ECHO_MPSERV_GENERATOR_CONFIG"] = path
         p = subprocess.run(WRAPPER + [GENERATOR] + (out if args is None else args),
-                           capture_output=True, text=True, env=env, timeout=60)
+                           capture_output=True, text=True, env=env, timeout=60 * SLOW)
         written = []
         for d in out:
             for root, _, files in os.walk(d):
