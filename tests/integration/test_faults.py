@@ -49,11 +49,14 @@ def test_storm_of_short_connections():
         zombies = sum(1 for _, st in d.children() if st == "Z")
         assert d.stop(timeout=60) == 0
         recs = d.records()
-        pids = {r["pid"] for r in recs}
-        print(f"   {n} short connections in {took:.1f} s ({n / took:.0f}/s): {zombies} zombies after 1 s, "
-              f"{len(recs)} records for {len(pids)} workers")
+        # Pids and client ports both come round again within 20000 forks
+        # (pid_max may be 32768, and other processes fork too); a record
+        # written twice would repeat both.
+        sessions = {(r["pid"], r["client"]) for r in recs}
+        print(f"   {n} short connections in {took:.1f} s ({n / took:.0f}/s): {zombies} zombies after {1.0 * SLOW:g} s, "
+              f"{len(recs)} records for {len(sessions)} sessions")
         assert zombies == 0
-        assert len(recs) == n and len(pids) == n  # exactly one record per connection
+        assert len(recs) == n and len(sessions) == n  # exactly one record per connection
         assert all(r["reason"] == "client-closed" and r["bytes_out"] == "8" for r in recs)
 
 
