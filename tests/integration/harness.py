@@ -8,7 +8,8 @@ by background threads; tests wait for them with timeouts, never with sleeps.
 Environment:
   ECHO_MPSERV          the binary under test (set by meson)
   ECHO_MPSERV_WRAPPER  a command prefix, e.g. valgrind with its options
-  ECHO_MPSERV_SLOW     multiplies every wait (valgrind is ~20x slower)
+  ECHO_MPSERV_SLOW     multiplies every wait and time bound (valgrind is ~20x
+                       slower; tests/run-all.sh sets 3 on a machine kept busy)
   ECHO_MPSERV_SCALE    multiplies client counts of load tests (< 1 under valgrind)
 """
 
