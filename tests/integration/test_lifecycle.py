@@ -452,8 +452,9 @@ def test_status_and_watchdog():
 def test_signals_for_the_daemon_spare_sessions():
     # Ctrl-C in a terminal, a hangup, or `systemctl kill -s HUP` reach the
     # whole process group or unit: the daemon reloads, reports or drains,
-    # and live sessions keep echoing through all of it.
-    with Daemon("drain_timeout = 10;") as d:
+    # and live sessions keep echoing through all of it (a drain long enough
+    # for that however slow the machine).
+    with Daemon(f"drain_timeout = {10 * SLOW:g};") as d:
         streams = start_streams(d, 3)
         workers = sorted(p for p, _ in d.children())
         os.killpg(d.pid, signal.SIGHUP)
@@ -478,8 +479,8 @@ def test_signals_for_the_daemon_spare_sessions():
 def test_drained_means_ended_by_itself():
     # During a drain, a session cut by a SIGTERM (ours at the end of the
     # drain, or anyone's) or killed counts as cut; only one that ended by
-    # itself counts as drained.
-    with Daemon("drain_timeout = 10;") as d:
+    # itself counts as drained. (The drain outlasts the test on a slow machine.)
+    with Daemon(f"drain_timeout = {10 * SLOW:g};") as d:
         clients = [connect(d.address()) for _ in range(3)]
         for c in clients:
             c.sendall(b"d")
