@@ -9,7 +9,32 @@ import time
 
 from harness import SLOW, Daemon, Skip, connect, main, recv_exact, wait_until
 
-UNUSED_UID = 64999  # any uid that owns no other process
+def unused_uid():
+    """A uid that owns no process and names no user, drawn at random: a
+    fixed one is shared by every copy of this test on the machine, and
+    RLIMIT_NPROC counts all of that uid's processes (one left by another
+    run makes even the daemon's exec fail)."""
+    import pwd
+    import random
+    used = set()
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            used.add(os.stat(f"/proc/{entry}").st_uid)
+        except OSError:  # gone meanwhile
+            pass
+    while True:
+        uid = random.randrange(60000, 65000)
+        try:
+            pwd.getpwuid(uid)
+        except KeyError:
+            if uid not in used:
+                return uid
+
+
+def as_unused_uid_with_nproc(nproc):
+    uid = unused_uid()
+    return ["prlimit", f"--nproc={nproc}:{nproc}", "setpriv", f"--reuid={uid}", f"--regid={uid}",
+            "--clear-groups"]
 
 
 def test_emfile_low_cpu_and_recovery():
@@ -59,8 +84,7 @@ def test_fork_failure_backs_off_and_recovers():
     if os.geteuid() != 0:
         raise Skip("needs root to run the daemon as an otherwise unused uid")
     nproc = 4  # the daemon itself plus three workers
-    prefix = ["prlimit", f"--nproc={nproc}:{nproc}", "setpriv", f"--reuid={UNUSED_UID}",
-              f"--regid={UNUSED_UID}", "--clear-groups"]
+    prefix = as_unused_uid_with_nproc(nproc)
     with Daemon("max_clients = 50;", prefix=prefix, public_binary=True) as d:
         first = [connect(d.address()) for _ in range(nproc - 1)]
         for s in first:
@@ -109,8 +133,7 @@ def test_flapping_fork_failures_logged_at_a_bounded_rate():
     if os.geteuid() != 0:
         raise Skip("needs root to run the daemon as an otherwise unused uid")
     nproc = 3  # the daemon itself plus two workers
-    prefix = ["prlimit", f"--nproc={nproc}:{nproc}", "setpriv", f"--reuid={UNUSED_UID}",
-              f"--regid={UNUSED_UID}", "--clear-groups"]
+    prefix = as_unused_uid_with_nproc(nproc)
     with Daemon("max_clients = 50;", prefix=prefix, public_binary=True) as d:
         served, errors = [0], []
 
