@@ -211,7 +211,9 @@ def test_idle_means_waiting_for_input_in_splice_mode():
     # Idleness is time spent waiting for input, in splice mode as in copy
     # mode: a long wait for the client to take its echo is not idle time.
     idle = 1.0 * SLOW  # longer than a round of the set-up below on a busy machine
-    with Daemon(f"idle_timeout = {idle}; write_timeout = 10; buffer_size = 65536; socket_buffer = 65536;") as d:
+    # write_timeout outlasts the client's wait below (2 * idle), whatever SLOW.
+    with Daemon(f"idle_timeout = {idle}; write_timeout = {5 * idle:g}; buffer_size = 65536; "
+                "socket_buffer = 65536;") as d:
         s = connect(d.address(), rcvbuf=4096)
         port = s.getsockname()[1]
         bulk = os.urandom(1 << 20)  # full buffers: the worker switches to splice()
