@@ -101,7 +101,12 @@ static void test_clean_worker(void) {
         ASSERT((strtoull(line, NULL, 16) & ~(3ULL << 31)) ==
                (1ULL << (SIGPIPE - 1) | 1ULL << (SIGINT - 1) | 1ULL << (SIGHUP - 1) | 1ULL << (SIGUSR1 - 1)));
         status_line(pid, "SigCgt:", line, sizeof(line));
-        ASSERT((strtoull(line, NULL, 16) & ~(3ULL << 31)) == 1ULL << (SIGTERM - 1));
+        /* Under valgrind (ECHO_MPSERV_WRAPPER), the kernel sees valgrind's
+         * handlers, which catch every signal. */
+        if (getenv("ECHO_MPSERV_WRAPPER") && *getenv("ECHO_MPSERV_WRAPPER"))
+                ASSERT(strtoull(line, NULL, 16) & 1ULL << (SIGTERM - 1));
+        else
+                ASSERT((strtoull(line, NULL, 16) & ~(3ULL << 31)) == 1ULL << (SIGTERM - 1));
 
         ASSERT(shutdown(client, SHUT_WR) == 0);
         ASSERT(read(client, buf, sizeof(buf)) == 0);
