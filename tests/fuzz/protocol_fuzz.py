@@ -144,7 +144,7 @@ class Daemon:
         except subprocess.TimeoutExpired:
             self.kill()
             return None
-        self.reader.join(5)
+        self.reader.join(5 * SLOW)
         return status
 
     def kill(self):
@@ -157,7 +157,7 @@ class Daemon:
                 pass
             self.proc.wait()
         if self.reader:
-            self.reader.join(5)
+            self.reader.join(5 * SLOW)
 
     def cleanup(self):
         self.kill()

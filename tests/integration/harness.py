@@ -8,7 +8,8 @@ by background threads; tests wait for them with timeouts, never with sleeps.
 Environment:
   ECHO_MPSERV          the binary under test (set by meson)
   ECHO_MPSERV_WRAPPER  a command prefix, e.g. valgrind with its options
-  ECHO_MPSERV_SLOW     multiplies every wait (valgrind is ~20x slower)
+  ECHO_MPSERV_SLOW     multiplies every wait and time bound (valgrind is ~20x
+                       slower; tests/run-all.sh sets 3 on a machine kept busy)
   ECHO_MPSERV_SCALE    multiplies client counts of load tests (< 1 under valgrind)
 """
 
@@ -224,9 +225,13 @@ class Daemon:
                 collector.add(decode(line))
             collector.close()
             # stderr at EOF: the daemon is gone, so no notification will come
-            # either; waiting for one must fail now, not at its timeout.
+            # either; waiting for one must fail now, not at its timeout. The
+            # notify reader still takes what is queued, then sees the end.
             if stream is self.proc.stderr:
-                self.notes.close()
+                try:
+                    self.notify.shutdown(socket.SHUT_RD)
+                except OSError:
+                    self.notes.close()
         t = threading.Thread(target=run, daemon=True)
         t.start()
         self.threads.append(t)
@@ -237,8 +242,9 @@ class Daemon:
                 try:
                     data = self.notify.recv(4096)
                 except OSError:
-                    return
-                if not data:
+                    data = b""
+                if not data:  # shut down by the stderr reader, or closed
+                    self.notes.close()
                     return
                 self.notes.add(data.decode(errors="replace"))
         t = threading.Thread(target=run, daemon=True)
@@ -585,7 +591,11 @@ def main(tests):
         except Exception:
             failed.append(t.__name__)
             traceback.print_exc()
-            print(f"   FAILED ({time.monotonic() - start:.2f} s)", flush=True)
+            # A timing failure reads differently on a loaded machine.
+            with open("/proc/loadavg") as f:
+                load = " ".join(f.read().split()[:3])
+            print(f"   FAILED ({time.monotonic() - start:.2f} s; load average {load}; "
+                  f"ECHO_MPSERV_SLOW {SLOW:g})", flush=True)
     if failed:
         print("failed: " + ", ".join(failed))
         sys.exit(1)

@@ -56,8 +56,13 @@ def test_per_source_limit_refuses_only_that_source():
 
 def test_rate_limit_blocks_a_while_then_forgives():
     with Daemon("max_clients_per_source = 0; source_rate = 1; source_burst = 3; source_block_time = 1;") as d:
-        assert all(served(d.address(), "127.0.0.1") for _ in range(3))
-        assert not served(d.address(), "127.0.0.1")        # bucket dry: refused and blocked
+        start, n = time.monotonic(), 0
+        while served(d.address(), "127.0.0.1"):            # until the bucket is dry: refused and blocked
+            n += 1
+            # The burst, plus a token a second since the first try (a busy
+            # machine may take more than a second over the burst).
+            assert n <= 3 + (time.monotonic() - start) * 1, n
+        assert n >= 3, n
         assert served(d.address(), "127.0.0.2")            # others unaffected
         t0 = time.monotonic()
         wait_until(lambda: served(d.address(), "127.0.0.1"), 10, "the block to end", interval=0.1)
@@ -82,26 +87,34 @@ def test_allow_and_deny_reloadable():
 
 
 def test_flood_is_reported_in_aggregate():
-    # A slow rate: no token comes back while a source makes its seven
-    # attempts, however long a busy machine stalls between them.
-    with Daemon("max_clients_per_source = 0; source_rate = 0.01; source_burst = 5; source_block_time = 60;") as d:
+    # A token every 1000 s: each source gets exactly its burst (one), however
+    # slowly the machine serves it.
+    with Daemon("max_clients_per_source = 0; source_rate = 0.001; source_burst = 1; source_block_time = 60;") as d:
+        t0 = time.monotonic()
+        flush_report(d)  # the next periodic report is 10 s after this at the earliest
         refused = sum(not served(d.address(), "127.0.0.5") for _ in range(500))
         for i in range(30):  # thirty more sources, a few refusals each
-            for _ in range(7):
+            for _ in range(3):
                 served(d.address(), f"127.0.1.{i}")
+        took = time.monotonic() - t0
         flush_report(d)
         lines = refusal_lines(d)
         mine = [m for m in lines if m.group(2) == "127.0.0.5"]
         others = [m for m in lines if "other source" in m.group(2)]
         print(f"   500 connections from one source: {refused} refused, reported in {len(mine)} record; "
-              f"31 refusing sources in {len(lines)} records")
-        assert refused == 495 and len(mine) == 1 and mine[0].group(1) == "495", [m.group(0) for m in mine]
-        assert len(lines) == 11 and len(others) == 1, [m.group(0) for m in lines]
-        assert lines[-11] is mine[0], "the loudest source is named first"
+              f"31 refusing sources in {len(lines)} records ({took:.1f} s)")
+        assert refused == 499, refused
         total = sum(int(m.group(1)) for m in lines)
-        assert total == 495 + 30 * 2, total                       # every refusal counted once
+        assert total == 499 + 30 * 2, total                       # every refusal counted once
+        assert sum(int(m.group(1)) for m in mine) == 499, [m.group(0) for m in mine]
+        if took < 10:  # one report: the aggregate as it is meant
+            assert len(mine) == 1, [m.group(0) for m in mine]
+            assert len(lines) == 11 and len(others) == 1, [m.group(0) for m in lines]
+            assert lines[-11] is mine[0], "the loudest source is named first"
+        else:  # a machine this slow also saw a periodic report in between
+            assert len(lines) <= 11 * (1 + int(took // 10)), [m.group(0) for m in lines]
         assert d.stop() == 0                                      # every worker reaped and recorded
-        assert len(d.records()) == 5 + 30 * 5                     # one record per served connection only
+        assert len(d.records()) == 1 + 30 * 1                     # one record per served connection only
 
 
 def test_one_untallied_source_is_not_many():

@@ -7,7 +7,7 @@ import socket
 import subprocess
 import tempfile
 
-from harness import DAEMON, WRAPPER, Daemon, Skip, echo_once, main, public_copy_of_daemon
+from harness import DAEMON, SLOW, WRAPPER, Daemon, Skip, echo_once, main, public_copy_of_daemon
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, EXIT_SOCKET, EXIT_CONFIG = 0, 1, 64, 69, 78  # sysexits.h
 
@@ -25,7 +25,7 @@ def run(args, config=None, timeout=30, prefix=(), env=None):
                     if not k.startswith(("LISTEN_", "NOTIFY_")) and k not in ("INVOCATION_ID", "SYSTEMD_EXEC_PID")},
                    **(env or {}))
         p = subprocess.run(list(prefix) + WRAPPER + [binary] + args, capture_output=True, text=True,
-                           timeout=timeout, env=env, stdin=subprocess.DEVNULL)
+                           timeout=timeout * SLOW, env=env, stdin=subprocess.DEVNULL)
         return p.returncode, p.stdout, p.stderr
 
 

@@ -11,7 +11,7 @@ import socket
 import subprocess
 import tempfile
 
-from harness import DAEMON, WRAPPER, Daemon, main, recv_exact, served
+from harness import DAEMON, SLOW, WRAPPER, Daemon, main, recv_exact, served
 
 EXIT_OK, EXIT_CONFIG = 0, 78  # sysexits.h EX_CONFIG
 NO_RATE = "max_clients_per_source = 0; source_rate = 0; "
@@ -60,7 +60,7 @@ def run(args, config, creds=None):
                if not k.startswith(("LISTEN_", "NOTIFY_", "CREDENTIALS_DIRECTORY", "JOURNAL_STREAM", "INVOCATION_ID"))}
         if creds:
             env["CREDENTIALS_DIRECTORY"] = creds
-        p = subprocess.run(WRAPPER + [DAEMON, "-c", path] + args, capture_output=True, text=True, timeout=60,
+        p = subprocess.run(WRAPPER + [DAEMON, "-c", path] + args, capture_output=True, text=True, timeout=60 * SLOW,
                            env=env, stdin=subprocess.DEVNULL)
         return p.returncode, p.stdout, p.stderr
 

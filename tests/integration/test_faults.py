@@ -49,11 +49,14 @@ def test_storm_of_short_connections():
         zombies = sum(1 for _, st in d.children() if st == "Z")
         assert d.stop(timeout=60) == 0
         recs = d.records()
-        pids = {r["pid"] for r in recs}
-        print(f"   {n} short connections in {took:.1f} s ({n / took:.0f}/s): {zombies} zombies after 1 s, "
-              f"{len(recs)} records for {len(pids)} workers")
+        # Pids and client ports both come round again within 20000 forks
+        # (pid_max may be 32768, and other processes fork too); a record
+        # written twice would repeat both.
+        sessions = {(r["pid"], r["client"]) for r in recs}
+        print(f"   {n} short connections in {took:.1f} s ({n / took:.0f}/s): {zombies} zombies after {1.0 * SLOW:g} s, "
+              f"{len(recs)} records for {len(sessions)} sessions")
         assert zombies == 0
-        assert len(recs) == n and len(pids) == n  # exactly one record per connection
+        assert len(recs) == n and len(sessions) == n  # exactly one record per connection
         assert all(r["reason"] == "client-closed" and r["bytes_out"] == "8" for r in recs)
 
 
@@ -82,7 +85,7 @@ def test_3000_simultaneous_connection_attempts():
                     served_n += 1
                     sel.unregister(s)
         took = time.monotonic() - start
-        print(f"   {n} simultaneous connection attempts: {served_n} served within {took:.2f} s (limit 5 s)")
+        print(f"   {n} simultaneous connection attempts: {served_n} served within {took:.2f} s (limit {5 * SLOW:g} s)")
         assert served_n == n, (served_n, sent)
         for s in socks:
             s.close()
@@ -115,7 +118,7 @@ def test_slow_and_idle_clients_closed_on_time():
         assert idle.recv(1) == b""
         idle_after = time.monotonic() - t0
         for t in threads:
-            t.join(30)
+            t.join(30 * SLOW)
         recs = d.wait_records(3)
         by_reason = {}
         for r in recs:
@@ -151,17 +154,28 @@ def never_reading(config, n):
             clients.append(s)
         block = os.urandom(1 << 16)
         peak, per_conn = base, 0
+        # When the kernel last took data from each client, and when each
+        # first found its session gone: how long filling the buffers takes
+        # is up to the machine, the end after the last progress is not.
+        taken, gone = [None] * n, [None] * n
         end = time.monotonic() + 20 * SLOW
-        while time.monotonic() < end and len(d.records()) < n:
-            for s in clients:
+        while time.monotonic() < end and None in gone:
+            for i, s in enumerate(clients):
+                if gone[i]:
+                    continue
                 try:
                     s.send(block)
-                except (BlockingIOError, ConnectionError):
+                    taken[i] = time.monotonic()
+                except BlockingIOError:
                     pass
+                except ConnectionError:
+                    gone[i] = time.monotonic()
             peak = max(peak, sockstat_tcp_pages())
             per_conn = max([per_conn] + server_side_bytes(d.port))
             time.sleep(0.01)
         recs = d.wait_records(n, timeout=20)
+        assert None not in gone, f"{gone.count(None)} of {n} sessions still open"
+        stalled_for = [g - t for g, t in zip(gone, taken)]
         for s in clients:
             s.close()
         # The kernel counts TCP memory in per-CPU batches of up to 1 MiB (256
@@ -169,19 +183,21 @@ def never_reading(config, n):
         slack = 256 * os.cpu_count() + 64
         wait_until(lambda: sockstat_tcp_pages() <= base + slack, 10 * SLOW, "kernel socket memory to come back")
         durations = sorted(float(r["duration"]) for r in recs)
-        return {r["reason"] for r in recs}, durations, base, peak, sockstat_tcp_pages(), per_conn
+        return ({r["reason"] for r in recs}, durations, max(stalled_for), base, peak, sockstat_tcp_pages(),
+                per_conn)
 
 
 def test_clients_that_never_read():
     n = scaled(50, 10)
     for config, bound in (("write_timeout = 1;", None), ("write_timeout = 1; socket_buffer = 65536;", 65536)):
-        reasons, durations, base, peak, after, per_conn = never_reading(config, n)
+        reasons, durations, stalled, base, peak, after, per_conn = never_reading(config, n)
         print(f"   {n} clients that never read, socket_buffer {bound or 'autotuned'}: all ended by "
-              f"{'/'.join(reasons)} ({durations[0]:.2f}..{durations[-1]:.2f} s); the daemon's side held "
-              f"at most {per_conn / 1024:.0f} KiB per connection; TCP memory {base} -> peak {peak} -> "
-              f"{after} pages")
+              f"{'/'.join(reasons)} ({durations[0]:.2f}..{durations[-1]:.2f} s, at most {stalled:.2f} s "
+              f"after their last progress); the daemon's side held at most {per_conn / 1024:.0f} KiB per "
+              f"connection; TCP memory {base} -> peak {peak} -> {after} pages")
         assert reasons == {"write-timeout"}, reasons
-        assert durations[-1] < 1 + 2 * SLOW
+        assert durations[0] >= 1, durations
+        assert stalled < 1 + 2 * SLOW, stalled
         if bound:
             # The kernel doubles the value; allow one more buffer of skb overhead.
             assert per_conn <= 3 * 2 * bound, per_conn
@@ -251,7 +267,7 @@ def test_misbehaving_source_beside_a_good_client():
             time.sleep(0.045)  # about 20 a second: within its own rate
         stop.set()
         for t in threads:
-            t.join(30)
+            t.join(30 * SLOW)
         for s in held:
             s.close()
         d.signal(__import__("signal").SIGUSR1)

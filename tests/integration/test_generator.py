@@ -8,7 +8,7 @@ import shlex
 import subprocess
 import tempfile
 
-from harness import DAEMON, WRAPPER, Daemon, free_port, main, served
+from harness import DAEMON, SLOW, WRAPPER, Daemon, free_port, main, served
 
 GENERATOR = os.environ.get("ECHO_MPSERV_GENERATOR", "")
 DROPIN = "echo-mpserv.socket.d/50-echo-mpserv-generator.conf"
@@ -38,7 +38,7 @@ def generate(config, args=None, kmsg=True):
                 f.write(config)
             env["ECHO_MPSERV_GENERATOR_CONFIG"] = path
         p = subprocess.run(WRAPPER + [GENERATOR] + (out if args is None else args),
-                           capture_output=True, text=True, env=env, timeout=60)
+                           capture_output=True, text=True, env=env, timeout=60 * SLOW)
         written = []
         for d in out:
             for root, _, files in os.walk(d):
@@ -129,14 +129,14 @@ def test_fail_closed_drop_in_stops_the_socket():
                    ECHO_MPSERV_GENERATOR_KMSG=os.path.join(tmp, "kmsg"))
         out = os.path.join(tmp, "normal")
         os.mkdir(out)
-        subprocess.run(WRAPPER + [GENERATOR, out], env=env, check=True, capture_output=True, timeout=60)
+        subprocess.run(WRAPPER + [GENERATOR, out], env=env, check=True, capture_output=True, timeout=60 * SLOW)
         with open(os.path.join(out, DROPIN)) as f:
             lines = [l.split("=", 1)[1] for l in f.read().splitlines() if l.startswith("ExecStartPre=")]
         check = shlex.split(lines[0].lstrip("-"))
         check[0] = DAEMON  # the installed path is not there in a build tree
-        p = subprocess.run(check, capture_output=True, text=True, timeout=30)
+        p = subprocess.run(check, capture_output=True, text=True, timeout=30 * SLOW)
         assert p.returncode == 78 and f"{conf}:1: max_clients must be an integer" in p.stderr, p.stderr
-        p = subprocess.run(shlex.split(lines[1]), capture_output=True, text=True, timeout=30)
+        p = subprocess.run(shlex.split(lines[1]), capture_output=True, text=True, timeout=30 * SLOW)
         assert p.returncode == 78 and f"not listening: {conf} could not be read" in p.stderr, p.stderr
 
 
@@ -151,7 +151,7 @@ def test_dangling_symlink_is_a_broken_configuration():
         out = os.path.join(tmp, "normal")
         os.mkdir(out)
         env = dict(os.environ, ECHO_MPSERV_GENERATOR_CONFIG=conf, ECHO_MPSERV_GENERATOR_KMSG=kmsg)
-        p = subprocess.run(WRAPPER + [GENERATOR, out], env=env, capture_output=True, text=True, timeout=60)
+        p = subprocess.run(WRAPPER + [GENERATOR, out], env=env, capture_output=True, text=True, timeout=60 * SLOW)
         assert p.returncode == 0, p.stderr
         assert os.path.exists(os.path.join(out, DROPIN)), "no fail-closed drop-in"
         with open(os.path.join(out, DROPIN)) as f:

@@ -334,8 +334,8 @@ def test_idle_means_waiting_for_input_in_splice_mode():
     # Idleness is time spent waiting for input, in splice mode as in copy
     # mode: a long wait for the client to take its echo is not idle time.
     idle = 1.0 * SLOW  # longer than a round of the set-up below on a busy machine
-    # The worker waits 2 * idle to send (below): write_timeout well above it.
-    with Daemon(f"idle_timeout = {idle}; write_timeout = {10 * SLOW:g}; buffer_size = 65536; "
+    # write_timeout outlasts the client's wait below (2 * idle), whatever SLOW.
+    with Daemon(f"idle_timeout = {idle}; write_timeout = {5 * idle:g}; buffer_size = 65536; "
                 "socket_buffer = 65536;") as d:
         s = connect(d.address(), rcvbuf=4096)
         port = s.getsockname()[1]

@@ -10,9 +10,36 @@ import time
 
 from harness import SLOW, Daemon, Skip, connect, main, recv_exact, wait_until
 
-UNUSED_UID = 64999  # any uid that owns no other process
 # stdio, the listener, the notification socket, the signalfd and epoll.
 PARENT_FDS = [0, 1, 2, 3, 4, 5, 6]
+
+
+def unused_uid():
+    """A uid that owns no process and names no user, drawn at random: a
+    fixed one is shared by every copy of this test on the machine, and
+    RLIMIT_NPROC counts all of that uid's processes (one left by another
+    run makes even the daemon's exec fail)."""
+    import pwd
+    import random
+    used = set()
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            used.add(os.stat(f"/proc/{entry}").st_uid)
+        except OSError:  # gone meanwhile
+            pass
+    while True:
+        uid = random.randrange(60000, 65000)
+        try:
+            pwd.getpwuid(uid)
+        except KeyError:
+            if uid not in used:
+                return uid
+
+
+def as_unused_uid_with_nproc(nproc):
+    uid = unused_uid()
+    return ["prlimit", f"--nproc={nproc}:{nproc}", "setpriv", f"--reuid={uid}", f"--regid={uid}",
+            "--clear-groups"]
 
 
 def test_emfile_low_cpu_and_recovery():
@@ -24,6 +51,7 @@ def test_emfile_low_cpu_and_recovery():
         wait_until(lambda: not d.children(), 10, "the first worker to exit")
         wait_until(lambda: d.fds() == PARENT_FDS, 5, "the parent's fds to settle")
         soft, hard = resource.prlimit(d.pid, resource.RLIMIT_NOFILE)
+        failing_since = time.monotonic()  # no accept() can fail before this
         resource.prlimit(d.pid, resource.RLIMIT_NOFILE, (len(PARENT_FDS), hard))  # no next one
         try:
             clients = [connect(d.address()) for _ in range(20)]  # completed by the kernel
@@ -32,13 +60,17 @@ def test_emfile_low_cpu_and_recovery():
             d.wait_log(r"accept\(\) failed .*: Too many open files")
             window = 3.0
             cpu0, t0 = d.cpu_seconds(), time.monotonic()
-            lines0 = len(d.log_lines(r"accept\(\) failed"))
             time.sleep(window)
-            cpu = (d.cpu_seconds() - cpu0) / (time.monotonic() - t0) * 100
-            logged = len(d.log_lines(r"accept\(\) failed")) - lines0
-            print(f"   EMFILE for {window:.0f} s: parent CPU {cpu:.1f} %, {logged} log line(s)")
+            now = time.monotonic()
+            cpu = (d.cpu_seconds() - cpu0) / (now - t0) * 100
+            # At most one line a second, counted over all the time accept()
+            # may have failed (a busy machine stretches it; a line logged
+            # before a window but read after it would blur a window's count).
+            logged = len(d.log_lines(r"accept\(\) failed"))
+            print(f"   EMFILE for {now - failing_since:.1f} s: parent CPU {cpu:.1f} % over the last "
+                  f"{now - t0:.1f} s, {logged} log line(s)")
             assert cpu < 5.0 * SLOW, cpu
-            assert logged <= window + 1, logged
+            assert logged <= int(now - failing_since) + 1, logged
             assert not d.children()  # nothing accepted, nothing lost: all still queued
         finally:
             resource.prlimit(d.pid, resource.RLIMIT_NOFILE, (soft, hard))
@@ -95,13 +127,13 @@ def test_fork_failure_backs_off_and_recovers():
     if os.geteuid() != 0:
         raise Skip("needs root to run the daemon as an otherwise unused uid")
     nproc = 4  # the daemon itself plus three workers
-    prefix = ["prlimit", f"--nproc={nproc}:{nproc}", "setpriv", f"--reuid={UNUSED_UID}",
-              f"--regid={UNUSED_UID}", "--clear-groups"]
+    prefix = as_unused_uid_with_nproc(nproc)
     with Daemon("max_clients = 50;", prefix=prefix, public_binary=True) as d:
         first = [connect(d.address()) for _ in range(nproc - 1)]
         for s in first:
             s.sendall(b"f")
             assert recv_exact(s, 1) == b"f"
+        failing_since = time.monotonic()  # no fork() can fail before this
         waiting = [connect(d.address()) for _ in range(5)]
         for i, s in enumerate(waiting):
             s.sendall(b"w%d" % i)
@@ -109,12 +141,15 @@ def test_fork_failure_backs_off_and_recovers():
         d.wait_notify("fork failing, retrying")
         cpu0, t0 = d.cpu_seconds(), time.monotonic()
         time.sleep(2.0)
-        cpu = (d.cpu_seconds() - cpu0) / (time.monotonic() - t0) * 100
+        now = time.monotonic()
+        cpu = (d.cpu_seconds() - cpu0) / (now - t0) * 100
         lines = d.log_lines(r"fork\(\) failed \((\d+) failure\(s\) so far")
         failures = int(lines[-1].group(1))
-        print(f"   fork failing for 2 s: parent CPU {cpu:.1f} %, {failures} failures, {len(lines)} logged")
+        print(f"   fork failing for {now - failing_since:.1f} s: parent CPU {cpu:.1f} % over the last "
+              f"{now - t0:.1f} s, {failures} failures, {len(lines)} logged")
         assert cpu < 5.0 * SLOW, cpu
-        assert len(lines) <= 4 and failures >= len(lines), (failures, len(lines))
+        # At most one line a second, however long a busy machine made it.
+        assert len(lines) <= int(now - failing_since) + 1 and failures >= len(lines), (failures, len(lines))
 
         # Load drops: the waiting clients are served without any help.
         t1 = time.monotonic()
@@ -141,8 +176,7 @@ def test_flapping_fork_failures_logged_at_a_bounded_rate():
     if os.geteuid() != 0:
         raise Skip("needs root to run the daemon as an otherwise unused uid")
     nproc = 3  # the daemon itself plus two workers
-    prefix = ["prlimit", f"--nproc={nproc}:{nproc}", "setpriv", f"--reuid={UNUSED_UID}",
-              f"--regid={UNUSED_UID}", "--clear-groups"]
+    prefix = as_unused_uid_with_nproc(nproc)
     with Daemon("max_clients = 50;", prefix=prefix, public_binary=True) as d:
         served, errors = [0], []
 
