@@ -224,10 +224,12 @@ class Daemon:
             for line in iter(stream.readline, b""):
                 collector.add(decode(line))
             collector.close()
-            # stderr at EOF: the daemon is gone, so no notification will come
+            # stderr at EOF: the daemon is gone (or has moved its stderr
+            # elsewhere: wait for its exit), so no notification will come
             # either; waiting for one must fail now, not at its timeout. The
             # notify reader still takes what is queued, then sees the end.
             if stream is self.proc.stderr:
+                self.proc.wait()
                 try:
                     self.notify.shutdown(socket.SHUT_RD)
                 except OSError:
