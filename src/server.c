@@ -227,6 +227,8 @@ static void reap(struct server *s) {
                         continue;
                 now = now_usec(CLOCK_MONOTONIC);
                 children_ended(&s->children, ch, now, &e);
+                if (WIFSIGNALED(status))
+                        slot_report_killed(&e.report);
                 budget_connection(&s->budget, &s->cfg, &e, status, now);
                 admission_release(&s->adm, &ch->hold, now);
                 if (s->draining) {

@@ -3,6 +3,7 @@
 kernel backlog, no resets), and every session bound with its own reason."""
 import os
 import select
+import signal
 import socket
 import struct
 import subprocess
@@ -330,6 +331,56 @@ def test_reset_in_lingering_close_counts_only_what_was_acknowledged():
         assert rec["reason"] == "session-bytes" and int(rec["bytes_out"]) <= held, (rec, held)
 
 
+def test_worker_killed_in_lingering_close_leaves_no_orphan_nor_over_claim():
+    # max_session_bytes reached, the client never reads (4 kB window): the
+    # worker lingers with ~96 kB of echo unacknowledged, and is killed by a
+    # signal (here SIGKILL; the daemon's after its kill grace, the OOM
+    # killer, a crash alike). Its connection must be reset at once, not left
+    # to an orphan socket holding the echo outside max_clients and
+    # write_timeout, and its record must not count echo the client never got.
+    # Two moments: the client done sending (nothing unread on the server:
+    # a normal close would leave an orphan), and still sending.
+    problems = []
+    for case, total in (("done sending", 200000), ("still sending", None)):
+        with Daemon("max_session_bytes = 100000; write_timeout = 30;") as d:
+            c = LateReader(d.address(), total)
+            c.wait_server_closed(d.port)
+            if total:
+                c.thread.join(10 * SLOW)
+                wait_until(lambda: tcp_socket(d.port, c.port)[2] == 0, 10, "the worker to discard the input")
+            server = tcp_socket(d.port, c.port)
+            assert server[1] > 0, server  # echo waits for the client
+            worker = [p for p, st in d.children() if st != "Z"]
+            assert len(worker) == 1, worker
+            os.kill(worker[0], signal.SIGKILL)
+            rec = d.wait_records(1, timeout=20)[0]
+            # No socket of the server's side still holds echo.
+            left = [None]
+
+            def no_orphan():
+                left[0] = tcp_socket(d.port, c.port)
+                return left[0] is None or left[0][1] == 0
+            try:
+                wait_until(no_orphan, 5, "the killed worker's socket to go")
+            except AssertionError:
+                pass
+            got, was_reset = c.read_to_end()
+            print(f"   {case}: worker killed with {server[1]} bytes unacknowledged; the server's side then "
+                  f"{left[0]}; the client read {got} bytes (reset: {was_reset}); record {rec['reason']} "
+                  f"({rec['detail']}): {rec['bytes_out']} bytes out")
+            # The reset may reach the sending thread first.
+            was_reset = was_reset or any(isinstance(e, (ConnectionResetError, BrokenPipeError)) for e in c.errors)
+            if rec["detail"] != "worker killed by SIGKILL":
+                problems.append(f"{case}: {rec}")
+            if left[0] is not None and left[0][1] > 0:
+                problems.append(f"{case}: an orphan holds the echo: {left[0]}")
+            if not was_reset:
+                problems.append(f"{case}: the client got no reset")
+            if int(rec["bytes_out"]) > got:
+                problems.append(f"{case}: the record says {rec['bytes_out']} bytes out, the client got {got}")
+    assert not problems, problems
+
+
 def test_idle_means_waiting_for_input_in_splice_mode():
     # Idleness is time spent waiting for input, in splice mode as in copy
     # mode: a long wait for the client to take its echo is not idle time.
@@ -427,5 +478,6 @@ if __name__ == "__main__":
           test_half_closed_non_reader_is_reset_after_write_timeout,
           test_reset_after_half_close_counts_only_what_was_acknowledged,
           test_reset_in_lingering_close_counts_only_what_was_acknowledged,
+          test_worker_killed_in_lingering_close_leaves_no_orphan_nor_over_claim,
           test_idle_means_waiting_for_input_in_splice_mode,
           test_socket_buffer_past_the_kernel_limit_is_said_once])
