@@ -175,6 +175,47 @@ def test_cap_changes_logged_at_a_bounded_rate():
         assert len(statuses) <= elapsed / 0.5 + 2, (len(statuses), elapsed)
 
 
+def test_cap_changes_held_while_their_records_are_filtered():
+    """At log_level = "error" the cap records (warning when reached, notice
+    when left) are filtered out: the changes they stand for are held, not
+    dropped, and the first record written once the level allows it counts
+    them all."""
+    from test_lifecycle import reload
+    conf = "max_clients = 2;"
+    rounds = 3
+    with Daemon(conf + ' log_level = "error";') as d:
+        def one_round():  # reaches the cap and leaves it
+            n = len(d.notes.snapshot())
+            s = connect(d.address())
+            s.sendall(b"c")
+            assert recv_exact(s, 1) == b"c"
+            i, _ = d.wait_notify("STATUS=2 active", after=n)
+            s.close()
+            d.wait_notify("STATUS=1 active", after=i + 1)
+        held = connect(d.address())
+        held.sendall(b"h")
+        assert recv_exact(held, 1) == b"h"
+        d.wait_notify("STATUS=1 active")
+        for _ in range(rounds):
+            one_round()
+        assert d.log_lines(CAP_RE) == []
+        reload(d, conf)
+        one_round()
+        assert d.stop() == 0  # owed records are written at exit
+        d.wait_log(r"stopped: ")
+        reached = left = 0
+        for m in d.log_lines(CAP_RE):
+            if m.group("reached") is not None:
+                reached += int(m.group("reached"))
+                left += int(m.group("left"))
+            elif "reached" in m.group("kind"):
+                reached += 1
+            else:
+                left += 1
+        print(f"   {rounds} rounds at error, 1 after: cap records count {reached} + {left} changes")
+        assert (reached, left) == (rounds + 1, rounds + 1), (reached, left)
+
+
 def test_limits_deliver_what_they_count():
     # A session ended by a limit while the client is still sending and has
     # not read its echo: it gets exactly what the record counts as sent (the
@@ -473,6 +514,7 @@ if __name__ == "__main__":
     main([test_max_clients_backpressure, test_idle_timeout, test_write_timeout_client_never_reads,
           test_max_session_time_busy_client, test_max_session_bytes,
           test_client_reset_is_recorded_not_fatal, test_cap_changes_logged_at_a_bounded_rate,
+          test_cap_changes_held_while_their_records_are_filtered,
           test_limits_deliver_what_they_count,
           test_limit_on_a_client_that_never_reads, test_half_closed_non_readers_stay_within_max_clients,
           test_half_closed_non_reader_is_reset_after_write_timeout,
