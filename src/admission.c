@@ -42,11 +42,12 @@ static bool listed(const struct cidr *list, uint32_t n, const struct in6_addr *a
 static int refuse(struct admission *a, struct source *e, int reason, uint64_t now) {
         a->refused[reason]++;
         if (e) {
-                e->refused[reason]++;
+                e->refused[reason] = sat_add_u32(e->refused[reason], 1);
                 sources_seen(&a->sources, e, now);
         } else {
-                a->sources.forgotten.refused[reason]++;
-                a->sources.forgotten.untracked++; /* no key to tell it from others */
+                a->sources.forgotten.refused[reason] = sat_add_u32(a->sources.forgotten.refused[reason], 1);
+                /* no key to tell it from others */
+                a->sources.forgotten.untracked = sat_add_u32(a->sources.forgotten.untracked, 1);
         }
         return reason;
 }
@@ -157,7 +158,7 @@ struct report {
  * only when the bit is clear, it is never counted twice. */
 static void add_rest(struct report *r, const uint32_t counts[_REFUSE_MAX], uint32_t hash) {
         for (int i = 0; i < _REFUSE_MAX; i++)
-                r->rest->refused[i] += counts[i];
+                r->rest->refused[i] = sat_add_u32(r->rest->refused[i], counts[i]);
         r->rest_entries += !source_tally_has(r->rest, hash);
 }
 
@@ -215,6 +216,10 @@ void admission_report(struct admission *a, uint64_t now, unsigned max_lines,
                 sum += rest.refused[i];
         if (sum)
                 fn(NULL, rest.refused, source_tally_sources(&rest) + r.rest_entries, rest.untracked > 0, userdata);
+        admission_sweep(a, now);
+}
+
+void admission_sweep(struct admission *a, uint64_t now) {
         sources_sweep(&a->sources, a->cfg->source_rate_milli / 1000.0, a->cfg->source_burst, now);
 }
 

@@ -30,6 +30,7 @@ struct admission {
         const struct config *cfg;       /* limits and lists; owned by the caller */
         uint64_t refused[_REFUSE_MAX];  /* since start */
         uint64_t forgotten_reported;    /* sources.forgotten_total at the last report */
+        uint64_t held_since_usec;       /* reports held (log_level) since then; 0: none */
 };
 
 int admission_init(struct admission *a, const struct config *cfg);
@@ -68,6 +69,10 @@ void admission_report(struct admission *a, uint64_t now, unsigned max_lines,
                       void (*fn)(const struct cidr *key, const uint32_t counts[_REFUSE_MAX],
                                  uint32_t sources, bool untracked, void *userdata),
                       void *userdata);
+/* Only the last step of admission_report(): drops sources with nothing
+ * left to remember; their refusal counts are kept for the next report
+ * (sources with refusals to report are never dropped). */
+void admission_sweep(struct admission *a, uint64_t now);
 
 uint32_t admission_sources(const struct admission *a);
 /* Sources forgotten to make room, since start. */

@@ -108,6 +108,11 @@ void slot_report_check(struct slot_report *r, uint64_t now) {
                 r->stats.end_usec = now;
 }
 
+void slot_report_killed(struct slot_report *r) {
+        if (r->stats.bytes_acked < r->stats.bytes_out)
+                r->stats.bytes_out = r->stats.bytes_acked;
+}
+
 void children_ended(const struct children *c, const struct child *ch, uint64_t now, struct session_end *out) {
         out->child = *ch;
         /* One copy, then checks on the copy: a live worker may still be

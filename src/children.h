@@ -97,3 +97,8 @@ void children_foreach(struct children *c, void (*fn)(struct child *ch, void *use
  * becomes AF_UNSPEC, and an end time after now_usec becomes now_usec. The
  * byte counts are numbers, taken as they are. */
 void slot_report_check(struct slot_report *r, uint64_t now_usec);
+/* The report of a worker killed by a signal: its bytes_out may count echo
+ * the kernel took but the client never received (the kernel resets the
+ * connection, see spawn_serve_here()), so the figure becomes the last one
+ * known acknowledged (stats.bytes_acked), which never over-claims. */
+void slot_report_killed(struct slot_report *r);

@@ -60,8 +60,8 @@ static void one_source(const struct cidr *key, const uint32_t counts[_REFUSE_MAX
         const char *fields[ELEMENTSOF(f)];
         uint64_t sum = 0;
         size_t used = 0, n = 0;
+        const uint64_t *span_usec = userdata;
 
-        (void) userdata;
         for (int i = 0; i < _REFUSE_MAX; i++) {
                 sum += counts[i];
                 if (counts[i] && used < sizeof(reasons))
@@ -76,7 +76,7 @@ static void one_source(const struct cidr *key, const uint32_t counts[_REFUSE_MAX
                 snprintf(who, sizeof(who), "%" PRIu32 " other source(s)%s", sources,
                          untracked ? " and sources not tracked" : "");
         snprintf(message, sizeof(message), "refused %" PRIu64 " connection(s) from %s in the last %" PRIu64
-                 " s: %s", sum, who, REPORT_INTERVAL_USEC / USEC_PER_SEC, reasons);
+                 " s: %s", sum, who, *span_usec / USEC_PER_SEC, reasons);
         snprintf(f[n++], sizeof(f[0]), "SOURCE=%s", who);
         snprintf(f[n++], sizeof(f[0]), "REFUSED=%" PRIu64, sum);
         snprintf(f[n++], sizeof(f[0]), "REFUSED_DENIED=%" PRIu32, counts[REFUSE_DENIED]);
@@ -88,12 +88,27 @@ static void one_source(const struct cidr *key, const uint32_t counts[_REFUSE_MAX
 }
 
 void report_refusals(struct admission *a, uint64_t now) {
-        admission_report(a, now, REPORT_MAX_LINES, one_source, NULL);
+        uint64_t span = REPORT_INTERVAL_USEC;
+
+        /* Filtered out (log_level): the counts are held for the first
+         * report written, which then covers the time since, never reset as
+         * if it had been written. They saturate (sat_add_u32()). */
+        if (!log_enabled(LOG_WARNING)) {
+                if (!a->held_since_usec)
+                        a->held_since_usec = now;
+                admission_sweep(a, now);
+                return;
+        }
+        if (a->held_since_usec) {
+                span += now - a->held_since_usec;
+                a->held_since_usec = 0;
+        }
+        admission_report(a, now, REPORT_MAX_LINES, one_source, &span);
         if (admission_forgotten(a) > a->forgotten_reported) {
                 log_msg(LOG_WARNING, MSGID_REFUSED, "source table full (source_table_size %" PRIu32 "): "
                         "forgot the %" PRIu64 " least recently seen source(s) without sessions in the last %"
                         PRIu64 " s", a->sources.capacity, admission_forgotten(a) - a->forgotten_reported,
-                        REPORT_INTERVAL_USEC / USEC_PER_SEC);
+                        span / USEC_PER_SEC);
                 a->forgotten_reported = admission_forgotten(a);
         }
 }

@@ -2,6 +2,7 @@
  * its lifecycle transitions (server-lifecycle.c). */
 #pragma once
 
+#include <limits.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -19,6 +20,11 @@
 #define KILL_GRACE_USEC (2 * USEC_PER_SEC)
 /* A worker cut with SIGTERM closes its connection itself before SIGKILL. */
 _Static_assert(KILL_GRACE_USEC > WORKER_CUT_LINGER_USEC, "the kill grace must outlast the cut's linger");
+
+/* a + b, at most UINT_MAX: counts held for a record saturate. */
+static inline unsigned sat_add(unsigned a, unsigned b) {
+        return a > UINT_MAX - b ? UINT_MAX : a + b;
+}
 
 struct server {
         struct config cfg;
@@ -51,7 +57,9 @@ struct server {
 
         /* Records a client can provoke, folded to one a second (see
          * log_cap() and log_recovered() in server.c): what each owed record
-         * still has to report. cap_changes: [0] left the cap, [1] reached it. */
+         * still has to report. cap_changes: [0] left the cap, [1] reached it.
+         * Held while log_level filters the record out; they saturate
+         * (sat_add()) rather than wrap. */
         struct ratelimit cap_rl, recover_rl;
         unsigned cap_changes[2], recoveries, recovered_failures;
         struct budget budget;

@@ -21,6 +21,10 @@ void server_log_cap(struct server *s, uint64_t now) {
 
         if (!ratelimit_allow(&s->cap_rl, now, &folded))
                 return;
+        /* Filtered out (log_level): the counts are held for the next record
+         * that is written, never reset as if this one had been. */
+        if (!log_enabled(s->at_cap ? LOG_WARNING : LOG_NOTICE))
+                return;
         if (s->cap_changes[0] + s->cap_changes[1] > 1)
                 snprintf(more, sizeof(more), " (reached %u time(s) and left %u time(s) since the last record)",
                          s->cap_changes[1], s->cap_changes[0]);
@@ -47,6 +51,8 @@ void server_log_recovered(struct server *s, uint64_t now) {
 
         if (!ratelimit_allow(&s->recover_rl, now, &folded))
                 return;
+        if (!log_enabled(LOG_NOTICE))
+                return; /* held, as in server_log_cap() */
         snprintf(message, sizeof(message), "accepting again after %u resource failure(s)", s->recovered_failures);
         if (s->recoveries > 1)
                 snprintf(message + strlen(message), sizeof(message) - strlen(message),

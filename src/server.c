@@ -74,7 +74,7 @@ void server_update_listening(struct server *s) {
 
         if (cap != s->at_cap && !s->draining) {
                 s->at_cap = cap;
-                s->cap_changes[cap]++;
+                s->cap_changes[cap] = sat_add(s->cap_changes[cap], 1);
                 server_log_cap(s, now_usec(CLOCK_MONOTONIC));
                 s->status_dirty = true;
         }
@@ -107,8 +107,8 @@ static void back_off(struct server *s, const char *msgid, const char *what, int 
 }
 
 static void recovered(struct server *s) {
-        s->recoveries++;
-        s->recovered_failures += s->failures;
+        s->recoveries = sat_add(s->recoveries, 1);
+        s->recovered_failures = sat_add(s->recovered_failures, s->failures);
         server_log_recovered(s, now_usec(CLOCK_MONOTONIC));
         s->failures = 0;
         s->backoff = 0;
@@ -227,6 +227,8 @@ static void reap(struct server *s) {
                         continue;
                 now = now_usec(CLOCK_MONOTONIC);
                 children_ended(&s->children, ch, now, &e);
+                if (WIFSIGNALED(status))
+                        slot_report_killed(&e.report);
                 budget_connection(&s->budget, &s->cfg, &e, status, now);
                 admission_release(&s->adm, &ch->hold, now);
                 if (s->draining) {

@@ -136,7 +136,7 @@ static void forget(struct sources *s, struct source *e) {
         bool reported = false;
 
         for (int r = 0; r < _REFUSE_MAX; r++) {
-                s->forgotten.refused[r] += e->refused[r];
+                s->forgotten.refused[r] = sat_add_u32(s->forgotten.refused[r], e->refused[r]);
                 reported |= e->refused[r] != 0;
         }
         if (reported)
@@ -273,7 +273,7 @@ int sources_reset(struct sources *s, uint32_t capacity, uint32_t live_max) {
                 bool reported = false;
 
                 for (int i = 0; e && i < _REFUSE_MAX; i++) {
-                        fresh.forgotten.refused[i] += e->refused[i];
+                        fresh.forgotten.refused[i] = sat_add_u32(fresh.forgotten.refused[i], e->refused[i]);
                         reported |= e->refused[i] != 0;
                 }
                 if (reported)

@@ -47,6 +47,12 @@ enum source_list {
         SOURCE_LIVE = _SOURCE_LISTS,    /* has sessions: in no list */
 };
 
+/* a + b, at most UINT32_MAX: refusal counts held for a report (while
+ * log_level filters it out) saturate rather than wrap. */
+static inline uint32_t sat_add_u32(uint32_t a, uint32_t b) {
+        return a > UINT32_MAX - b ? UINT32_MAX : a + b;
+}
+
 struct source {
         struct cidr key;
         uint32_t hash;

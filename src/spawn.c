@@ -66,6 +66,15 @@ enum close_reason spawn_serve_here(int fd, struct slot_report *report, uint64_t 
          * read is enough, also for a connection the kernel completed before
          * the listener had the flag (see listen.c). */
         (void) setsockopt(fd, SOL_SOCKET, SO_OOBINLINE, &(int) { 1 }, sizeof(int));
+        /* Abortive linger until the orderly close clears it (worker_close()):
+         * if this worker is killed by a signal, the kernel resets the
+         * connection instead of keeping the unacknowledged echo in an orphan
+         * socket that neither max_clients nor write_timeout bounds. Set here
+         * rather than on the listener (whose accepted sockets would inherit
+         * it), as a connection may come without one (inetd mode) or before
+         * the listener had it. */
+        (void) setsockopt(fd, SOL_SOCKET, SO_LINGER, &(struct linger) { .l_onoff = 1, .l_linger = 0 },
+                          sizeof(struct linger));
         /* Echo replies are small and immediate: Nagle would hold them back
          * for a delayed ACK (tens of milliseconds per round trip). */
         (void) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int) { 1 }, sizeof(int));

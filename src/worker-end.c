@@ -74,23 +74,48 @@ static uint64_t unacked(int fd, bool fin) {
  * provably has. The kernel keeps that count (tcpi_bytes_acked) on the
  * socket until it is closed, through a reset by either side, when the
  * queue that SIOCOUTQ measures may already be gone; the FIN, once
- * acknowledged, adds one, which min() absorbs. Not a TCP socket (no
- * count): the figure stays what the kernel took. */
-static void count_acknowledged(int fd, struct worker_stats *st) {
+ * acknowledged, adds one, which min() absorbs. Stored in bytes_acked
+ * first, so that a SIGKILL at any moment leaves a figure the client has.
+ * Returns false when fd is not a TCP socket (no count). */
+static bool note_acknowledged(int fd, struct worker_stats *st) {
         struct tcp_info ti = { 0 };
         socklen_t len = sizeof(ti);
 
-        if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0 &&
-            len >= offsetof(struct tcp_info, tcpi_bytes_acked) + sizeof(ti.tcpi_bytes_acked))
-                st->bytes_out = min_u64(st->bytes_out, ti.tcpi_bytes_acked);
+        if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0 ||
+            len < offsetof(struct tcp_info, tcpi_bytes_acked) + sizeof(ti.tcpi_bytes_acked))
+                return false;
+        st->bytes_acked = min_u64(st->bytes_out, ti.tcpi_bytes_acked);
+        return true;
+}
+
+/* The final count: what was acknowledged; not a TCP socket: what the
+ * kernel took. */
+static void count_acknowledged(int fd, struct worker_stats *st) {
+        if (note_acknowledged(fd, st))
+                st->bytes_out = st->bytes_acked;
 }
 
 /* An abortive close (RST): the kernel drops both queues at once, and what
- * the client had not acknowledged is not counted. */
+ * the client had not acknowledged is not counted. The socket has the
+ * abortive linger from the start (spawn_serve_here()); set again in case
+ * that failed. */
 static void abort_close(int fd, struct worker_stats *st) {
         struct linger l = { .l_onoff = 1, .l_linger = 0 };
 
         count_acknowledged(fd, st);
+        (void) setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
+        safe_close(fd);
+}
+
+/* An orderly close of a connection whose echo is all acknowledged: the
+ * abortive linger the socket had until now (so that a worker killed by a
+ * signal resets it rather than leaving its echo to the kernel) is cleared,
+ * or close() would reset a connection whose client may not have read its
+ * echo yet. */
+static void orderly_close(int fd, struct worker_stats *st) {
+        struct linger l = { .l_onoff = 0, .l_linger = 0 };
+
+        st->bytes_acked = st->bytes_out;
         (void) setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
         safe_close(fd);
 }
@@ -120,9 +145,10 @@ static void linger_close(int fd, const struct worker_limits *lim, void *buf, boo
 
         if (ended && unacked(fd, false) == 0) {
                 (void) shutdown(fd, SHUT_WR);
-                safe_close(fd);
+                orderly_close(fd, st);
                 return;
         }
+        (void) note_acknowledged(fd, st);
         fin = shutdown(fd, SHUT_WR) == 0;
         sigemptyset(&term);
         sigaddset(&term, SIGTERM);
@@ -160,7 +186,7 @@ static void linger_close(int fd, const struct worker_limits *lim, void *buf, boo
                         deadline = min_u64(deadline, now + WORKER_CUT_LINGER_USEC);
                 }
                 if ((ended || (n < 0 && (quiet || now >= deadline))) && unacked(fd, fin) == 0) {
-                        safe_close(fd); /* all acknowledged, nothing unread */
+                        orderly_close(fd, st); /* all acknowledged, nothing unread */
                         break;
                 }
                 if (now >= deadline) {
@@ -171,6 +197,7 @@ static void linger_close(int fd, const struct worker_limits *lim, void *buf, boo
                         quiet = false;
                         continue;
                 }
+                (void) note_acknowledged(fd, st);
                 /* Once the client ended its side, its socket is always
                  * readable: only the time is waited for. */
                 quiet = ppoll(ended ? NULL : &p, ended ? 0 : 1,
@@ -196,5 +223,6 @@ void worker_close(int fd, const struct worker_limits *lim, void *buf, struct wor
                 abort_close(fd, st);
                 break;
         }
+        st->bytes_acked = st->bytes_out; /* now final */
         st->end_usec = now_usec(CLOCK_MONOTONIC);
 }

@@ -43,6 +43,13 @@ struct worker_limits {
 struct worker_stats {
         uint64_t bytes_in;
         uint64_t bytes_out;
+        /* What the client's TCP is known to have acknowledged, never more
+         * than bytes_out: 0 during the echo (knowing it would cost a system
+         * call per message), looked up when the lingering close starts and
+         * at each round of it, and bytes_out once the connection is closed.
+         * A lower bound at every moment: the figure for a worker killed by
+         * a signal (slot_report_killed()). */
+        uint64_t bytes_acked;
         uint64_t end_usec;      /* CLOCK_MONOTONIC when the session ended */
         int32_t reason;         /* enum close_reason */
         int32_t error;          /* errno for CLOSE_ERROR */
@@ -69,6 +76,9 @@ enum close_reason worker_echo(int fd, const struct worker_limits *limits, uint64
  *   linger: an abortive close (RST, kernel buffers dropped at once, so a
  *   stuck client cannot pin kernel memory).
  * Either way stats->bytes_out ends as what the client's TCP acknowledged.
+ * fd may carry an abortive linger (spawn_serve_here() sets one, so that a
+ * worker killed by a signal resets its connection): the orderly close
+ * clears it. stats->bytes_acked stays a lower bound throughout.
  * buf: as for worker_echo(); may be NULL for the abortive reasons. */
 void worker_close(int fd, const struct worker_limits *limits, void *buf, struct worker_stats *stats);
 

@@ -379,6 +379,38 @@ def test_full_source_table_ipv6():
         assert d.stop() == 0
 
 
+def sigusr1_taken(d):
+    """Waits until the daemon has read a SIGUSR1 sent to it (blocked, it
+    stays pending until read from its signalfd, and is handled at once)."""
+    def taken():
+        with open(f"/proc/{d.pid}/status") as f:
+            pending = [int(line.split()[1], 16) for line in f if line.startswith(("SigPnd:", "ShdPnd:"))]
+        return not any(p & (1 << (signal.SIGUSR1 - 1)) for p in pending)
+    wait_until(taken, 10, "the daemon to read SIGUSR1")
+
+
+def test_refusals_held_while_their_reports_are_filtered():
+    """At log_level = "error" the refusal reports (warnings) are filtered
+    out: a report falling due then (SIGUSR1 here; the 10 s timer alike)
+    holds the counts, never resets them, and the first report written once
+    the level allows it counts every refusal, over the whole time."""
+    from test_lifecycle import reload
+    conf = NO_RATE + 'deny = [ "127.0.0.2" ];'
+    with Daemon(conf + ' log_level = "error";') as d:
+        for _ in range(3):
+            assert not served(d.address(), "127.0.0.2")
+        d.wait_notify("3 refused")
+        d.signal(signal.SIGUSR1)
+        sigusr1_taken(d)
+        assert refusal_lines(d) == []
+        reload(d, conf)
+        assert not served(d.address(), "127.0.0.2")
+        flush_report(d)
+        lines = d.log_lines(r"refused (\d+) connection\(s\) from 127\.0\.0\.2 in the last (\d+) s: (.*)")
+        print(f"   3 refusals at error, 1 after: {[m.group(0) for m in lines]}")
+        assert [(m.group(1), m.group(3)) for m in lines] == [("4", "denied 4")], [m.group(0) for m in lines]
+
+
 if __name__ == "__main__":
     main([test_per_source_limit_refuses_only_that_source, test_rate_limit_blocks_a_while_then_forgives,
           test_allow_and_deny_reloadable, test_flood_is_reported_in_aggregate, test_one_untallied_source_is_not_many,
@@ -387,4 +419,4 @@ if __name__ == "__main__":
           test_reload_with_new_prefix_recounts_live_sessions,
           test_reload_with_new_table_size_recounts_live_sessions, test_log_addresses_prefix_and_hash,
           test_denied_flood_does_not_open_the_default_table, test_full_source_table_ipv4,
-          test_full_source_table_ipv6])
+          test_full_source_table_ipv6, test_refusals_held_while_their_reports_are_filtered])

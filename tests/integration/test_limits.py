@@ -3,6 +3,7 @@
 kernel backlog, no resets), and every session bound with its own reason."""
 import os
 import select
+import signal
 import socket
 import struct
 import subprocess
@@ -174,6 +175,47 @@ def test_cap_changes_logged_at_a_bounded_rate():
         assert len(statuses) <= elapsed / 0.5 + 2, (len(statuses), elapsed)
 
 
+def test_cap_changes_held_while_their_records_are_filtered():
+    """At log_level = "error" the cap records (warning when reached, notice
+    when left) are filtered out: the changes they stand for are held, not
+    dropped, and the first record written once the level allows it counts
+    them all."""
+    from test_lifecycle import reload
+    conf = "max_clients = 2;"
+    rounds = 3
+    with Daemon(conf + ' log_level = "error";') as d:
+        def one_round():  # reaches the cap and leaves it
+            n = len(d.notes.snapshot())
+            s = connect(d.address())
+            s.sendall(b"c")
+            assert recv_exact(s, 1) == b"c"
+            i, _ = d.wait_notify("STATUS=2 active", after=n)
+            s.close()
+            d.wait_notify("STATUS=1 active", after=i + 1)
+        held = connect(d.address())
+        held.sendall(b"h")
+        assert recv_exact(held, 1) == b"h"
+        d.wait_notify("STATUS=1 active")
+        for _ in range(rounds):
+            one_round()
+        assert d.log_lines(CAP_RE) == []
+        reload(d, conf)
+        one_round()
+        assert d.stop() == 0  # owed records are written at exit
+        d.wait_log(r"stopped: ")
+        reached = left = 0
+        for m in d.log_lines(CAP_RE):
+            if m.group("reached") is not None:
+                reached += int(m.group("reached"))
+                left += int(m.group("left"))
+            elif "reached" in m.group("kind"):
+                reached += 1
+            else:
+                left += 1
+        print(f"   {rounds} rounds at error, 1 after: cap records count {reached} + {left} changes")
+        assert (reached, left) == (rounds + 1, rounds + 1), (reached, left)
+
+
 def test_limits_deliver_what_they_count():
     # A session ended by a limit while the client is still sending and has
     # not read its echo: it gets exactly what the record counts as sent (the
@@ -330,6 +372,56 @@ def test_reset_in_lingering_close_counts_only_what_was_acknowledged():
         assert rec["reason"] == "session-bytes" and int(rec["bytes_out"]) <= held, (rec, held)
 
 
+def test_worker_killed_in_lingering_close_leaves_no_orphan_nor_over_claim():
+    # max_session_bytes reached, the client never reads (4 kB window): the
+    # worker lingers with ~96 kB of echo unacknowledged, and is killed by a
+    # signal (here SIGKILL; the daemon's after its kill grace, the OOM
+    # killer, a crash alike). Its connection must be reset at once, not left
+    # to an orphan socket holding the echo outside max_clients and
+    # write_timeout, and its record must not count echo the client never got.
+    # Two moments: the client done sending (nothing unread on the server:
+    # a normal close would leave an orphan), and still sending.
+    problems = []
+    for case, total in (("done sending", 200000), ("still sending", None)):
+        with Daemon("max_session_bytes = 100000; write_timeout = 30;") as d:
+            c = LateReader(d.address(), total)
+            c.wait_server_closed(d.port)
+            if total:
+                c.thread.join(10 * SLOW)
+                wait_until(lambda: tcp_socket(d.port, c.port)[2] == 0, 10, "the worker to discard the input")
+            server = tcp_socket(d.port, c.port)
+            assert server[1] > 0, server  # echo waits for the client
+            worker = [p for p, st in d.children() if st != "Z"]
+            assert len(worker) == 1, worker
+            os.kill(worker[0], signal.SIGKILL)
+            rec = d.wait_records(1, timeout=20)[0]
+            # No socket of the server's side still holds echo.
+            left = [None]
+
+            def no_orphan():
+                left[0] = tcp_socket(d.port, c.port)
+                return left[0] is None or left[0][1] == 0
+            try:
+                wait_until(no_orphan, 5, "the killed worker's socket to go")
+            except AssertionError:
+                pass
+            got, was_reset = c.read_to_end()
+            print(f"   {case}: worker killed with {server[1]} bytes unacknowledged; the server's side then "
+                  f"{left[0]}; the client read {got} bytes (reset: {was_reset}); record {rec['reason']} "
+                  f"({rec['detail']}): {rec['bytes_out']} bytes out")
+            # The reset may reach the sending thread first.
+            was_reset = was_reset or any(isinstance(e, (ConnectionResetError, BrokenPipeError)) for e in c.errors)
+            if rec["detail"] != "worker killed by SIGKILL":
+                problems.append(f"{case}: {rec}")
+            if left[0] is not None and left[0][1] > 0:
+                problems.append(f"{case}: an orphan holds the echo: {left[0]}")
+            if not was_reset:
+                problems.append(f"{case}: the client got no reset")
+            if int(rec["bytes_out"]) > got:
+                problems.append(f"{case}: the record says {rec['bytes_out']} bytes out, the client got {got}")
+    assert not problems, problems
+
+
 def test_idle_means_waiting_for_input_in_splice_mode():
     # Idleness is time spent waiting for input, in splice mode as in copy
     # mode: a long wait for the client to take its echo is not idle time.
@@ -424,10 +516,12 @@ if __name__ == "__main__":
     main([test_max_clients_backpressure, test_idle_timeout, test_write_timeout_client_never_reads,
           test_max_session_time_busy_client, test_max_session_bytes,
           test_client_reset_is_recorded_not_fatal, test_cap_changes_logged_at_a_bounded_rate,
+          test_cap_changes_held_while_their_records_are_filtered,
           test_limits_deliver_what_they_count,
           test_limit_on_a_client_that_never_reads, test_half_closed_non_readers_stay_within_max_clients,
           test_half_closed_non_reader_is_reset_after_write_timeout,
           test_reset_after_half_close_counts_only_what_was_acknowledged,
           test_reset_in_lingering_close_counts_only_what_was_acknowledged,
+          test_worker_killed_in_lingering_close_leaves_no_orphan_nor_over_claim,
           test_idle_means_waiting_for_input_in_splice_mode,
           test_socket_buffer_past_the_kernel_limit_is_said_once])

@@ -501,7 +501,16 @@ static void test_reload_recounts_holds(void) {
         admission_done(&a);
 }
 
+/* Counts held while reports are filtered out saturate rather than wrap. */
+static void test_counts_saturate(void) {
+        ASSERT(sat_add_u32(1, 2) == 3);
+        ASSERT(sat_add_u32(UINT32_MAX - 1, 1) == UINT32_MAX);
+        ASSERT(sat_add_u32(UINT32_MAX, 1) == UINT32_MAX);
+        ASSERT(sat_add_u32(5, UINT32_MAX) == UINT32_MAX);
+}
+
 int main(void) {
+        RUN(test_counts_saturate);
         RUN(test_per_source_limit);
         RUN(test_rate_and_block);
         RUN(test_allow_deny);

@@ -244,6 +244,21 @@ static void test_report_check(void) {
         ASSERT_INT(r.stats.error, ==, 0);
 }
 
+/* A killed worker's figure is the acknowledged one, never more than it
+ * claimed, whatever the shared report holds. */
+static void test_report_killed(void) {
+        struct slot_report r = { .stats = { .bytes_out = 100000, .bytes_acked = 4096 } };
+
+        slot_report_killed(&r);
+        ASSERT(r.stats.bytes_out == 4096);
+        r.stats.bytes_acked = UINT64_MAX; /* a worker gone wrong claims more */
+        slot_report_killed(&r);
+        ASSERT(r.stats.bytes_out == 4096);
+        r.stats.bytes_acked = 0; /* killed during the echo */
+        slot_report_killed(&r);
+        ASSERT(r.stats.bytes_out == 0);
+}
+
 int main(void) {
         RUN(test_claim_until_full);
         RUN(test_failed_fork_slot);
@@ -251,5 +266,6 @@ int main(void) {
         RUN(test_shared_with_child);
         RUN(test_worker_cannot_touch_bookkeeping);
         RUN(test_report_check);
+        RUN(test_report_killed);
         return 0;
 }
