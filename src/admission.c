@@ -194,28 +194,34 @@ static void report_one(struct source *e, void *userdata) {
 
 void admission_report(struct admission *a, uint64_t now, unsigned max_lines,
                       void (*fn)(const struct cidr *key, const uint32_t counts[_REFUSE_MAX],
-                                 uint32_t sources, bool untracked, void *userdata),
+                                 uint32_t sources, unsigned rest_of, void *userdata),
                       void *userdata) {
         /* What forgotten sources had to report goes with the rest. */
         struct report r = { .max_lines = max_lines < REPORT_TOP_MAX ? max_lines : REPORT_TOP_MAX,
                             .rest = &a->sources.forgotten };
         struct source_tally rest;
+        unsigned rest_of = 0;
         uint64_t sum = 0;
 
         sources_foreach(&a->sources, report_one, &r);
         for (unsigned i = 0; i < r.n_top; i++) {
-                fn(&r.top[i].key, r.top[i].counts, 1, false, userdata);
+                fn(&r.top[i].key, r.top[i].counts, 1, 0, userdata);
                 /* Named: not one of the others, even if an entry of it was
-                 * forgotten before (a source sharing its bit goes
-                 * uncounted: the figure may fall short, never over). */
+                 * forgotten before; then its refusals under that entry are
+                 * in the sum (a source sharing its bit goes uncounted: the
+                 * figure may fall short, never over). */
+                if (source_tally_has(r.rest, r.top[i].hash))
+                        rest_of |= REPORT_REST_NAMED;
                 source_tally_mark(r.rest, r.top[i].hash, false);
         }
         rest = *r.rest;
         *r.rest = (struct source_tally) { 0 };
         for (int i = 0; i < _REFUSE_MAX; i++)
                 sum += rest.refused[i];
+        if (rest.untracked)
+                rest_of |= REPORT_REST_UNTRACKED;
         if (sum)
-                fn(NULL, rest.refused, source_tally_sources(&rest) + r.rest_entries, rest.untracked > 0, userdata);
+                fn(NULL, rest.refused, source_tally_sources(&rest) + r.rest_entries, rest_of, userdata);
         admission_sweep(a, now);
 }
 

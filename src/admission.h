@@ -60,14 +60,20 @@ int admission_reconfigure(struct admission *a, const struct config *old,
  * max_lines sources (at most 32) with the most refusals, largest first
  * (sources 1), and once more with key NULL for the sum of all the others,
  * including sources forgotten meanwhile: `sources` is how many distinct
- * sources those were at most (never more than there were; 0 when all were
- * untracked), `untracked` whether some refusals came from sources that had
- * no entry (a denied source when the table had no room for its tally).
- * Then forgets the per-source counts and drops sources with nothing left
- * to remember. */
+ * sources other than those named those were at most (never more than
+ * there were), `rest` (REPORT_REST_* bits) what else the sum holds:
+ * refusals of sources that had no entry (a denied source when the table
+ * had no room for its tally), and refusals of a source named above that
+ * were counted under an earlier entry of it, forgotten since (the tally
+ * cannot tell how many were its, so they stay in the sum). Then forgets
+ * the per-source counts and drops sources with nothing left to remember. */
+enum {
+        REPORT_REST_UNTRACKED = 1u << 0,
+        REPORT_REST_NAMED = 1u << 1,
+};
 void admission_report(struct admission *a, uint64_t now, unsigned max_lines,
                       void (*fn)(const struct cidr *key, const uint32_t counts[_REFUSE_MAX],
-                                 uint32_t sources, bool untracked, void *userdata),
+                                 uint32_t sources, unsigned rest, void *userdata),
                       void *userdata);
 /* Only the last step of admission_report(): drops sources with nothing
  * left to remember; their refusal counts are kept for the next report

@@ -3,7 +3,9 @@
  * SO_PASSCRED on its socket), which is what NotifyAccess=main checks. */
 #include <errno.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,48 +20,78 @@
 #include "util.h"
 
 static int notify_fd = -1;
+static bool connected;               /* false: connect() failed, retried by state messages */
+static struct sockaddr_un address;
+static socklen_t address_len;
 static unsigned failed;
+static unsigned failed_kinds;
 static int last_failure;
+
+static int notify_connect(void) {
+        if (connect(notify_fd, (struct sockaddr *) &address, address_len) < 0)
+                return negative_errno();
+        connected = true;
+        return 0;
+}
 
 int notify_open(void) {
         const char *name = getenv("NOTIFY_SOCKET");
-        struct sockaddr_un a = { .sun_family = AF_UNIX };
         size_t n;
-        socklen_t len;
-        int fd;
 
         notify_close();
         if (!name || !name[0])
                 return 0;
         n = strlen(name);
-        if ((name[0] != '/' && name[0] != '@') || n < 2 || n > sizeof(a.sun_path) - (name[0] == '/'))
+        if ((name[0] != '/' && name[0] != '@') || n < 2 || n > sizeof(address.sun_path) - (name[0] == '/'))
                 return -EINVAL;
-        memcpy(a.sun_path, name, n);
+        address = (struct sockaddr_un) { .sun_family = AF_UNIX };
+        memcpy(address.sun_path, name, n);
         if (name[0] == '@')
-                a.sun_path[0] = 0; /* abstract: the length, not a NUL, ends the name */
-        len = (socklen_t) (offsetof(struct sockaddr_un, sun_path) + n + (name[0] == '/'));
+                address.sun_path[0] = 0; /* abstract: the length, not a NUL, ends the name */
+        address_len = (socklen_t) (offsetof(struct sockaddr_un, sun_path) + n + (name[0] == '/'));
 
-        fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-        if (fd < 0)
+        /* Opened even when nobody listens yet, so a later connect() needs
+         * no descriptor (see notify.h). */
+        notify_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        if (notify_fd < 0)
                 return negative_errno();
-        if (connect(fd, (struct sockaddr *) &a, len) < 0) {
-                int r = negative_errno();
-                close(fd);
-                return r;
-        }
-        notify_fd = fd;
-        return 0;
+        return notify_connect();
 }
 
 void notify_close(void) {
         notify_fd = safe_close(notify_fd);
+        connected = false;
 }
 
-__attribute__((format(printf, 1, 2)))
-static void notify_send(const char *fmt, ...) {
+/* A datagram socket connected to a peer whose queue is full polls
+ * writable once the peer has read (the kernel wakes its senders), so
+ * poll() bounds the wait and send() retries. Signals are blocked and read
+ * from the signalfd, so poll() is interrupted only by a stop signal. */
+static int send_waiting(const char *msg, size_t n, uint64_t wait_usec) {
+        uint64_t deadline = now_usec(CLOCK_MONOTONIC) + wait_usec;
+
+        for (;;) {
+                struct pollfd p = { .fd = notify_fd, .events = POLLOUT };
+                uint64_t now;
+
+                if (send(notify_fd, msg, n, MSG_NOSIGNAL | MSG_DONTWAIT) >= 0)
+                        return 0;
+                if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+                        return negative_errno();
+                now = now_usec(CLOCK_MONOTONIC);
+                if (now >= deadline)
+                        return -EAGAIN;
+                if (poll(&p, 1, usec_to_timeout_ms(deadline - now)) < 0 && errno != EINTR)
+                        return negative_errno();
+        }
+}
+
+__attribute__((format(printf, 2, 3)))
+static void notify_send(unsigned kind, const char *fmt, ...) {
+        bool state = kind & (NOTIFY_KIND_READY | NOTIFY_KIND_RELOADING | NOTIFY_KIND_STOPPING);
         char msg[512];
         va_list ap;
-        int n;
+        int n, r;
 
         if (notify_fd < 0)
                 return;
@@ -68,18 +100,40 @@ static void notify_send(const char *fmt, ...) {
         va_end(ap);
         if (n < 0 || (size_t) n >= sizeof(msg))
                 n = (int) strlen(msg); /* a status cut short still says what it can */
-        if (send(notify_fd, msg, (size_t) n, MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
+        if (!connected && !state)
+                return; /* notify_open() said so; a state message will try again */
+        r = connected ? 0 : notify_connect();
+        if (r == 0)
+                r = send_waiting(msg, (size_t) n, state ? NOTIFY_STATE_WAIT_USEC : 0);
+        if (r < 0) {
                 failed++;
-                last_failure = errno;
+                failed_kinds |= kind;
+                last_failure = -r;
         }
 }
 
-unsigned notify_failures(int *last_error) {
+unsigned notify_failures(int *last_error, unsigned *kinds) {
         unsigned n = failed;
 
         *last_error = n ? last_failure : 0;
+        *kinds = n ? failed_kinds : 0;
         failed = 0;
+        failed_kinds = 0;
         return n;
+}
+
+void notify_kinds_format(unsigned kinds, char *buf, size_t size) {
+        static const char *const names[] = { "READY=1", "RELOADING=1", "STOPPING=1", "STATUS=", "WATCHDOG=1" };
+        size_t used = 0;
+
+        buf[0] = 0;
+        for (size_t i = 0; i < ELEMENTSOF(names) && used < size; i++)
+                if (kinds & (1u << i)) {
+                        int w = snprintf(buf + used, size - used, "%s%s", used ? ", " : "", names[i]);
+                        if (w < 0)
+                                break;
+                        used += (size_t) w;
+                }
 }
 
 uint64_t notify_watchdog_interval(void) {
@@ -91,23 +145,23 @@ uint64_t notify_watchdog_interval(void) {
 }
 
 void notify_ready(const char *status) {
-        notify_send("READY=1\nSTATUS=%s", status);
+        notify_send(NOTIFY_KIND_READY, "READY=1\nSTATUS=%s", status);
 }
 
 void notify_status(const char *status) {
-        notify_send("STATUS=%s", status);
+        notify_send(NOTIFY_KIND_STATUS, "STATUS=%s", status);
 }
 
 void notify_reloading(void) {
         /* MONOTONIC_USEC lets systemd match READY=1 to this reload. */
-        notify_send("RELOADING=1\nSTATUS=Reloading configuration\nMONOTONIC_USEC=%" PRIu64,
+        notify_send(NOTIFY_KIND_RELOADING, "RELOADING=1\nSTATUS=Reloading configuration\nMONOTONIC_USEC=%" PRIu64,
                     now_usec(CLOCK_MONOTONIC));
 }
 
 void notify_stopping(const char *status, uint64_t extend_usec) {
-        notify_send("STOPPING=1\nSTATUS=%s\nEXTEND_TIMEOUT_USEC=%" PRIu64, status, extend_usec);
+        notify_send(NOTIFY_KIND_STOPPING, "STOPPING=1\nSTATUS=%s\nEXTEND_TIMEOUT_USEC=%" PRIu64, status, extend_usec);
 }
 
 void notify_watchdog(void) {
-        notify_send("WATCHDOG=1");
+        notify_send(NOTIFY_KIND_WATCHDOG, "WATCHDOG=1");
 }

@@ -3,18 +3,43 @@
  * The socket to NOTIFY_SOCKET is opened and connected once, at start, and
  * every notification goes out on it: sd_notify() opens a socket per call,
  * which fails while the process is out of descriptors (EMFILE at accept()),
- * just when WATCHDOG=1 must still reach systemd. A send never blocks and
- * never raises SIGPIPE; a failed one is counted (notify_failures()) for the
- * caller to report. Without notify_open(), or with NOTIFY_SOCKET unset,
- * every notification is a no-op, so the daemon behaves the same outside
- * systemd. The socket is close-on-exec and above fd 3, so workers (which
- * close everything above fd 3) never hold it. */
+ * just when WATCHDOG=1 must still reach systemd. A send never raises
+ * SIGPIPE. State messages (READY=1, RELOADING=1, STOPPING=1) wait up to
+ * NOTIFY_STATE_WAIT_USEC for room when PID 1 is slow to read its socket
+ * and the queue is full, as sd_notify() blocks there: losing one makes
+ * systemd kill the unit at TimeoutStartSec= or hang a reload, and the
+ * daemon is at a transition anyway. STATUS= alone and WATCHDOG=1 never
+ * wait: a later STATUS= supersedes a lost one, and a lost WATCHDOG=1 is
+ * sent again at the next ping, half of WatchdogSec= later, still in time
+ * (waiting would stall accepting and reaping instead). A failed send is
+ * counted with its kind (notify_failures()) for the caller to report.
+ * A NOTIFY_SOCKET nobody listens on (a removed path, an abstract name
+ * nobody bound) does not stop the daemon: notify_open() reports it and
+ * every state message tries to connect again. Without notify_open(), or
+ * with NOTIFY_SOCKET unset, every notification is a no-op, so the daemon
+ * behaves the same outside systemd. The socket is close-on-exec and above
+ * fd 3, so workers (which close everything above fd 3) never hold it. */
 #pragma once
 
+#include <stddef.h>
 #include <stdint.h>
 
+/* How long a state message waits for room on a full notification socket. */
+#define NOTIFY_STATE_WAIT_USEC UINT64_C(5000000) /* 5 s */
+
+/* The kinds of notification, as bits of notify_failures()' *kinds. */
+enum {
+        NOTIFY_KIND_READY = 1u << 0,
+        NOTIFY_KIND_RELOADING = 1u << 1,
+        NOTIFY_KIND_STOPPING = 1u << 2,
+        NOTIFY_KIND_STATUS = 1u << 3,
+        NOTIFY_KIND_WATCHDOG = 1u << 4,
+};
+
 /* Opens the socket NOTIFY_SOCKET names: a path, or an abstract name led by
- * '@'. Returns 0 (also when it is unset) or -errno. */
+ * '@'. Returns 0 (also when it is unset) or -errno: -EINVAL for a name that
+ * is neither (notifications are then off), the error of connect() for a
+ * socket nobody listens on (state messages then try to connect again). */
 int notify_open(void);
 void notify_close(void);
 
@@ -30,6 +55,9 @@ void notify_reloading(void);
 void notify_stopping(const char *status, uint64_t extend_usec);
 void notify_watchdog(void);
 
-/* How many notifications could not be sent since the last call, and the
- * error of the last one (0 when none failed); the count restarts at 0. */
-unsigned notify_failures(int *last_error);
+/* How many notifications could not be sent since the last call, the error
+ * of the last one (0 when none failed) and their kinds (NOTIFY_KIND_*
+ * bits); the count restarts at 0. */
+unsigned notify_failures(int *last_error, unsigned *kinds);
+/* Names the kinds in `kinds`, e.g. "READY=1, WATCHDOG=1", into buf. */
+void notify_kinds_format(unsigned kinds, char *buf, size_t size);

@@ -54,9 +54,23 @@ void report_summary(const struct report_state *st) {
         log_struct(LOG_NOTICE, MSGID_SUMMARY, message, fields, n);
 }
 
+/* Who the sum of the unnamed refusals came from: each part it holds. */
+static void rest_sources(uint32_t sources, unsigned rest, char *who, size_t size) {
+        size_t used = 0;
+
+        who[0] = 0;
+        if (sources)
+                used += (size_t) snprintf(who, size, "%" PRIu32 " other source(s)", sources);
+        if ((rest & REPORT_REST_NAMED) && used < size)
+                used += (size_t) snprintf(who + used, size - used, "%ssources named above (before they were "
+                                          "forgotten)", used ? " and " : "");
+        if (((rest & REPORT_REST_UNTRACKED) || !used) && used < size)
+                snprintf(who + used, size - used, "%ssources not tracked", used ? " and " : "");
+}
+
 static void one_source(const struct cidr *key, const uint32_t counts[_REFUSE_MAX], uint32_t sources,
-                       bool untracked, void *userdata) {
-        char who[LOGADDR_MAX + 32], reasons[160] = "", message[384], f[5][128];
+                       unsigned rest, void *userdata) {
+        char who[LOGADDR_MAX + 96], reasons[160] = "", message[384], f[5][128];
         const char *fields[ELEMENTSOF(f)];
         uint64_t sum = 0;
         size_t used = 0, n = 0;
@@ -70,11 +84,8 @@ static void one_source(const struct cidr *key, const uint32_t counts[_REFUSE_MAX
         }
         if (key)
                 logaddr_source(key, who);
-        else if (sources == 0)
-                snprintf(who, sizeof(who), "sources not tracked");
         else
-                snprintf(who, sizeof(who), "%" PRIu32 " other source(s)%s", sources,
-                         untracked ? " and sources not tracked" : "");
+                rest_sources(sources, rest, who, sizeof(who));
         snprintf(message, sizeof(message), "refused %" PRIu64 " connection(s) from %s in the last %" PRIu64
                  " s: %s", sum, who, *span_usec / USEC_PER_SEC, reasons);
         snprintf(f[n++], sizeof(f[0]), "SOURCE=%s", who);

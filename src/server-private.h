@@ -66,6 +66,7 @@ struct server {
         /* Notifications that could not be sent, not yet logged. */
         struct ratelimit notify_rl;
         unsigned notify_failed;
+        unsigned notify_kinds;     /* NOTIFY_KIND_* bits of those failed */
         int notify_error;
 
         struct admission adm;

@@ -280,17 +280,21 @@ static void handle_signals(struct server *s) {
  * WATCHDOG=1 and systemd aborts the daemon. Failed sends add up here; one
  * record a second says how many (and all that are left, at exit). */
 static void report_notify_failures(struct server *s, uint64_t now, bool final) {
-        unsigned suppressed;
+        unsigned suppressed, kinds;
+        char what[80];
         int err;
 
-        s->notify_failed += notify_failures(&err);
+        s->notify_failed += notify_failures(&err, &kinds);
+        s->notify_kinds |= kinds;
         if (err)
                 s->notify_error = err;
         if (!s->notify_failed || (!ratelimit_allow(&s->notify_rl, now, &suppressed) && !final))
                 return;
+        notify_kinds_format(s->notify_kinds, what, sizeof(what));
         log_errno(LOG_WARNING, -s->notify_error, NULL, "%u notification(s) to systemd could not be sent "
-                  "(status, watchdog); systemd may consider the daemon hung", s->notify_failed);
+                  "(%s); systemd may consider the daemon hung", s->notify_failed, what);
         s->notify_failed = 0;
+        s->notify_kinds = 0;
 }
 
 static void run_deadlines(struct server *s, uint64_t now) {
@@ -375,8 +379,12 @@ static int setup(struct server *s) {
         daemon_signals(&mask);
         s->worker_mask = s->opt->worker_mask;
         r = notify_open();
-        if (r < 0)
-                return log_errno(LOG_ERR, r, NULL, "cannot connect to $NOTIFY_SOCKET");
+        if (r == -EINVAL)
+                log_msg(LOG_WARNING, NULL, "$NOTIFY_SOCKET is neither a path nor an abstract name; "
+                        "running without notifications to systemd");
+        else if (r < 0)
+                log_errno(LOG_WARNING, r, NULL, "cannot connect to $NOTIFY_SOCKET; running on, "
+                          "each state notification (READY=1, RELOADING=1, STOPPING=1) tries again");
 
         s->sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
         s->epfd = epoll_create1(EPOLL_CLOEXEC);

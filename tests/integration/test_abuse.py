@@ -16,8 +16,9 @@ NO_RATE = "source_rate = 0;\n"
 
 
 def refusal_lines(d):
-    return d.log_lines(r"refused (\d+) connection\(s\) from (\d+ other source\(s\)(?: and sources not tracked)?|"
-                       r"sources not tracked|\S+) in the last 10 s: (.*)")
+    return d.log_lines(r"refused (\d+) connection\(s\) from ((?:\d+ other source\(s\)|sources named above \(before "
+                       r"they were forgotten\)|sources not tracked)(?: and (?:sources named above \(before they were "
+                       r"forgotten\)|sources not tracked))*|\S+) in the last 10 s: (.*)")
 
 
 def flush_report(d):
@@ -410,6 +411,37 @@ def test_refusals_held_while_their_reports_are_filtered():
         print(f"   3 refusals at error, 1 after: {[m.group(0) for m in lines]}")
         assert [(m.group(1), m.group(3)) for m in lines] == [("4", "denied 4")], [m.group(0) for m in lines]
 
+def test_refusals_of_a_named_source_are_not_sources_not_tracked():
+    # One source, 127.0.40.1, tracked throughout: refused 3 times, its
+    # entry forgotten when served sources fill the table, back with a new
+    # entry, refused 5 times. It is named with its 5; the 3 counted under
+    # its forgotten entry stay in the sum (the tally cannot tell how many
+    # were its), which says so rather than "sources not tracked".
+    with Daemon("source_table_size = 64; source_rate = 0; max_clients_per_source = 1;") as d:
+        flush_report(d)
+        a = connect(d.address(), source="127.0.40.1")
+        a.sendall(b"x")
+        recv_exact(a, 1)
+        for _ in range(3):
+            assert not served(d.address(), source="127.0.40.1")
+        a.close()
+        wait_until(lambda: not d.children(), 10, "its session to end")
+        for i in range(70):
+            assert served(d.address(), source=f"127.0.30.{i + 1}")
+        wait_until(lambda: not d.children(), 10, "the sessions to end")
+        a = connect(d.address(), source="127.0.40.1")
+        a.sendall(b"x")
+        recv_exact(a, 1)
+        for _ in range(5):
+            assert not served(d.address(), source="127.0.40.1")
+        a.close()
+        flush_report(d)
+        lines = refusal_lines(d)
+        for m in lines:
+            print("  ", m.group(0))
+        who = sorted((m.group(2), m.group(1)) for m in lines)
+        assert who == [("127.0.40.1", "5"), ("sources named above (before they were forgotten)", "3")], who
+
 
 if __name__ == "__main__":
     main([test_per_source_limit_refuses_only_that_source, test_rate_limit_blocks_a_while_then_forgives,
@@ -419,4 +451,5 @@ if __name__ == "__main__":
           test_reload_with_new_prefix_recounts_live_sessions,
           test_reload_with_new_table_size_recounts_live_sessions, test_log_addresses_prefix_and_hash,
           test_denied_flood_does_not_open_the_default_table, test_full_source_table_ipv4,
-          test_full_source_table_ipv6, test_refusals_held_while_their_reports_are_filtered])
+          test_full_source_table_ipv6, test_refusals_held_while_their_reports_are_filtered,
+          test_refusals_of_a_named_source_are_not_sources_not_tracked])

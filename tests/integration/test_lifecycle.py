@@ -607,11 +607,116 @@ def test_cut_delivers_what_it_counts():
         assert "0 session(s) drained, 1 cut" in line, line
 
 
+def fill_datagram_queue(path):
+    """Fills the receive queue of the datagram socket at `path` as a busy
+    PID 1 lets it fill; returns how many datagrams it took."""
+    other = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    other.setblocking(False)
+    queued = 0
+    try:
+        while queued < 100000:
+            other.sendto(b"WATCHDOG=1", path)
+            queued += 1
+    except BlockingIOError:
+        pass
+    other.close()
+    return queued
+
+
+def read_until(sock, prefix):
+    """Reads the queue, as PID 1 does once it is back, up to a datagram
+    starting with `prefix`; returns it (None when none came in time)."""
+    sock.settimeout(5 * SLOW)
+    try:
+        while True:
+            m = sock.recv(4096)
+            if m.startswith(prefix):
+                return m
+    except socket.timeout:
+        return None
+
+
+def test_state_notifications_survive_a_congested_notify_socket():
+    # PID 1 reads its notification socket from its event loop; while it is
+    # busy (a long daemon-reload, a boot storm) the queue fills. READY=1 and
+    # STOPPING=1 wait for room (up to 5 s), as sd_notify() does, rather than
+    # being dropped: systemd would kill the unit at TimeoutStartSec=. PID 1
+    # stays busy here until the daemon has logged what comes just before
+    # the notification, and a moment more (not scaled: it must stay well
+    # inside the 5 s the daemon waits), or until the daemon reports a loss.
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "notify")
+        pid1 = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        pid1.bind(path)
+        d = Daemon(env={"NOTIFY_SOCKET": path})
+        try:
+            queued = fill_datagram_queue(path)
+            d.start(wait_ready=False)
+            d.wait_log(r"started: ")
+            _busy_for(d, 1.0)
+            ready = read_until(pid1, b"READY=1")
+            fill_datagram_queue(path)
+            d.signal(signal.SIGTERM)
+            d.wait_log(r": stopped accepting")
+            _busy_for(d, 1.0)
+            stopping = read_until(pid1, b"STOPPING=1")
+            assert d.wait_exit() == 0
+            lost = [m.group(0) for m in d.log_lines(r"notification\(s\) to systemd could not be sent.*")]
+            print(f"   {queued} datagrams queued before the start; READY=1 arrived: {ready is not None}, "
+                  f"STOPPING=1 arrived: {stopping is not None}; losses logged: {lost}")
+            assert ready is not None, "READY=1 was dropped"
+            assert stopping is not None, "STOPPING=1 was dropped"
+            assert not any("READY" in x or "STOPPING" in x for x in lost), lost
+        finally:
+            d.cleanup()
+            pid1.close()
+
+
+def _busy_for(d, seconds):
+    """PID 1 busy: `seconds` pass, or the daemon logs a lost notification."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not d.log_lines("could not be sent"):
+        time.sleep(0.02)
+
+
+def test_stale_notify_socket_does_not_stop_the_daemon():
+    # A NOTIFY_SOCKET that names nothing (a stale variable inherited from a
+    # wrapper, a removed path, a plain file, an abstract name nobody bound,
+    # a relative name) is warned about once and the daemon serves without
+    # notifications, as libsystemd users do. A path that comes to exist
+    # later gets the next state message (STOPPING=1 here).
+    with tempfile.TemporaryDirectory() as tmp:
+        plain = os.path.join(tmp, "plain")
+        open(plain, "w").close()
+        gone = os.path.join(tmp, "gone")
+        for value in (gone, plain, "relative", "@echo-mpserv-no-such-name-%d" % os.getpid()):
+            d = Daemon(env={"NOTIFY_SOCKET": value})
+            try:
+                d.start(wait_ready=False)
+                warning = d.wait_log(r"\$NOTIFY_SOCKET.*")[0].group(0)
+                d.wait_log(r"started: ")
+                assert echo_once(d.address(), b"on") == b"on"
+                late = None
+                if value == gone:
+                    late = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+                    late.bind(gone)
+                assert d.stop() == 0
+                print(f"   NOTIFY_SOCKET={value!r}: served; {warning!r}")
+                if late:
+                    late.settimeout(5 * SLOW)
+                    assert late.recv(4096).startswith(b"STOPPING=1")
+                    late.close()
+            finally:
+                d.cleanup()
+
+
 if __name__ == "__main__":
     main([test_zero_zombies_after_1000_simultaneous_disconnects, test_sigterm_drains_live_sessions,
           test_reload_never_trades_a_vanished_file_for_the_defaults,
           test_sigterm_cuts_after_drain_timeout, test_inherited_ignored_signals_are_reset,
           test_signals_during_the_start_up_do_not_kill, test_second_sigterm_ends_drain_now, test_lost_notifications_are_logged,
+          test_state_notifications_survive_a_congested_notify_socket,
+          test_stale_notify_socket_does_not_stop_the_daemon,
           test_reload_good_config_under_load, test_reload_broken_config_keeps_serving,
           test_restart_pending_until_restart, test_command_line_overrides_hold_across_reloads,
           test_failed_reload_logs_one_record_per_error,

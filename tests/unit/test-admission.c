@@ -140,12 +140,12 @@ static void test_allow_deny(void) {
 
 struct seen {
         int lines, rest_sources, rest_lines;
-        bool untracked;
+        bool untracked, named;
         uint32_t total[_REFUSE_MAX];
         uint32_t line_counts[16];
 };
 
-static void collect(const struct cidr *key, const uint32_t counts[_REFUSE_MAX], uint32_t sources, bool untracked,
+static void collect(const struct cidr *key, const uint32_t counts[_REFUSE_MAX], uint32_t sources, unsigned rest,
                     void *userdata) {
         struct seen *s = userdata;
 
@@ -154,7 +154,8 @@ static void collect(const struct cidr *key, const uint32_t counts[_REFUSE_MAX], 
         else {
                 s->rest_sources += (int) sources;
                 s->rest_lines++;
-                s->untracked |= untracked;
+                s->untracked |= rest & REPORT_REST_UNTRACKED;
+                s->named |= rest & REPORT_REST_NAMED;
         }
         for (int i = 0; i < _REFUSE_MAX; i++)
                 s->total[i] += counts[i];
@@ -425,6 +426,45 @@ static void test_report_untracked_refusals_are_no_sources(void) {
         admission_done(&a);
 }
 
+/* A source named in the report whose earlier entry was forgotten: the
+ * refusals under that entry stay in the sum, which says they are a named
+ * source's rather than counting no source or claiming untracked ones. */
+static void test_report_named_source_forgotten_before(void) {
+        struct config c = base();
+        struct admission a;
+        struct seen s = { 0 };
+        char ip[32];
+        uint64_t t = USEC_PER_SEC;
+
+        c.source_table_size = TABLE;
+        c.max_clients_per_source = 1;
+        ASSERT_INT(admission_init(&a, &c), ==, 0);
+        ASSERT_INT(check(&a, "192.0.2.1", t), ==, -1);
+        for (int i = 0; i < 3; i++)
+                ASSERT_INT(check(&a, "192.0.2.1", t), ==, REFUSE_PER_SOURCE);
+        release_last(&a, t);
+        for (int i = 0; i < TABLE + 6; i++) {
+                flood_ip(ip, sizeof(ip), 11, i);
+                ASSERT_INT(check(&a, ip, t), ==, -1);
+                release_last(&a, t);
+        }
+        ASSERT(admission_forgotten(&a) > 0);
+        ASSERT_INT(check(&a, "192.0.2.1", t), ==, -1);
+        for (int i = 0; i < 5; i++)
+                ASSERT_INT(check(&a, "192.0.2.1", t), ==, REFUSE_PER_SOURCE);
+        release_last(&a, t);
+        admission_report(&a, t, 10, collect, &s);
+        ASSERT_INT(s.lines, ==, 1);
+        ASSERT_INT(s.line_counts[0], ==, 0);            /* collect() keeps the denied count */
+        ASSERT_INT(s.total[REFUSE_PER_SOURCE], ==, 8);
+        ASSERT_INT(s.rest_lines, ==, 1);
+        ASSERT_INT(s.rest_sources, ==, 0);
+        ASSERT(s.named);
+        ASSERT(!s.untracked);
+        n_held = 0;
+        admission_done(&a);
+}
+
 /* A source forgotten twice between two reports is one source. */
 static void test_report_source_forgotten_twice_is_one(void) {
         struct config c = strict();
@@ -521,6 +561,7 @@ int main(void) {
         RUN(test_blocks_do_not_churn_the_rest);
         RUN(test_report_exact_when_full);
         RUN(test_report_untracked_refusals_are_no_sources);
+        RUN(test_report_named_source_forgotten_before);
         RUN(test_report_source_forgotten_twice_is_one);
         RUN(test_reload_recounts_holds);
         return 0;

@@ -50,14 +50,17 @@ static void test_out_of_descriptors(void) {
         ASSERT(strcmp((notify_ready("busy"), receive()), "READY=1\nSTATUS=busy") == 0);
         ASSERT(setrlimit(RLIMIT_NOFILE, &old) == 0);
         int err = -1;
-        ASSERT_INT(notify_failures(&err), ==, 0);
+        unsigned kinds = 1;
+        ASSERT_INT(notify_failures(&err, &kinds), ==, 0);
         ASSERT_INT(err, ==, 0);
+        ASSERT_INT(kinds, ==, 0);
 }
 
-/* A failed send is counted, never blocks, never raises SIGPIPE. */
+/* A failed send is counted with its kind, never raises SIGPIPE. */
 static void test_failures_counted(void) {
         int err = 0;
-        char name[64];
+        unsigned kinds = 0;
+        char name[64], what[80];
 
         /* An abstract name, systemd's other form; a socket that goes away. */
         int srv = socket(AF_UNIX, SOCK_DGRAM, 0);
@@ -73,17 +76,56 @@ static void test_failures_counted(void) {
         ASSERT(n == 15 && memcmp(buf, "STATUS=abstract", 15) == 0);
         close(srv);
         notify_watchdog();
-        notify_watchdog();
-        ASSERT_INT(notify_failures(&err), ==, 2);
+        notify_ready("lost");
+        ASSERT_INT(notify_failures(&err, &kinds), ==, 2);
         ASSERT(err == ECONNREFUSED || err == ENOTCONN); /* the kernel says either */
-        ASSERT_INT(notify_failures(&err), ==, 0);
+        notify_kinds_format(kinds, what, sizeof(what));
+        ASSERT(strcmp(what, "READY=1, WATCHDOG=1") == 0);
+        ASSERT_INT(notify_failures(&err, &kinds), ==, 0);
+        notify_kinds_format(NOTIFY_KIND_READY | NOTIFY_KIND_STOPPING, what, 12);
+        ASSERT(strcmp(what, "READY=1, ST") == 0); /* cut, still terminated */
 
         setenv("NOTIFY_SOCKET", "relative", 1);
         ASSERT_INT(notify_open(), ==, -EINVAL);
         unsetenv("NOTIFY_SOCKET");
         ASSERT_INT(notify_open(), ==, 0);
         notify_watchdog(); /* a no-op */
-        ASSERT_INT(notify_failures(&err), ==, 0);
+        ASSERT_INT(notify_failures(&err, &kinds), ==, 0);
+}
+
+/* A NOTIFY_SOCKET nobody listens on yet is reported, not fatal: STATUS=
+ * and WATCHDOG=1 are skipped uncounted, and a state message connects
+ * once somebody does. */
+static void test_late_listener(void) {
+        struct sockaddr_un a = { .sun_family = AF_UNIX };
+        int err = 0, srv;
+        unsigned kinds = 0;
+        char buf[64];
+
+        snprintf(a.sun_path, sizeof(a.sun_path), "/tmp/test-notify-late-%d", (int) getpid());
+        unlink(a.sun_path);
+        setenv("NOTIFY_SOCKET", a.sun_path, 1);
+        ASSERT_INT(notify_open(), ==, -ENOENT);
+        notify_status("nobody");
+        notify_watchdog();
+        ASSERT_INT(notify_failures(&err, &kinds), ==, 0);
+        notify_stopping("nobody yet", 1);
+        ASSERT_INT(notify_failures(&err, &kinds), ==, 1);
+        ASSERT_INT(err, ==, ENOENT);
+        ASSERT_INT(kinds, ==, NOTIFY_KIND_STOPPING);
+
+        srv = socket(AF_UNIX, SOCK_DGRAM, 0);
+        ASSERT(bind(srv, (struct sockaddr *) &a, sizeof(a)) == 0);
+        notify_ready("late");
+        ssize_t n = recv(srv, buf, sizeof(buf) - 1, MSG_DONTWAIT);
+        ASSERT(n == 19 && memcmp(buf, "READY=1\nSTATUS=late", 19) == 0);
+        notify_watchdog(); /* connected now */
+        n = recv(srv, buf, sizeof(buf) - 1, MSG_DONTWAIT);
+        ASSERT(n == 10 && memcmp(buf, "WATCHDOG=1", 10) == 0);
+        ASSERT_INT(notify_failures(&err, &kinds), ==, 0);
+        close(srv);
+        unlink(a.sun_path);
+        notify_close();
 }
 
 static void test_watchdog_interval(void) {
@@ -112,6 +154,7 @@ int main(void) {
         RUN(test_messages);
         RUN(test_out_of_descriptors);
         RUN(test_failures_counted);
+        RUN(test_late_listener);
         RUN(test_watchdog_interval);
         unlink(path);
         return 0;
