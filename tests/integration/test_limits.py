@@ -418,6 +418,28 @@ def test_trickling_half_closed_reader_is_bounded_by_max_session_time():
         assert int(rec["bytes_out"]) <= got < total, (rec, got)
 
 
+def test_steady_slow_reader_is_not_a_write_timeout():
+    # In the echo: the client sends and reads at once, reading 3 kB every
+    # 20 ms (~150 kB/s, never 20 ms without progress). The kernel reports
+    # write space only once a third of the 512 kB send buffer is free,
+    # which at that pace takes about a second: the worker must see the
+    # client's progress while waiting for it, not cut it as write-timeout.
+    total = 600000
+    with Daemon("write_timeout = 1; socket_buffer = 262144;") as d:
+        s = connect(d.address(), rcvbuf=4096)
+        result = []
+        t = threading.Thread(target=lambda: result.append(read_slowly(s, 3000, 0.02)), daemon=True)
+        t.start()
+        s.sendall(b"S" * total)
+        s.shutdown(socket.SHUT_WR)
+        t.join(60 * SLOW)
+        rec = d.wait_records(1, timeout=60 * SLOW)[0]
+        print(f"   client received {result}; record {rec['reason']}, {rec['bytes_out']} bytes out "
+              f"after {rec['duration']} s")
+        assert rec["reason"] == "client-closed" and result == [(total, None)], (rec, result)
+        assert int(rec["bytes_out"]) == total, rec
+
+
 def test_reset_after_half_close_counts_only_what_was_acknowledged():
     # Half-close, never read, then reset while the worker still waits for
     # the echo to be taken: the record counts what the client's TCP
@@ -603,6 +625,7 @@ if __name__ == "__main__":
           test_half_closed_slow_but_steady_reader_gets_its_echo,
           test_half_closed_reader_that_stops_is_reset_after_write_timeout_without_progress,
           test_trickling_half_closed_reader_is_bounded_by_max_session_time,
+          test_steady_slow_reader_is_not_a_write_timeout,
           test_reset_after_half_close_counts_only_what_was_acknowledged,
           test_reset_in_lingering_close_counts_only_what_was_acknowledged,
           test_worker_killed_in_lingering_close_leaves_no_orphan_nor_over_claim,
