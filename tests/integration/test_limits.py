@@ -382,11 +382,13 @@ def test_half_closed_reader_that_stops_is_reset_after_write_timeout_without_prog
     # which is exactly what it can read.
     total, write_timeout = 250000, 1
     with Daemon(f"write_timeout = {write_timeout}; socket_buffer = 262144;") as d:
-        t0 = time.monotonic()
         s = connect(d.address(), rcvbuf=4096)
         s.sendall(b"S" * total)
         s.shutdown(socket.SHUT_WR)
-        got, err = read_slowly(s, 3000, 0.02, until=60000)
+        got = len(s.recv(3000))
+        t0 = time.monotonic()  # the session began before its first echo came
+        more, err = read_slowly(s, 3000, 0.02, until=60000 - got)
+        got += more
         stopped = time.monotonic() - t0
         rec = d.wait_records(1, timeout=60 * SLOW)[0]
         got += readable(s)

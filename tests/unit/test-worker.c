@@ -770,7 +770,7 @@ static void test_cut_bounds_a_trickling_linger(void) {
                close_reason_name(stats->reason), stats->bytes_out, got, reset ? "a reset" : "EOF");
         ASSERT(cut_at);
         ASSERT_INT(stats->reason, ==, CLOSE_CLIENT);
-        ASSERT(stats->end_usec - cut_at < WORKER_CUT_LINGER_USEC + 500 * USEC_PER_MSEC);
+        ASSERT(stats->end_usec - cut_at < WORKER_CUT_LINGER_USEC + 900 * USEC_PER_MSEC);
         ASSERT(reset && stats->bytes_out <= got && got < sizeof(chunk));
         close(c);
 }
