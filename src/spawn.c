@@ -95,11 +95,11 @@ enum close_reason spawn_serve_here(int fd, struct slot_report *report, uint64_t 
         if (buf == MAP_FAILED) {
                 report->stats.reason = CLOSE_ERROR;
                 report->stats.error = ENOMEM;
-                worker_close(fd, limits, NULL, &report->stats);
+                worker_close(fd, limits, start_usec, NULL, &report->stats);
                 return CLOSE_ERROR;
         }
         r = worker_echo(fd, limits, start_usec, buf, &report->stats);
-        worker_close(fd, limits, buf, &report->stats);
+        worker_close(fd, limits, start_usec, buf, &report->stats);
         munmap(buf, limits->buffer_size);
         return r;
 }

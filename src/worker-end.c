@@ -16,9 +16,10 @@
 #include "worker-private.h"
 #include "worker.h"
 
-/* Lingering close: how long a client gets to acknowledge what was echoed
- * when write_timeout is 0, and how often the worker looks whether it has
- * (the kernel raises no event when the client acknowledges data). */
+/* Lingering close: how long a client may go without acknowledging any of
+ * what was echoed when write_timeout is 0, and how often the worker looks
+ * whether it has (the kernel raises no event when the client acknowledges
+ * data). */
 #define LINGER_FALLBACK_USEC (30 * USEC_PER_SEC)
 #define LINGER_TICK_MIN_USEC (1 * USEC_PER_MSEC)
 #define LINGER_TICK_MAX_USEC (100 * USEC_PER_MSEC)
@@ -59,15 +60,22 @@ void worker_set_signals(void) {
                 (void) sigaction(ignored[i], &ign, NULL);
 }
 
-/* What the client has not acknowledged of what was handed to the kernel
- * (SIOCOUTQ), less the FIN, which takes one sequence number once
- * shutdown() has queued it. */
-static uint64_t unacked(int fd, bool fin) {
+/* What the kernel holds for the client (SIOCOUTQ): sent but not
+ * acknowledged, or not sent yet; 0 when it cannot say. */
+static uint64_t queued_for_client(int fd) {
         int queued = 0;
 
         if (ioctl(fd, SIOCOUTQ, &queued) < 0 || queued <= 0)
                 return 0;
-        return (uint64_t) queued - (fin ? 1 : 0);
+        return (uint64_t) queued;
+}
+
+bool worker_client_took(int fd, uint64_t *queued) {
+        uint64_t now = queued_for_client(fd);
+        bool took = now < *queued;
+
+        *queued = now;
+        return took;
 }
 
 /* BYTES_SENT is what the client's TCP acknowledged: bytes its kernel
@@ -128,28 +136,39 @@ static void orderly_close(int fd, struct worker_stats *st) {
  * and discarded (not counted) until the client ends its side (closing with
  * unread input would make the kernel reset the connection and drop the
  * echo); an orderly close once the client has ended its side or sent
- * nothing for a while, and acknowledged every byte. The deadline:
- * write_timeout (LINGER_FALLBACK_USEC when that is 0), cut to
- * WORKER_CUT_LINGER_USEC once SIGTERM came; past it, or when the client
+ * nothing for a while, and acknowledged every byte.
+ *
+ * The deadline, as in the echo: write_timeout (LINGER_FALLBACK_USEC when
+ * that is 0) WITHOUT PROGRESS, progress being the client acknowledging
+ * more (worker_client_took()), so a slow but steady reader gets all of its
+ * echo. Bounded for a trickling client by what the session could have
+ * lasted anyway: max_session_time from the session's start plus one such
+ * period for the final drain (no bound of its own when max_session_time is
+ * 0, as in the echo); and cut to a fixed WORKER_CUT_LINGER_USEC, never
+ * extended, once SIGTERM came. Past the deadline, or when the client
  * resets, an abortive close that counts only what was acknowledged.
  * `ended`: the client already ended its side (client-closed). The common
  * case, a client that read its echo before closing, costs one ioctl.
  * Discarding costs less than echoing, so the time bound is the only one. */
-static void linger_close(int fd, const struct worker_limits *lim, void *buf, bool ended,
+static void linger_close(int fd, const struct worker_limits *lim, uint64_t start, void *buf, bool ended,
                          struct worker_stats *st) {
+        uint64_t patience = lim->write_timeout_ms ? (uint64_t) lim->write_timeout_ms * USEC_PER_MSEC
+                                                  : LINGER_FALLBACK_USEC;
+        uint64_t cap = lim->max_session_time_ms
+                ? start + (uint64_t) lim->max_session_time_ms * USEC_PER_MSEC + patience : UINT64_MAX;
         uint64_t now = now_usec(CLOCK_MONOTONIC), tick = LINGER_TICK_MIN_USEC;
-        uint64_t deadline = now + (lim->write_timeout_ms ? (uint64_t) lim->write_timeout_ms * USEC_PER_MSEC
-                                                         : LINGER_FALLBACK_USEC);
-        bool fin, cut_seen = false, quiet = false;
+        uint64_t stall_end = now + patience, cut_end = UINT64_MAX, queued = queued_for_client(fd);
+        bool fin, quiet = false;
         sigset_t term, old, wait_mask;
 
-        if (ended && unacked(fd, false) == 0) {
+        if (ended && queued == 0) {
                 (void) shutdown(fd, SHUT_WR);
                 orderly_close(fd, st);
                 return;
         }
         (void) note_acknowledged(fd, st);
         fin = shutdown(fd, SHUT_WR) == 0;
+        queued += fin ? 1 : 0; /* the FIN takes one sequence number */
         sigemptyset(&term);
         sigaddset(&term, SIGTERM);
         (void) sigprocmask(SIG_BLOCK, &term, &old);
@@ -160,6 +179,7 @@ static void linger_close(int fd, const struct worker_limits *lim, void *buf, boo
                 int err = EAGAIN;
                 struct pollfd p = { .fd = fd, .events = POLLIN };
                 struct timespec ts;
+                uint64_t deadline;
 
                 if (!fin) {
                         abort_close(fd, st); /* not connected any more */
@@ -181,11 +201,14 @@ static void linger_close(int fd, const struct worker_limits *lim, void *buf, boo
                         break;
                 }
                 now = now_usec(CLOCK_MONOTONIC);
-                if (!cut_seen && worker_cut_came(true)) {
-                        cut_seen = true;
-                        deadline = min_u64(deadline, now + WORKER_CUT_LINGER_USEC);
-                }
-                if ((ended || (n < 0 && (quiet || now >= deadline))) && unacked(fd, fin) == 0) {
+                if (cut_end == UINT64_MAX && worker_cut_came(true))
+                        cut_end = now + WORKER_CUT_LINGER_USEC;
+                if (worker_client_took(fd, &queued))
+                        stall_end = now + patience;
+                deadline = min_u64(min_u64(stall_end, cap), cut_end);
+                /* queued - FIN: what is not acknowledged (a FIN acknowledged
+                 * leaves 0). */
+                if ((ended || (n < 0 && (quiet || now >= deadline))) && queued <= 1) {
                         orderly_close(fd, st); /* all acknowledged, nothing unread */
                         break;
                 }
@@ -207,14 +230,14 @@ static void linger_close(int fd, const struct worker_limits *lim, void *buf, boo
         (void) sigprocmask(SIG_SETMASK, &old, NULL);
 }
 
-void worker_close(int fd, const struct worker_limits *lim, void *buf, struct worker_stats *st) {
+void worker_close(int fd, const struct worker_limits *lim, uint64_t start, void *buf, struct worker_stats *st) {
         switch (st->reason) {
         case CLOSE_CLIENT:
         case CLOSE_IDLE:
         case CLOSE_SESSION_TIME:
         case CLOSE_SESSION_BYTES:
         case CLOSE_SHUTDOWN:
-                linger_close(fd, lim, buf, st->reason == CLOSE_CLIENT, st);
+                linger_close(fd, lim, start, buf, st->reason == CLOSE_CLIENT, st);
                 break;
         default:
                 /* Reset by the client (nothing left to deliver), the client

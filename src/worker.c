@@ -178,31 +178,51 @@ static enum close_reason wait_for(struct session *s, short events, uint64_t dead
 }
 
 /* Sends `len` bytes back: from buf, or in splice mode from the pipe.
- * Returns CLOSE_NONE or a close reason. */
+ * Returns CLOSE_NONE or a close reason. The write timeout counts time
+ * without progress: a send that moves bytes, or, while waiting for write
+ * space, the client acknowledging more (worker_client_took()). The kernel
+ * reports write space only once a third of the send buffer is free, which
+ * a slow but steady reader of a large buffer may take longer than
+ * write_timeout to free: so the wait wakes every quarter of write_timeout
+ * to look. The look costs one ioctl, in this stalled path only. */
 static enum close_reason send_back(struct session *s, const char *buf, size_t len) {
-        uint64_t stalled_until = UINT64_MAX;
+        uint64_t timeout = (uint64_t) s->lim->write_timeout_ms * USEC_PER_MSEC;
+        uint64_t stalled_until = UINT64_MAX, queued = UINT64_MAX;
 
         while (len > 0) {
                 ssize_t n = s->pipe[0] >= 0
                         ? splice(s->pipe[0], NULL, s->fd, NULL, len, SPLICE_F_MOVE | SPLICE_F_NONBLOCK)
                         : send(s->fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+                uint64_t now, wake;
 
                 if (n > 0) {
                         s->st->bytes_out += (uint64_t) n;
                         buf += n;
                         len -= (size_t) n;
-                        stalled_until = UINT64_MAX;
+                        stalled_until = queued = UINT64_MAX;
                         continue;
                 }
                 if (n < 0 && errno == EINTR)
                         continue;
                 if (n == 0 || errno != EAGAIN)
                         return io_error(n < 0 ? errno : EIO, s->st);
-                if (stalled_until == UINT64_MAX) /* the write timeout counts time without progress */
-                        stalled_until = after(now_usec(CLOCK_MONOTONIC), s->lim->write_timeout_ms);
-                enum close_reason r = wait_for(s, POLLOUT, stalled_until, CLOSE_WRITE_TIMEOUT, NULL);
-                if (r != CLOSE_NONE)
+                now = now_usec(CLOCK_MONOTONIC);
+                if (stalled_until == UINT64_MAX) {
+                        stalled_until = after(now, s->lim->write_timeout_ms);
+                        if (timeout)
+                                (void) worker_client_took(s->fd, &queued);
+                }
+                wake = timeout ? min_u64(stalled_until, now + wait_clamp(timeout / 4)) : UINT64_MAX;
+                enum close_reason r = wait_for(s, POLLOUT, wake, CLOSE_WRITE_TIMEOUT, NULL);
+                if (r == CLOSE_WRITE_TIMEOUT) { /* a wake-up, or the timeout */
+                        now = now_usec(CLOCK_MONOTONIC);
+                        if (worker_client_took(s->fd, &queued))
+                                stalled_until = after(now, s->lim->write_timeout_ms);
+                        else if (now >= stalled_until)
+                                return r;
+                } else if (r != CLOSE_NONE) {
                         return r;
+                }
         }
         return CLOSE_NONE;
 }

@@ -68,7 +68,9 @@ enum close_reason worker_echo(int fd, const struct worker_limits *limits, uint64
  *   lingering close (FIN after the echo, further input discarded), which
  *   returns once the client has acknowledged every byte (and, unless it
  *   closed, sent nothing for a while), at the latest after write_timeout
- *   (30 s when that is 0; WORKER_CUT_LINGER_USEC after SIGTERM). Until then
+ *   (30 s when that is 0) without the client acknowledging more, or
+ *   max_session_time from start_usec plus that period, or a fixed
+ *   WORKER_CUT_LINGER_USEC after SIGTERM, whichever is first. Until then
  *   the worker lives, so what a client leaves unread stays bounded by
  *   max_clients; unread input cannot make the kernel reset the connection
  *   and drop the echo. A client that read its echo costs one ioctl here;
@@ -79,8 +81,10 @@ enum close_reason worker_echo(int fd, const struct worker_limits *limits, uint64
  * fd may carry an abortive linger (spawn_serve_here() sets one, so that a
  * worker killed by a signal resets its connection): the orderly close
  * clears it. stats->bytes_acked stays a lower bound throughout.
- * buf: as for worker_echo(); may be NULL for the abortive reasons. */
-void worker_close(int fd, const struct worker_limits *limits, void *buf, struct worker_stats *stats);
+ * start_usec, buf: as for worker_echo(); buf may be NULL for the abortive
+ * reasons. */
+void worker_close(int fd, const struct worker_limits *limits, uint64_t start_usec, void *buf,
+                  struct worker_stats *stats);
 
 /* A worker's signal dispositions: SIGTERM (the daemon's cut at the end of a
  * drain) ends the session in progress as CLOSE_SHUTDOWN; SIGINT, SIGHUP and

@@ -338,6 +338,110 @@ def test_half_closed_non_reader_is_reset_after_write_timeout():
         assert int(rec["bytes_out"]) <= held, (rec, held)
 
 
+def read_slowly(s, chunk, pause, until=None):
+    """Reads `chunk` bytes every `pause` seconds, to the end of stream, a
+    reset, or once `until` bytes came. Returns (bytes read, error)."""
+    got = 0
+    try:
+        while until is None or got < until:
+            c = s.recv(chunk)
+            if not c:
+                break
+            got += len(c)
+            time.sleep(pause)
+    except OSError as e:
+        return got, e
+    return got, None
+
+
+def test_half_closed_slow_but_steady_reader_gets_its_echo():
+    # A client sends 250 kB (it fits the server's send buffer: the echo
+    # never stalls), half-closes, then reads at a steady ~150 kB/s (3 kB
+    # every 20 ms), which takes longer than write_timeout in all but never
+    # leaves it 20 ms without progress. write_timeout counts time without
+    # progress in the lingering close too: it gets all of its echo and an
+    # end of stream, and the record counts all of it.
+    total = 250000
+    with Daemon("write_timeout = 1; socket_buffer = 262144;") as d:
+        s = connect(d.address(), rcvbuf=4096)
+        s.sendall(b"S" * total)
+        s.shutdown(socket.SHUT_WR)
+        t0 = time.monotonic()
+        got, err = read_slowly(s, 3000, 0.02)
+        rec = d.wait_records(1, timeout=60 * SLOW)[0]
+        print(f"   client received {got} of {total} in {time.monotonic() - t0:.2f} s (error: {err!r}); "
+              f"record {rec['reason']}, {rec['bytes_out']} bytes out after {rec['duration']} s")
+        assert err is None and got == total, (got, err, rec)
+        assert rec["reason"] == "client-closed" and int(rec["bytes_out"]) == total, rec
+
+
+def test_half_closed_reader_that_stops_is_reset_after_write_timeout_without_progress():
+    # The same client reads 60 kB slowly, then stops: the worker resets
+    # write_timeout after the last progress (not after the end of its
+    # input), and the record counts what the client's TCP acknowledged,
+    # which is exactly what it can read.
+    total, write_timeout = 250000, 1
+    with Daemon(f"write_timeout = {write_timeout}; socket_buffer = 262144;") as d:
+        s = connect(d.address(), rcvbuf=4096)
+        s.sendall(b"S" * total)
+        s.shutdown(socket.SHUT_WR)
+        got = len(s.recv(3000))
+        t0 = time.monotonic()  # the session began before its first echo came
+        more, err = read_slowly(s, 3000, 0.02, until=60000 - got)
+        got += more
+        stopped = time.monotonic() - t0
+        rec = d.wait_records(1, timeout=60 * SLOW)[0]
+        got += readable(s)
+        print(f"   stopped reading after {stopped:.2f} s; record {rec['reason']}, {rec['bytes_out']} bytes out "
+              f"after {rec['duration']} s; the client got {got}")
+        assert err is None and rec["reason"] == "client-closed", (err, rec)
+        assert stopped + write_timeout - 0.1 <= float(rec["duration"]) < stopped + write_timeout + 5 * SLOW, rec
+        assert int(rec["bytes_out"]) == got < total, (rec, got)
+
+
+def test_trickling_half_closed_reader_is_bounded_by_max_session_time():
+    # A client that keeps acknowledging a little (1 kB every 50 ms: 250 kB
+    # would take 12 s) lingers no longer than the session could have lasted:
+    # max_session_time from its start plus one write_timeout to drain,
+    # then is reset.
+    total, max_time, write_timeout = 250000, 1, 0.5
+    with Daemon(f"max_session_time = {max_time}; write_timeout = {write_timeout}; socket_buffer = 262144;") as d:
+        s = connect(d.address(), rcvbuf=4096)
+        s.sendall(b"S" * total)
+        s.shutdown(socket.SHUT_WR)
+        got, err = read_slowly(s, 1000, 0.05)
+        rec = d.wait_records(1, timeout=60 * SLOW)[0]
+        print(f"   trickling reader: record {rec['reason']}, {rec['bytes_out']} bytes out after "
+              f"{rec['duration']} s; the client got {got} ({err!r})")
+        assert rec["reason"] == "client-closed" and isinstance(err, ConnectionResetError), (rec, err)
+        assert max_time + write_timeout - 0.1 <= float(rec["duration"]) < max_time + write_timeout + 2 * SLOW, rec
+        # Still reading: what was in flight at the reset may have arrived
+        # unacknowledged, never the other way round.
+        assert int(rec["bytes_out"]) <= got < total, (rec, got)
+
+
+def test_steady_slow_reader_is_not_a_write_timeout():
+    # In the echo: the client sends and reads at once, reading 3 kB every
+    # 20 ms (~150 kB/s, never 20 ms without progress). The kernel reports
+    # write space only once a third of the 512 kB send buffer is free,
+    # which at that pace takes about a second: the worker must see the
+    # client's progress while waiting for it, not cut it as write-timeout.
+    total = 600000
+    with Daemon("write_timeout = 1; socket_buffer = 262144;") as d:
+        s = connect(d.address(), rcvbuf=4096)
+        result = []
+        t = threading.Thread(target=lambda: result.append(read_slowly(s, 3000, 0.02)), daemon=True)
+        t.start()
+        s.sendall(b"S" * total)
+        s.shutdown(socket.SHUT_WR)
+        t.join(60 * SLOW)
+        rec = d.wait_records(1, timeout=60 * SLOW)[0]
+        print(f"   client received {result}; record {rec['reason']}, {rec['bytes_out']} bytes out "
+              f"after {rec['duration']} s")
+        assert rec["reason"] == "client-closed" and result == [(total, None)], (rec, result)
+        assert int(rec["bytes_out"]) == total, rec
+
+
 def test_reset_after_half_close_counts_only_what_was_acknowledged():
     # Half-close, never read, then reset while the worker still waits for
     # the echo to be taken: the record counts what the client's TCP
@@ -520,6 +624,10 @@ if __name__ == "__main__":
           test_limits_deliver_what_they_count,
           test_limit_on_a_client_that_never_reads, test_half_closed_non_readers_stay_within_max_clients,
           test_half_closed_non_reader_is_reset_after_write_timeout,
+          test_half_closed_slow_but_steady_reader_gets_its_echo,
+          test_half_closed_reader_that_stops_is_reset_after_write_timeout_without_progress,
+          test_trickling_half_closed_reader_is_bounded_by_max_session_time,
+          test_steady_slow_reader_is_not_a_write_timeout,
           test_reset_after_half_close_counts_only_what_was_acknowledged,
           test_reset_in_lingering_close_counts_only_what_was_acknowledged,
           test_worker_killed_in_lingering_close_leaves_no_orphan_nor_over_claim,

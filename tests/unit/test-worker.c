@@ -59,8 +59,9 @@ static pid_t start(const struct worker_limits *lim, int *client) {
                 close(*client);
                 worker_set_signals();
                 sigprocmask(SIG_SETMASK, &old, NULL);
-                worker_echo(server, lim, now_usec(CLOCK_MONOTONIC), buf, stats);
-                worker_close(server, lim, buf, stats);
+                uint64_t start = now_usec(CLOCK_MONOTONIC);
+                worker_echo(server, lim, start, buf, stats);
+                worker_close(server, lim, start, buf, stats);
                 free(buf);
                 _exit(0);
         }
@@ -728,6 +729,52 @@ static void test_half_closed_non_reader_held_until_write_timeout(void) {
         close(c);
 }
 
+/* A half-closed client that keeps reading a little: each acknowledgement
+ * restarts write_timeout in the lingering close, but the cut's bound is
+ * fixed (the daemon SIGKILLs two seconds after its SIGTERM): it ends
+ * within WORKER_CUT_LINGER_USEC of SIGTERM although the client still
+ * reads, with a reset, and the record counts no more than it read. */
+static void test_cut_bounds_a_trickling_linger(void) {
+        struct worker_limits lim = base;
+        char chunk[200000] = { 0 }, in[1024];
+        uint64_t t0, cut_at = 0;
+        size_t got = 0;
+        bool reset = false;
+        int c;
+        pid_t pid;
+
+        lim.write_timeout_ms = 10000;
+        client_rcvbuf = 4096;
+        server_sndbuf = 1 << 20;
+        pid = start(&lim, &c);
+        client_rcvbuf = server_sndbuf = 0;
+        ASSERT(write(c, chunk, sizeof(chunk)) == (ssize_t) sizeof(chunk));
+        ASSERT(shutdown(c, SHUT_WR) == 0);
+        t0 = now_usec(CLOCK_MONOTONIC);
+        for (;;) { /* 1 kB every 20 ms: 200 kB would take 4 s */
+                ssize_t r = read(c, in, sizeof(in));
+                if (r < 0 && errno == ECONNRESET)
+                        reset = true;
+                if (r <= 0)
+                        break;
+                got += (size_t) r;
+                if (!cut_at && now_usec(CLOCK_MONOTONIC) - t0 >= 300 * USEC_PER_MSEC) {
+                        kill(pid, SIGTERM);
+                        cut_at = now_usec(CLOCK_MONOTONIC);
+                }
+                usleep(20000);
+        }
+        ASSERT(ended_within(pid, 5000));
+        printf("   trickling reader cut: worker ended %" PRIu64 " ms after SIGTERM; record %s, %" PRIu64
+               " out; client read %zu and %s\n", (stats->end_usec - cut_at) / USEC_PER_MSEC,
+               close_reason_name(stats->reason), stats->bytes_out, got, reset ? "a reset" : "EOF");
+        ASSERT(cut_at);
+        ASSERT_INT(stats->reason, ==, CLOSE_CLIENT);
+        ASSERT(stats->end_usec - cut_at < WORKER_CUT_LINGER_USEC + 900 * USEC_PER_MSEC);
+        ASSERT(reset && stats->bytes_out <= got && got < sizeof(chunk));
+        close(c);
+}
+
 /* A client that reads its echo, then closes: nothing waits. */
 static void test_client_that_read_everything_closes_at_once(void) {
         struct worker_limits lim = base;
@@ -840,6 +887,7 @@ int main(void) {
         RUN(test_session_time_late_reader);
         RUN(test_linger_runs_out_counts_what_arrived);
         RUN(test_half_closed_non_reader_held_until_write_timeout);
+        RUN(test_cut_bounds_a_trickling_linger);
         RUN(test_client_that_read_everything_closes_at_once);
         RUN(test_urgent_byte_echoed);
         RUN(test_splice_idle_counts_from_waiting);
