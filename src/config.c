@@ -457,22 +457,16 @@ int config_parse(const char *name, const char *text, size_t len, struct config *
 
 static int read_capped(int fd, char **ret, size_t *ret_len) {
         _cleanup_(freep) char *buf = malloc(CONFIG_MAX_FILE_SIZE + 2);
-        size_t len = 0;
+        size_t len;
+        int r;
 
         if (!buf)
                 return -ENOMEM;
-        for (;;) {
-                ssize_t n = read(fd, buf + len, CONFIG_MAX_FILE_SIZE + 1 - len);
-                if (n < 0 && errno == EINTR)
-                        continue;
-                if (n < 0)
-                        return negative_errno();
-                if (n == 0)
-                        break;
-                len += (size_t) n;
-                if (len > CONFIG_MAX_FILE_SIZE)
-                        return -EFBIG;
-        }
+        r = read_bounded(fd, buf, CONFIG_MAX_FILE_SIZE, &len);
+        if (r < 0)
+                return r;
+        if (len > CONFIG_MAX_FILE_SIZE)
+                return -EFBIG;
         buf[len] = 0;
         *ret = buf;
         buf = NULL;

@@ -31,28 +31,6 @@ bool credential_name_valid(const char *name) {
         return strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") == n;
 }
 
-/* Fills buf (size bytes) and reports size + 1 when the file holds more. */
-static int read_bounded(int fd, unsigned char *buf, size_t size, size_t *ret_len) {
-        size_t len = 0;
-
-        for (;;) {
-                unsigned char extra;
-                bool full = len == size;
-                ssize_t n = read(fd, full ? &extra : buf + len, full ? 1 : size - len);
-                if (n < 0 && errno == EINTR)
-                        continue;
-                if (n < 0)
-                        return negative_errno();
-                if (n == 0)
-                        break;
-                len += (size_t) n;
-                if (full)
-                        break;
-        }
-        *ret_len = len;
-        return 0;
-}
-
 static int fail(int r, unsigned char *buf, size_t size, char *err, size_t errlen, const char *dir,
                 const char *name, const char *why) {
         explicit_bzero(buf, size);

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <errno.h>
+#include <stdbool.h>
 #include <limits.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -36,6 +37,30 @@ static inline int safe_close(int fd) {
                 errno = saved;
         }
         return -1;
+}
+
+/* Reads fd to its end into buf (size bytes); *ret_len is size + 1 when the
+ * file holds more than size bytes (nothing past size is stored). Returns 0
+ * or -errno. */
+static inline int read_bounded(int fd, void *buf, size_t size, size_t *ret_len) {
+        size_t len = 0;
+
+        for (;;) {
+                unsigned char extra;
+                bool full = len == size;
+                ssize_t n = read(fd, full ? (void *) &extra : (char *) buf + len, full ? 1 : size - len);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n < 0)
+                        return negative_errno();
+                if (n == 0)
+                        break;
+                len += (size_t) n;
+                if (full)
+                        break;
+        }
+        *ret_len = len;
+        return 0;
 }
 
 static inline void closep(int *fd) {
