@@ -134,6 +134,21 @@ CAP_RE = (r"(?P<kind>max_clients \(2\) reached; new connections wait in the kern
           r"(?: \(reached (?P<reached>\d+) time\(s\) and left (?P<left>\d+) time\(s\) since the last record\))?$")
 
 
+
+def cap_changes(lines):
+    """The changes at the cap that CAP_RE records stand for: (reached, left).
+    A folded record counts what it stands for, a plain one counts one."""
+    reached = left = 0
+    for m in lines:
+        if m.group("reached") is not None:
+            reached += int(m.group("reached"))
+            left += int(m.group("left"))
+        elif "reached" in m.group("kind"):
+            reached += 1
+        else:
+            left += 1
+    return reached, left
+
 def test_cap_changes_logged_at_a_bounded_rate():
     """A client that reaches and leaves the cap with every connection gets a
     cap record a second at most (each counting the changes it stands for),
@@ -158,16 +173,8 @@ def test_cap_changes_logged_at_a_bounded_rate():
         d.wait_notify("STOPPING=1")
         elapsed = time.monotonic() - start
         statuses = [n for n in d.notes.snapshot()[notes0:] if "STATUS=" in n and "READY=1" not in n]
-        reached = left = 0
         lines = d.log_lines(CAP_RE)
-        for m in lines:
-            if m.group("reached") is not None:
-                reached += int(m.group("reached"))
-                left += int(m.group("left"))
-            elif "reached" in m.group("kind"):
-                reached += 1
-            else:
-                left += 1
+        reached, left = cap_changes(lines)
         print(f"   {short} short sessions beside a held one at max_clients 2 in {elapsed:.2f} s: "
               f"{len(lines)} cap record(s) for {reached} + {left} changes, {len(statuses)} STATUS= update(s)")
         assert (reached, left) == (short, short), (reached, left)   # every change counted once
@@ -203,15 +210,7 @@ def test_cap_changes_held_while_their_records_are_filtered():
         one_round()
         assert d.stop() == 0  # owed records are written at exit
         d.wait_log(r"stopped: ")
-        reached = left = 0
-        for m in d.log_lines(CAP_RE):
-            if m.group("reached") is not None:
-                reached += int(m.group("reached"))
-                left += int(m.group("left"))
-            elif "reached" in m.group("kind"):
-                reached += 1
-            else:
-                left += 1
+        reached, left = cap_changes(d.log_lines(CAP_RE))
         print(f"   {rounds} rounds at error, 1 after: cap records count {reached} + {left} changes")
         assert (reached, left) == (rounds + 1, rounds + 1), (reached, left)
 
