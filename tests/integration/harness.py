@@ -115,6 +115,31 @@ class Collector:
                 self.cond.wait(min(left, 0.2))
 
 
+def inetd_session(config="", client_ip="127.0.0.1", env=None):
+    """Accept=yes: runs the daemon on one connected socket (from client_ip),
+    echoes b"inetd" through it, half-closes, and checks the daemon served it
+    to the end and exited 0. Returns the Daemon, for its log; the caller
+    cleans it up."""
+    with socket.socket() as listener, socket.socket() as client:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        client.bind((client_ip, 0))
+        client.connect(listener.getsockname())
+        conn, _ = listener.accept()
+        d = Daemon(config, passed_fds=[conn.fileno()], env=env)
+        try:
+            d.start(wait_ready=False)
+            conn.close()
+            client.sendall(b"inetd")
+            assert recv_exact(client, 5) == b"inetd"
+            client.shutdown(socket.SHUT_WR)
+            assert client.recv(1) == b""
+            assert d.wait_exit() == 0
+        except BaseException:
+            d.cleanup()
+            raise
+        return d
+
 class Daemon:
     def __init__(self, config="", args=(), listen=(("127.0.0.1", 0),), names=None,
                  activation=True, env=None, prefix=(), backlog=512, passed_fds=None,

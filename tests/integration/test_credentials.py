@@ -7,11 +7,10 @@ another, and match what the same key gave inline; every way the credential
 can be wrong stops the start with status 3 and a message naming the file;
 the key never reaches the log or a dump."""
 import os
-import socket
 import subprocess
 import tempfile
 
-from harness import DAEMON, SLOW, WRAPPER, Daemon, main, recv_exact, served
+from harness import DAEMON, SLOW, WRAPPER, Daemon, inetd_session, main, served
 
 EXIT_OK, EXIT_CONFIG = 0, 78  # sysexits.h EX_CONFIG
 NO_RATE = "max_clients_per_source = 0; source_rate = 0; "
@@ -207,28 +206,12 @@ def test_dump_never_shows_the_key():
 
 def test_connected_socket_record_is_hashed():
     # Accept=yes: the one session's record follows log_addresses too.
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(1)
-    client = socket.socket()
-    client.bind(("127.0.0.7", 0))
-    client.connect(listener.getsockname())
-    conn, _ = listener.accept()
     with Credentials({"log-hash-key": KEY_A}) as creds:
-        d = Daemon(HASHED, passed_fds=[conn.fileno()], env={"CREDENTIALS_DIRECTORY": creds})
+        d = inetd_session(HASHED, client_ip="127.0.0.7", env={"CREDENTIALS_DIRECTORY": creds})
         try:
-            d.start(wait_ready=False)
-            conn.close()
-            client.sendall(b"inetd")
-            assert recv_exact(client, 5) == b"inetd"
-            client.shutdown(socket.SHUT_WR)
-            assert client.recv(1) == b""
-            assert d.wait_exit() == 0
             line = d.wait_log(r"connection \S+ port \d+ -> \S+ closed")[0].string
             assert "127.0.0.7" not in line and "connection hash:" in line, line
         finally:
-            client.close()
-            listener.close()
             d.cleanup()
 
 

@@ -6,7 +6,7 @@ import selectors
 import socket
 import threading
 
-from harness import (SLOW, Daemon, connect, echo_once, free_port, main, recv_all, recv_exact, scaled,
+from harness import (SLOW, Daemon, connect, echo_once, free_port, inetd_session, main, recv_all, recv_exact, scaled,
                      stream_checksum)
 
 
@@ -120,25 +120,11 @@ def test_standalone_default_is_dual_stack():
 
 
 def test_inetd_style_connected_socket():
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(1)
-    client = socket.create_connection(listener.getsockname())
-    conn, _ = listener.accept()
-    d = Daemon(passed_fds=[conn.fileno()])
+    d = inetd_session()
     try:
-        d.start(wait_ready=False)
-        conn.close()
-        client.sendall(b"inetd")
-        assert recv_exact(client, 5) == b"inetd"
-        client.shutdown(socket.SHUT_WR)
-        assert client.recv(1) == b""
-        assert d.wait_exit() == 0
         rec = d.wait_records(1)[0]
         assert rec["reason"] == "client-closed" and rec["bytes_out"] == "5", rec
     finally:
-        client.close()
-        listener.close()
         d.cleanup()
 
 
