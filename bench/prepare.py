@@ -57,10 +57,10 @@ def build(build_dir):
     if not os.path.exists(os.path.join(build_dir, "build.ninja")):
         if os.path.exists(build_dir):
             shutil.rmtree(build_dir)
-        subprocess.run(["meson", "setup", build_dir, ROOT, "--buildtype=release"], check=True,
+        subprocess.run(["meson", "setup", build_dir, ROOT, "--buildtype=release", "-Dbench=true"], check=True,
                        stdout=subprocess.DEVNULL)
     else:
-        subprocess.run(["meson", "configure", build_dir, "-Dbuildtype=release"], check=True,
+        subprocess.run(["meson", "configure", build_dir, "-Dbuildtype=release", "-Dbench=true"], check=True,
                        stdout=subprocess.DEVNULL)
     targets = ["echo-mpserv", "loadgen", "epoll-echo", "fork-floor", "fork-floor-libs"]
     r = subprocess.run(["meson", "compile", "-C", build_dir] + targets, capture_output=True, text=True)
