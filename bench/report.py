@@ -90,6 +90,81 @@ def median_of(runs, field):
     return statistics.median(vals) if vals else None
 
 
+def peer_cells(results, cols, test, field, scale, scale_peers):
+    """One row's figures: (values by peer, formatted cells, any flagged)."""
+    vals, cells, flagged = {}, [], False
+    for c in cols:
+        runs = results.get(c, {}).get(test, [])
+        vals[c] = None
+        if not runs:
+            cells.append("skip" if test == "hold10k" and c not in scale_peers else "—")
+            continue
+        v = median_of(runs, field)
+        vals[c] = v * scale if v is not None else None
+        cell = fmt_num(vals[c]) if v is not None else "fail"
+        if had_errors(runs):
+            cell += "*"
+            flagged = True
+        cells.append(cell)
+    return vals, cells, flagged
+
+
+def best_forking(results, vals, forking, test, better, excluded):
+    """(value, peer) of the best forking peer for a row, or (None, None);
+    records in excluded the peers left out for errors."""
+    cand = [(vals[c], c) for c in forking if vals.get(c) is not None]
+    if test in ERRORS_DISQUALIFY:
+        # A server that failed connections or stalled did less than the
+        # others for its figure: it cannot be the one to beat.
+        clean = [(v, c) for v, c in cand if not had_errors(results.get(c, {}).get(test, []))]
+        for v, c in cand:
+            if (v, c) not in clean:
+                excluded.setdefault(PEER_BY_NAME[c].title, set()).add(test)
+        cand = clean
+    if not cand:
+        return None, None
+    return max(cand) if better == "up" else min(cand)
+
+
+def reference(ref, vals, floor_plain):
+    """(value, name) of a row's in-run reference, or (None, "")."""
+    if ref == "epoll" and vals.get(BOUND) is not None:
+        return vals[BOUND], "epoll"
+    if ref == "floor" and floor_plain:
+        return floor_plain, f"fork floor {fmt_num(floor_plain)}/s"
+    return None, ""
+
+
+def target_text(key, test, rb, rr, subj, prof, results):
+    if key not in TARGETS:
+        return ""
+    text, check = TARGETS[key]
+    needs = rr if key in ("pp_p99", "st1", "st50") else subj if key == "s_alive" else rb
+    if needs is None:
+        return f"{text}: n/a (not measured)"
+    ok = check(rb, rr, subj, prof)
+    if key == "s_alive":
+        ok = ok and all("error" not in r and not r.get("errors")
+                        for r in results.get(SUBJECT, {}).get(test, []))
+    return f"{text}: {'met' if ok else 'MISSED'}"
+
+
+def table_notes(floor_plain, floor_libs, flagged, excluded):
+    notes = ["echo-mpserv runs with log_level = \"warning\" (no per-connection log lines) and "
+             "max_session_bytes = 1 TiB; see the peer list for every command line."]
+    if floor_plain:
+        notes.append(f"Fork floor (fork+_exit+waitpid on the server CPU): {fmt_num(floor_plain)}/s for a minimal "
+                     f"process, {fmt_num(floor_libs)}/s for one mapping echo-mpserv's shared libraries.")
+    if flagged:
+        notes.append("* = the load generator counted errors (failed, reset, stalled or timed-out connections, or "
+                     "a server that died) in at least one repetition; see raw.jsonl.")
+    if excluded:
+        notes.append("Not eligible as best forking peer for throughput and latency rows, because of those errors: "
+                     + "; ".join(f"{name} ({', '.join(sorted(tests))})" for name, tests in sorted(excluded.items()))
+                     + ".")
+    return notes
+
+
 def build_table(results, floors, peers, prof, scale_peers):
     """Returns (header, rows, notes, chart data); cells are formatted text."""
     cols = [p.name for p in peers]
@@ -103,70 +178,19 @@ def build_table(results, floors, peers, prof, scale_peers):
     excluded = {}
     for key, label, test, field, better, scale, ref in METRICS:
         label = label.replace("[H]", f"{prof['hold_n']:,}").replace("[S]", f"{prof['scale_n']:,}")
-        vals, cells = {}, []
-        for c in cols:
-            runs = results.get(c, {}).get(test, [])
-            vals[c] = None
-            if not runs:
-                cells.append("skip" if test == "hold10k" and c not in scale_peers else "—")
-                continue
-            v = median_of(runs, field)
-            vals[c] = v * scale if v is not None else None
-            cell = fmt_num(vals[c]) if v is not None else "fail"
-            if had_errors(runs):
-                cell += "*"
-                flagged = True
-            cells.append(cell)
-        cand = [(vals[c], c) for c in forking if vals.get(c) is not None]
-        if test in ERRORS_DISQUALIFY:
-            # A server that failed connections or stalled did less than the
-            # others for its figure: it cannot be the one to beat.
-            clean = [(v, c) for v, c in cand if not had_errors(results.get(c, {}).get(test, []))]
-            for v, c in cand:
-                if (v, c) not in clean:
-                    excluded.setdefault(PEER_BY_NAME[c].title, set()).add(test)
-            cand = clean
-        best_v, best_c = (None, None)
-        if cand:
-            best_v, best_c = max(cand) if better == "up" else min(cand)
+        vals, cells, row_flagged = peer_cells(results, cols, test, field, scale, scale_peers)
+        flagged = flagged or row_flagged
+        best_v, best_c = best_forking(results, vals, forking, test, better, excluded)
         subj = vals.get(SUBJECT)
         rb = subj / best_v if subj is not None and best_v else None
-        ref_v, ref_name = None, ""
-        if ref == "epoll" and vals.get(BOUND) is not None:
-            ref_v, ref_name = vals[BOUND], "epoll"
-        elif ref == "floor" and floor_plain:
-            ref_v, ref_name = floor_plain, f"fork floor {fmt_num(floor_plain)}/s"
+        ref_v, ref_name = reference(ref, vals, floor_plain)
         rr = subj / ref_v if subj is not None and ref_v else None
-        target = ""
-        if key in TARGETS:
-            text, check = TARGETS[key]
-            needs = rr if key in ("pp_p99", "st1", "st50") else subj if key == "s_alive" else rb
-            if needs is None:
-                target = f"{text}: n/a (not measured)"
-            else:
-                ok = check(rb, rr, subj, prof)
-                if key == "s_alive":
-                    ok = ok and all("error" not in r and not r.get("errors")
-                                    for r in results.get(SUBJECT, {}).get(test, []))
-                target = f"{text}: {'met' if ok else 'MISSED'}"
         rows.append([label] + cells + [
             f"{rb:.2f}× ({PEER_BY_NAME[best_c].title})" if rb is not None else "—",
             f"{rr:.2f}× ({ref_name})" if rr is not None else "—",
-            target])
+            target_text(key, test, rb, rr, subj, prof, results)])
         chart.append((key, label.strip(), better, [(PEER_BY_NAME[c].title, vals[c]) for c in cols]))
-    notes = ["echo-mpserv runs with log_level = \"warning\" (no per-connection log lines) and "
-             "max_session_bytes = 1 TiB; see the peer list for every command line."]
-    if floor_plain:
-        notes.append(f"Fork floor (fork+_exit+waitpid on the server CPU): {fmt_num(floor_plain)}/s for a minimal "
-                     f"process, {fmt_num(floor_libs)}/s for one mapping echo-mpserv's shared libraries.")
-    if flagged:
-        notes.append("* = the load generator counted errors (failed, reset, stalled or timed-out connections, or "
-                     "a server that died) in at least one repetition; see raw.jsonl.")
-    if excluded:
-        notes.append("Not eligible as best forking peer for throughput and latency rows, because of those errors: "
-                     + "; ".join(f"{name} ({', '.join(sorted(tests))})" for name, tests in sorted(excluded.items()))
-                     + ".")
-    return header, rows, notes, chart
+    return header, rows, table_notes(floor_plain, floor_libs, flagged, excluded), chart
 
 
 def render_text(header, rows):
