@@ -55,6 +55,8 @@ static int cmp_u32(const void *a, const void *b) {
 }
 
 void samples_sort(struct samples *s) {
+        if (s->n == 0)
+                return; /* v may be NULL: qsort() wants an array even for 0 */
         qsort(s->v, s->n, sizeof(*s->v), cmp_u32);
 }
 
