@@ -13,10 +13,8 @@ import re
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-import nspawn  # noqa: E402
-from test_package import check, echo_ok, figures, reset_conf, results, wait_status  # noqa: E402
+import nspawn
+from test_package import check, echo_ok, figures, reset_conf, results, wait_status
 
 CONF = "/etc/echo-mpserv/echo-mpserv.conf"
 NO_SOCKET = "systemd passed no listening socket; run: systemctl restart echo-mpserv.socket"

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The Debian package under a real systemd 252, end to end.
 
-Boots systemd as PID 1 over a fresh bookworm rootfs (nspawn.py), installs
+Boots systemd as PID 1 over a fresh bookworm rootfs (the nspawn harness), installs
 the .deb with apt-get and checks what a user relies on: the socket enabled
 and listening with the service idle until the first client, echo over IPv4
 and IPv6, the STATUS= line, one journal record per connection with every
@@ -20,9 +20,9 @@ import re
 import sys
 import time
 
+import nspawn
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-import nspawn  # noqa: E402
 
 CLIENT = os.path.join(HERE, "client.py")
 CONF = "/etc/echo-mpserv/echo-mpserv.conf"
