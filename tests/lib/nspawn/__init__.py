@@ -23,13 +23,15 @@ Typical use::
 
 The parts: rootfs.py (build, cache, extract), cgroups.py (the hierarchies
 and one machine's subtree), jobs.py (commands run inside, cleanup at exit),
-machine.py (Machine) and boot.sh (PID 1 until it execs systemd).
+machine.py (Machine: boot, poweroff, cleanup), inside.py (what runs in a
+booted machine) and boot.sh (PID 1 until it execs systemd).
 
 Layout of one machine on the host, under the work dir (default_work_dir():
 /dev/shm when it is a roomy tmpfs, else /var/tmp):
     echo-e2e-<pid>-XXXX/rootfs     the machine's own copy of the rootfs
-    echo-e2e-<pid>-XXXX/state/     console.log, boot.log, output files of
-                                   background processes
+    echo-e2e-<pid>-XXXX/state/     console.log, boot.log (first line: the boot
+                                   command), output files of background
+                                   processes
 and, in every cgroup hierarchy the test process is in, a child cgroup
 ``echo-e2e-<pid>-<n>`` with ``machine/`` (the nested systemd; root of its
 cgroup namespace), ``exec/`` (commands the harness runs inside it) and

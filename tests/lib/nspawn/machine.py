@@ -259,6 +259,8 @@ class Machine(Inside):
                ",".join("+" + c for c in MACHINE_CAPS),
                *("cgroup2" if h.v2 else h.controllers for h in self.cgroups.hierarchies)]
         with open(self.boot_log, "wb") as blog:
+            blog.write((shlex.join(cmd) + "\n").encode())
+            blog.flush()
             self._unshare = subprocess.Popen(
                 cmd, stdin=subprocess.DEVNULL, stdout=blog, stderr=subprocess.STDOUT,
                 env={"PATH": os.environ.get("PATH", MACHINE_PATH), "LANG": "C"},
