@@ -29,6 +29,12 @@ def stat(pid):
     return text.rsplit(")", 1)[1].split()
 
 
+def state(pid):
+    """The process's state letter (R, S, D, Z, ...), None when it is gone."""
+    fields = stat(pid)
+    return fields[0] if fields else None
+
+
 def children(ppid):
     """(pid, state) of the direct children of ppid."""
     out = []
