@@ -34,35 +34,6 @@ def set_pdeathsig(sig):
     return fn
 
 
-def read_ppid(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            data = f.read()
-    except OSError:
-        return None
-    try:
-        return int(data[data.rindex(")") + 2:].split()[1])
-    except (ValueError, IndexError):
-        return None
-
-
-def proc_state(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            data = f.read()
-        return data[data.rindex(")") + 2]
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def children_of(pid):
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and read_ppid(entry) == pid:
-            out.append(int(entry))
-    return out
-
-
 def parse_kv(line):
     out = {}
     for tok in line.split():

@@ -18,37 +18,8 @@ import subprocess
 import sys
 import time
 
+import procfs
 from common import libc, parse_kv, set_pdeathsig, warn
-
-
-def read_ppid(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            data = f.read()
-    except OSError:
-        return None
-    try:
-        return int(data[data.rindex(")") + 2:].split()[1])
-    except (ValueError, IndexError):
-        return None
-
-
-def proc_state(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            data = f.read()
-        return data[data.rindex(")") + 2]
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def children_of(pid):
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and read_ppid(entry) == pid:
-            out.append(int(entry))
-    return out
-
 
 
 class Interrupted(Exception):
@@ -89,7 +60,7 @@ def reap_all(deadline):
     orphans of our servers land here)."""
     me = os.getpid()
     while True:
-        left = children_of(me)
+        left = [pid for pid, _ in procfs.children(me)]
         for pid in left:
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -120,12 +91,12 @@ def stop_server(proc, grace):
         except ProcessLookupError:
             pass
         while time.monotonic() - t0 < grace:
-            st = proc_state(proc.pid)
+            st = procfs.state(proc.pid)
             if st is None or st == "Z":
                 break
             time.sleep(0.02)
         info["stop_s"] = round(time.monotonic() - t0, 3)
-        if proc_state(proc.pid) not in (None, "Z"):
+        if procfs.state(proc.pid) not in (None, "Z"):
             info["stop_timeout"] = 1
     try:
         os.killpg(proc.pid, signal.SIGKILL)

@@ -11,6 +11,8 @@
 # Exit status: 0 when everything passed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The Python test library (harness, nspawn, ...), as meson also sets it.
+export PYTHONPATH="$PWD/tests/lib${PYTHONPATH:+:$PYTHONPATH}"
 
 packages=(
         gcc meson ninja-build pkg-config libsystemd-dev libconfig-dev   # build

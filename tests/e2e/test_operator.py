@@ -13,12 +13,9 @@ import re
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-import nspawn  # noqa: E402
-from test_package import check, echo_ok, figures, reset_conf, results, wait_status  # noqa: E402
+import nspawn
+from test_package import CONF, boot, check, debs_or_exit, echo_ok, figures, report, reset_conf, wait_status
 
-CONF = "/etc/echo-mpserv/echo-mpserv.conf"
 NO_SOCKET = "systemd passed no listening socket; run: systemctl restart echo-mpserv.socket"
 
 
@@ -158,35 +155,17 @@ def t_upgrade_pending_port(m, newer):
 
 
 def main():
-    if len(sys.argv) != 3:
-        print(__doc__)
-        return 2
-    deb, newer = (os.path.abspath(p) for p in sys.argv[1:])
-    problem = nspawn.environment_problem()
-    if problem:
-        print(f"skipped: {problem}")
-        return 77
+    deb, newer = debs_or_exit(__doc__, 2)
     start = time.monotonic()
     with nspawn.Machine.from_cache() as m:
-        m.prepare_debs([deb, newer])
-        m.boot(timeout=60)
-        print(f"booted in {time.monotonic() - start:.1f} s", flush=True)
+        boot(m, [deb, newer], start)
         m.install_debs([os.path.basename(deb)])
         t_service_restart_after_port_change(m)
         t_generator_fails_closed(m)
         t_reload(m)
         t_upgrade_pending_port(m, newer)
         m.poweroff()
-    leftovers = {k: v for k, v in m.leftovers.items() if v}
-    print("figures:")
-    for f in figures:
-        print("  " + f)
-    failed = [n for n, ok in results if not ok]
-    if leftovers:
-        print(f"left behind on the host: {leftovers}")
-    print(f"{len(results) - len(failed)} passed, {len(failed)} failed "
-          f"({time.monotonic() - start:.0f} s)")
-    return 1 if failed or leftovers else 0
+    return report(m, start)
 
 
 if __name__ == "__main__":

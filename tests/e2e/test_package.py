@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The Debian package under a real systemd 252, end to end.
 
-Boots systemd as PID 1 over a fresh bookworm rootfs (nspawn.py), installs
+Boots systemd as PID 1 over a fresh bookworm rootfs (the nspawn harness), installs
 the .deb with apt-get and checks what a user relies on: the socket enabled
 and listening with the service idle until the first client, echo over IPv4
 and IPv6, the STATUS= line, one journal record per connection with every
@@ -20,9 +20,9 @@ import re
 import sys
 import time
 
+import nspawn
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-import nspawn  # noqa: E402
 
 CLIENT = os.path.join(HERE, "client.py")
 CONF = "/etc/echo-mpserv/echo-mpserv.conf"
@@ -73,8 +73,8 @@ def workers(m):
     return [int(p.split("/")[2]) for p in out.split()]
 
 
-def loop_in_background(m, seconds, host="127.0.0.1"):
-    return m.spawn([sys.executable, CLIENT, "loop", host, "7", str(seconds)], net_only=True, name="loop")
+def loop_in_background(m, seconds, host="127.0.0.1", name="loop"):
+    return m.spawn([sys.executable, CLIENT, "loop", host, "7", str(seconds)], net_only=True, name=name)
 
 
 def loop_result(job, timeout):
@@ -385,20 +385,50 @@ def t_purge(m):
     assert refused.returncode != 0, "something still listens on port 7"
 
 
-def main():
-    if len(sys.argv) != 3:
-        print(__doc__)
-        return 2
-    deb, newer = (os.path.abspath(p) for p in sys.argv[1:])
+# -- the run: shared by the e2e tests of the package ------------------------
+
+def debs_or_exit(doc, count):
+    """The .deb paths the test takes (absolute); exits 2 with the usage
+    when there are not `count` of them, 77 where no machine boots."""
+    if len(sys.argv) != count + 1:
+        print(doc)
+        sys.exit(2)
     problem = nspawn.environment_problem()
     if problem:
         print(f"skipped: {problem}")
-        return 77
+        sys.exit(77)
+    return [os.path.abspath(p) for p in sys.argv[1:]]
+
+
+def boot(m, debs, start):
+    """Prepares the .debs (the machine has no network once up) and boots."""
+    m.prepare_debs(debs)
+    m.boot(timeout=60)
+    print(f"booted in {time.monotonic() - start:.1f} s", flush=True)
+
+
+def report(m, start, failed_units=()):
+    """Prints the figures and the results; the exit status: 1 when a check
+    failed or the machine left something behind on the host."""
+    leftovers = {k: v for k, v in m.leftovers.items() if v}
+    print("figures:")
+    for f in figures:
+        print("  " + f)
+    failed = [n for n, ok in results if not ok]
+    if failed_units:
+        print(f"failed units in the machine: {failed_units}")
+    if leftovers:
+        print(f"left behind on the host: {leftovers}")
+    print(f"{len(results) - len(failed)} passed, {len(failed)} failed "
+          f"({time.monotonic() - start:.0f} s)")
+    return 1 if failed or leftovers else 0
+
+
+def main():
+    deb, newer = debs_or_exit(__doc__, 2)
     start = time.monotonic()
     with nspawn.Machine.from_cache() as m:
-        m.prepare_debs([deb, newer])
-        m.boot(timeout=60)
-        print(f"booted in {time.monotonic() - start:.1f} s", flush=True)
+        boot(m, [deb, newer], start)
         t_install(m, deb)
         t_echo(m)
         t_status(m)
@@ -414,18 +444,7 @@ def main():
         t_purge(m)
         failed_units = m.failed_units()
         m.poweroff()
-    leftovers = {k: v for k, v in m.leftovers.items() if v}
-    print("figures:")
-    for f in figures:
-        print("  " + f)
-    failed = [n for n, ok in results if not ok]
-    if failed_units:
-        print(f"failed units in the machine: {failed_units}")
-    if leftovers:
-        print(f"left behind on the host: {leftovers}")
-    print(f"{len(results) - len(failed)} passed, {len(failed)} failed "
-          f"({time.monotonic() - start:.0f} s)")
-    return 1 if failed or leftovers else 0
+    return report(m, start, failed_units)
 
 
 if __name__ == "__main__":

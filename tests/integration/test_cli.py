@@ -7,7 +7,8 @@ import socket
 import subprocess
 import tempfile
 
-from harness import DAEMON, SLOW, WRAPPER, Daemon, Skip, echo_once, main, public_copy_of_daemon
+from harness import (DAEMON, SLOW, WRAPPER, Daemon, Skip, echo_once, free_port, main, public_copy_of_daemon,
+                     scrubbed_env)
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, EXIT_SOCKET, EXIT_CONFIG = 0, 1, 64, 69, 78  # sysexits.h
 
@@ -21,9 +22,7 @@ def run(args, config=None, timeout=30, prefix=(), env=None):
             with open(path, "wb") as f:
                 f.write(config if isinstance(config, bytes) else config.encode())
         args = [a.replace("@CONF@", path) for a in args]
-        env = dict({k: v for k, v in os.environ.items()
-                    if not k.startswith(("LISTEN_", "NOTIFY_")) and k not in ("INVOCATION_ID", "SYSTEMD_EXEC_PID")},
-                   **(env or {}))
+        env = dict(scrubbed_env(), **(env or {}))
         p = subprocess.run(list(prefix) + WRAPPER + [binary] + args, capture_output=True, text=True,
                            timeout=timeout * SLOW, env=env, stdin=subprocess.DEVNULL)
         return p.returncode, p.stdout, p.stderr
@@ -111,8 +110,7 @@ def test_port_option_without_config_file():
 
 
 def run_on_default_path(conf, args):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LISTEN_", "NOTIFY_"))}
-    p = subprocess.run(conf.prefix() + [DAEMON] + args, capture_output=True, text=True, timeout=60, env=env,
+    p = subprocess.run(conf.prefix() + [DAEMON] + args, capture_output=True, text=True, timeout=60, env=scrubbed_env(),
                        stdin=subprocess.DEVNULL)
     return p.returncode, p.stdout, p.stderr
 
@@ -133,7 +131,7 @@ def test_dangling_symlink_at_the_default_path_is_an_error():
     """A symbolic link at the default path to a file that does not exist is
     no "missing file, use the defaults": someone meant it to be the
     configuration."""
-    from harness import DefaultConfigDir, free_port
+    from harness import DefaultConfigDir
     with DefaultConfigDir() as conf:
         os.symlink("/etc/echo-mpserv/echo-mpserv.conf.new", conf.path)
         want = "/etc/echo-mpserv/echo-mpserv.conf: a symbolic link to a file that does not exist"
@@ -225,14 +223,6 @@ AS_A_SERVICE = ["bash", "-c", 'export SYSTEMD_EXEC_PID=$$; exec "$@"', "bash"]
 INVOCATION = {"INVOCATION_ID": "0123456789abcdef0123456789abcdef"}
 # With INVOCATION_ID set and journald running, the daemon logs to the journal.
 JOURNAL_HERE = os.access("/run/systemd/journal/socket", os.W_OK)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def test_started_by_systemd_without_a_socket_never_binds():

@@ -10,7 +10,7 @@ import os
 import subprocess
 import tempfile
 
-from harness import DAEMON, SLOW, WRAPPER, Daemon, inetd_session, main, served
+from harness import DAEMON, SLOW, WRAPPER, Daemon, inetd_session, main, scrubbed_env, served
 
 EXIT_OK, EXIT_CONFIG = 0, 78  # sysexits.h EX_CONFIG
 NO_RATE = "max_clients_per_source = 0; source_rate = 0; "
@@ -55,8 +55,7 @@ def run(args, config, creds=None):
         path = os.path.join(tmp, "c.conf")
         with open(path, "w") as f:
             f.write(config)
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("LISTEN_", "NOTIFY_", "CREDENTIALS_DIRECTORY", "JOURNAL_STREAM", "INVOCATION_ID"))}
+        env = scrubbed_env()
         if creds:
             env["CREDENTIALS_DIRECTORY"] = creds
         p = subprocess.run(WRAPPER + [DAEMON, "-c", path] + args, capture_output=True, text=True, timeout=60 * SLOW,
