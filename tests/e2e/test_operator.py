@@ -119,7 +119,7 @@ def t_generator_fails_closed(m):
     assert echo_ok(m)
 
 
-@check("reload before the first client is harmless; a broken file at start is 78/CONFIG, not a loop")
+@check("reload before the first client is harmless; a broken file at start waits, and stopped is 78/CONFIG, not a loop")
 def t_reload(m):
     fresh(m)
     # (A reload of a broken file failing is in test_package.py's t_reload.)
