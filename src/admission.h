@@ -5,7 +5,8 @@
  * that yields its place to anything else), a block earned by going over the
  * connection rate, the rate itself (a token bucket per source; running dry
  * blocks the source for block_ms), and the number of sessions the source
- * already has. Sources are counted by prefix (prefix_v4, prefix_v6). One
+ * already has. Addresses in the exempt list skip the last three checks and
+ * are not counted at all. Sources are counted by prefix (prefix_v4, prefix_v6). One
  * source over its limits is refused while everyone else is served; nothing
  * here ever refuses everyone, and nothing is admitted unchecked: the source
  * table always has room (see sources.h for what a full table forgets). */

@@ -10,6 +10,7 @@
 
 #include "cli.h"
 #include "config.h"
+#include "config-wait.h"
 #include "credential.h"
 #include "listen.h"
 #include "log.h"
@@ -35,14 +36,20 @@ static int load_config(const struct cli *cli, struct server_options *opt, struct
         struct config_diag diag = { 0 };
         int r = config_load_file(cli->config_path, cli->config_path_given, cfg, &opt->no_config_file, &diag);
 
-        if (r < 0) {
+        if (r < 0 && cli->action == CLI_RUN && config_wait_applies()) {
+                /* Exiting would make systemd start it again for the queued
+                 * client, until the socket failed: see config-wait.h. */
+                log_lines(LOG_ERR, MSGID_CONFIG, "", diag.text);
+                r = config_wait(cli->config_path, cli->config_path_given, diag.text, cfg, &opt->no_config_file);
+        } else if (r < 0) {
                 exiting_at_start();
                 if (cli->action == CLI_RUN)
                         log_lines(LOG_ERR, MSGID_CONFIG, "", diag.text);
                 else
                         fputs(diag.text, stderr);
-                return r;
         }
+        if (r < 0)
+                return r;
         if (opt->no_config_file && cli->action == CLI_RUN)
                 log_msg(LOG_NOTICE, MSGID_CONFIG, "no configuration file at %s; using the defaults",
                         cli->config_path);

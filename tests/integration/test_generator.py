@@ -57,6 +57,14 @@ def test_defaults_write_nothing():
         assert generate(config) == (0, "", None), config
 
 
+def test_shipped_conffile_writes_nothing():
+    """The conffile as the package ships it (every setting commented out)
+    is the defaults: no drop-in, nothing logged, as with no file."""
+    with open(os.path.join(os.environ["ECHO_MPSERV_SOURCE_ROOT"], "conf", "echo-mpserv.conf")) as f:
+        shipped = f.read()
+    assert generate(shipped) == (0, "", None) and KMSG["text"] == "", KMSG["text"]
+
+
 def test_port_moves_the_socket():
     code, err, text = generate("port = 7777;")
     assert code == 0 and err == "", err
@@ -169,6 +177,19 @@ def test_no_kernel_log_falls_back_to_stderr():
     assert "echo-mpserv.socket will not listen until" in err, err
 
 
+def test_messages_are_one_line_each():
+    """Every problem one line, named as the daemon names it; no blank line
+    in the kernel log or on stderr."""
+    text = "port = 7777;\nport = 7778;\nlog_level = info;\n"
+    for kmsg in (True, False):
+        code, err, dropin = generate(text, kmsg=kmsg)
+        out = KMSG["text"] if kmsg else err
+        assert code == 0 and dropin is not None, (code, err)
+        assert ':3: log_level = info: a string value must be in double quotes; write log_level = "info";' in out, out
+        lines = out.split("\n")
+        assert lines[-1] == "" and "" not in lines[:-1], out
+
+
 def test_text_the_parser_would_skip_is_refused():
     # libconfig 1.5 ends the file at a comment that is never closed: the
     # addresses below it would be dropped, and the socket moved to port 7777
@@ -192,9 +213,10 @@ def test_unwritable_output_fails():
 
 
 if __name__ == "__main__":
-    main([test_defaults_write_nothing, test_port_moves_the_socket, test_addresses,
+    main([test_defaults_write_nothing, test_shipped_conffile_writes_nothing, test_port_moves_the_socket, test_addresses,
           test_any_address_in_every_spelling_serves_what_standalone_serves,
           test_broken_config_fails_closed_and_says_why_in_the_kernel_log, test_fail_closed_drop_in_stops_the_socket,
-          test_no_kernel_log_falls_back_to_stderr, test_dangling_symlink_is_a_broken_configuration,
+          test_no_kernel_log_falls_back_to_stderr, test_messages_are_one_line_each,
+          test_dangling_symlink_is_a_broken_configuration,
           test_text_the_parser_would_skip_is_refused,
           test_usage, test_unwritable_output_fails])

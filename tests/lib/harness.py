@@ -181,13 +181,17 @@ class Daemon:
         self.threads = []
 
     # -- configuration -------------------------------------------------
-    # Every test client comes from one loopback source, so tests not about
-    # admission control lift the per-source limits (the defaults would
-    # refuse their load by design). A test that sets either key keeps it.
+    # Every test client comes from loopback, which the default
+    # source_limits_exempt lets past the per-source limits; tests about
+    # admission control need loopback limited like any client, so the
+    # exemption is emptied unless a test names the key (a comment naming it
+    # keeps the default). Tests not about admission control lift the
+    # per-source limits. A test that sets either key keeps it.
     # Likewise, tests count one record per connection, so those not about
     # the record budget lift it (past its burst, connections are summarized).
     UNLIMITED_SOURCES = "max_clients_per_source = 0;\nsource_rate = 0;\n"
     UNLIMITED_RECORDS = "log_connection_rate = 0; "  # no newline: error line numbers stay
+    NO_EXEMPTION = "source_limits_exempt = []; "
 
     def write_config(self, text, mode=0o644):
         text = text or ""
@@ -196,6 +200,8 @@ class Daemon:
                 text = self.UNLIMITED_RECORDS + text
             if "max_clients_per_source" not in text and "source_rate" not in text:
                 text = self.UNLIMITED_SOURCES + text
+            if "source_limits_exempt" not in text:
+                text = self.NO_EXEMPTION + text
         tmp = self.config_path + ".tmp"
         with open(tmp, "w") as f:
             f.write(text)

@@ -1,0 +1,96 @@
+/* See config-wait.h. */
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <systemd/sd-daemon.h>
+
+#include "config-wait.h"
+#include "listen.h"
+#include "log.h"
+#include "notify.h"
+#include "util.h"
+
+#define FIX "fix the file, then run: systemctl reload echo-mpserv"
+
+bool config_wait_applies(void) {
+        int n = sd_listen_fds(0);
+
+        if (!listen_started_by_systemd() || n <= 0)
+                return false;
+        /* Accept=yes passes one connected socket: that instance serves one
+         * client, and its failure does not trigger the socket again. */
+        for (int fd = SD_LISTEN_FDS_START; fd < SD_LISTEN_FDS_START + n; fd++)
+                if (sd_is_socket(fd, AF_UNSPEC, SOCK_STREAM, 1) > 0)
+                        return true;
+        return false;
+}
+
+/* STATUS= holds the first problem (the journal has them all, logged by
+ * the caller) and says what to do. */
+static void tell(const char *problems) {
+        size_t len = strcspn(problems, "\n");
+        unsigned more = 0;
+        char status[512];
+
+        for (const char *p = problems + len; *p; p++)
+                more += *p == '\n' && p[1];
+        snprintf(status, sizeof(status), "Not serving, the configuration does not load: %.*s%s; " FIX,
+                 (int) (len > 300 ? 300 : len), problems, more ? " (and more: echo-mpserv --check-config)" : "");
+        notify_ready(status);
+        log_msg(LOG_ERR, MSGID_CONFIG, "not serving: the configuration does not load; clients wait in the "
+                "socket's queue; " FIX);
+}
+
+int config_wait(const char *path, bool given, const char *problems, struct config *cfg, bool *no_file) {
+        uint64_t watchdog = notify_watchdog_interval();
+        _cleanup_(closep) int sfd = -1;
+        sigset_t mask;
+        int r;
+
+        /* Blocked since main() began; the server reads them later. */
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGHUP);
+        sigaddset(&mask, SIGTERM);
+        sigaddset(&mask, SIGINT);
+        sfd = signalfd(-1, &mask, SFD_CLOEXEC);
+        if (sfd < 0)
+                return log_errno(LOG_ERR, negative_errno(), MSGID_CONFIG, "cannot wait for a configuration");
+        r = notify_open();
+        if (r < 0)
+                log_errno(LOG_WARNING, r, NULL, "cannot reach the service manager's notification socket");
+        tell(problems);
+
+        for (;;) {
+                struct pollfd p = { .fd = sfd, .events = POLLIN };
+                struct signalfd_siginfo si;
+                struct config_diag diag = { 0 };
+
+                r = poll(&p, 1, watchdog ? (int) (watchdog / 1000) : -1);
+                if (r < 0 && errno != EINTR)
+                        return log_errno(LOG_ERR, negative_errno(), MSGID_CONFIG, "cannot wait for a configuration");
+                if (watchdog)
+                        notify_watchdog();
+                if (r <= 0 || read(sfd, &si, sizeof(si)) != (ssize_t) sizeof(si))
+                        continue;
+                if (si.ssi_signo != SIGHUP) {
+                        log_msg(LOG_NOTICE, MSGID_SHUTDOWN, "%s: stopping; never served, the configuration "
+                                "did not load", strsignal((int) si.ssi_signo));
+                        return -ECANCELED;
+                }
+                notify_reloading();
+                r = config_load_file(path, given, cfg, no_file, &diag);
+                if (r >= 0) {
+                        log_msg(LOG_NOTICE, MSGID_RELOAD, "configuration loaded from %s; starting to serve", path);
+                        return 0;
+                }
+                log_lines(LOG_ERR, MSGID_RELOAD_FAILED, "reload failed, still not serving: ", diag.text);
+                tell(diag.text);
+        }
+}
