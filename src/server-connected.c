@@ -6,7 +6,10 @@
  * can be enforced soundly (echo-mpserv(8), ACCEPT=YES):
  * - deny and allow need nothing but the peer: judged here, refused the
  *   same way (reset, the same "denied" record).
- * - log_addresses: the session record goes through logaddr, as always.
+ * - log_addresses: the daemon's records go through logaddr, as always, but
+ *   systemd names each instance after the client (echo-mpserv@N-LOCAL-
+ *   REMOTE.service) in its own records and in every record's unit field,
+ *   so only "full" can be enforced.
  * - max_clients and max_clients_per_source span connections, which no
  *   instance sees: echo-mpserv-generator writes them into the socket unit
  *   as MaxConnections= and MaxConnectionsPerSource=, which systemd applies
@@ -36,6 +39,9 @@ static const char *unenforceable(const struct config *c, const union sockaddr_an
         struct in6_addr addr;
         bool v4;
 
+        if (c->log_addresses != LOG_ADDRESSES_FULL)
+                return "log_addresses: systemd names each Accept=yes instance after the client's address "
+                       "in the journal; set log_addresses = \"full\" to serve with Accept=yes";
         if (c->source_rate_milli > 0)
                 return "source_rate: a per-source rate needs one process that sees every connection, and "
                        "systemd has none; set source_rate = 0 to serve with Accept=yes";

@@ -113,29 +113,37 @@ def test_allow_in_every_mode():
 
 
 def test_log_addresses_in_every_mode():
-    """The refusal record and the connection record alike."""
+    """The refusal record and the connection record alike. With Accept=yes
+    systemd names each instance after the client's address in its own
+    records, so anything but "full" is refused there (and the refusal
+    itself shows the address as log_addresses says)."""
     conf = NO_RATE + 'log_addresses = "prefix"; source_prefix_ipv4 = 24; deny = [ "127.0.0.5" ];'
     for mode in MODES:
-        for client, echoed in (("127.0.0.5", False), ("127.0.0.6", True)):
+        for client, echoed in (("127.0.0.5", False), ("127.0.0.6", mode != "accept-yes")):
             with Served(mode, conf, client) as s:
                 assert s.echoed == echoed, mode
                 text = "\n".join(s.daemon.log.snapshot())
                 assert client not in text, (mode, text)
                 if echoed:
                     assert s.daemon.log_lines(r"connection 127\.0\.0\.0/24 port \d+ -> \S+ closed"), (mode, text)
-                else:
+                elif client == "127.0.0.5":
                     assert s.daemon.log_lines(refusal_record(s.daemon, r"127\.0\.0\.0/24", "denied")), text
+                else:
+                    assert s.status == 78 and s.daemon.log_lines(
+                        r"Accept=yes cannot enforce log_addresses: .*; connection from 127\.0\.0\.0/24 reset"), text
 
 
 def test_accept_yes_refuses_a_policy_it_cannot_enforce():
-    """A per-source rate, or a per-source cap counted by a prefix shorter
-    than the address (systemd counts single addresses): reset, an error
+    """A per-source rate, a per-source cap counted by a prefix shorter than
+    the address (systemd counts single addresses), or addresses kept out of
+    the log (systemd names the instance after the client): reset, an error
     naming the key, exit status 78 (CONFIG). Never served unchecked."""
     cap = "source_rate = 0; max_clients_per_source = 32;"
     cases = [
         ("source_rate = 20;", "127.0.0.1", socket.AF_INET, "source_rate"),
         (cap + "source_prefix_ipv4 = 24;", "127.0.0.1", socket.AF_INET, "source_prefix_ipv4 = 32"),
         (cap, "::1", socket.AF_INET6, "source_prefix_ipv6 = 128"),
+        (NO_RATE + 'log_addresses = "hash";', "127.0.0.1", socket.AF_INET, 'log_addresses = "full"'),
     ]
     for conf, client, family, key in cases:
         with Served("accept-yes", conf, client, family) as s:
