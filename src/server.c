@@ -127,7 +127,6 @@ struct worker_limits server_worker_limits(const struct config *c) {
         };
 }
 
-
 /* Starts a worker for fd, which it takes over: closed after the fork, or
  * kept as the pending client when fork fails. So is *hold: it goes with the
  * session (its slot, or the pending client), or is given back. */
