@@ -18,6 +18,10 @@
  *   address (/32, /128); a shorter prefix cannot be enforced.
  * - source_rate needs one process that sees every connection of a source;
  *   systemd has no per-source rate.
+ * - source_limits_exempt: an exempt client is held to neither per-source
+ *   limit, so neither is unenforceable for it; systemd's
+ *   MaxConnectionsPerSource= knows no exemption and caps it all the same
+ *   (stricter, never looser).
  * A policy that cannot be enforced is never dropped silently: the
  * connection is refused (reset) with an error record saying which key to
  * change, and the instance exits with SERVER_UNENFORCEABLE. */
@@ -42,6 +46,8 @@ static const char *unenforceable(const struct config *c, const union sockaddr_an
         if (c->log_addresses != LOG_ADDRESSES_FULL)
                 return "log_addresses: systemd names each Accept=yes instance after the client's address "
                        "in the journal; set log_addresses = \"full\" to serve with Accept=yes";
+        if (admission_exempt(c, peer)) /* held to neither per-source limit, in any mode */
+                return NULL;
         if (c->source_rate_milli > 0)
                 return "source_rate: a per-source rate needs one process that sees every connection, and "
                        "systemd has none; set source_rate = 0 to serve with Accept=yes";

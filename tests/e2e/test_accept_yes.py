@@ -35,8 +35,10 @@ REFUSED_ID = "b1e067611acd413c80239b49fcde3715"
 RECORD_ID = "f0e38bcc52874ef98e57dc873ff05f03"
 # What Accept=yes can enforce (echo-mpserv(8), ACCEPT=YES): a denied source,
 # a per-source cap; the package's credential named, so each instance reads it.
+# The clients are on loopback: it is held to the per-source limits here.
 ACCEPT_YES_CONF = ('source_rate = 0;\nsource_prefix_ipv6 = 128;\nmax_clients_per_source = 2;\n'
-                   'deny = [ "127.0.0.5" ];\nlog_hash_key_credential = "log-hash-key";\n')
+                   'source_limits_exempt = [];\ndeny = [ "127.0.0.5" ];\n'
+                   'log_hash_key_credential = "log-hash-key";\n')
 results = []
 figures = []
 

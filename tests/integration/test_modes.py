@@ -150,10 +150,13 @@ def test_accept_yes_refuses_a_policy_it_cannot_enforce():
             assert not s.echoed and s.status == 78, (conf, s.status)
             assert s.daemon.log_lines(rf"Accept=yes cannot enforce .*{key}.*; connection from \S+ reset"), \
                 s.daemon.log.snapshot()
-    # What systemd can count, or nothing to count: served.
+    # What systemd can count, nothing to count, or a client exempt from the
+    # per-source limits (as it is in every mode): served.
+    exempt = 'source_rate = 20; source_limits_exempt = [ "127.0.0.0/8" ];'
     for conf, client, family in [(cap, "127.0.0.1", socket.AF_INET),
                                  (cap + "source_prefix_ipv6 = 128;", "::1", socket.AF_INET6),
-                                 (NO_RATE, "::1", socket.AF_INET6)]:
+                                 (NO_RATE, "::1", socket.AF_INET6),
+                                 (exempt, "127.0.0.1", socket.AF_INET)]:
         with Served("accept-yes", conf, client, family) as s:
             assert s.echoed and s.status == 0, (conf, s.status, s.daemon.log.snapshot())
 
