@@ -24,9 +24,9 @@ import re
 import sys
 import time
 
+import nspawn
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-import nspawn  # noqa: E402
 
 CLIENT = os.path.join(HERE, "client.py")
 CONF = "/etc/echo-mpserv/echo-mpserv.conf"
