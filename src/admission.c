@@ -70,6 +70,12 @@ static void hold(struct admission *a, struct source *e, uint64_t now, struct adm
         *h = (struct admission_hold) { .source = e->key, .counted = true };
 }
 
+bool admission_exempt(const struct config *c, const union sockaddr_any *peer) {
+        struct in6_addr addr;
+
+        return cidr_address_of(peer, &addr) && listed(c->exempt, c->n_exempt, &addr);
+}
+
 int admission_check(struct admission *a, const union sockaddr_any *peer, uint64_t now,
                     struct admission_hold *h) {
         const struct config *c = a->cfg;

@@ -81,6 +81,10 @@ void admission_report(struct admission *a, uint64_t now, unsigned max_lines,
  * (sources with refusals to report are never dropped). */
 void admission_sweep(struct admission *a, uint64_t now);
 
+/* Whether c exempts a client from peer from the per-source limits
+ * (source_limits_exempt). */
+bool admission_exempt(const struct config *c, const union sockaddr_any *peer);
+
 uint32_t admission_sources(const struct admission *a);
 /* Sources forgotten to make room, since start. */
 uint64_t admission_forgotten(const struct admission *a);

@@ -130,7 +130,7 @@ static int run(const struct cli *cli, const struct server_options *opt, const st
         if (ls.connected_fd >= 0) {
                 r = server_run_connected(cfg, &opt->worker_mask, ls.connected_fd);
                 ls.connected_fd = -1; /* closed by the session */
-                return r < 0 ? EXIT_RUNTIME : EXIT_OK;
+                return r == SERVER_UNENFORCEABLE ? EXIT_CONFIG : r < 0 ? EXIT_RUNTIME : EXIT_OK;
         }
         if (r > 0) {
                 check_inherited_ports(cli, cfg, &ls);

@@ -129,6 +129,7 @@ package_and_e2e() {
         python3 tests/e2e/test_package.py "$out/echo-mpserv_${version}_$arch.deb" \
                 "$out/echo-mpserv_$version+ci1_$arch.deb"
         python3 tests/e2e/test_log_budget.py "$out/echo-mpserv_${version}_$arch.deb"
+        python3 tests/e2e/test_accept_yes.py "$out/echo-mpserv_${version}_$arch.deb"
         python3 tests/e2e/test_operator.py "$out/echo-mpserv_${version}_$arch.deb" \
                 "$out/echo-mpserv_$version+ci1_$arch.deb"
 }
