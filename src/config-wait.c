@@ -17,7 +17,16 @@
 #include "notify.h"
 #include "util.h"
 
-#define FIX "fix the file, then run: systemctl reload echo-mpserv"
+/* What failed and what to do, by cause. systemd passes credentials at
+ * start only: a reload cannot bring a fixed one. */
+static const char *const what[] = {
+        [CONFIG_WAIT_FILE] = "the configuration",
+        [CONFIG_WAIT_CREDENTIAL] = "the hash key credential",
+};
+static const char *const fix[] = {
+        [CONFIG_WAIT_FILE] = "fix the file, then run: systemctl reload echo-mpserv",
+        [CONFIG_WAIT_CREDENTIAL] = "fix the file LoadCredential= names, then run: systemctl restart echo-mpserv",
+};
 
 bool config_wait_applies(void) {
         int n = sd_listen_fds(0);
@@ -34,21 +43,23 @@ bool config_wait_applies(void) {
 
 /* STATUS= holds the first problem (the journal has them all, logged by
  * the caller) and says what to do. */
-static void tell(const char *problems) {
+static void tell(enum config_wait_cause cause, const char *problems) {
         size_t len = strcspn(problems, "\n");
         unsigned more = 0;
         char status[512];
 
         for (const char *p = problems + len; *p; p++)
                 more += *p == '\n' && p[1];
-        snprintf(status, sizeof(status), "Not serving, the configuration does not load: %.*s%s; " FIX,
-                 (int) (len > 300 ? 300 : len), problems, more ? " (and more: echo-mpserv --check-config)" : "");
+        snprintf(status, sizeof(status), "Not serving, %s does not load: %.*s%s; %s", what[cause],
+                 (int) (len > 300 ? 300 : len), problems, more ? " (and more: echo-mpserv --check-config)" : "",
+                 fix[cause]);
         notify_ready(status);
-        log_msg(LOG_ERR, MSGID_CONFIG, "not serving: the configuration does not load; clients wait in the "
-                "socket's queue; " FIX);
+        log_msg(LOG_ERR, MSGID_CONFIG, "not serving: %s does not load; clients wait in the socket's queue; %s",
+                what[cause], fix[cause]);
 }
 
-int config_wait(const char *path, bool given, const char *problems, struct config *cfg, bool *no_file) {
+int config_wait(const char *path, config_wait_load_fn load, void *userdata, enum config_wait_cause cause,
+                const char *problems) {
         uint64_t watchdog = notify_watchdog_interval();
         _cleanup_(closep) int sfd = -1;
         sigset_t mask;
@@ -65,7 +76,7 @@ int config_wait(const char *path, bool given, const char *problems, struct confi
         r = notify_open();
         if (r < 0)
                 log_errno(LOG_WARNING, r, NULL, "cannot reach the service manager's notification socket");
-        tell(problems);
+        tell(cause, problems);
 
         for (;;) {
                 struct pollfd p = { .fd = sfd, .events = POLLIN };
@@ -80,17 +91,17 @@ int config_wait(const char *path, bool given, const char *problems, struct confi
                 if (r <= 0 || read(sfd, &si, sizeof(si)) != (ssize_t) sizeof(si))
                         continue;
                 if (si.ssi_signo != SIGHUP) {
-                        log_msg(LOG_NOTICE, MSGID_SHUTDOWN, "%s: stopping; never served, the configuration "
-                                "did not load", strsignal((int) si.ssi_signo));
+                        log_msg(LOG_NOTICE, MSGID_SHUTDOWN, "%s: stopping; never served, %s did not load",
+                                strsignal((int) si.ssi_signo), what[cause]);
                         return -ECANCELED;
                 }
                 notify_reloading();
-                r = config_load_file(path, given, cfg, no_file, &diag);
+                r = load(userdata, &diag, &cause);
                 if (r >= 0) {
                         log_msg(LOG_NOTICE, MSGID_RELOAD, "configuration loaded from %s; starting to serve", path);
                         return 0;
                 }
                 log_lines(LOG_ERR, MSGID_RELOAD_FAILED, "reload failed, still not serving: ", diag.text);
-                tell(diag.text);
+                tell(cause, diag.text);
         }
 }

@@ -4,7 +4,8 @@ from any state: move the port (also by restarting only the service, and
 through an upgrade with the edit still pending), break the configuration
 (the socket fails closed and says why in `systemctl status` and the kernel
 log; a client queued while the file is broken waits for the fix and a
-reload, the socket never fails), reload an idle service, and read the exit statuses systemd names.
+reload, the socket never fails; likewise while the hash key credential is
+missing, until a restart of the service), reload an idle service, and read the exit statuses systemd names.
 
 Usage (as root): test_operator.py PACKAGE.deb NEWER-PACKAGE.deb
 Exit status: 0 passed, 1 failed, 77 skipped (no root or no namespaces).
@@ -182,6 +183,47 @@ def t_broken_config_with_a_client_queued(m):
                    "after fix + reload the queued client got its 1000 bytes back")
 
 
+@check("a missing key credential and a client queued: no start loop, the socket never fails, served after a restart")
+def t_bad_credential_with_a_client_queued(m):
+    key = "/etc/echo-mpserv/log-hash-key"
+    fresh(m)
+    m.systemctl("stop", "echo-mpserv.service")
+    m.run(["mv", key, key + ".away"])
+    reset_conf(m, 'log_hash_key_credential = "log-hash-key";\n')
+    cursor = m.journal_cursor()
+    got = {}
+    queued = threading.Thread(target=lambda: got.update(r=client(m, "once", "127.0.0.1", 7, 1000)))
+    queued.start()
+    try:
+        # The unit's placeholder stands in for the missing file.
+        wait_status(m, "echo-mpserv.service", "Not serving, the hash key credential does not load",
+                    "/run/credentials/echo-mpserv.service/log-hash-key: 7 bytes (needs 16 to 128)",
+                    "systemctl restart echo-mpserv")
+        m.wait_journal(r"not serving: the hash key credential does not load; clients wait in the socket's queue",
+                       cursor=cursor, unit="echo-mpserv.service")
+        assert queued.is_alive() and "r" not in got, got          # waiting, not refused, not served
+        assert m.is_active("echo-mpserv.service") == "active"
+        assert m.unit_property("echo-mpserv.service", "NRestarts") == "0"
+        # A reload passes no credential again: it fails, or leaves it waiting.
+        reload = m.systemctl("reload", "echo-mpserv.service", check=False)
+        assert m.is_active("echo-mpserv.service") == "active" and queued.is_alive()
+        m.run(["mv", key + ".away", key])
+        m.systemctl("restart", "echo-mpserv.service")
+        queued.join(120)
+    finally:
+        queued.join(150)
+        m.run(["sh", "-c", f"[ -e {key} ] || mv {key}.away {key}"])
+    assert got["r"]["received"] == 1000 and got["r"]["exact"], got
+    assert m.unit_property("echo-mpserv.socket", "Result") == "success"
+    assert m.is_active("echo-mpserv.socket") == "active"
+    assert m.unit_property("echo-mpserv.service", "NRestarts") == "0"
+    m.systemctl("reset-failed", check=False)  # the stop of the waiting daemon was 78/CONFIG
+    assert echo_ok(m)
+    figures.append(f"missing key credential, client queued: service up not serving (0 restarts, socket "
+                   f"Result=success); reload exit {reload.returncode}; after the key + a restart of the service "
+                   f"the queued client got its 1000 bytes back")
+
+
 @check("upgrade with a port edit pending: the package moves the socket, no unit failed")
 def t_upgrade_pending_port(m, newer):
     fresh(m)
@@ -207,6 +249,7 @@ def main():
         t_generator_fails_closed(m)
         t_reload(m)
         t_broken_config_with_a_client_queued(m)
+        t_bad_credential_with_a_client_queued(m)
         t_upgrade_pending_port(m, newer)
         m.poweroff()
     return report(m, start)
