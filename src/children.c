@@ -98,7 +98,7 @@ struct child *children_find(const struct children *c, pid_t pid) {
 void slot_report_check(struct slot_report *r, uint64_t now) {
         sa_family_t family = r->local.sa.sa_family;
 
-        if (r->stats.reason < 0 || r->stats.reason >= _CLOSE_REASON_MAX)
+        if (r->stats.reason >= _CLOSE_REASON_MAX)
                 r->stats.reason = CLOSE_ERROR;
         if (r->stats.error <= 0 || r->stats.error >= 4096)
                 r->stats.error = 0;

@@ -228,7 +228,7 @@ static int set_credential(const char *name, const struct key *k, config_setting_
         return 0;
 }
 
-static int add_address(const char *name, unsigned line, const struct key *k, const char *v,
+static int add_address(const char *name, unsigned line, _unused_ const struct key *k, const char *v,
                        struct config *c, struct config_diag *diag) {
         unsigned char bin[sizeof(struct in6_addr)];
 

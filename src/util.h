@@ -15,7 +15,8 @@
 
 #define ELEMENTSOF(a) (sizeof(a) / sizeof((a)[0]))
 #define _cleanup_(f) __attribute__((cleanup(f)))
-#define _printf_(a, b) __attribute__((format(printf, a, b)))
+/* A parameter a callback's signature requires but this callback ignores. */
+#define _unused_ __attribute__((unused))
 #define _noreturn_ __attribute__((noreturn))
 
 #define USEC_PER_SEC UINT64_C(1000000)

@@ -51,7 +51,7 @@ struct worker_stats {
          * a signal (slot_report_killed()). */
         uint64_t bytes_acked;
         uint64_t end_usec;      /* CLOCK_MONOTONIC when the session ended */
-        int32_t reason;         /* enum close_reason */
+        uint32_t reason;        /* enum close_reason */
         int32_t error;          /* errno for CLOSE_ERROR */
 };
 
