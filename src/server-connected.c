@@ -70,11 +70,12 @@ static const char *unenforceable(const struct config *c, const union sockaddr_an
 static int judge_lists(const struct config *cfg, const union sockaddr_any *peer, uint64_t now) {
         struct admission adm;
         struct admission_hold hold;
+        enum refuse_reason reason;
         int r = admission_init(&adm, cfg);
 
         if (r < 0)
                 return r;
-        r = admission_check(&adm, peer, now, &hold) >= 0;
+        r = !admission_check(&adm, peer, now, &hold, &reason);
         if (r)
                 report_refusals(&adm, now);
         admission_done(&adm);

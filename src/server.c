@@ -180,6 +180,7 @@ static void accept_ready(struct server *s, struct listener *l) {
         for (int i = 0; i < ACCEPT_BATCH && s->listening; i++) {
                 union sockaddr_any peer;
                 struct admission_hold hold;
+                enum refuse_reason reason; /* counted for the report by admission */
                 socklen_t len = sizeof(peer);
                 int fd;
 
@@ -195,7 +196,7 @@ static void accept_ready(struct server *s, struct listener *l) {
                         back_off(s, MSGID_ACCEPT_FAILED, "accept()", negative_errno());
                         break;
                 }
-                if (admission_check(&s->adm, &peer, now_usec(CLOCK_MONOTONIC), &hold) >= 0) {
+                if (!admission_check(&s->adm, &peer, now_usec(CLOCK_MONOTONIC), &hold, &reason)) {
                         server_refuse(fd);
                         s->status_dirty = true;
                         continue;
