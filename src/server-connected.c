@@ -99,13 +99,13 @@ int server_run_connected(const struct config *cfg, const sigset_t *worker_mask, 
         (void) getpeername(fd, &e.child.peer.sa, &len);
         r = judge_lists(cfg, &e.child.peer, e.child.start_usec);
         if (r != 0) {
-                server_refuse(fd);
+                reset_close(fd);
                 return r < 0 ? log_errno(LOG_ERR, r, NULL, "cannot set up admission control; "
                                          "connection reset") : 0;
         }
         why = unenforceable(cfg, &e.child.peer, buf, sizeof(buf));
         if (why) {
-                server_refuse(fd);
+                reset_close(fd);
                 log_msg(LOG_ERR, MSGID_CONFIG, "Accept=yes cannot enforce %s; connection from %s reset",
                         why, logaddr_client(&e.child.peer, client));
                 return SERVER_UNENFORCEABLE;

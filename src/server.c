@@ -136,7 +136,7 @@ static int start_worker(struct server *s, int fd, const union sockaddr_any *peer
         pid_t pid;
 
         if (!ch) { /* cannot happen below the cap (slots cover the largest one); be safe anyway */
-                server_refuse(fd);
+                reset_close(fd);
                 admission_release(&s->adm, hold, now_usec(CLOCK_MONOTONIC));
                 return -ENOSPC;
         }
@@ -169,13 +169,6 @@ static bool accept_error_is_per_connection(int err) {
                err == ENETUNREACH || err == EPERM || err == EINTR;
 }
 
-void server_refuse(int fd) {
-        struct linger l = { .l_onoff = 1, .l_linger = 0 };
-
-        (void) setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
-        safe_close(fd);
-}
-
 static void accept_ready(struct server *s, struct listener *l) {
         for (int i = 0; i < ACCEPT_BATCH && s->listening; i++) {
                 union sockaddr_any peer;
@@ -197,7 +190,7 @@ static void accept_ready(struct server *s, struct listener *l) {
                         break;
                 }
                 if (!admission_check(&s->adm, &peer, now_usec(CLOCK_MONOTONIC), &hold, &reason)) {
-                        server_refuse(fd);
+                        reset_close(fd); /* the client learns at once; no TIME_WAIT here */
                         s->status_dirty = true;
                         continue;
                 }

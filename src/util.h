@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
@@ -62,6 +63,22 @@ static inline int read_bounded(int fd, void *buf, size_t size, size_t *ret_len) 
         }
         *ret_len = len;
         return 0;
+}
+
+/* The abortive linger (SO_LINGER 0): close() then resets the connection
+ * (RST) and the kernel drops both queues at once, with no TIME_WAIT and no
+ * orphan socket holding unacknowledged data. Best effort: a socket that
+ * refuses it is closed in order. */
+static inline void set_abortive_linger(int fd) {
+        (void) setsockopt(fd, SOL_SOCKET, SO_LINGER, &(struct linger) { .l_onoff = 1, .l_linger = 0 },
+                          sizeof(struct linger));
+}
+
+/* Resets the connection and closes fd; returns -1, as safe_close(). */
+static inline int reset_close(int fd) {
+        if (fd >= 0)
+                set_abortive_linger(fd);
+        return safe_close(fd);
 }
 
 static inline void closep(int *fd) {

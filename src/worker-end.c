@@ -108,11 +108,8 @@ static void count_acknowledged(int fd, struct worker_stats *st) {
  * abortive linger from the start (spawn_serve_here()); set again in case
  * that failed. */
 static void abort_close(int fd, struct worker_stats *st) {
-        struct linger l = { .l_onoff = 1, .l_linger = 0 };
-
         count_acknowledged(fd, st);
-        (void) setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
-        safe_close(fd);
+        reset_close(fd);
 }
 
 /* An orderly close of a connection whose echo is all acknowledged: the
