@@ -18,6 +18,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "config-keys.h"
 #include "config-scan.h"
 
 struct lexer {
