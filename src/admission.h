@@ -30,8 +30,6 @@ struct admission {
         struct sources sources;
         const struct config *cfg;       /* limits and lists; owned by the caller */
         uint64_t refused[_REFUSE_MAX];  /* since start */
-        uint64_t forgotten_reported;    /* sources.forgotten_total at the last report */
-        uint64_t held_since_usec;       /* reports held (log_level) since then; 0: none */
 };
 
 int admission_init(struct admission *a, const struct config *cfg);

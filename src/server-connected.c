@@ -70,6 +70,7 @@ static const char *unenforceable(const struct config *c, const union sockaddr_an
 static int judge_lists(const struct config *cfg, const union sockaddr_any *peer, uint64_t now) {
         struct admission adm;
         struct admission_hold hold;
+        struct report_refusals refusals = { 0 };
         enum refuse_reason reason;
         int r = admission_init(&adm, cfg);
 
@@ -77,7 +78,7 @@ static int judge_lists(const struct config *cfg, const union sockaddr_any *peer,
                 return r;
         r = !admission_check(&adm, peer, now, &hold, &reason);
         if (r)
-                report_refusals(&adm, now);
+                report_refusals(&refusals, &adm, now);
         admission_done(&adm);
         return r;
 }

@@ -70,6 +70,7 @@ struct server {
         int notify_error;
 
         struct admission adm;
+        struct report_refusals refusals;
         uint64_t served, started_usec, report_at;
         bool status_dirty;
         uint64_t status_at, watchdog_interval, watchdog_at;

@@ -254,7 +254,7 @@ static void handle_signals(struct server *s) {
                 case SIGUSR1:
                         /* What is pending since the last reports first, so
                          * the summary is the whole picture. */
-                        report_refusals(&s->adm, now_usec(CLOCK_MONOTONIC));
+                        report_refusals(&s->refusals, &s->adm, now_usec(CLOCK_MONOTONIC));
                         budget_flush(&s->budget, now_usec(CLOCK_MONOTONIC), s->served, false);
                         s->report_at = now_usec(CLOCK_MONOTONIC) + REPORT_INTERVAL_USEC;
                         struct report_state st = server_report_state(s);
@@ -302,7 +302,7 @@ static void run_deadlines(struct server *s, uint64_t now) {
         if (s->draining)
                 server_drain_deadlines(s, now);
         if (now >= s->report_at) {
-                report_refusals(&s->adm, now);
+                report_refusals(&s->refusals, &s->adm, now);
                 s->report_at = now + REPORT_INTERVAL_USEC;
         }
         server_write_owed_records(s, now, false);
@@ -449,7 +449,7 @@ int server_run(const struct config *cfg, const struct server_options *opt, struc
         }
 
         /* Nothing counted is lost. */
-        report_refusals(&s.adm, now_usec(CLOCK_MONOTONIC));
+        report_refusals(&s.refusals, &s.adm, now_usec(CLOCK_MONOTONIC));
         server_write_owed_records(&s, now_usec(CLOCK_MONOTONIC), true);
         report_notify_failures(&s, now_usec(CLOCK_MONOTONIC), true);
         if (s.draining)
