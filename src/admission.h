@@ -16,7 +16,7 @@
 #include <stdint.h>
 
 #include "addr.h"
-#include "admission-hold.h"
+#include "admission-types.h"
 #include "cidr.h"
 #include "config.h"
 #include "sources.h"
