@@ -85,8 +85,6 @@ void server_check_socket_buffer(const struct config *c);
 /* The limits a session runs with, from a configuration. */
 struct worker_limits server_worker_limits(const struct config *c);
 
-/* The counters the operator sees, for report.c. */
-struct report_state server_report_state(const struct server *s);
 /* The STATUS= text. */
 void server_format_status(const struct server *s, char *buf, size_t size);
 /* Arms or disarms the listeners to match the state; logs cap changes and

@@ -41,7 +41,8 @@
 #define STATUS_INTERVAL_USEC (500 * USEC_PER_MSEC)
 
 
-struct report_state server_report_state(const struct server *s) {
+/* The counters the operator sees, for report.c. */
+static struct report_state server_report_state(const struct server *s) {
         return (struct report_state) {
                 .active = s->children.active, .max_clients = s->cfg.max_clients, .served = s->served,
                 .refused = s->adm.refused, .sources = admission_sources(&s->adm),

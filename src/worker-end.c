@@ -82,7 +82,7 @@ bool worker_client_took(int fd, uint64_t *queued) {
  * provably has. The kernel keeps that count (tcpi_bytes_acked) on the
  * socket until it is closed, through a reset by either side, when the
  * queue that SIOCOUTQ measures may already be gone; the FIN, once
- * acknowledged, adds one, which min() absorbs. Stored in bytes_acked
+ * acknowledged, adds one, which min_u64() absorbs. Stored in bytes_acked
  * first, so that a SIGKILL at any moment leaves a figure the client has.
  * Returns false when fd is not a TCP socket (no count). */
 static bool note_acknowledged(int fd, struct worker_stats *st) {
