@@ -105,7 +105,7 @@ bool admission_check(struct admission *a, const union sockaddr_any *peer, uint64
         if (e->blocked_until > now)
                 return count_refusal(a, e, REFUSE_RATE, now, ret_reason);
         if (rate > 0 && !source_take_token(e, rate, burst, now)) {
-                e->blocked_until = now + (uint64_t) c->source_block_ms * USEC_PER_MSEC;
+                e->blocked_until = now + usec_from_ms(c->source_block_ms);
                 return count_refusal(a, e, REFUSE_RATE, now, ret_reason);
         }
         if (c->max_clients_per_source && e->active >= c->max_clients_per_source)

@@ -121,9 +121,9 @@ struct worker_limits server_worker_limits(const struct config *c) {
         return (struct worker_limits) {
                 .buffer_size = c->buffer_size,
                 .socket_buffer = c->socket_buffer,
-                .idle_timeout_ms = c->idle_timeout_ms,
-                .write_timeout_ms = c->write_timeout_ms,
-                .max_session_time_ms = c->max_session_time_ms,
+                .idle_timeout_usec = usec_from_ms(c->idle_timeout_ms),
+                .write_timeout_usec = usec_from_ms(c->write_timeout_ms),
+                .max_session_time_usec = usec_from_ms(c->max_session_time_ms),
                 .max_session_bytes = c->max_session_bytes,
         };
 }

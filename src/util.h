@@ -89,6 +89,12 @@ static inline void freep(void *p) {
         free(*(void **) p);
 }
 
+/* Durations the configuration states in milliseconds (its documented unit,
+ * struct config's *_ms fields) become microseconds here, the one place. */
+static inline uint64_t usec_from_ms(uint32_t ms) {
+        return (uint64_t) ms * USEC_PER_MSEC;
+}
+
 /* Time inside the program is a uint64_t of microseconds, UINT64_MAX meaning
  * "no deadline". Every conversion into a kernel timeout goes through the
  * helpers below, which clamp a single wait to WAIT_MAX_USEC: a caller whose

@@ -149,10 +149,8 @@ static void orderly_close(int fd, struct worker_stats *st) {
  * Discarding costs less than echoing, so the time bound is the only one. */
 static void linger_close(int fd, const struct worker_limits *lim, uint64_t start, void *buf, bool ended,
                          struct worker_stats *st) {
-        uint64_t patience = lim->write_timeout_ms ? (uint64_t) lim->write_timeout_ms * USEC_PER_MSEC
-                                                  : LINGER_FALLBACK_USEC;
-        uint64_t cap = lim->max_session_time_ms
-                ? start + (uint64_t) lim->max_session_time_ms * USEC_PER_MSEC + patience : UINT64_MAX;
+        uint64_t patience = lim->write_timeout_usec ? lim->write_timeout_usec : LINGER_FALLBACK_USEC;
+        uint64_t cap = lim->max_session_time_usec ? start + lim->max_session_time_usec + patience : UINT64_MAX;
         uint64_t now = now_usec(CLOCK_MONOTONIC), tick = LINGER_TICK_MIN_USEC;
         uint64_t stall_end = now + patience, cut_end = UINT64_MAX, queued = queued_for_client(fd);
         bool fin, quiet = false;

@@ -84,8 +84,8 @@ static enum close_reason io_error(int err, struct worker_stats *st) {
         return CLOSE_ERROR;
 }
 
-static uint64_t after(uint64_t from, uint32_t ms) {
-        return ms ? from + (uint64_t) ms * USEC_PER_MSEC : UINT64_MAX;
+static uint64_t after(uint64_t from, uint64_t usec) {
+        return usec ? from + usec : UINT64_MAX;
 }
 
 static bool session_over(const struct session *s) {
@@ -186,7 +186,7 @@ static enum close_reason wait_for(struct session *s, short events, uint64_t dead
  * write_timeout to free: so the wait wakes every quarter of write_timeout
  * to look. The look costs one ioctl, in this stalled path only. */
 static enum close_reason send_back(struct session *s, const char *buf, size_t len) {
-        uint64_t timeout = (uint64_t) s->lim->write_timeout_ms * USEC_PER_MSEC;
+        uint64_t timeout = s->lim->write_timeout_usec;
         uint64_t stalled_until = UINT64_MAX, queued = UINT64_MAX;
 
         while (len > 0) {
@@ -208,7 +208,7 @@ static enum close_reason send_back(struct session *s, const char *buf, size_t le
                         return io_error(n < 0 ? errno : EIO, s->st);
                 now = now_usec(CLOCK_MONOTONIC);
                 if (stalled_until == UINT64_MAX) {
-                        stalled_until = after(now, s->lim->write_timeout_ms);
+                        stalled_until = after(now, s->lim->write_timeout_usec);
                         if (timeout)
                                 (void) worker_client_took(s->fd, &queued);
                 }
@@ -217,7 +217,7 @@ static enum close_reason send_back(struct session *s, const char *buf, size_t le
                 if (r == CLOSE_WRITE_TIMEOUT) { /* a wake-up, or the timeout */
                         now = now_usec(CLOCK_MONOTONIC);
                         if (worker_client_took(s->fd, &queued))
-                                stalled_until = after(now, s->lim->write_timeout_ms);
+                                stalled_until = after(now, s->lim->write_timeout_usec);
                         else if (now >= stalled_until)
                                 return r;
                 } else if (r != CLOSE_NONE) {
@@ -265,7 +265,7 @@ static void stop_splicing(struct session *s) {
 static enum close_reason receive(struct session *s, char *buf, size_t want, size_t *ret_n) {
         uint64_t now = now_usec(CLOCK_MONOTONIC);
 
-        s->idle_end = after(now, s->lim->idle_timeout_ms);
+        s->idle_end = after(now, s->lim->idle_timeout_usec);
         for (;;) {
                 enum close_reason r;
                 ssize_t n;
@@ -358,7 +358,7 @@ enum close_reason worker_echo(int fd, const struct worker_limits *lim, uint64_t 
                               void *buf, struct worker_stats *st) {
         struct session s = {
                 .fd = fd, .lim = lim, .st = st, .pipe = { -1, -1 }, .rcv_timeout = UINT64_MAX,
-                .session_end = after(start, lim->max_session_time_ms),
+                .session_end = after(start, lim->max_session_time_usec),
         };
         int flags = fcntl(fd, F_GETFL);
         enum close_reason r;

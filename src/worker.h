@@ -34,9 +34,9 @@ enum close_reason {
 struct worker_limits {
         uint32_t buffer_size;
         uint32_t socket_buffer;         /* 0: the kernel's autotuning */
-        uint32_t idle_timeout_ms;       /* 0: none */
-        uint32_t write_timeout_ms;      /* 0: none */
-        uint32_t max_session_time_ms;   /* 0: none */
+        uint64_t idle_timeout_usec;     /* 0: none */
+        uint64_t write_timeout_usec;    /* 0: none */
+        uint64_t max_session_time_usec; /* 0: none */
         uint64_t max_session_bytes;     /* 0: none */
 };
 
