@@ -26,7 +26,7 @@
 #include <sys/types.h>
 
 #include "addr.h"
-#include "admission-hold.h"
+#include "admission-types.h"
 #include "worker.h"
 
 /* What the parent knows of one worker. Parent-only. */

@@ -6,10 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
-#include <sys/socket.h>
 #include <unistd.h>
-
-#include <systemd/sd-daemon.h>
 
 #include "config-wait.h"
 #include "listen.h"
@@ -29,16 +26,9 @@ static const char *const fix[] = {
 };
 
 bool config_wait_applies(void) {
-        int n = sd_listen_fds(0);
-
-        if (!listen_started_by_systemd() || n <= 0)
-                return false;
         /* Accept=yes passes one connected socket: that instance serves one
          * client, and its failure does not trigger the socket again. */
-        for (int fd = SD_LISTEN_FDS_START; fd < SD_LISTEN_FDS_START + n; fd++)
-                if (sd_is_socket(fd, AF_UNSPEC, SOCK_STREAM, 1) > 0)
-                        return true;
-        return false;
+        return listen_started_by_systemd() && listen_passed_listener();
 }
 
 /* STATUS= holds the first problem (the journal has them all, logged by

@@ -135,6 +135,15 @@ bool listen_started_by_systemd(void) {
         return strcmp(pid, own) == 0;
 }
 
+bool listen_passed_listener(void) {
+        int n = sd_listen_fds(0);
+
+        for (int fd = SD_LISTEN_FDS_START; fd < SD_LISTEN_FDS_START + n; fd++)
+                if (sd_is_socket(fd, AF_UNSPEC, SOCK_STREAM, 1) > 0)
+                        return true;
+        return false;
+}
+
 static int bind_one(struct listener *l, const char *address, uint16_t port, bool v6only,
                     int backlog, char *err, size_t errlen) {
         _cleanup_(closep) int fd = -1;

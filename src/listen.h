@@ -46,6 +46,11 @@ int listen_inherit(struct listen_set *ls, char *err, size_t errlen);
  * unit's sandbox forbids it, and binding would bypass the socket unit. */
 bool listen_started_by_systemd(void);
 
+/* True when the sockets systemd passes (LISTEN_FDS, left set) include a
+ * listening stream socket, as a socket unit's listener; false for none, or
+ * for the one connected socket of Accept=yes. */
+bool listen_passed_listener(void);
+
 /* Binds every address of c->listen on `port`, dual-stack where
  * config_listen_dual_stack() says; a dual-stack address becomes 0.0.0.0
  * when IPv6 is unavailable. */

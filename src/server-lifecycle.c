@@ -164,11 +164,11 @@ void server_begin_shutdown(struct server *s, int sig) {
                 admission_release(&s->adm, &s->pending_hold, now);
                 s->cut++;
         }
-        s->drain_deadline = now + (uint64_t) s->cfg.drain_timeout_ms * USEC_PER_MSEC;
+        s->drain_deadline = now + usec_from_ms(s->cfg.drain_timeout_ms);
         log_msg(LOG_NOTICE, MSGID_SHUTDOWN, "%s: stopped accepting; draining %u session(s) for up to %" PRIu32 " ms",
                 strsignal(sig), s->children.active, s->cfg.drain_timeout_ms);
         server_format_status(s, status, sizeof(status));
-        notify_stopping(status, (uint64_t) s->cfg.drain_timeout_ms * USEC_PER_MSEC + KILL_GRACE_USEC +
+        notify_stopping(status, usec_from_ms(s->cfg.drain_timeout_ms) + KILL_GRACE_USEC +
                                 5 * USEC_PER_SEC);
 }
 

@@ -26,20 +26,32 @@ static inline unsigned sat_add(unsigned a, unsigned b) {
         return a > UINT_MAX - b ? UINT_MAX : a + b;
 }
 
+/* The parent's state, by concern. The state machine: listening (unless
+ * at_cap, or paused by back-off until resume_at) -> draining (SIGTERM: no
+ * more accepting, sessions end on their own until drain_deadline) ->
+ * cutting (SIGTERM to the workers, SIGKILL at kill_deadline) -> exit. Every
+ * deadline below is CLOCK_MONOTONIC µs; next_timeout_ms() in server.c waits
+ * for the nearest. */
 struct server {
+        /* What it runs with, and what it owns. */
         struct config cfg;
         const struct server_options *opt;
         struct listen_set *ls;
         struct children children;
+        struct admission adm;
         int epfd, sfd;
         sigset_t worker_mask;
 
-        bool listening, at_cap, draining, cutting;
+        /* Accepting. */
+        bool listening, at_cap;
+
+        /* Shutdown: the drain, then the cut. */
+        bool draining, cutting;
         uint64_t drain_deadline, kill_deadline;
         unsigned drained, cut;
 
-        /* Resource trouble: listeners paused until resume_at; a client
-         * whose fork failed waits in pending_fd for the retry. */
+        /* Back-off from resource trouble: listeners paused until resume_at;
+         * a client whose fork failed waits in pending_fd for the retry. */
         uint64_t resume_at, backoff;
         int pending_fd;
         union sockaddr_any pending_peer;
@@ -47,32 +59,38 @@ struct server {
         unsigned failures;
         struct ratelimit trouble_rl;
 
-        /* Restart-only keys whose value in the file differs from the one
-         * running ("port, listen"); empty when none. */
+        /* Configuration state across reloads. Restart-only keys whose value
+         * in the file differs from the one running ("port, listen"); empty
+         * when none. on_defaults: the running configuration is the built-in
+         * defaults because no file was at the default path (at start, or at
+         * the last reload): only then may a reload find no file and keep
+         * going. */
         char restart_pending[128];
-        /* The running configuration is the built-in defaults because no
-         * file was at the default path (at start, or at the last reload):
-         * only then may a reload find no file and keep going. */
         bool on_defaults;
 
+        /* Periodic work: the refusal and budget records (report_at), the
+         * STATUS= line when it changed (status_at), the watchdog. */
+        uint64_t report_at;
+        bool status_dirty;
+        uint64_t status_at, watchdog_interval, watchdog_at;
+
+        /* Counters the operator sees (report_state). */
+        uint64_t served, started_usec;
+
         /* Records a client can provoke, folded to one a second (see
-         * log_cap() and log_recovered() in server.c): what each owed record
-         * still has to report. cap_changes: [0] left the cap, [1] reached it.
-         * Held while log_level filters the record out; they saturate
-         * (sat_add()) rather than wrap. */
+         * server_log_cap() and server_log_recovered() in server-records.c):
+         * what each owed record still has to report. cap_changes: [0] left
+         * the cap, [1] reached it. Held while log_level filters the record
+         * out; they saturate (sat_add()) rather than wrap. */
         struct ratelimit cap_rl, recover_rl;
         unsigned cap_changes[2], recoveries, recovered_failures;
         struct budget budget;
+        struct report_refusals refusals;
         /* Notifications that could not be sent, not yet logged. */
         struct ratelimit notify_rl;
         unsigned notify_failed;
         unsigned notify_kinds;     /* NOTIFY_KIND_* bits of those failed */
         int notify_error;
-
-        struct admission adm;
-        uint64_t served, started_usec, report_at;
-        bool status_dirty;
-        uint64_t status_at, watchdog_interval, watchdog_at;
 };
 
 /* A warning when socket_buffer is more than the kernel gives a socket
@@ -83,12 +101,7 @@ void server_check_socket_buffer(const struct config *c);
 
 /* The limits a session runs with, from a configuration. */
 struct worker_limits server_worker_limits(const struct config *c);
-/* A refused connection is reset at once: the client learns immediately, and
- * the kernel frees the socket without a TIME_WAIT on our side. Closes fd. */
-void server_refuse(int fd);
 
-/* The counters the operator sees, for report.c. */
-struct report_state server_report_state(const struct server *s);
 /* The STATUS= text. */
 void server_format_status(const struct server *s, char *buf, size_t size);
 /* Arms or disarms the listeners to match the state; logs cap changes and

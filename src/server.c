@@ -41,7 +41,8 @@
 #define STATUS_INTERVAL_USEC (500 * USEC_PER_MSEC)
 
 
-struct report_state server_report_state(const struct server *s) {
+/* The counters the operator sees, for report.c. */
+static struct report_state server_report_state(const struct server *s) {
         return (struct report_state) {
                 .active = s->children.active, .max_clients = s->cfg.max_clients, .served = s->served,
                 .refused = s->adm.refused, .sources = admission_sources(&s->adm),
@@ -120,9 +121,9 @@ struct worker_limits server_worker_limits(const struct config *c) {
         return (struct worker_limits) {
                 .buffer_size = c->buffer_size,
                 .socket_buffer = c->socket_buffer,
-                .idle_timeout_ms = c->idle_timeout_ms,
-                .write_timeout_ms = c->write_timeout_ms,
-                .max_session_time_ms = c->max_session_time_ms,
+                .idle_timeout_usec = usec_from_ms(c->idle_timeout_ms),
+                .write_timeout_usec = usec_from_ms(c->write_timeout_ms),
+                .max_session_time_usec = usec_from_ms(c->max_session_time_ms),
                 .max_session_bytes = c->max_session_bytes,
         };
 }
@@ -136,7 +137,7 @@ static int start_worker(struct server *s, int fd, const union sockaddr_any *peer
         pid_t pid;
 
         if (!ch) { /* cannot happen below the cap (slots cover the largest one); be safe anyway */
-                server_refuse(fd);
+                reset_close(fd);
                 admission_release(&s->adm, hold, now_usec(CLOCK_MONOTONIC));
                 return -ENOSPC;
         }
@@ -169,17 +170,11 @@ static bool accept_error_is_per_connection(int err) {
                err == ENETUNREACH || err == EPERM || err == EINTR;
 }
 
-void server_refuse(int fd) {
-        struct linger l = { .l_onoff = 1, .l_linger = 0 };
-
-        (void) setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
-        safe_close(fd);
-}
-
 static void accept_ready(struct server *s, struct listener *l) {
         for (int i = 0; i < ACCEPT_BATCH && s->listening; i++) {
                 union sockaddr_any peer;
                 struct admission_hold hold;
+                enum refuse_reason reason; /* counted for the report by admission */
                 socklen_t len = sizeof(peer);
                 int fd;
 
@@ -195,8 +190,8 @@ static void accept_ready(struct server *s, struct listener *l) {
                         back_off(s, MSGID_ACCEPT_FAILED, "accept()", negative_errno());
                         break;
                 }
-                if (admission_check(&s->adm, &peer, now_usec(CLOCK_MONOTONIC), &hold) >= 0) {
-                        server_refuse(fd);
+                if (!admission_check(&s->adm, &peer, now_usec(CLOCK_MONOTONIC), &hold, &reason)) {
+                        reset_close(fd); /* the client learns at once; no TIME_WAIT here */
                         s->status_dirty = true;
                         continue;
                 }
@@ -260,7 +255,7 @@ static void handle_signals(struct server *s) {
                 case SIGUSR1:
                         /* What is pending since the last reports first, so
                          * the summary is the whole picture. */
-                        report_refusals(&s->adm, now_usec(CLOCK_MONOTONIC));
+                        report_refusals(&s->refusals, &s->adm, now_usec(CLOCK_MONOTONIC));
                         budget_flush(&s->budget, now_usec(CLOCK_MONOTONIC), s->served, false);
                         s->report_at = now_usec(CLOCK_MONOTONIC) + REPORT_INTERVAL_USEC;
                         struct report_state st = server_report_state(s);
@@ -308,7 +303,7 @@ static void run_deadlines(struct server *s, uint64_t now) {
         if (s->draining)
                 server_drain_deadlines(s, now);
         if (now >= s->report_at) {
-                report_refusals(&s->adm, now);
+                report_refusals(&s->refusals, &s->adm, now);
                 s->report_at = now + REPORT_INTERVAL_USEC;
         }
         server_write_owed_records(s, now, false);
@@ -455,7 +450,7 @@ int server_run(const struct config *cfg, const struct server_options *opt, struc
         }
 
         /* Nothing counted is lost. */
-        report_refusals(&s.adm, now_usec(CLOCK_MONOTONIC));
+        report_refusals(&s.refusals, &s.adm, now_usec(CLOCK_MONOTONIC));
         server_write_owed_records(&s, now_usec(CLOCK_MONOTONIC), true);
         report_notify_failures(&s, now_usec(CLOCK_MONOTONIC), true);
         if (s.draining)

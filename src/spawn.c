@@ -73,8 +73,7 @@ enum close_reason spawn_serve_here(int fd, struct slot_report *report, uint64_t 
          * rather than on the listener (whose accepted sockets would inherit
          * it), as a connection may come without one (inetd mode) or before
          * the listener had it. */
-        (void) setsockopt(fd, SOL_SOCKET, SO_LINGER, &(struct linger) { .l_onoff = 1, .l_linger = 0 },
-                          sizeof(struct linger));
+        set_abortive_linger(fd);
         /* Echo replies are small and immediate: Nagle would hold them back
          * for a delayed ACK (tens of milliseconds per round trip). */
         (void) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int) { 1 }, sizeof(int));

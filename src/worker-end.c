@@ -82,7 +82,7 @@ bool worker_client_took(int fd, uint64_t *queued) {
  * provably has. The kernel keeps that count (tcpi_bytes_acked) on the
  * socket until it is closed, through a reset by either side, when the
  * queue that SIOCOUTQ measures may already be gone; the FIN, once
- * acknowledged, adds one, which min() absorbs. Stored in bytes_acked
+ * acknowledged, adds one, which min_u64() absorbs. Stored in bytes_acked
  * first, so that a SIGKILL at any moment leaves a figure the client has.
  * Returns false when fd is not a TCP socket (no count). */
 static bool note_acknowledged(int fd, struct worker_stats *st) {
@@ -108,11 +108,8 @@ static void count_acknowledged(int fd, struct worker_stats *st) {
  * abortive linger from the start (spawn_serve_here()); set again in case
  * that failed. */
 static void abort_close(int fd, struct worker_stats *st) {
-        struct linger l = { .l_onoff = 1, .l_linger = 0 };
-
         count_acknowledged(fd, st);
-        (void) setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
-        safe_close(fd);
+        reset_close(fd);
 }
 
 /* An orderly close of a connection whose echo is all acknowledged: the
@@ -152,10 +149,8 @@ static void orderly_close(int fd, struct worker_stats *st) {
  * Discarding costs less than echoing, so the time bound is the only one. */
 static void linger_close(int fd, const struct worker_limits *lim, uint64_t start, void *buf, bool ended,
                          struct worker_stats *st) {
-        uint64_t patience = lim->write_timeout_ms ? (uint64_t) lim->write_timeout_ms * USEC_PER_MSEC
-                                                  : LINGER_FALLBACK_USEC;
-        uint64_t cap = lim->max_session_time_ms
-                ? start + (uint64_t) lim->max_session_time_ms * USEC_PER_MSEC + patience : UINT64_MAX;
+        uint64_t patience = lim->write_timeout_usec ? lim->write_timeout_usec : LINGER_FALLBACK_USEC;
+        uint64_t cap = lim->max_session_time_usec ? start + lim->max_session_time_usec + patience : UINT64_MAX;
         uint64_t now = now_usec(CLOCK_MONOTONIC), tick = LINGER_TICK_MIN_USEC;
         uint64_t stall_end = now + patience, cut_end = UINT64_MAX, queued = queued_for_client(fd);
         bool fin, quiet = false;

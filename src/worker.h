@@ -34,9 +34,9 @@ enum close_reason {
 struct worker_limits {
         uint32_t buffer_size;
         uint32_t socket_buffer;         /* 0: the kernel's autotuning */
-        uint32_t idle_timeout_ms;       /* 0: none */
-        uint32_t write_timeout_ms;      /* 0: none */
-        uint32_t max_session_time_ms;   /* 0: none */
+        uint64_t idle_timeout_usec;     /* 0: none */
+        uint64_t write_timeout_usec;    /* 0: none */
+        uint64_t max_session_time_usec; /* 0: none */
         uint64_t max_session_bytes;     /* 0: none */
 };
 
@@ -51,7 +51,7 @@ struct worker_stats {
          * a signal (slot_report_killed()). */
         uint64_t bytes_acked;
         uint64_t end_usec;      /* CLOCK_MONOTONIC when the session ended */
-        int32_t reason;         /* enum close_reason */
+        uint32_t reason;        /* enum close_reason */
         int32_t error;          /* errno for CLOSE_ERROR */
 };
 

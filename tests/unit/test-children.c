@@ -228,7 +228,7 @@ static void test_report_check(void) {
 
         slot_report_check(&r, 100);
         ASSERT(memcmp(&r, &honest, sizeof(r)) == 0);
-        r.stats.reason = -1;
+        r.stats.reason = UINT32_MAX;
         r.stats.error = 4096;
         r.local.sa.sa_family = AF_UNIX;
         r.stats.end_usec = 101;
