@@ -34,9 +34,9 @@ struct server {
         int epfd, sfd;
         sigset_t worker_mask;
 
-        bool listening, at_cap, draining, cutting;
+        bool listening, at_cap, draining, cutting, handed_off;
         uint64_t drain_deadline, kill_deadline;
-        unsigned drained, cut;
+        unsigned drained, cut, handed_over;
 
         /* Resource trouble: listeners paused until resume_at; a client
          * whose fork failed waits in pending_fd for the retry. */
@@ -105,5 +105,16 @@ uint64_t server_records_due(const struct server *s);
 void server_reload(struct server *s);
 /* SIGTERM/SIGINT: stops accepting and starts the drain; a second one ends it. */
 void server_begin_shutdown(struct server *s, int sig);
+/* SIGTERM under socket activation: stops accepting and leaves at once; the
+ * workers finish on their own (worker_watch_parent()), each writing its
+ * record, and the next daemon accepts from the socket unit's listener. */
+void server_hand_off(struct server *s);
+/* What a worker whose daemon left writes as its record (struct
+ * spawn_orphan). */
+void server_record_own_end(const struct slot_report *report, const union sockaddr_any *peer, uint64_t start_usec);
+/* Reaps every ended worker (WNOHANG), recording each. */
+void server_reap(struct server *s);
+/* Records one reaped worker and gives back its slot and admission hold. */
+void server_record_reaped(struct server *s, struct child *ch, int status);
 /* During the drain: SIGTERM to what is left at drain_timeout, SIGKILL later. */
 void server_drain_deadlines(struct server *s, uint64_t now);

@@ -143,7 +143,7 @@ def inetd_session(config="", client_ip="127.0.0.1", env=None):
 class Daemon:
     def __init__(self, config="", args=(), listen=(("127.0.0.1", 0),), names=None,
                  activation=True, env=None, prefix=(), backlog=512, passed_fds=None,
-                 config_mode=0o644, public_binary=False, ignored_signals=()):
+                 config_mode=0o644, public_binary=False, ignored_signals=(), service=False):
         self.dir = tempfile.TemporaryDirectory(prefix="echo-mpserv-test-")
         os.chmod(self.dir.name, 0o755)
         self.config_path = os.path.join(self.dir.name, "echo-mpserv.conf")
@@ -158,6 +158,9 @@ class Daemon:
         self.passed_fds = passed_fds
         self.binary = public_copy_of_daemon(self.dir.name) if public_binary else DAEMON
         self.ignored_signals = ignored_signals  # e.g. ("CHLD",): inherited as SIG_IGN
+        # Started as systemd starts a service (INVOCATION_ID, SYSTEMD_EXEC_PID
+        # naming the daemon): SIGTERM then hands the sessions off.
+        self.service = service
         self.sockets = []
         self.proc = None
         self.log = Collector(writers=2)  # stderr and stdout: complete when both end
@@ -221,6 +224,8 @@ class Daemon:
         script = ""
         if self.ignored_signals:
             script += "trap '' " + " ".join(self.ignored_signals) + "; "
+        if self.service:
+            script += "export INVOCATION_ID=0123456789abcdef0123456789abcdef SYSTEMD_EXEC_PID=$$; "
         if fds:
             env["LISTEN_FDS"] = str(len(fds))
             if self.names:
