@@ -2,20 +2,15 @@
  * (stop accepting, drain, cut what is left). See server-private.h. */
 #include <errno.h>
 #include <inttypes.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/pidfd.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include "log.h"
 #include "logaddr.h"
 #include "notify.h"
 #include "server-private.h"
-#include "session-log.h"
 #include "spawn.h"
 #include "util.h"
 
@@ -146,7 +141,10 @@ static void cut_one(struct child *ch, void *userdata) {
         int sig = *(int *) userdata;
 
         ch->cut = true;
-        (void) kill(ch->pid, sig);
+        if (ch->adopted)
+                (void) pidfd_send_signal(ch->pidfd, sig, NULL, 0);
+        else
+                (void) kill(ch->pid, sig);
 }
 
 void server_begin_shutdown(struct server *s, int sig) {
@@ -191,81 +189,4 @@ void server_drain_deadlines(struct server *s, uint64_t now) {
                 s->kill_deadline = UINT64_MAX;
                 children_foreach(&s->children, cut_one, &sig);
         }
-}
-
-/* A worker that claimed its record before the daemon could leave it to the
- * worker (slot_report_parent_leaves()) is past its session and about to
- * _exit(): waited for, at most this long, since the claim is in memory a
- * worker can write. */
-#define HAND_OFF_REAP_WAIT_MS 1000
-
-struct leaving {
-        struct server *s;
-        pid_t *ended;   /* workers the daemon still records */
-        unsigned n;
-};
-
-static void leave_one(struct child *ch, void *userdata) {
-        struct leaving *l = userdata;
-
-        if (slot_report_parent_leaves(children_report(&l->s->children, ch)))
-                l->ended[l->n++] = ch->pid;
-        else
-                l->s->handed_over++;
-}
-
-/* Only these pids: any other worker records itself from now on. */
-static void reap_ended(struct server *s, pid_t pid) {
-        struct child *ch = children_find(&s->children, pid);
-        int status, fd = (int) pidfd_open(pid, 0);
-
-        if (fd >= 0) {
-                (void) poll(&(struct pollfd) { .fd = fd, .events = POLLIN }, 1, HAND_OFF_REAP_WAIT_MS);
-                safe_close(fd);
-        }
-        if (ch && waitpid(pid, &status, WNOHANG) == pid)
-                server_record_reaped(s, ch, status);
-}
-
-void server_hand_off(struct server *s) {
-        char status[256];
-
-        s->draining = s->handed_off = true;
-        server_update_listening(s);
-        listen_close_all(s->ls);
-        if (s->pending_fd >= 0) {
-                /* Admitted but never started: reset, as at a cut. */
-                s->pending_fd = safe_close(s->pending_fd);
-                admission_release(&s->adm, &s->pending_hold, now_usec(CLOCK_MONOTONIC));
-                s->cut++;
-        }
-        server_reap(s);
-        struct leaving l = { .s = s, .ended = calloc(s->children.active + 1, sizeof(pid_t)) };
-        if (l.ended) {
-                children_foreach(&s->children, leave_one, &l);
-                for (unsigned i = 0; i < l.n; i++)
-                        reap_ended(s, l.ended[i]);
-                free(l.ended);
-        } else /* the workers still running record themselves; one that ended just now goes unrecorded */
-                s->handed_over = s->children.active;
-        log_msg(LOG_NOTICE, MSGID_SHUTDOWN, "SIGTERM: stopped accepting; handing %u session(s) over, each "
-                "ends on its own within drain_timeout (%" PRIu32 " ms) and writes its own record",
-                s->handed_over, s->cfg.drain_timeout_ms);
-        server_format_status(s, status, sizeof(status));
-        notify_stopping(status, 5 * USEC_PER_SEC);
-}
-
-void server_record_own_end(const struct slot_report *report, const union sockaddr_any *peer, uint64_t start) {
-        uint64_t now = now_usec(CLOCK_MONOTONIC);
-        struct session_end e = { .child = { .pid = getpid(), .start_usec = start, .peer = *peer },
-                                 .report = *report };
-
-        slot_report_check(&e.report, now);
-        /* The journal's stream, not its native socket: that descriptor is
-         * closed in the worker, and journald attributes a native record to
-         * the unit only while the sender lives (see log.h). Outside the
-         * record budget, which is the daemon's: at most max_clients such
-         * records per hand-off. */
-        log_set_target(LOG_TARGET_STDERR);
-        session_log_record(&e, 0, now);
 }

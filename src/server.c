@@ -159,6 +159,9 @@ static int start_worker(struct server *s, int fd, const union sockaddr_any *peer
                 return (int) pid;
         }
         safe_close(fd);
+        struct child *stale = children_find(&s->children, pid);
+        if (stale && stale->adopted) /* its pid is reused: it ended */
+                server_adopted_ended(s, (uint32_t) (stale - s->children.child));
         children_commit(&s->children, ch, pid);
         s->served++;
         s->status_dirty = true;
@@ -424,6 +427,8 @@ static int setup(struct server *s) {
         if (r < 0)
                 return log_errno(LOG_ERR, r, NULL, "cannot set up address hashing");
         server_check_socket_buffer(&s->cfg);
+        if (s->ls->handoff_fd >= 0)
+                server_adopt(s);
         s->started_usec = now_usec(CLOCK_MONOTONIC);
         budget_init(&s->budget, &s->cfg, s->started_usec);
         s->report_at = s->started_usec + REPORT_INTERVAL_USEC;
@@ -467,6 +472,8 @@ int server_run(const struct config *cfg, const struct server_options *opt, struc
                 for (int i = 0; i < n; i++) {
                         if (ev[i].data.u32 == SIGNAL_TAG)
                                 handle_signals(&s);
+                        else if (ev[i].data.u32 & SERVER_ADOPTED_TAG)
+                                server_adopted_ended(&s, ev[i].data.u32 & ~SERVER_ADOPTED_TAG);
                         else if (ev[i].data.u32 < s.ls->n)
                                 accept_ready(&s, &s.ls->l[ev[i].data.u32]);
                 }

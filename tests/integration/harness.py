@@ -165,6 +165,7 @@ class Daemon:
         self.proc = None
         self.log = Collector(writers=2)  # stderr and stdout: complete when both end
         self.notes = Collector()
+        self.stored_fds = []  # (FDNAME, fd): what the daemon put in the "fd store"
         self.threads = []
 
     # -- configuration -------------------------------------------------
@@ -272,13 +273,22 @@ class Daemon:
         def run():
             while True:
                 try:
-                    data = self.notify.recv(4096)
+                    data, fds, _, _ = socket.recv_fds(self.notify, 4096, 8)
                 except OSError:
-                    data = b""
+                    data, fds = b"", []
+                text = data.decode(errors="replace")
+                # Like systemd: FDSTORE=1 keeps its descriptors (stored_fds,
+                # by FDNAME); any other's (BARRIER=1) is closed once read.
+                if "FDSTORE=1" in text.split("\n"):
+                    name = next((line[7:] for line in text.split("\n") if line.startswith("FDNAME=")), "stored")
+                    self.stored_fds += [(name, fd) for fd in fds]
+                else:
+                    for fd in fds:
+                        os.close(fd)
                 if not data:  # shut down by the stderr reader, or closed
                     self.notes.close()
                     return
-                self.notes.add(data.decode(errors="replace"))
+                self.notes.add(text)
         t = threading.Thread(target=run, daemon=True)
         t.start()
 
@@ -321,6 +331,9 @@ class Daemon:
             s.close()
         if hasattr(self, "notify"):
             self.notify.close()
+        for _, fd in self.stored_fds:
+            os.close(fd)
+        self.stored_fds = []
         self.dir.cleanup()
 
     def __enter__(self):
