@@ -174,7 +174,9 @@ int handoff_same_process(int pidfd, const struct handoff_entry *e) {
                 return errno == ENOENT ? -ESRCH : negative_errno();
         if (poll(&p, 1, 0) != 0)
                 return -ESRCH; /* exited (readable), or cannot tell */
-        if (start != e->start_time || st.st_uid != geteuid())
+        if (start != e->start_time)
                 return -ESRCH;
+        if (st.st_uid != geteuid())
+                return -EPERM;
         return 0;
 }

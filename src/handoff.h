@@ -45,5 +45,6 @@ int handoff_start_time(pid_t pid, uint64_t *out);
 
 /* Whether pidfd, open on e->pid, is the process e names: alive, started at
  * e->start_time, running as our effective user. 0 when it is, -ESRCH when
- * it is not (gone, another process with the pid, another user's), or -errno. */
+ * it is gone or the pid is another process's, -EPERM when it is another
+ * user's, or another -errno. */
 int handoff_same_process(int pidfd, const struct handoff_entry *e);

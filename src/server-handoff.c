@@ -14,6 +14,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/epoll.h>
 #include <sys/pidfd.h>
 #include <sys/wait.h>
@@ -166,6 +167,7 @@ void server_adopt(struct server *s) {
         struct handoff_entry *e;
         uint64_t now = now_usec(CLOCK_MONOTONIC);
         unsigned adopted = 0, gone = 0, refused = 0;
+        int first_error = 0;
         size_t n;
         int r = handoff_read(s->ls->handoff_fd, CONFIG_MAX_CLIENTS_LIMIT, &e, &n);
 
@@ -186,12 +188,15 @@ void server_adopt(struct server *s) {
                         gone++;
                 else
                         refused++;
+                if (r < 0 && !first_error)
+                        first_error = r;
         }
         free(e);
         s->adopted = adopted;
         log_msg(refused ? LOG_WARNING : LOG_INFO, MSGID_STARTUP, "adopted %u session(s) of the previous daemon "
                 "(counted under max_clients and the per-source limits until they end); %u had ended (their pid "
-                "gone or another process's), %u entries ignored as malformed or not ours", adopted, gone, refused);
+                "gone or another process's), %u entries ignored as malformed or not ours%s%s", adopted, gone,
+                refused, first_error ? "; the first not adopted: " : "", first_error ? strerror(-first_error) : "");
 }
 
 void server_adopted_ended(struct server *s, uint32_t slot) {

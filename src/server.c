@@ -485,7 +485,7 @@ int server_run(const struct config *cfg, const struct server_options *opt, struc
         server_write_owed_records(&s, now_usec(CLOCK_MONOTONIC), true);
         report_notify_failures(&s, now_usec(CLOCK_MONOTONIC), true);
         if (s.handed_off)
-                log_msg(LOG_NOTICE, MSGID_STOPPED, "stopped: %u session(s) handed over, %" PRIu64
+                log_msg(LOG_NOTICE, MSGID_STOPPED, "stopped: %u session(s) handed over; %" PRIu64
                         " served in total", s.handed_over, s.served);
         else if (s.draining)
                 log_msg(LOG_NOTICE, MSGID_STOPPED, "stopped: %u session(s) drained, %u cut; %" PRIu64
