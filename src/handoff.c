@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/pidfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -158,25 +159,29 @@ int handoff_start_time(pid_t pid, uint64_t *out) {
 
 int handoff_same_process(int pidfd, const struct handoff_entry *e) {
         struct pollfd p = { .fd = pidfd, .events = POLLIN };
-        char path[64];
-        struct stat st;
         uint64_t start;
         int r;
 
+        if (e->pid == getpid())
+                return -ESRCH; /* our own pid now */
+        /* Signal 0 checks permission only: it is granted for a process
+         * running as our user (we hold no capability under systemd). */
+        if (pidfd_send_signal(pidfd, 0, NULL, 0) < 0)
+                return errno == EPERM ? -EPERM : errno == ESRCH ? -ESRCH : negative_errno();
         /* The pidfd pins the pid: while it is not readable the process
          * lives and the pid cannot name another one, so what /proc says of
-         * it now is of this process. */
+         * it now is of this process. /proc may not show it at all: under
+         * ProtectProc=invisible a process in another user namespace (the
+         * previous start's, with PrivateUsers=) is hidden even when it runs
+         * as our user. Then the user is the check: under DynamicUser= only
+         * this service's processes run as it, and the only ones besides this
+         * daemon are the previous daemons' workers. */
         r = handoff_start_time(e->pid, &start);
-        if (r < 0)
+        if (r < 0 && r != -ESRCH)
                 return r;
-        snprintf(path, sizeof(path), "/proc/%d", (int) e->pid);
-        if (stat(path, &st) < 0)
-                return errno == ENOENT ? -ESRCH : negative_errno();
         if (poll(&p, 1, 0) != 0)
                 return -ESRCH; /* exited (readable), or cannot tell */
-        if (start != e->start_time)
+        if (r == 0 && start != e->start_time)
                 return -ESRCH;
-        if (st.st_uid != geteuid())
-                return -EPERM;
         return 0;
 }

@@ -12,8 +12,9 @@
  * magic, version or size, more entries than `max`, an entry with a pid out
  * of range or an address of another family is refused (the whole file for
  * the first four, the entry for the last two) and never read past. A
- * process is the same one when its start time (/proc/PID/stat, field 22)
- * matches and it runs as our user (handoff_same_process()). */
+ * process is the same one when it runs as our user and its start time
+ * (/proc/PID/stat, field 22) matches, where /proc shows it
+ * (handoff_same_process()). */
 #pragma once
 
 #include <stddef.h>
@@ -43,8 +44,9 @@ int handoff_read(int fd, size_t max, struct handoff_entry **out, size_t *n);
 /* The start time of pid from /proc, 0 or -errno (-ESRCH: gone). */
 int handoff_start_time(pid_t pid, uint64_t *out);
 
-/* Whether pidfd, open on e->pid, is the process e names: alive, started at
- * e->start_time, running as our effective user. 0 when it is, -ESRCH when
- * it is gone or the pid is another process's, -EPERM when it is another
- * user's, or another -errno. */
+/* Whether pidfd, open on e->pid, is the process e names: alive, not this
+ * process, running as our user (we may signal it), and started at
+ * e->start_time if /proc shows it (it may not: see handoff.c). 0 when it
+ * is, -ESRCH when it is gone or the pid is another process's, -EPERM when
+ * it is another user's, or another -errno. */
 int handoff_same_process(int pidfd, const struct handoff_entry *e);
