@@ -51,71 +51,97 @@ static int count_maps(void) {
         return n;
 }
 
-int main(int argc, char **argv) {
-        double duration = 3.0, t0, t, end;
-        unsigned long mib = 0;
-        const char *label = NULL;
-        uint64_t forks = 0, failures = 0;
-        char *ballast = NULL;
+struct options {
+        double duration;        /* -d: seconds of forking */
+        unsigned long mib;      /* -m: private memory touched first */
+        const char *label;      /* -l */
+};
+
+/* Returns -1 to go on, or the exit status. */
+static int parse_options(struct options *o, int argc, char **argv) {
         int c;
 
         while ((c = getopt(argc, argv, "d:m:l:h")) >= 0) {
                 switch (c) {
                 case 'd':
-                        duration = strtod(optarg, NULL);
-                        if (!(duration > 0 && duration <= 600)) {
+                        o->duration = strtod(optarg, NULL);
+                        if (!(o->duration > 0 && o->duration <= 600)) {
                                 fprintf(stderr, "fork-floor: -d expects 0..600 seconds\n");
                                 return 2;
                         }
                         break;
                 case 'm':
-                        mib = strtoul(optarg, NULL, 10);
-                        if (mib > 4096) {
+                        o->mib = strtoul(optarg, NULL, 10);
+                        if (o->mib > 4096) {
                                 fprintf(stderr, "fork-floor: -m expects at most 4096\n");
                                 return 2;
                         }
                         break;
                 case 'l':
-                        label = optarg;
+                        o->label = optarg;
                         break;
                 default:
                         fprintf(stderr, "Usage: fork-floor [-d SECONDS] [-m MEBIBYTES] [-l LABEL]\n");
                         return c == 'h' ? 0 : 2;
                 }
         }
-        if (mib) {
-                ballast = malloc(mib << 20);
-                if (!ballast) {
-                        fprintf(stderr, "fork-floor: out of memory\n");
-                        return 1;
-                }
-                memset(ballast, 1, mib << 20);
-        }
+        return -1;
+}
 
-        t0 = now_s();
-        end = t0 + duration;
+struct tally {
+        uint64_t forks, failures;
+        double secs;
+};
+
+/* Forks, exits and reaps until duration is over. Returns 0, or -1 after
+ * more than 1,000 failed forks (reported). */
+static int fork_loop(double duration, struct tally *r) {
+        double t0 = now_s(), t, end = t0 + duration;
+
         do {
                 pid_t pid = fork();
                 if (pid == 0)
                         _exit(0);
                 if (pid < 0) {
-                        failures++;
-                        if (failures > 1000) {
+                        r->failures++;
+                        if (r->failures > 1000) {
                                 fprintf(stderr, "fork-floor: fork: %s\n", strerror(errno));
-                                return 1;
+                                return -1;
                         }
                         usleep(1000);
                 } else {
                         while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
                                 ;
-                        forks++;
+                        r->forks++;
                 }
                 t = now_s();
         } while (t < end);
+        r->secs = t - t0;
+        return 0;
+}
 
+int main(int argc, char **argv) {
+        struct options o = { .duration = 3.0 };
+        struct tally r = { 0 };
+        char *ballast = NULL;
+        int status = parse_options(&o, argc, argv);
+
+        if (status >= 0)
+                return status;
+        if (o.mib) {
+                ballast = malloc(o.mib << 20);
+                if (!ballast) {
+                        fprintf(stderr, "fork-floor: out of memory\n");
+                        return 1;
+                }
+                memset(ballast, 1, o.mib << 20);
+        }
+        if (fork_loop(o.duration, &r) < 0)
+                return 1;
         printf("mode=forkfloor variant=" VARIANT " maps=%d secs=%.3f forks=%llu forks_per_s=%.1f usec_per_fork=%.2f ballast_mib=%lu failures=%llu%s%s\n",
-               count_maps(), t - t0, (unsigned long long) forks, forks / (t - t0), forks ? (t - t0) * 1e6 / forks : 0.0, mib,
-               (unsigned long long) failures, label ? " label=" : "", label ? label : "");
+               count_maps(), r.secs, (unsigned long long) r.forks, r.forks / r.secs,
+               r.forks ? r.secs * 1e6 / r.forks : 0.0, o.mib,
+               (unsigned long long) r.failures, o.label ? " label=" : "", o.label ? o.label : "");
         free(ballast);
         return 0;
 }

@@ -70,6 +70,12 @@ static void hold(struct admission *a, struct source *e, uint64_t now, struct adm
         *h = (struct admission_hold) { .source = e->key, .counted = true };
 }
 
+bool admission_exempt(const struct config *c, const union sockaddr_any *peer) {
+        struct in6_addr addr;
+
+        return cidr_address_of(peer, &addr) && listed(c->exempt, c->n_exempt, &addr);
+}
+
 int admission_check(struct admission *a, const union sockaddr_any *peer, uint64_t now,
                     struct admission_hold *h) {
         const struct config *c = a->cfg;
@@ -83,6 +89,10 @@ int admission_check(struct admission *a, const union sockaddr_any *peer, uint64_
                 return -1; /* not an IP peer (the listeners are TCP/IP): nothing to count */
         if (listed(c->deny, c->n_deny, &addr) || (c->n_allow > 0 && !listed(c->allow, c->n_allow, &addr)))
                 return refuse_denied(a, &key, now);
+        /* Exempt: neither limited nor counted, so it takes no place in the
+         * table and never adds to a shared prefix's sessions. */
+        if (listed(c->exempt, c->n_exempt, &addr))
+                return -1;
         e = sources_get(&a->sources, &key, false, burst, now);
         if (!e) /* only live sessions in the table: more than ADMISSION_LIVE_MAX, cannot be */
                 return refuse(a, NULL, REFUSE_PER_SOURCE, now);
@@ -106,7 +116,7 @@ void admission_hold_session(struct admission *a, const union sockaddr_any *peer,
         struct cidr key;
 
         *h = (struct admission_hold) { .counted = false };
-        if (!source_of(a, peer, &addr, &key))
+        if (!source_of(a, peer, &addr, &key) || listed(a->cfg->exempt, a->cfg->n_exempt, &addr))
                 return;
         e = sources_get(&a->sources, &key, false, a->cfg->source_burst, now);
         if (!e)

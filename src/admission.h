@@ -5,7 +5,8 @@
  * that yields its place to anything else), a block earned by going over the
  * connection rate, the rate itself (a token bucket per source; running dry
  * blocks the source for block_ms), and the number of sessions the source
- * already has. Sources are counted by prefix (prefix_v4, prefix_v6). One
+ * already has. Addresses in the exempt list skip the last three checks and
+ * are not counted at all. Sources are counted by prefix (prefix_v4, prefix_v6). One
  * source over its limits is refused while everyone else is served; nothing
  * here ever refuses everyone, and nothing is admitted unchecked: the source
  * table always has room (see sources.h for what a full table forgets). */
@@ -79,6 +80,10 @@ void admission_report(struct admission *a, uint64_t now, unsigned max_lines,
  * left to remember; their refusal counts are kept for the next report
  * (sources with refusals to report are never dropped). */
 void admission_sweep(struct admission *a, uint64_t now);
+
+/* Whether c exempts a client from peer from the per-source limits
+ * (source_limits_exempt). */
+bool admission_exempt(const struct config *c, const union sockaddr_any *peer);
 
 uint32_t admission_sources(const struct admission *a);
 /* Sources forgotten to make room, since start. */

@@ -35,6 +35,7 @@ const struct key config_keys[] = {
         { "source_table_size", KIND_U32,       FIELD(source_table_size), 0,   CONFIG_SOURCE_TABLE_MIN, CONFIG_SOURCE_TABLE_MAX, true },
         { "allow",             KIND_CIDRS,     FIELD(allow), FIELD(n_allow), 0, CONFIG_MAX_CIDRS,     true },
         { "deny",              KIND_CIDRS,     FIELD(deny), FIELD(n_deny), 0, CONFIG_MAX_CIDRS,       true },
+        { "source_limits_exempt", KIND_CIDRS,  FIELD(exempt), FIELD(n_exempt), 0, CONFIG_MAX_CIDRS,   true },
         { "log_addresses",     KIND_ADDR_MODE, FIELD(log_addresses), 0,       0, 0,                      true },
         { "log_hash_key_credential", KIND_CREDENTIAL, FIELD(log_hash_key_credential), 0, 1, CREDENTIAL_NAME_MAX, false },
         { "log_hash_key",      KIND_SECRET,    FIELD(log_hash_key), 0,        CONFIG_HASH_KEY_MIN, CONFIG_HASH_KEY_MAX, false },
@@ -79,6 +80,9 @@ void config_defaults(struct config *c) {
         c->source_burst = 40;
         c->source_block_ms = 10 * 1000;
         c->source_table_size = 32768;
+        /* Loopback: see source_limits_exempt in echo-mpserv.conf(5). */
+        (void) cidr_parse("127.0.0.0/8", &c->exempt[c->n_exempt++]);
+        (void) cidr_parse("::1", &c->exempt[c->n_exempt++]);
         c->log_addresses = LOG_ADDRESSES_FULL;
 }
 

@@ -5,7 +5,9 @@
  * than it is written: a block comment or a string that is never closed, a
  * \x00 escape, a control character in a string (a string spanning lines,
  * written or escaped), a carriage return that does not end a line, two strings
- * with no comma between them, a byte order mark, and @include. */
+ * with no comma between them, a byte order mark, and @include. It also
+ * names the key of a value that is a bare word instead of a quoted string,
+ * which libconfig only calls a syntax error. */
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -13,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "config-scan.h"
 
@@ -27,6 +30,13 @@ struct lexer {
         struct config_scan *scan;
         struct config_diag *diag;
         bool bare_cr;   /* reported once */
+        /* The setting whose value comes next (after its '=' or ':'), and
+         * how deep in [ ] or ( ) its value is: to name it when a value is a
+         * bare word that should have been a quoted string. */
+        const char *setting;
+        size_t setting_len;
+        bool value_next;
+        unsigned list;
         int err;
 };
 
@@ -270,6 +280,22 @@ static void lex_number(struct lexer *lx) {
         check_number(lx, t + start, lx->i - start);
 }
 
+/* A bare word where a value goes (log_level = info;): libconfig reads only
+ * true and false there and calls anything else a syntax error. */
+static void check_bare_word(struct lexer *lx, const char *word, size_t len) {
+        int n = (int) (len > 64 ? 64 : len), k = (int) (lx->setting_len > 64 ? 64 : lx->setting_len);
+
+        if ((len == 4 && strncasecmp(word, "true", 4) == 0) || (len == 5 && strncasecmp(word, "false", 5) == 0))
+                return;
+        lx->scan->withhold = true;
+        if (lx->list)
+                PROBLEM(lx, lx->line, "%.*s: list entry %.*s is not quoted; write it as \"%.*s\"", k,
+                        lx->setting, n, word, n, word);
+        else
+                PROBLEM(lx, lx->line, "%.*s = %.*s: a string value must be in double quotes; write %.*s = "
+                        "\"%.*s\";", k, lx->setting, n, word, k, lx->setting, n, word);
+}
+
 /* One token, or a run of blanks or a comment. */
 static void lex_one(struct lexer *lx) {
         char c = lx->text[lx->i];
@@ -297,6 +323,7 @@ static void lex_one(struct lexer *lx) {
                                 "separate list entries with ','");
                 skip_string(lx);
                 lx->prev = '"';
+                lx->value_next = false;
         } else if (c == '@') {
                 while (lx->i < lx->len && lx->text[lx->i] != '\n')
                         lx->i++;
@@ -304,22 +331,39 @@ static void lex_one(struct lexer *lx) {
         } else if (number_starts(lx, c)) {
                 lex_number(lx);
                 lx->prev = '0';
+                lx->value_next = false;
         } else if (is_name_char(c)) {
                 lx->pending = lx->text + lx->i;
                 lx->pending_line = lx->line;
                 while (lx->i < lx->len && is_name_char(lx->text[lx->i]))
                         lx->i++;
                 lx->pending_len = (size_t) (lx->text + lx->i - lx->pending);
+                if (lx->setting && (lx->value_next || (lx->list > 0 && strchr("[(,", lx->prev))))
+                        check_bare_word(lx, lx->pending, lx->pending_len);
+                lx->value_next = false;
                 lx->prev = 'a';
                 lx->scan->last_line = lx->line;
                 return; /* keeps the name pending */
         } else {
-                if ((c == '=' || c == ':') && lx->pending)
+                bool assign = (c == '=' || c == ':') && lx->pending;
+
+                if (assign) {
                         add_seen(lx);
+                        lx->setting = lx->pending;
+                        lx->setting_len = lx->pending_len;
+                        lx->list = 0;
+                }
+                lx->value_next = assign;
                 if (c == '{')
                         lx->depth++;
                 else if (c == '}' && lx->depth > 0)
                         lx->depth--;
+                else if (c == '[' || c == '(')
+                        lx->list++;
+                else if ((c == ']' || c == ')') && lx->list > 0)
+                        lx->list--;
+                else if (c == ';')
+                        lx->setting = NULL;
                 lx->prev = c;
                 lx->i++;
         }

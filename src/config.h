@@ -63,9 +63,10 @@ struct config {
         uint32_t source_burst;                  /* tokens in a full bucket */
         uint32_t source_block_ms;               /* refused this long after running dry */
         uint32_t source_table_size;             /* sources remembered besides those with sessions */
-        uint32_t n_allow, n_deny;
+        uint32_t n_allow, n_deny, n_exempt;
         struct cidr allow[CONFIG_MAX_CIDRS];    /* empty: everyone */
         struct cidr deny[CONFIG_MAX_CIDRS];
+        struct cidr exempt[CONFIG_MAX_CIDRS];   /* not held to the per-source limits */
         int log_addresses;                      /* enum log_addresses */
         /* Where the hash key comes from, read at start only (not here: the
          * configuration is what the file says): a credential the service

@@ -1,6 +1,6 @@
 /* The socket-unit drop-in that echo-mpserv-generator writes: the
- * configuration file is the single source of truth for the port and the
- * listen addresses, systemd's socket unit follows it. */
+ * configuration file is the single source of truth for the port, the
+ * listen addresses and the caps, systemd's socket unit follows it. */
 #pragma once
 
 #include <stdbool.h>
@@ -9,12 +9,14 @@
 #include "config.h"
 
 /* True when c listens where echo-mpserv.socket already does (port 7 on the
- * dual-stack wildcard): then no drop-in is needed. */
+ * dual-stack wildcard): then the drop-in leaves ListenStream= alone. */
 bool dropin_is_default(const struct config *c);
 
-/* Writes a [Socket] section replacing ListenStream= (and BindIPv6Only= when
- * "::" must not take IPv4 too). `source` names the configuration file in a
- * comment. Returns 0 or -EIO. */
+/* Writes a [Socket] section: MaxConnections= and MaxConnectionsPerSource=
+ * from max_clients and max_clients_per_source (systemd applies them with
+ * Accept=yes only), and, unless dropin_is_default(), ListenStream= (and
+ * BindIPv6Only= when "::" must not take IPv4 too). `source` names the
+ * configuration file in a comment. Returns 0 or -EIO. */
 int dropin_write(const struct config *c, const char *source, FILE *f);
 
 /* The fail-closed drop-in, for a configuration the generator could not read:

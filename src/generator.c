@@ -1,9 +1,10 @@
 /* echo-mpserv-generator: derives echo-mpserv.socket from the configuration.
  *
  * systemd runs it at boot and on daemon-reload with its output directories
- * (normal early late). It writes a drop-in into the normal directory when
- * the configuration moves the port or the addresses, nothing when they are
- * the defaults or the file does not exist. A file it cannot read (broken,
+ * (normal early late). It writes a drop-in into the normal directory with
+ * the caps systemd enforces for Accept=yes (always: systemd's own defaults
+ * differ from the daemon's) and the port and addresses when the
+ * configuration moves them (no file: the defaults). A file it cannot read (broken,
  * unreadable) fails closed: the drop-in keeps the socket from starting
  * rather than letting it listen on the defaults, which may be wider than
  * the file wants. The reasons go to the kernel log, where systemd's own
@@ -118,12 +119,8 @@ int main(int argc, char *argv[]) {
          * the defaults, and so the socket's; a symbolic link to nothing is
          * a broken configuration, as it is for the daemon. */
         r = config_load_file(path, false, &c, &no_file, &diag);
-        if (r >= 0 && no_file)
-                return 0;
         if (r < 0)
                 return fail_closed(argv[1], path, &diag);
-        if (dropin_is_default(&c))
-                return 0;
         r = write_dropin(argv[1], &c, path);
         if (r < 0) {
                 report("cannot write to %s: %s", argv[1], strerror(-r));

@@ -10,6 +10,7 @@
 
 #include "cli.h"
 #include "config.h"
+#include "config-wait.h"
 #include "credential.h"
 #include "listen.h"
 #include "log.h"
@@ -31,31 +32,13 @@ static void exiting_at_start(void) {
         log_set_target(LOG_TARGET_STDERR);
 }
 
-static int load_config(const struct cli *cli, struct server_options *opt, struct config *cfg) {
-        struct config_diag diag = { 0 };
-        int r = config_load_file(cli->config_path, cli->config_path_given, cfg, &opt->no_config_file, &diag);
-
-        if (r < 0) {
-                exiting_at_start();
-                if (cli->action == CLI_RUN)
-                        log_lines(LOG_ERR, MSGID_CONFIG, "", diag.text);
-                else
-                        fputs(diag.text, stderr);
-                return r;
-        }
-        if (opt->no_config_file && cli->action == CLI_RUN)
-                log_msg(LOG_NOTICE, MSGID_CONFIG, "no configuration file at %s; using the defaults",
-                        cli->config_path);
-        server_options_apply(opt, cfg);
-        return 0;
-}
-
 /* The key for log_addresses = "hash", set once at start: from the credential
  * the configuration names, or (deprecated) from the file itself; neither
  * leaves a random key to logaddr. --check-config reads the credential only
  * where one is passed: a root shell has no $CREDENTIALS_DIRECTORY, and a
- * valid setup must still check out. Returns 0 or -errno, reported. */
-static int load_hash_key(const struct cli *cli, const struct config *cfg) {
+ * valid setup must still check out. Returns 0, or -errno with the problem
+ * in *diag. */
+static int load_hash_key(const struct cli *cli, const struct config *cfg, struct config_diag *diag) {
         const char *name = cfg->log_hash_key_credential;
         unsigned char key[CONFIG_HASH_KEY_MAX + 1];
         char err[512];
@@ -80,17 +63,74 @@ static int load_hash_key(const struct cli *cli, const struct config *cfg) {
         }
         r = credential_read(name, key, CONFIG_HASH_KEY_MIN, CONFIG_HASH_KEY_MAX, err, sizeof(err));
         if (r < 0) {
-                exiting_at_start();
                 /* The unit's SetCredential= placeholder is too short on purpose. */
-                log_msg(LOG_ERR, MSGID_CONFIG, "log_hash_key_credential: %s%s", err, r == -EMSGSIZE ?
-                        "; the service unit passes a placeholder when its LoadCredential= file is missing" : "");
+                config_diag_add(diag, "log_hash_key_credential: %s%s", err, r == -EMSGSIZE ?
+                                "; the service unit passes a placeholder when its LoadCredential= file is missing" :
+                                "");
                 return r;
         }
         r = logaddr_set_key(key, (size_t) r);
         explicit_bzero(key, sizeof(key));
-        if (r < 0) {
+        if (r < 0)
+                config_diag_add(diag, "cannot set up address hashing: %s", strerror(-r));
+        return r;
+}
+
+struct start {
+        const struct cli *cli;
+        struct server_options *opt;
+        struct config *cfg;
+};
+
+/* Everything the daemon takes from its configuration before it serves: the
+ * file (with the command line's overrides) and what is checked only after
+ * it parsed, the hash key (not for --dump-config, which never shows one).
+ * One attempt; *cfg changes only when it all loaded (the file's log_level
+ * applies from the moment it parsed). See config-wait.h. */
+static int load_start(void *userdata, struct config_diag *diag, enum config_wait_cause *cause) {
+        struct start *st = userdata;
+        struct config next;
+        bool no_file = false;
+        int r;
+
+        *cause = CONFIG_WAIT_FILE;
+        r = config_load_file(st->cli->config_path, st->cli->config_path_given, &next, &no_file, diag);
+        if (r < 0)
+                return r;
+        if (no_file && st->cli->action == CLI_RUN)
+                log_msg(LOG_NOTICE, MSGID_CONFIG, "no configuration file at %s; using the defaults",
+                        st->cli->config_path);
+        server_options_apply(st->opt, &next);
+        log_set_max_level(next.log_level);
+        *cause = CONFIG_WAIT_CREDENTIAL;
+        if (st->cli->action != CLI_DUMP_CONFIG) {
+                r = load_hash_key(st->cli, &next, diag);
+                if (r < 0)
+                        return r;
+        }
+        *st->cfg = next;
+        st->opt->no_config_file = no_file;
+        return 0;
+}
+
+/* Returns 0 or -errno, reported. */
+static int load_config(const struct cli *cli, struct server_options *opt, struct config *cfg) {
+        struct start st = { .cli = cli, .opt = opt, .cfg = cfg };
+        struct config_diag diag = { 0 };
+        enum config_wait_cause cause;
+        int r = load_start(&st, &diag, &cause);
+
+        if (r < 0 && cli->action == CLI_RUN && config_wait_applies()) {
+                /* Exiting would make systemd start it again for the queued
+                 * client, until the socket failed: see config-wait.h. */
+                log_lines(LOG_ERR, MSGID_CONFIG, "", diag.text);
+                r = config_wait(cli->config_path, load_start, &st, cause, diag.text);
+        } else if (r < 0) {
                 exiting_at_start();
-                log_errno(LOG_ERR, r, MSGID_CONFIG, "cannot set up address hashing");
+                if (cli->action == CLI_RUN)
+                        log_lines(LOG_ERR, MSGID_CONFIG, "", diag.text);
+                else
+                        fputs(diag.text, stderr);
         }
         return r;
 }
@@ -123,7 +163,7 @@ static int run(const struct cli *cli, const struct server_options *opt, const st
         if (ls.connected_fd >= 0) {
                 r = server_run_connected(cfg, &opt->worker_mask, ls.connected_fd);
                 ls.connected_fd = -1; /* closed by the session */
-                return r < 0 ? EXIT_RUNTIME : EXIT_OK;
+                return r == SERVER_UNENFORCEABLE ? EXIT_CONFIG : r < 0 ? EXIT_RUNTIME : EXIT_OK;
         }
         if (r > 0) {
                 check_inherited_ports(cli, cfg, &ls);
@@ -193,9 +233,6 @@ int main(int argc, char *argv[]) {
         if (cli.log_level >= 0)
                 log_set_max_level(cli.log_level);
         if (load_config(&cli, &opt, &cfg) < 0)
-                return EXIT_CONFIG;
-        log_set_max_level(cfg.log_level);
-        if (cli.action != CLI_DUMP_CONFIG && load_hash_key(&cli, &cfg) < 0)
                 return EXIT_CONFIG;
 
         if (cli.action == CLI_CHECK_CONFIG) {

@@ -83,6 +83,12 @@ struct server {
  * connection. */
 void server_check_socket_buffer(const struct config *c);
 
+/* The limits a session runs with, from a configuration. */
+struct worker_limits server_worker_limits(const struct config *c);
+/* A refused connection is reset at once: the client learns immediately, and
+ * the kernel frees the socket without a TIME_WAIT on our side. Closes fd. */
+void server_refuse(int fd);
+
 /* The counters the operator sees, for report.c. */
 struct report_state server_report_state(const struct server *s);
 /* The STATUS= text. */

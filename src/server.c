@@ -116,7 +116,7 @@ static void recovered(struct server *s) {
         s->status_dirty = true;
 }
 
-static struct worker_limits limits_of(const struct config *c) {
+struct worker_limits server_worker_limits(const struct config *c) {
         return (struct worker_limits) {
                 .buffer_size = c->buffer_size,
                 .socket_buffer = c->socket_buffer,
@@ -127,18 +127,16 @@ static struct worker_limits limits_of(const struct config *c) {
         };
 }
 
-static void refuse(int fd);
-
 /* Starts a worker for fd, which it takes over: closed after the fork, or
  * kept as the pending client when fork fails. So is *hold: it goes with the
  * session (its slot, or the pending client), or is given back. */
 static int start_worker(struct server *s, int fd, const union sockaddr_any *peer, struct admission_hold *hold) {
-        struct worker_limits limits = limits_of(&s->cfg);
+        struct worker_limits limits = server_worker_limits(&s->cfg);
         struct child *ch = children_claim(&s->children);
         pid_t pid;
 
         if (!ch) { /* cannot happen below the cap (slots cover the largest one); be safe anyway */
-                refuse(fd);
+                server_refuse(fd);
                 admission_release(&s->adm, hold, now_usec(CLOCK_MONOTONIC));
                 return -ENOSPC;
         }
@@ -178,9 +176,7 @@ static bool accept_error_is_per_connection(int err) {
                err == ENETUNREACH || err == EPERM || err == EINTR;
 }
 
-/* A refused connection is reset at once: the client learns immediately, and
- * the kernel frees the socket without a TIME_WAIT on our side. */
-static void refuse(int fd) {
+void server_refuse(int fd) {
         struct linger l = { .l_onoff = 1, .l_linger = 0 };
 
         (void) setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
@@ -207,7 +203,7 @@ static void accept_ready(struct server *s, struct listener *l) {
                         break;
                 }
                 if (admission_check(&s->adm, &peer, now_usec(CLOCK_MONOTONIC), &hold) >= 0) {
-                        refuse(fd);
+                        server_refuse(fd);
                         s->status_dirty = true;
                         continue;
                 }
@@ -499,25 +495,4 @@ out:
         children_done(&s.children);
         admission_done(&s.adm);
         return r;
-}
-
-int server_run_connected(const struct config *cfg, const sigset_t *worker_mask, int fd) {
-        struct worker_limits limits = limits_of(cfg);
-        struct session_end e = { .child = { .pid = getpid(), .start_usec = now_usec(CLOCK_MONOTONIC) } };
-        socklen_t len = sizeof(e.child.peer);
-        int r;
-
-        /* The record shows the address as log_addresses says, here too. */
-        r = logaddr_configure(cfg);
-        if (r < 0) {
-                safe_close(fd);
-                return log_errno(LOG_ERR, r, NULL, "cannot set up address hashing; closing the connection");
-        }
-        server_check_socket_buffer(cfg);
-        worker_set_signals(); /* one session: SIGTERM cuts it, SIGHUP and the like do not */
-        (void) sigprocmask(SIG_SETMASK, worker_mask, NULL);
-        (void) getpeername(fd, &e.child.peer.sa, &len);
-        spawn_serve_here(fd, &e.report, e.child.start_usec, &limits);
-        session_log_record(&e, 0, now_usec(CLOCK_MONOTONIC));
-        return 0;
 }

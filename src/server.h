@@ -39,6 +39,10 @@ void server_note_random_hash_key(const struct config *c);
  * loop itself cannot run. */
 int server_run(const struct config *cfg, const struct server_options *opt, struct listen_set *ls);
 
-/* inetd style (Accept=yes): serves the one connected socket in this
- * process with worker_mask restored, logs its record and returns 0. */
+/* inetd style (Accept=yes, server-connected.c): judges the one connected
+ * socket by the client policies, then serves it in this process with
+ * worker_mask restored and logs its record. Returns 0 (served, or refused
+ * by deny/allow), -errno, or SERVER_UNENFORCEABLE: the configuration asks
+ * for a policy this mode cannot enforce, so the client was refused. */
+enum { SERVER_UNENFORCEABLE = 1 };
 int server_run_connected(const struct config *cfg, const sigset_t *worker_mask, int fd);

@@ -11,6 +11,8 @@
 # Exit status: 0 when everything passed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The Python test library (harness, nspawn, ...), as meson also sets it.
+export PYTHONPATH="$PWD/tests/lib${PYTHONPATH:+:$PYTHONPATH}"
 
 packages=(
         gcc meson ninja-build pkg-config libsystemd-dev libconfig-dev   # build
@@ -127,6 +129,7 @@ package_and_e2e() {
         python3 tests/e2e/test_package.py "$out/echo-mpserv_${version}_$arch.deb" \
                 "$out/echo-mpserv_$version+ci1_$arch.deb"
         python3 tests/e2e/test_log_budget.py "$out/echo-mpserv_${version}_$arch.deb"
+        python3 tests/e2e/test_accept_yes.py "$out/echo-mpserv_${version}_$arch.deb"
         python3 tests/e2e/test_operator.py "$out/echo-mpserv_${version}_$arch.deb" \
                 "$out/echo-mpserv_$version+ci1_$arch.deb"
 }

@@ -11,8 +11,8 @@ import sys
 import time
 import uuid
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import nspawn  # noqa: E402
+import nspawn
+
 
 SKIP = 77
 
@@ -93,7 +93,7 @@ class Checks:
 def host_cgroups():
     return {h.base: {n for n in os.listdir(h.base)
                      if os.path.isdir(os.path.join(h.base, n)) and not n.startswith("echo-e2e-")}
-            for h in nspawn._cgroup_hierarchies()}
+            for h in nspawn.cgroup_hierarchies()}
 
 
 def body(m, c):

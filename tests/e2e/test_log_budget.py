@@ -22,14 +22,11 @@ import re
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-import nspawn  # noqa: E402
+import nspawn
 
-CLIENT = os.path.join(HERE, "client.py")
-CONF = "/etc/echo-mpserv/echo-mpserv.conf"
+from test_package import CONF, ONE_BUSY_SOURCE, RECORD_ID, boot, debs_or_exit, loop_in_background, loop_result
+
 UNIT = "echo-mpserv.service"
-RECORD_ID = "f0e38bcc52874ef98e57dc873ff05f03"
 SUMMARY_ID = "7f8dfbe9eb64428aaebb1bf94479cdb5"
 SPENT_ID = "1f4a63ea058a4cf896d327bf2bccee01"
 ENDED_ID = "f9fa98b289b648e79b0c5bc47a255a59"
@@ -81,25 +78,17 @@ def budget_known(m):
 
 
 def main():
-    if len(sys.argv) != 2:
-        print(__doc__)
-        return 2
-    deb = os.path.abspath(sys.argv[1])
-    problem = nspawn.environment_problem()
-    if problem:
-        print(f"skipped: {problem}")
-        return 77
+    (deb,) = debs_or_exit(__doc__, 1)
     start = time.monotonic()
     failures = []
     with nspawn.Machine.from_cache() as m:
-        m.prepare_debs([deb])
         journal_default_limit(m)
-        m.boot(timeout=60)
+        boot(m, [deb], start)
         m.install_debs([os.path.basename(deb)])
         m.systemctl("start", UNIT)
         unit_limit = unit_limit_for_journald(m)
         journal_unit_limit(m)
-        conf = "max_clients_per_source = 0;\nsource_rate = 0;\n"  # the loops are one busy source
+        conf = ONE_BUSY_SOURCE
         known = budget_known(m)
         if known:
             conf += f"log_connection_rate = {RATE};\nlog_connection_burst = {BURST};\n"
@@ -107,11 +96,8 @@ def main():
         m.systemctl("restart", UNIT)
         assert unit_limit_for_journald(m) == (30000000, JOURNAL_BURST), "journald does not see the test's limit"
 
-        loops = [m.spawn([sys.executable, CLIENT, "loop", "127.0.0.1", "7", str(LOAD_SECONDS)],
-                         net_only=True, name=f"loop{i}") for i in range(LOOPS)]
-        for job in loops:
-            job.wait(LOAD_SECONDS + 90)
-        results = [json.loads(job.stdout.strip().splitlines()[-1]) for job in loops]
+        loops = [loop_in_background(m, LOAD_SECONDS, name=f"loop{i}") for i in range(LOOPS)]
+        results = [loop_result(job, LOAD_SECONDS + 90) for job in loops]
         made = sum(r["ok"] + r["broken"] for r in results)
         refused = sum(r["refused"] for r in results)
         broken = sum(r["broken"] for r in results)

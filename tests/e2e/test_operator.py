@@ -3,7 +3,9 @@
 from any state: move the port (also by restarting only the service, and
 through an upgrade with the edit still pending), break the configuration
 (the socket fails closed and says why in `systemctl status` and the kernel
-log), reload an idle service, and read the exit statuses systemd names.
+log; a client queued while the file is broken waits for the fix and a
+reload, the socket never fails; likewise while the hash key credential is
+missing, until a restart of the service), reload an idle service, and read the exit statuses systemd names.
 
 Usage (as root): test_operator.py PACKAGE.deb NEWER-PACKAGE.deb
 Exit status: 0 passed, 1 failed, 77 skipped (no root or no namespaces).
@@ -11,14 +13,12 @@ Exit status: 0 passed, 1 failed, 77 skipped (no root or no namespaces).
 import os
 import re
 import sys
+import threading
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-import nspawn  # noqa: E402
-from test_package import check, echo_ok, figures, reset_conf, results, wait_status  # noqa: E402
+import nspawn
+from test_package import CONF, boot, check, client, debs_or_exit, echo_ok, figures, report, reset_conf, wait_status
 
-CONF = "/etc/echo-mpserv/echo-mpserv.conf"
 NO_SOCKET = "systemd passed no listening socket; run: systemctl restart echo-mpserv.socket"
 
 
@@ -117,7 +117,7 @@ def t_generator_fails_closed(m):
     assert echo_ok(m)
 
 
-@check("reload before the first client is harmless; a broken file at start is 78/CONFIG, not a loop")
+@check("reload before the first client is harmless; a broken file at start waits, and stopped is 78/CONFIG, not a loop")
 def t_reload(m):
     fresh(m)
     # (A reload of a broken file failing is in test_package.py's t_reload.)
@@ -128,9 +128,13 @@ def t_reload(m):
     assert r.returncode != 0 and "not active" in r.stderr, r.stderr
     m.systemctl("try-reload-or-restart", "echo-mpserv.service")
     assert m.is_active("echo-mpserv.service") == "inactive"
-    # A broken file at start (no client waiting): 78/CONFIG, no restart loop.
+    # A broken file at start: the daemon waits, not serving, and says so;
+    # stopped before a good reload, 78/CONFIG, no restart loop.
     reset_conf(m, 'max_clients = "many";\n')
-    assert m.systemctl("start", "echo-mpserv.service", check=False).returncode != 0
+    m.systemctl("start", "echo-mpserv.service")
+    wait_status(m, "echo-mpserv.service", "Not serving, the configuration does not load",
+                f"{CONF}:1: max_clients must be an integer")
+    m.systemctl("stop", "echo-mpserv.service", check=False)
     m.wait_unit_state("echo-mpserv.service", ["failed"], timeout=30)
     status = m.systemctl("status", "echo-mpserv.service", "--no-pager", check=False).stdout
     assert "status=78/CONFIG" in status, status
@@ -139,7 +143,85 @@ def t_reload(m):
     reset_conf(m, "")
     assert echo_ok(m)
     figures.append("reload of an idle service: 'not active' (documented), try-reload-or-restart 0; "
-                   "broken file at start: 78/CONFIG, 0 restarts")
+                   "broken file at start: waits not serving; stopped so: 78/CONFIG, 0 restarts")
+
+
+@check("a broken file and a client queued: no start loop, the socket never fails, served after fix + reload")
+def t_broken_config_with_a_client_queued(m):
+    fresh(m)
+    m.systemctl("stop", "echo-mpserv.service")
+    reset_conf(m, "log_level = info;\n")
+    cursor = m.journal_cursor()
+    got = {}
+    queued = threading.Thread(target=lambda: got.update(r=client(m, "once", "127.0.0.1", 7, 1000)))
+    queued.start()
+    try:
+        wait_status(m, "echo-mpserv.service", "Not serving, the configuration does not load",
+                    f'{CONF}:1: log_level = info: a string value must be in double quotes',
+                    "systemctl reload echo-mpserv")
+        m.wait_journal(r"not serving: the configuration does not load; clients wait in the socket's queue",
+                       cursor=cursor, unit="echo-mpserv.service")
+        assert queued.is_alive() and "r" not in got, got          # waiting, not refused, not served
+        assert m.is_active("echo-mpserv.service") == "active"
+        assert m.unit_property("echo-mpserv.service", "NRestarts") == "0"
+        # The reload checks the file first: still broken, it fails and says why.
+        r = m.systemctl("reload", "echo-mpserv.service", check=False)
+        assert r.returncode != 0, r
+        assert m.is_active("echo-mpserv.service") == "active" and queued.is_alive()
+        reset_conf(m, 'log_level = "info";\n')
+        m.systemctl("reload", "echo-mpserv.service")
+        queued.join(120)
+    finally:
+        queued.join(150)
+    assert got["r"]["received"] == 1000 and got["r"]["exact"], got
+    assert m.unit_property("echo-mpserv.socket", "Result") == "success"
+    assert m.is_active("echo-mpserv.socket") == "active"
+    assert m.unit_property("echo-mpserv.service", "NRestarts") == "0"
+    assert m.failed_units() == [], m.failed_units()
+    assert echo_ok(m)
+    figures.append("broken file, client queued: service up not serving (0 restarts, socket Result=success); "
+                   "after fix + reload the queued client got its 1000 bytes back")
+
+
+@check("a missing key credential and a client queued: no start loop, the socket never fails, served after a restart")
+def t_bad_credential_with_a_client_queued(m):
+    key = "/etc/echo-mpserv/log-hash-key"
+    fresh(m)
+    m.systemctl("stop", "echo-mpserv.service")
+    m.run(["mv", key, key + ".away"])
+    reset_conf(m, 'log_hash_key_credential = "log-hash-key";\n')
+    cursor = m.journal_cursor()
+    got = {}
+    queued = threading.Thread(target=lambda: got.update(r=client(m, "once", "127.0.0.1", 7, 1000)))
+    queued.start()
+    try:
+        # The unit's placeholder stands in for the missing file.
+        wait_status(m, "echo-mpserv.service", "Not serving, the hash key credential does not load",
+                    "/run/credentials/echo-mpserv.service/log-hash-key: 7 bytes (needs 16 to 128)",
+                    "systemctl restart echo-mpserv")
+        m.wait_journal(r"not serving: the hash key credential does not load; clients wait in the socket's queue",
+                       cursor=cursor, unit="echo-mpserv.service")
+        assert queued.is_alive() and "r" not in got, got          # waiting, not refused, not served
+        assert m.is_active("echo-mpserv.service") == "active"
+        assert m.unit_property("echo-mpserv.service", "NRestarts") == "0"
+        # A reload passes no credential again: it fails, or leaves it waiting.
+        reload = m.systemctl("reload", "echo-mpserv.service", check=False)
+        assert m.is_active("echo-mpserv.service") == "active" and queued.is_alive()
+        m.run(["mv", key + ".away", key])
+        m.systemctl("restart", "echo-mpserv.service")
+        queued.join(120)
+    finally:
+        queued.join(150)
+        m.run(["sh", "-c", f"[ -e {key} ] || mv {key}.away {key}"])
+    assert got["r"]["received"] == 1000 and got["r"]["exact"], got
+    assert m.unit_property("echo-mpserv.socket", "Result") == "success"
+    assert m.is_active("echo-mpserv.socket") == "active"
+    assert m.unit_property("echo-mpserv.service", "NRestarts") == "0"
+    m.systemctl("reset-failed", check=False)  # the stop of the waiting daemon was 78/CONFIG
+    assert echo_ok(m)
+    figures.append(f"missing key credential, client queued: service up not serving (0 restarts, socket "
+                   f"Result=success); reload exit {reload.returncode}; after the key + a restart of the service "
+                   f"the queued client got its 1000 bytes back")
 
 
 @check("upgrade with a port edit pending: the package moves the socket, no unit failed")
@@ -158,35 +240,19 @@ def t_upgrade_pending_port(m, newer):
 
 
 def main():
-    if len(sys.argv) != 3:
-        print(__doc__)
-        return 2
-    deb, newer = (os.path.abspath(p) for p in sys.argv[1:])
-    problem = nspawn.environment_problem()
-    if problem:
-        print(f"skipped: {problem}")
-        return 77
+    deb, newer = debs_or_exit(__doc__, 2)
     start = time.monotonic()
     with nspawn.Machine.from_cache() as m:
-        m.prepare_debs([deb, newer])
-        m.boot(timeout=60)
-        print(f"booted in {time.monotonic() - start:.1f} s", flush=True)
+        boot(m, [deb, newer], start)
         m.install_debs([os.path.basename(deb)])
         t_service_restart_after_port_change(m)
         t_generator_fails_closed(m)
         t_reload(m)
+        t_broken_config_with_a_client_queued(m)
+        t_bad_credential_with_a_client_queued(m)
         t_upgrade_pending_port(m, newer)
         m.poweroff()
-    leftovers = {k: v for k, v in m.leftovers.items() if v}
-    print("figures:")
-    for f in figures:
-        print("  " + f)
-    failed = [n for n, ok in results if not ok]
-    if leftovers:
-        print(f"left behind on the host: {leftovers}")
-    print(f"{len(results) - len(failed)} passed, {len(failed)} failed "
-          f"({time.monotonic() - start:.0f} s)")
-    return 1 if failed or leftovers else 0
+    return report(m, start)
 
 
 if __name__ == "__main__":

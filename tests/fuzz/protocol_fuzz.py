@@ -42,144 +42,28 @@ import os
 import random
 import re
 import selectors
-import shlex
 import signal
 import socket
 import struct
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
-DAEMON = os.environ.get("ECHO_MPSERV") or os.path.join(ROOT, "build", "src", "echo-mpserv")
-WRAPPER = shlex.split(os.environ.get("ECHO_MPSERV_WRAPPER", ""))
-SLOW = float(os.environ.get("ECHO_MPSERV_SLOW", "1"))
-SCALE = float(os.environ.get("ECHO_MPSERV_SCALE", "1"))
+os.environ.setdefault("ECHO_MPSERV", os.path.join(ROOT, "build", "src", "echo-mpserv"))
+from harness import DAEMON, SCALE, SLOW, Daemon, RECORD_RE, free_port, parse_records  # noqa: E402
 
 HOST = "127.0.0.1"
 MIB = 1 << 20
 CHUNK = 256 * 1024
 SESSION_LIMIT = 15.0  # seconds one session may take (times SLOW) before it counts as hung
 
-RECORD_RE = re.compile(
-    r"connection (?P<client>\S+) -> (?P<local>\S+) closed: (?P<reason>[a-z-]+)"
-    r"(?: \((?P<detail>[^)]*)\))? after (?P<duration>[\d.]+) s, (?P<bytes_in>\d+) bytes in, "
-    r"(?P<bytes_out>\d+) bytes out, worker (?P<pid>\d+)")
-
 ENDINGS = ("half-close", "close", "reset")
 
 
 class SessionFailure(Exception):
     pass
-
-
-# -- the daemon ------------------------------------------------------------
-
-class Daemon:
-    """echo-mpserv in standalone mode; stderr collected line by line."""
-
-    def __init__(self, config_text):
-        self.dir = tempfile.TemporaryDirectory(prefix="echo-mpserv-protocol-fuzz-")
-        self.config = os.path.join(self.dir.name, "echo-mpserv.conf")
-        with open(self.config, "w") as f:
-            f.write(config_text)
-        self.proc = None
-        self.port = None
-        self.lines = []
-        self.cond = threading.Condition()
-        self.reader = None
-
-    def start(self, attempts=5):
-        for _ in range(attempts):
-            self.port = free_port()
-            env = {k: v for k, v in os.environ.items()
-                   if k not in ("JOURNAL_STREAM", "INVOCATION_ID", "NOTIFY_SOCKET", "LISTEN_FDS",
-                                "LISTEN_PID", "LISTEN_FDNAMES", "WATCHDOG_USEC", "WATCHDOG_PID")}
-            self.lines = []
-            self.proc = subprocess.Popen(
-                WRAPPER + [DAEMON, "-c", self.config, "-p", str(self.port)],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                env=env, start_new_session=True)
-            self.reader = threading.Thread(target=self._read, daemon=True)
-            self.reader.start()
-            if self._wait_started(10 * SLOW):
-                return
-            status = self.proc.poll()
-            self.kill()
-            if status != 4:  # 4: socket error, e.g. the port was taken meanwhile
-                raise RuntimeError("the daemon did not start (status %s); its log:\n%s"
-                                   % (status, "\n".join(self.lines[-20:])))
-        raise RuntimeError("the daemon could not bind a free port in %d attempts" % attempts)
-
-    def _read(self):
-        for raw in self.proc.stderr:
-            line = raw.decode("utf-8", "replace").rstrip("\n")
-            with self.cond:
-                self.lines.append(line)
-                self.cond.notify_all()
-        with self.cond:
-            self.cond.notify_all()
-
-    def _wait_started(self, timeout):
-        deadline = time.monotonic() + timeout
-        with self.cond:
-            while True:
-                if any(" started: " in line or line.startswith("info: started:") for line in self.lines):
-                    return True
-                if self.proc.poll() is not None and not self.reader.is_alive():
-                    return False
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self.cond.wait(min(left, 0.1))
-
-    def stop(self, timeout):
-        """SIGTERM; returns the exit status (None if it had to be killed)."""
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            status = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            return None
-        self.reader.join(5 * SLOW)
-        return status
-
-    def kill(self):
-        if self.proc and self.proc.poll() is None:
-            # The daemon leads its own process group (start_new_session):
-            # this ends it and any worker still alive.
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.proc.wait()
-        if self.reader:
-            self.reader.join(5 * SLOW)
-
-    def cleanup(self):
-        self.kill()
-        self.dir.cleanup()
-
-
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-def keys_known(text):
-    """Whether this daemon knows the keys in text. Every client here is
-    127.0.0.1 and every session must have its own record, so where the
-    per-source limits and the record budget exist they are lifted."""
-    with tempfile.NamedTemporaryFile("w", suffix=".conf") as f:
-        f.write(text)
-        f.flush()
-        r = subprocess.run(WRAPPER + [DAEMON, "-c", f.name, "--check-config"],
-                           stdin=subprocess.DEVNULL, capture_output=True, timeout=30 * SLOW)
-    return r.returncode == 0
 
 
 # -- one session -------------------------------------------------------------
@@ -361,15 +245,6 @@ class Session:
 
 # -- the run -------------------------------------------------------------------
 
-def parse_records(lines):
-    records = []
-    for line in lines:
-        m = RECORD_RE.search(line)
-        if m:
-            records.append(m.groupdict())
-    return records
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seed", type=int, default=None, help="PRNG seed (default: random, printed)")
@@ -401,17 +276,17 @@ def main():
         print("protocol-fuzz: %s is not an executable; set ECHO_MPSERV" % DAEMON, file=sys.stderr)
         return 1
 
+    # Every client here is 127.0.0.1 and every session needs its own
+    # record: the Daemon lifts the per-source limits and the record budget.
     config = ('listen = [ "%s" ];\nmax_clients = %d;\nlog_level = "info";\n'
               "idle_timeout = 60;\nwrite_timeout = 60;\nmax_session_time = 600;\n"
               "max_session_bytes = 0;\nbuffer_size = %d;\ndrain_timeout = 5;\n"
               % (HOST, max_clients, buffer_size))
-    for lift in ("max_clients_per_source = 0;\nsource_rate = 0;\n", "log_connection_rate = 0;\n"):
-        if keys_known(lift):
-            config += lift
 
     failures = []
     started = time.monotonic()
-    daemon = Daemon(config)
+    port = free_port()
+    daemon = Daemon(config, args=["-p", str(port)], activation=False)
     # SIGTERM (meson's timeout) must also end the daemon: make it an exception.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     try:
@@ -426,7 +301,7 @@ def main():
                 with lock:
                     skipped += 1
                 return
-            s = Session(index, seed, daemon.port)
+            s = Session(index, seed, port)
             try:
                 s.run()
             except SessionFailure as e:
@@ -446,14 +321,11 @@ def main():
         # Wait for the records (the parent writes one as it reaps a worker).
         deadline = time.monotonic() + 5 * SLOW
         while time.monotonic() < deadline:
-            if len(parse_records(daemon.lines)) >= len(done):
+            if len(daemon.records()) >= len(done):
                 break
             time.sleep(0.05)
-        status = daemon.stop(15 * SLOW)
-        lines = list(daemon.lines)
-    except Exception:
-        daemon.kill()
-        raise
+        status = daemon.stop(15)
+        lines = daemon.log.snapshot()
     finally:
         daemon.cleanup()
     elapsed = time.monotonic() - started
@@ -470,7 +342,7 @@ def main():
             failures.append("record with reason error: %s" % r)
         if r["detail"] and "killed by" in r["detail"]:
             failures.append("a worker died by a signal: %s" % r)
-        if r["local"] != "%s:%d" % (HOST, daemon.port):
+        if r["local"] != "%s:%d" % (HOST, port):
             failures.append("record for another local address: %s" % r)
         if int(r["bytes_out"]) > int(r["bytes_in"]):
             failures.append("record with more bytes out than in: %s" % r)

@@ -380,6 +380,54 @@ def test_full_source_table_ipv6():
         assert d.stop() == 0
 
 
+LOOP = 200  # connections in a row from one address: five times the default burst
+# Names the keys, so the harness keeps their defaults (see write_config).
+DEFAULT_LIMITS = "# max_clients_per_source, source_rate, source_limits_exempt: the defaults\n"
+
+
+def refused_in_a_loop(address, source):
+    return sum(not served(address, source) for _ in range(LOOP))
+
+
+def test_loopback_exempt_by_default():
+    """A local loop is served in full with the default limits (loopback is
+    in the default source_limits_exempt, IPv4-mapped loopback too); with
+    the exemption emptied the same loop is refused; a source that is not
+    loopback (an address of 192.0.2.0/24 in a network namespace this test
+    makes) is limited with the defaults."""
+    if not os.environ.get(IN_NETNS):
+        from harness import free_port
+        port = free_port()
+        with Daemon(DEFAULT_LIMITS, args=["-p", str(port)], activation=False):  # "::": dual-stack
+            for host in ("127.0.0.1", "::1", "::ffff:127.0.0.1"):
+                n = refused_in_a_loop((host, port), None)
+                print(f"   defaults, {LOOP} connections in a row from {host}: {n} refused")
+                assert n == 0, (host, n)
+        with Daemon(DEFAULT_LIMITS + "source_limits_exempt = [];\n") as d:
+            n = refused_in_a_loop(d.address(), "127.0.0.1")
+            print(f"   source_limits_exempt = [], {LOOP} connections from 127.0.0.1: {n} refused")
+            assert n >= LOOP // 2, n
+        try:
+            subprocess.run(["unshare", "--net", "true"], check=True, capture_output=True)
+        except (OSError, subprocess.CalledProcessError) as e:
+            raise Skip(f"cannot make a network namespace: {e}")
+        r = subprocess.run(["unshare", "--net", sys.executable, __file__, "test_loopback_exempt_by_default"],
+                           env=dict(os.environ, **{IN_NETNS: "1"}), capture_output=True, text=True)
+        out = "\n".join(line for line in r.stdout.splitlines() if not line.startswith("-- "))
+        print(out.rstrip())
+        assert r.returncode == 0, r.stderr
+        return
+    for cmd in (["ip", "link", "set", "lo", "up"],
+                ["ip", "route", "add", "local", "192.0.2.0/24", "dev", "lo"]):
+        subprocess.run(cmd, check=True)
+    with open("/proc/sys/net/ipv4/ip_nonlocal_bind", "w") as f:
+        f.write("1")
+    with Daemon(DEFAULT_LIMITS, listen=(("192.0.2.1", 0),)) as d:
+        n = refused_in_a_loop(d.address(), "192.0.2.2")
+        print(f"   defaults, {LOOP} connections from 192.0.2.2: {n} refused")
+        assert n >= LOOP // 2, n
+
+
 def sigusr1_taken(d):
     """Waits until the daemon has read a SIGUSR1 sent to it (blocked, it
     stays pending until read from its signalfd, and is handled at once)."""
@@ -452,4 +500,4 @@ if __name__ == "__main__":
           test_reload_with_new_table_size_recounts_live_sessions, test_log_addresses_prefix_and_hash,
           test_denied_flood_does_not_open_the_default_table, test_full_source_table_ipv4,
           test_full_source_table_ipv6, test_refusals_held_while_their_reports_are_filtered,
-          test_refusals_of_a_named_source_are_not_sources_not_tracked])
+          test_refusals_of_a_named_source_are_not_sources_not_tracked, test_loopback_exempt_by_default])

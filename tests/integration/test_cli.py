@@ -2,12 +2,14 @@
 """The command line and configuration errors, run against the binary: a
 table of inputs with their exit codes and messages."""
 import os
+import re
 import signal
 import socket
 import subprocess
 import tempfile
 
-from harness import DAEMON, SLOW, WRAPPER, Daemon, Skip, echo_once, main, public_copy_of_daemon
+from harness import (DAEMON, SLOW, WRAPPER, Daemon, Skip, echo_once, free_port, main, public_copy_of_daemon,
+                     scrubbed_env)
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, EXIT_SOCKET, EXIT_CONFIG = 0, 1, 64, 69, 78  # sysexits.h
 
@@ -21,9 +23,7 @@ def run(args, config=None, timeout=30, prefix=(), env=None):
             with open(path, "wb") as f:
                 f.write(config if isinstance(config, bytes) else config.encode())
         args = [a.replace("@CONF@", path) for a in args]
-        env = dict({k: v for k, v in os.environ.items()
-                    if not k.startswith(("LISTEN_", "NOTIFY_")) and k not in ("INVOCATION_ID", "SYSTEMD_EXEC_PID")},
-                   **(env or {}))
+        env = dict(scrubbed_env(), **(env or {}))
         p = subprocess.run(list(prefix) + WRAPPER + [binary] + args, capture_output=True, text=True,
                            timeout=timeout * SLOW, env=env, stdin=subprocess.DEVNULL)
         return p.returncode, p.stdout, p.stderr
@@ -69,6 +69,11 @@ CONFIG_ROWS = [
     ("port = 7backlog = 5;\n", "c.conf:1: 'backlog' is read as a setting where the text does not clearly start one"),
     ("port = 7;\nport = 8;\n", "c.conf:2: duplicate setting 'port' (first set on line 1)"),
     ("port = 7;\nbacklog = 5;\ngarbage\n", "c.conf:3: syntax error at the end of the file"),
+    # A bare word where a string goes: named, not just a syntax error.
+    ("port = 7;\nlog_level = info;\n",
+     'c.conf:2: log_level = info: a string value must be in double quotes; write log_level = "info";'),
+    ('deny = [ "192.0.2.0/24", localhost ];\n', 'c.conf:1: deny: list entry localhost is not quoted; write it as '
+     '"localhost"'),
 ]
 
 
@@ -86,6 +91,8 @@ def test_config_errors():
             code, out, err = run(["-c", "@CONF@"] + mode, config=text)
             assert code == EXIT_CONFIG, (text[:40], mode, code, err)
             assert message in err, (text[:40], mode, err)
+            # One line a problem: no blank line inside or at the end.
+            assert err.endswith("\n") and "\n\n" not in err and not err.startswith("\n"), (text[:40], mode, err)
 
 
 def test_settings_cannot_hide_in_a_multiline_string():
@@ -111,8 +118,7 @@ def test_port_option_without_config_file():
 
 
 def run_on_default_path(conf, args):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LISTEN_", "NOTIFY_"))}
-    p = subprocess.run(conf.prefix() + [DAEMON] + args, capture_output=True, text=True, timeout=60, env=env,
+    p = subprocess.run(conf.prefix() + [DAEMON] + args, capture_output=True, text=True, timeout=60, env=scrubbed_env(),
                        stdin=subprocess.DEVNULL)
     return p.returncode, p.stdout, p.stderr
 
@@ -133,7 +139,7 @@ def test_dangling_symlink_at_the_default_path_is_an_error():
     """A symbolic link at the default path to a file that does not exist is
     no "missing file, use the defaults": someone meant it to be the
     configuration."""
-    from harness import DefaultConfigDir, free_port
+    from harness import DefaultConfigDir
     with DefaultConfigDir() as conf:
         os.symlink("/etc/echo-mpserv/echo-mpserv.conf.new", conf.path)
         want = "/etc/echo-mpserv/echo-mpserv.conf: a symbolic link to a file that does not exist"
@@ -168,18 +174,31 @@ def test_dump_config_round_trip():
 
 
 def test_shipped_config_is_the_defaults_and_documents_every_key():
+    """The shipped conffile sets nothing: every key of the key table is
+    there once, commented out, with the value --dump-config gives it by
+    default (so the file cannot drift from the code), each under a comment;
+    the daemon reads it exactly as an empty file. An administrator's copy
+    then differs from it only where they changed something."""
     shipped = os.path.join(os.environ["ECHO_MPSERV_SOURCE_ROOT"], "conf", "echo-mpserv.conf")
+    with open(os.path.join(os.environ["ECHO_MPSERV_SOURCE_ROOT"], "src", "config-keys.c")) as f:
+        table = re.findall(r'^\s+\{ "(\w+)",', f.read(), re.M)
     code, out, err = run(["-c", shipped, "--check-config"])
-    assert (code, out) == (EXIT_OK, "configuration OK\n"), err
-    code, from_file, _ = run(["-c", shipped, "--dump-config"])
-    code2, defaults, _ = run(["-c", "@CONF@", "--dump-config"], config="")
-    assert code == code2 == EXIT_OK and from_file == defaults
+    assert (code, out, err) == (EXIT_OK, "configuration OK\n", ""), err
+    code, from_file, err = run(["-c", shipped, "--dump-config"])
+    code2, defaults, err2 = run(["-c", "@CONF@", "--dump-config"], config="")
+    assert code == code2 == EXIT_OK and from_file == defaults and err == err2 == "", (err, err2)
     with open(shipped) as f:
         lines = f.read().splitlines()
-    keys = [line.split(" = ")[0] for line in defaults.splitlines() if " = " in line]
-    for key in keys:
-        i = next(i for i, line in enumerate(lines) if line.startswith(key + " = "))
-        assert lines[i - 1].startswith("#"), f"{key} has no comment above it"
+    set_here = [line for line in lines if line.strip() and not line.startswith("#")]
+    assert set_here == [], f"the shipped file sets {set_here}"
+    dumped = [line for line in defaults.splitlines() if " = " in line]
+    assert [line.split(" = ")[0] for line in dumped] == table, (dumped, table)
+    for line in dumped:
+        key = line.split(" = ")[0]
+        at = [i for i, text in enumerate(lines) if text.startswith(f"#{key} = ")]
+        assert len(at) == 1, f"{key}: {len(at)} commented-out settings"
+        assert lines[at[0]] == "#" + line, f"shipped '{lines[at[0]]}', default '{line}'"
+        assert lines[at[0] - 1].startswith("# "), f"{key} has no comment above it"
 
 
 def test_port_in_use():
@@ -225,14 +244,6 @@ AS_A_SERVICE = ["bash", "-c", 'export SYSTEMD_EXEC_PID=$$; exec "$@"', "bash"]
 INVOCATION = {"INVOCATION_ID": "0123456789abcdef0123456789abcdef"}
 # With INVOCATION_ID set and journald running, the daemon logs to the journal.
 JOURNAL_HERE = os.access("/run/systemd/journal/socket", os.W_OK)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def test_started_by_systemd_without_a_socket_never_binds():

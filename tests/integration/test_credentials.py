@@ -4,13 +4,18 @@ from $CREDENTIALS_DIRECTORY, the way systemd passes LoadCredential= to a
 DynamicUser= service, so the secret never sits in the world-readable
 configuration file. Hashes are stable across runs with one key, differ with
 another, and match what the same key gave inline; every way the credential
-can be wrong stops the start with status 3 and a message naming the file;
-the key never reaches the log or a dump."""
+can be wrong stops the start with status 78 and a message naming the file
+(started by systemd on a passed socket, the daemon waits instead, not
+serving, until the credential loads); the key never reaches the log or a
+dump."""
 import os
+import re
+import signal
 import subprocess
 import tempfile
 
-from harness import DAEMON, SLOW, WRAPPER, Daemon, inetd_session, main, served
+from harness import (DAEMON, SLOW, WRAPPER, Daemon, inetd_session, main, recv_exact, scrubbed_env, served,
+                     wait_until)
 
 EXIT_OK, EXIT_CONFIG = 0, 78  # sysexits.h EX_CONFIG
 NO_RATE = "max_clients_per_source = 0; source_rate = 0; "
@@ -55,8 +60,7 @@ def run(args, config, creds=None):
         path = os.path.join(tmp, "c.conf")
         with open(path, "w") as f:
             f.write(config)
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("LISTEN_", "NOTIFY_", "CREDENTIALS_DIRECTORY", "JOURNAL_STREAM", "INVOCATION_ID"))}
+        env = scrubbed_env()
         if creds:
             env["CREDENTIALS_DIRECTORY"] = creds
         p = subprocess.run(WRAPPER + [DAEMON, "-c", path] + args, capture_output=True, text=True, timeout=60 * SLOW,
@@ -204,13 +208,114 @@ def test_dump_never_shows_the_key():
     assert code == EXIT_OK and 'log_hash_key_credential = "log-hash-key";' in out, out
 
 
-def test_connected_socket_record_is_hashed():
-    # Accept=yes: the one session's record follows log_addresses too.
+def test_connected_socket_reads_the_credential():
+    # Accept=yes: an instance reads the credential as the daemon does (the
+    # template passes it); it logs addresses in full only, since systemd
+    # names the instance after the client (test_modes.py).
     with Credentials({"log-hash-key": KEY_A}) as creds:
-        d = inetd_session(HASHED, client_ip="127.0.0.7", env={"CREDENTIALS_DIRECTORY": creds})
+        d = inetd_session(NO_RATE + 'log_hash_key_credential = "log-hash-key";', client_ip="127.0.0.7",
+                          env={"CREDENTIALS_DIRECTORY": creds})
         try:
-            line = d.wait_log(r"connection \S+ port \d+ -> \S+ closed")[0].string
-            assert "127.0.0.7" not in line and "connection hash:" in line, line
+            line = d.wait_log(r"connection \S+ -> \S+ closed")[0].string
+            assert "connection 127.0.0.7:" in line, line
+        finally:
+            d.cleanup()
+
+
+# Started by systemd on a passed socket (see test_lifecycle.py).
+AS_A_SERVICE = ["bash", "-c", 'export SYSTEMD_EXEC_PID=$$; exec "$@"', "bash"]
+INVOCATION = {"INVOCATION_ID": "0123456789abcdef0123456789abcdef"}
+CREDENTIAL_WAIT = "Not serving, the hash key credential does not load: "
+RESTART_FIX = "fix the file LoadCredential= names, then run: systemctl restart echo-mpserv"
+
+
+def queue_a_client(d):
+    """A client in the backlog of the daemon that does not accept."""
+    from harness import connect
+    from test_lifecycle import accept_queue
+    client = connect(d.address())
+    client.sendall(b"queued")
+    wait_until(lambda: accept_queue(d.address()[1]) == 1, 10, "the client to wait in the accept queue")
+    return client
+
+
+def test_bad_credential_under_systemd_waits():
+    """Started by systemd on a passed socket with the unit's placeholder for
+    a missing key file, the daemon neither exits (systemd would start it
+    again for the queued client until the socket failed) nor serves: it
+    says why and what to do in STATUS= and the log, a reload that still
+    finds the credential bad keeps it waiting, and once the credential
+    loads it serves, the queued client first, with that key."""
+    with Credentials({"log-hash-key": "missing"}) as creds:
+        with Daemon(HASHED, prefix=AS_A_SERVICE, env={**INVOCATION, "CREDENTIALS_DIRECTORY": creds}) as d:
+            status = d.wait_notify(CREDENTIAL_WAIT)[1]
+            assert "/log-hash-key: 7 bytes (needs 16 to 128); the service unit passes a placeholder" in status, status
+            assert RESTART_FIX in status, status
+            d.wait_log(r"not serving: the hash key credential does not load; clients wait in the socket's queue; "
+                       + re.escape(RESTART_FIX))
+            client = queue_a_client(d)
+            n = len(d.notes.snapshot())
+            d.signal(signal.SIGHUP)
+            d.wait_log(r"reload failed, still not serving: log_hash_key_credential: credential ")
+            d.wait_notify(CREDENTIAL_WAIT, after=n)
+            assert d.proc.poll() is None
+            with open(os.path.join(creds, "log-hash-key"), "w") as f:
+                f.write(KEY_A + "\n")
+            n = len(d.notes.snapshot())
+            d.signal(signal.SIGHUP)
+            assert recv_exact(client, 6) == b"queued"
+            client.close()
+            d.wait_notify("READY=1", after=n)
+            d.wait_log(r"configuration loaded from .*; starting to serve")
+            assert served(d.address(), SOURCES[0])
+            got = d.wait_log(r"connection (hash:[0-9a-f]{16}) port \d+ -> ", count=2)[-1].group(1)
+            assert d.stop() == 0
+            log = "\n".join(d.log.snapshot())
+            assert KEY_A not in log, log
+        stable, _ = hashes_of(HASHED, creds)
+    assert got == stable[SOURCES[0]], (got, stable)
+
+
+def test_wait_for_the_file_that_ends_in_a_bad_credential_goes_on():
+    """A broken file under systemd waits; the reload that fixes it names a
+    credential that is bad: still waiting, now saying so; stopped then, the
+    status is 78 and the log says what never loaded."""
+    with Credentials({"log-hash-key": "short-key"}) as creds:
+        with Daemon("log_level = info;\n", prefix=AS_A_SERVICE,
+                    env={**INVOCATION, "CREDENTIALS_DIRECTORY": creds}) as d:
+            d.wait_notify("Not serving, the configuration does not load: ")
+            client = queue_a_client(d)
+            d.write_config(HASHED)
+            n = len(d.notes.snapshot())
+            d.signal(signal.SIGHUP)
+            status = d.wait_notify(CREDENTIAL_WAIT, after=n)[1]
+            assert "/log-hash-key: 9 bytes (needs 16 to 128)" in status and RESTART_FIX in status, status
+            d.wait_log(r"reload failed, still not serving: log_hash_key_credential: ")
+            assert d.proc.poll() is None
+            assert d.stop() == EXIT_CONFIG
+            d.wait_log(r"stopping; never served, the hash key credential did not load")
+            assert "short-key" not in "\n".join(d.log.snapshot())
+            client.close()
+
+
+def test_bad_credential_exits_78_outside_the_wait():
+    """Standalone (test_bad_credential_stops_the_start) and Accept=yes, one
+    client per instance that no restart re-triggers, still exit 78."""
+    import socket
+    with Credentials({"log-hash-key": "missing"}) as creds, socket.socket() as listener, \
+            socket.socket() as client:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        client.connect(listener.getsockname())
+        conn, _ = listener.accept()
+        d = Daemon(HASHED.replace('log_addresses = "hash"; ', ""), passed_fds=[conn.fileno()], prefix=AS_A_SERVICE,
+                   env={**INVOCATION, "CREDENTIALS_DIRECTORY": creds})
+        try:
+            d.start(wait_ready=False)
+            conn.close()
+            assert d.wait_exit() == EXIT_CONFIG
+            d.wait_log(r"log_hash_key_credential: credential .*/log-hash-key: 7 bytes")
+            assert not d.notes.snapshot(), d.notes.snapshot()
         finally:
             d.cleanup()
 
@@ -219,4 +324,6 @@ if __name__ == "__main__":
     main([test_hashes_stable_with_one_key_and_keyed, test_binary_key_with_nul_bytes,
           test_bad_credential_stops_the_start, test_check_config_without_credentials_directory,
           test_config_errors, test_a_key_pasted_as_the_credential_name_is_never_printed,
-          test_reload_to_hash_waits_for_the_key_it_names, test_dump_never_shows_the_key, test_connected_socket_record_is_hashed])
+          test_reload_to_hash_waits_for_the_key_it_names, test_dump_never_shows_the_key, test_connected_socket_reads_the_credential,
+          test_bad_credential_under_systemd_waits, test_wait_for_the_file_that_ends_in_a_bad_credential_goes_on,
+          test_bad_credential_exits_78_outside_the_wait])

@@ -71,7 +71,7 @@ def test_config_keys_and_defaults_documented():
     entries = re.split(r"^\s{5,8}(?=\w+ = )", keys, flags=re.M)[1:]
     for entry in entries:
         key = entry.split()[0]
-        m = re.search(r"default\s+(.+?)(?:\.|;|\s\()", " ".join(entry.split()), re.I)
+        m = re.search(r"default\s+(.+?)(?:\.(?:\s|$)|;|\s\()", " ".join(entry.split()), re.I)
         assert m, f"{key}: no default in the man page"
         assert m.group(1).strip() == defaults[key], (key, m.group(1), defaults[key])
 

@@ -52,9 +52,33 @@ def generate(config, args=None, kmsg=True):
         return p.returncode, p.stderr, text
 
 
-def test_defaults_write_nothing():
-    for config in (None, "", "port = 7; listen = [ \"::\" ];", "max_clients = 5;"):
-        assert generate(config) == (0, "", None), config
+def test_defaults_write_only_the_caps():
+    """The socket unit listens where the defaults want it; the caps always
+    go to systemd, whose defaults (MaxConnections=64, no per-source cap)
+    are not the daemon's."""
+    for config in (None, "", "port = 7; listen = [ \"::\" ];"):
+        code, err, text = generate(config)
+        assert code == 0 and err == "", err
+        assert "[Socket]\nMaxConnections=256\nMaxConnectionsPerSource=32\n" in text, text
+        assert "ListenStream" not in text, text
+
+
+def test_caps_for_accept_yes():
+    """With Accept=yes each client is a process of its own: systemd holds
+    max_clients and max_clients_per_source (0: no cap, as for systemd)."""
+    code, _, text = generate("max_clients = 5; max_clients_per_source = 0; port = 9;")
+    assert code == 0
+    assert "BindIPv6Only=both\nMaxConnections=5\nMaxConnectionsPerSource=0\n" in text, text
+
+
+def test_shipped_conffile_is_the_defaults():
+    """The conffile as the package ships it (every setting commented out)
+    is the defaults: the drop-in of no file (the caps only), nothing logged."""
+    with open(os.path.join(os.environ["ECHO_MPSERV_SOURCE_ROOT"], "conf", "echo-mpserv.conf")) as f:
+        shipped = f.read()
+    code, err, text = generate(shipped)
+    assert code == 0 and err == "" and KMSG["text"] == "", (err, KMSG["text"])
+    assert "[Socket]\nMaxConnections=256\nMaxConnectionsPerSource=32\n" in text and "ListenStream" not in text, text
 
 
 def test_port_moves_the_socket():
@@ -78,7 +102,8 @@ def test_any_address_in_every_spelling_serves_what_standalone_serves():
         code, err, text = generate('port = 7777; listen = [ "%s" ];' % spelling)
         assert code == 0 and err == "", err
         assert "[Socket]\nListenStream=\nListenStream=7777\nBindIPv6Only=both\n" in text, (spelling, text)
-        assert generate('listen = [ "%s" ];' % spelling) == (0, "", None), spelling
+        code, err, text = generate('listen = [ "%s" ];' % spelling)
+        assert code == 0 and err == "" and "ListenStream" not in text, (spelling, text)  # the unit's own
         code, err, text = generate('port = 7777; listen = [ "%s", "127.0.0.2" ];' % spelling)
         assert code == 0 and err == "", err
         assert ("ListenStream=[%s]:7777\nListenStream=127.0.0.2:7777\nBindIPv6Only=ipv6-only\n" % spelling
@@ -169,6 +194,19 @@ def test_no_kernel_log_falls_back_to_stderr():
     assert "echo-mpserv.socket will not listen until" in err, err
 
 
+def test_messages_are_one_line_each():
+    """Every problem one line, named as the daemon names it; no blank line
+    in the kernel log or on stderr."""
+    text = "port = 7777;\nport = 7778;\nlog_level = info;\n"
+    for kmsg in (True, False):
+        code, err, dropin = generate(text, kmsg=kmsg)
+        out = KMSG["text"] if kmsg else err
+        assert code == 0 and dropin is not None, (code, err)
+        assert ':3: log_level = info: a string value must be in double quotes; write log_level = "info";' in out, out
+        lines = out.split("\n")
+        assert lines[-1] == "" and "" not in lines[:-1], out
+
+
 def test_text_the_parser_would_skip_is_refused():
     # libconfig 1.5 ends the file at a comment that is never closed: the
     # addresses below it would be dropped, and the socket moved to port 7777
@@ -192,9 +230,11 @@ def test_unwritable_output_fails():
 
 
 if __name__ == "__main__":
-    main([test_defaults_write_nothing, test_port_moves_the_socket, test_addresses,
+    main([test_defaults_write_only_the_caps, test_caps_for_accept_yes, test_shipped_conffile_is_the_defaults,
+          test_port_moves_the_socket, test_addresses,
           test_any_address_in_every_spelling_serves_what_standalone_serves,
           test_broken_config_fails_closed_and_says_why_in_the_kernel_log, test_fail_closed_drop_in_stops_the_socket,
-          test_no_kernel_log_falls_back_to_stderr, test_dangling_symlink_is_a_broken_configuration,
+          test_no_kernel_log_falls_back_to_stderr, test_messages_are_one_line_each,
+          test_dangling_symlink_is_a_broken_configuration,
           test_text_the_parser_would_skip_is_refused,
           test_usage, test_unwritable_output_fails])

@@ -7,6 +7,7 @@ import select
 import signal
 import socket
 import stat
+import subprocess
 import tempfile
 import threading
 import time
@@ -710,6 +711,59 @@ def test_stale_notify_socket_does_not_stop_the_daemon():
                 d.cleanup()
 
 
+# As systemd starts a service: SYSTEMD_EXEC_PID is the daemon's own pid.
+AS_A_SERVICE = ["bash", "-c", 'export SYSTEMD_EXEC_PID=$$; exec "$@"', "bash"]
+INVOCATION = {"INVOCATION_ID": "0123456789abcdef0123456789abcdef"}
+BARE_WORD = "log_level = info: a string value must be in double quotes"
+
+
+def accept_queue(port):
+    """Connections waiting in the listener's accept queue (ss: Recv-Q)."""
+    out = subprocess.run(["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True, check=True).stdout
+    return sum(int(line.split()[1]) for line in out.splitlines() if line.strip())
+
+
+def test_broken_config_under_systemd_waits_for_a_good_reload():
+    """Started by systemd on a passed socket with a file that does not load,
+    the daemon neither exits (systemd would start it again for the queued
+    client until the socket failed) nor serves: it says why in STATUS= and
+    the log, leaves clients in the backlog, and serves them once a reload
+    loads the file. A reload of a file still broken keeps it waiting."""
+    broken = "port = 7;\nlog_level = info;\n"
+    with Daemon(broken, prefix=AS_A_SERVICE, env=INVOCATION) as d:
+        status = d.wait_notify("Not serving, the configuration does not load: ")[1]
+        assert BARE_WORD in status and "systemctl reload echo-mpserv" in status, status
+        d.wait_log(r"not serving: the configuration does not load; clients wait in the socket's queue")
+        assert d.log_lines(re.escape(BARE_WORD)), d.log.snapshot()
+        client = connect(d.address())
+        client.sendall(b"queued")
+        port = d.address()[1]
+        wait_until(lambda: accept_queue(port) == 1, 10, "the client to wait in the accept queue")
+        n = len(d.notes.snapshot())
+        d.signal(signal.SIGHUP)                         # still broken: still waiting
+        d.wait_log(r"reload failed, still not serving: .*" + re.escape(BARE_WORD))
+        d.wait_notify("Not serving, the configuration does not load: ", after=n)
+        assert d.proc.poll() is None and accept_queue(port) == 1
+        d.write_config("port = 7;\nlog_level = \"info\";\n")
+        n = len(d.notes.snapshot())
+        d.signal(signal.SIGHUP)
+        assert recv_exact(client, 6) == b"queued"       # the queued client is served
+        d.wait_notify("READY=1", after=n)
+        d.wait_log(r"configuration loaded from .*; starting to serve")
+        client.close()
+        assert echo_once(d.address(), b"next") == b"next"
+        assert d.stop() == 0
+
+
+def test_broken_config_stopped_while_waiting_exits_78():
+    """Stopped before a configuration loaded: status 78 (configuration),
+    which RestartPreventExitStatus= lists, so systemd does not loop."""
+    with Daemon("port = 7;\nport = 8;\n", prefix=AS_A_SERVICE, env=INVOCATION) as d:
+        d.wait_notify("Not serving, the configuration does not load: ")
+        assert d.stop() == 78
+        d.wait_log(r"stopping; never served, the configuration did not load")
+
+
 if __name__ == "__main__":
     main([test_zero_zombies_after_1000_simultaneous_disconnects, test_sigterm_drains_live_sessions,
           test_reload_never_trades_a_vanished_file_for_the_defaults,
@@ -721,4 +775,5 @@ if __name__ == "__main__":
           test_restart_pending_until_restart, test_command_line_overrides_hold_across_reloads,
           test_failed_reload_logs_one_record_per_error,
           test_descriptor_hygiene, test_status_and_watchdog, test_signals_for_the_daemon_spare_sessions,
-          test_drained_means_ended_by_itself, test_cut_delivers_what_it_counts])
+          test_drained_means_ended_by_itself, test_cut_delivers_what_it_counts,
+          test_broken_config_under_systemd_waits_for_a_good_reload, test_broken_config_stopped_while_waiting_exits_78])

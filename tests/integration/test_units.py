@@ -11,6 +11,9 @@ from harness import DAEMON, Skip, main
 
 SERVICE = os.environ.get("ECHO_MPSERV_SERVICE", "")
 SOCKET = os.path.join(os.environ.get("ECHO_MPSERV_SOURCE_ROOT", ""), "systemd", "echo-mpserv.socket")
+SANDBOX = os.path.join(os.environ.get("ECHO_MPSERV_SOURCE_ROOT", ""), "systemd", "sandbox.inc")
+# The Accept=yes template, built next to the service.
+INSTANCE = os.path.join(os.path.dirname(SERVICE), "echo-mpserv@.service")
 MAX_EXPOSURE = 1.0
 
 
@@ -29,23 +32,47 @@ def test_units_verify_cleanly():
     with tempfile.TemporaryDirectory() as tmp:
         # verify checks that ExecStart= and ExecReload= exist: point them at
         # the binary under test.
-        with open(SERVICE) as f:
-            text = f.read()
-        text = text.replace(re.search(r"^ExecStart=(\S+)", text, re.M).group(1), DAEMON)
-        with open(os.path.join(tmp, "echo-mpserv.service"), "w") as f:
-            f.write(text)
+        for unit in (SERVICE, INSTANCE):
+            with open(unit) as f:
+                text = f.read()
+            text = text.replace(re.search(r"^ExecStart=(\S+)", text, re.M).group(1), DAEMON)
+            with open(os.path.join(tmp, os.path.basename(unit)), "w") as f:
+                f.write(text)
         shutil.copy(SOCKET, tmp)
         p = analyze("verify", "--man=no", os.path.join(tmp, "echo-mpserv.socket"),
-                    os.path.join(tmp, "echo-mpserv.service"))
+                    os.path.join(tmp, "echo-mpserv.service"), os.path.join(tmp, "echo-mpserv@.service"))
         assert p.returncode == 0 and p.stdout + p.stderr == "", p.stdout + p.stderr
 
 
 def test_exposure_at_most_one():
-    p = analyze("security", "--offline=yes", f"--threshold={int(MAX_EXPOSURE * 10)}", SERVICE)
-    m = re.search(r"Overall exposure level for echo-mpserv.service: (\d+\.\d)", p.stdout)
-    assert m, p.stdout + p.stderr
-    print(f"   systemd-analyze security: exposure {m.group(1)} (at most {MAX_EXPOSURE})")
-    assert p.returncode == 0 and float(m.group(1)) <= MAX_EXPOSURE, p.stdout[-2000:]
+    for unit in (SERVICE, INSTANCE):
+        p = analyze("security", "--offline=yes", f"--threshold={int(MAX_EXPOSURE * 10)}", unit)
+        m = re.search(r"Overall exposure level for echo-mpserv@?i?\.service: (\d+\.\d)", p.stdout)
+        assert m, p.stdout + p.stderr
+        print(f"   systemd-analyze security {os.path.basename(unit)}: exposure {m.group(1)} "
+              f"(at most {MAX_EXPOSURE})")
+        assert p.returncode == 0 and float(m.group(1)) <= MAX_EXPOSURE, p.stdout[-2000:]
+
+
+def test_instances_run_in_the_daemons_sandbox():
+    """echo-mpserv@.service (Accept=yes) has every line of the sandbox and
+    the credential the daemon has (both are built from one snippet), and
+    beyond them only what one short-lived process per client needs."""
+    with open(SANDBOX) as f:
+        sandbox = [line for line in f.read().splitlines() if line and not line.startswith("#")]
+    units = {}
+    for unit in (SERVICE, INSTANCE):
+        with open(unit) as f:
+            units[unit] = f.read().splitlines()
+        missing = [line for line in sandbox if line not in units[unit]]
+        assert not missing, (unit, missing)
+    assert "DynamicUser=yes" in sandbox and "User=echo-mpserv" in sandbox  # one user for every instance
+    own = {k: v for k, v in settings(INSTANCE).items()
+           if f"{k}={v}" not in sandbox}
+    assert own == {"Description": own["Description"], "Documentation": own["Documentation"],
+                   "CollectMode": "inactive-or-failed", "Type": "simple", "ExecStart": own["ExecStart"],
+                   "TasksMax": "4", "LimitNOFILE": "64"}, own
+    assert own["ExecStart"] == settings(SERVICE)["ExecStart"]
 
 
 def test_limits_fit_the_largest_configuration():
@@ -84,5 +111,6 @@ def test_journal_takes_what_the_record_budget_writes():
 
 
 if __name__ == "__main__":
-    main([test_units_verify_cleanly, test_exposure_at_most_one, test_limits_fit_the_largest_configuration,
+    main([test_units_verify_cleanly, test_exposure_at_most_one, test_instances_run_in_the_daemons_sandbox,
+          test_limits_fit_the_largest_configuration,
           test_journal_takes_what_the_record_budget_writes])

@@ -26,7 +26,7 @@ static int admit(struct admission *a, const union sockaddr_any *p, uint64_t now)
         struct admission_hold h;
         int r = admission_check(a, p, now, &h);
 
-        ASSERT(h.counted == (r == -1));
+        ASSERT(!h.counted || r == -1);
         if (r == -1 && n_held < HELD_MAX)
                 held[n_held++] = h;
         else if (r == -1)
@@ -57,7 +57,49 @@ static struct config base(void) {
         config_defaults(&c);
         c.source_rate_milli = 0;
         c.max_clients_per_source = 0;
+        c.n_exempt = 0;
         return c;
+}
+
+/* The default exemption: loopback, however it arrives, is neither limited
+ * nor counted; everyone else still is, and deny still applies to it. */
+static void test_loopback_exempt_by_default(void) {
+        const char *local[] = { "127.0.0.1", "127.255.0.9", "::1", "::ffff:127.0.0.1" };
+        struct config c;
+        struct admission a;
+        union sockaddr_any other = peer("192.0.2.1");
+        uint64_t t = USEC_PER_SEC;
+
+        config_defaults(&c);
+        c.source_burst = 2;
+        c.max_clients_per_source = 1;
+        ASSERT_INT(admission_init(&a, &c), ==, 0);
+        for (size_t i = 0; i < ELEMENTSOF(local); i++) {
+                union sockaddr_any p = peer(local[i]);
+
+                for (int k = 0; k < 100; k++) {
+                        struct admission_hold h;
+
+                        ASSERT_INT(admission_check(&a, &p, t, &h), ==, -1);
+                        ASSERT(!h.counted);
+                }
+        }
+        ASSERT(admission_sources(&a) == 0);
+        ASSERT_INT(admit(&a, &other, t), ==, -1);
+        ASSERT_INT(admit(&a, &other, t), ==, REFUSE_PER_SOURCE);
+        release_all(&a, t);
+        ASSERT_INT(admit(&a, &other, t), ==, REFUSE_RATE);      /* burst of 2 spent */
+        /* Exempt from the per-source limits only. */
+        c.n_deny = 1;
+        ASSERT_INT(cidr_parse("127.0.0.0/8", &c.deny[0]), ==, 0);
+        ASSERT_INT(check(&a, "127.0.0.1", t), ==, REFUSE_DENIED);
+        /* Emptied, loopback is one source like any other. */
+        c.n_deny = 0;
+        c.n_exempt = 0;
+        ASSERT_INT(check(&a, "127.0.0.1", t), ==, -1);
+        ASSERT_INT(check(&a, "127.0.0.1", t), ==, REFUSE_PER_SOURCE);
+        release_all(&a, t);
+        admission_done(&a);
 }
 
 static void test_per_source_limit(void) {
@@ -554,6 +596,7 @@ int main(void) {
         RUN(test_per_source_limit);
         RUN(test_rate_and_block);
         RUN(test_allow_deny);
+        RUN(test_loopback_exempt_by_default);
         RUN(test_report_is_bounded_and_resets);
         RUN(test_full_of_denied_sources);
         RUN(test_full_of_one_shot_sources);

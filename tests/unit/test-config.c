@@ -322,6 +322,10 @@ static void test_no_text_ignored(void) {
                 { "port = 7;\nport = 8;\n", "test.conf:2: duplicate setting 'port' (first set on line 1)" },
                 { "backlog = 5; port = 7;\nmax_clients = 3; port = 8;\n",
                   "test.conf:2: duplicate setting 'port' (first set on line 1)" },
+                /* A bare word where a string goes names the key. */
+                { "port = 7;\nlog_level = info;\n",
+                  "test.conf:2: log_level = info: a string value must be in double quotes; write log_level = \"info\";" },
+                { "listen = [ \"::1\",\n  localhost ];\n", "test.conf:2: listen: list entry localhost is not quoted" },
                 /* Lines are counted through comments and strings. */
                 { "/* a\nb\n*/\nlog_level = \"x\ny\";\nfoo = 1;\n", "test.conf:6: unknown key 'foo'" },
         };

@@ -82,6 +82,25 @@ static void test_any_in_every_spelling(void) {
         }
 }
 
+/* The caps go to systemd always (it enforces them with Accept=yes), after
+ * the listeners when there are any. */
+static void test_caps(void) {
+        struct config c;
+        char *out;
+
+        config_defaults(&c);
+        out = render(&c);
+        ASSERT_STR_CONTAINS(out, "[Socket]\nMaxConnections=256\nMaxConnectionsPerSource=32\n");
+        ASSERT(strstr(out, "ListenStream") == NULL);
+        free(out);
+        c.port = 9;
+        c.max_clients = 3;
+        c.max_clients_per_source = 0;
+        out = render(&c);
+        ASSERT_STR_CONTAINS(out, "BindIPv6Only=both\nMaxConnections=3\nMaxConnectionsPerSource=0\n");
+        free(out);
+}
+
 static void test_closed_never_listens(void) {
         char *buf = NULL;
         size_t len = 0;
@@ -101,6 +120,7 @@ int main(void) {
         RUN(test_default_needs_nothing);
         RUN(test_port_only);
         RUN(test_addresses);
+        RUN(test_caps);
         RUN(test_closed_never_listens);
         RUN(test_any_in_every_spelling);
         return 0;

@@ -11,6 +11,10 @@ Environment:
   ECHO_MPSERV_SLOW     multiplies every wait and time bound (valgrind is ~20x
                        slower; tests/run-all.sh sets 3 on a machine kept busy)
   ECHO_MPSERV_SCALE    multiplies client counts of load tests (< 1 under valgrind)
+
+It is the one place for what every test of the daemon needs: the Daemon,
+a free port, the environment scrubbed of a service's variables, and the
+parser of the connection record (/proc readers: procfs.py).
 """
 
 import hashlib
@@ -28,15 +32,34 @@ import threading
 import time
 import traceback
 
+import procfs
+from waiting import poll
+
 DAEMON = os.environ.get("ECHO_MPSERV", "")
 WRAPPER = shlex.split(os.environ.get("ECHO_MPSERV_WRAPPER", ""))
 SLOW = float(os.environ.get("ECHO_MPSERV_SLOW", "1"))
 SCALE = float(os.environ.get("ECHO_MPSERV_SCALE", "1"))
 
+# The connection record, as src/session-log.c words it.
 RECORD_RE = re.compile(
     r"connection (?P<client>\S+) -> (?P<local>\S+) closed: (?P<reason>[a-z-]+)"
     r"(?: \((?P<detail>[^)]*)\))? after (?P<duration>[\d.]+) s, (?P<bytes_in>\d+) bytes in, "
     r"(?P<bytes_out>\d+) bytes out, worker (?P<pid>\d+)")
+
+# What systemd hands a service: a test's daemon gets only what the test sets.
+SERVICE_ENV_PREFIXES = ("LISTEN_", "NOTIFY_", "WATCHDOG_", "JOURNAL_STREAM", "INVOCATION_ID",
+                        "CREDENTIALS_DIRECTORY", "SYSTEMD_EXEC_PID")
+
+
+def parse_records(lines):
+    """The connection records among log lines, as dicts of RECORD_RE's groups."""
+    return [m.groupdict() for m in (RECORD_RE.search(line) for line in lines) if m]
+
+
+def scrubbed_env():
+    """os.environ without the variables systemd sets for a service (the tests
+    themselves may run under systemd)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(SERVICE_ENV_PREFIXES)}
 
 
 class Skip(Exception):
@@ -58,14 +81,7 @@ def public_copy_of_daemon(directory):
 
 def wait_until(predicate, timeout, what="condition", interval=0.01):
     """Polls predicate until it is true; fails with `what` after timeout*SLOW."""
-    deadline = time.monotonic() + timeout * SLOW
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout * SLOW:.1f} s waiting for {what}")
-        time.sleep(interval)
+    return poll(predicate, timeout * SLOW, what, interval)
 
 
 def raise_nofile():
@@ -169,13 +185,17 @@ class Daemon:
         self.threads = []
 
     # -- configuration -------------------------------------------------
-    # Every test client comes from one loopback source, so tests not about
-    # admission control lift the per-source limits (the defaults would
-    # refuse their load by design). A test that sets either key keeps it.
+    # Every test client comes from loopback, which the default
+    # source_limits_exempt lets past the per-source limits; tests about
+    # admission control need loopback limited like any client, so the
+    # exemption is emptied unless a test names the key (a comment naming it
+    # keeps the default). Tests not about admission control lift the
+    # per-source limits. A test that sets either key keeps it.
     # Likewise, tests count one record per connection, so those not about
     # the record budget lift it (past its burst, connections are summarized).
     UNLIMITED_SOURCES = "max_clients_per_source = 0;\nsource_rate = 0;\n"
     UNLIMITED_RECORDS = "log_connection_rate = 0; "  # no newline: error line numbers stay
+    NO_EXEMPTION = "source_limits_exempt = []; "
 
     def write_config(self, text, mode=0o644):
         text = text or ""
@@ -184,6 +204,8 @@ class Daemon:
                 text = self.UNLIMITED_RECORDS + text
             if "max_clients_per_source" not in text and "source_rate" not in text:
                 text = self.UNLIMITED_SOURCES + text
+            if "source_limits_exempt" not in text:
+                text = self.NO_EXEMPTION + text
         tmp = self.config_path + ".tmp"
         with open(tmp, "w") as f:
             f.write(text)
@@ -213,9 +235,7 @@ class Daemon:
         self.notify.bind(self.notify_path)
         os.chmod(self.notify_path, 0o777)
 
-        env = {k: v for k, v in os.environ.items()
-               if k not in ("JOURNAL_STREAM", "INVOCATION_ID", "NOTIFY_SOCKET", "LISTEN_FDS",
-                            "LISTEN_PID", "LISTEN_FDNAMES", "WATCHDOG_USEC", "WATCHDOG_PID")}
+        env = scrubbed_env()
         env["NOTIFY_SOCKET"] = self.notify_path
         env.update(self.extra_env)
 
@@ -358,7 +378,7 @@ class Daemon:
         return [m for m in (rx.search(i) for i in self.log.snapshot()) if m]
 
     def records(self):
-        return [m.groupdict() for m in (RECORD_RE.search(i) for i in self.log.snapshot()) if m]
+        return parse_records(self.log.snapshot())
 
     def wait_records(self, count, timeout=10):
         return [m.groupdict() for m in self.wait_log(RECORD_RE.pattern, timeout, count)]
@@ -379,7 +399,7 @@ class Daemon:
 
     def children(self):
         """(pid, state) of the daemon's direct children."""
-        return process_children(self.pid)
+        return procfs.children(self.pid)
 
     def fds(self, pid=None):
         """The process's descriptors, minus a wrapper's: valgrind parks its own
@@ -389,24 +409,7 @@ class Daemon:
         return sorted(f for f in fds if f < wrapper_floor)
 
     def cpu_seconds(self):
-        with open(f"/proc/{self.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def process_children(ppid):
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                rest = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(rest[1]) == ppid:
-            out.append((int(entry), rest[0]))
-    return out
+        return procfs.cpu_seconds(self.pid)
 
 
 def tcp_socket(local_port, remote_port):

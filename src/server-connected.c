@@ -1,0 +1,118 @@
+/* inetd style (Accept=yes): systemd accepts, starts one instance of
+ * echo-mpserv@.service per connection and passes it the connected socket;
+ * this process serves that one client and exits.
+ *
+ * Every client policy of the other modes applies here too, each where it
+ * can be enforced soundly (echo-mpserv(8), ACCEPT=YES):
+ * - deny and allow need nothing but the peer: judged here, refused the
+ *   same way (reset, the same "denied" record).
+ * - log_addresses: the daemon's records go through logaddr, as always, but
+ *   systemd names each instance after the client (echo-mpserv@N-LOCAL-
+ *   REMOTE.service) in its own records and in every record's unit field,
+ *   so only "full" can be enforced.
+ * - max_clients and max_clients_per_source span connections, which no
+ *   instance sees: echo-mpserv-generator writes them into the socket unit
+ *   as MaxConnections= and MaxConnectionsPerSource=, which systemd applies
+ *   to Accept=yes sockets. systemd counts single addresses, so that is the
+ *   daemon's per-source count only where the source prefix is the whole
+ *   address (/32, /128); a shorter prefix cannot be enforced.
+ * - source_rate needs one process that sees every connection of a source;
+ *   systemd has no per-source rate.
+ * - source_limits_exempt: an exempt client is held to neither per-source
+ *   limit, so neither is unenforceable for it; systemd's
+ *   MaxConnectionsPerSource= knows no exemption and caps it all the same
+ *   (stricter, never looser).
+ * A policy that cannot be enforced is never dropped silently: the
+ * connection is refused (reset) with an error record saying which key to
+ * change, and the instance exits with SERVER_UNENFORCEABLE. */
+#include <errno.h>
+#include <stdio.h>
+#include <sys/socket.h>
+
+#include "admission.h"
+#include "logaddr.h"
+#include "report.h"
+#include "server-private.h"
+#include "session-log.h"
+#include "spawn.h"
+#include "util.h"
+
+/* The key that cannot be enforced for a client from peer in this mode, with
+ * what to change, or NULL when every policy can be. */
+static const char *unenforceable(const struct config *c, const union sockaddr_any *peer, char *buf, size_t size) {
+        struct in6_addr addr;
+        bool v4;
+
+        if (c->log_addresses != LOG_ADDRESSES_FULL)
+                return "log_addresses: systemd names each Accept=yes instance after the client's address "
+                       "in the journal; set log_addresses = \"full\" to serve with Accept=yes";
+        if (admission_exempt(c, peer)) /* held to neither per-source limit, in any mode */
+                return NULL;
+        if (c->source_rate_milli > 0)
+                return "source_rate: a per-source rate needs one process that sees every connection, and "
+                       "systemd has none; set source_rate = 0 to serve with Accept=yes";
+        if (!c->max_clients_per_source || !cidr_address_of(peer, &addr))
+                return NULL;
+        v4 = IN6_IS_ADDR_V4MAPPED(&addr);
+        if (v4 ? c->source_prefix_v4 == 32 : c->source_prefix_v6 == 128)
+                return NULL;
+        snprintf(buf, size, "max_clients_per_source: systemd's MaxConnectionsPerSource= counts single "
+                 "addresses, not /%u sources; set %s = %u (or max_clients_per_source = 0) to serve with "
+                 "Accept=yes", v4 ? c->source_prefix_v4 : c->source_prefix_v6,
+                 v4 ? "source_prefix_ipv4" : "source_prefix_ipv6", v4 ? 32 : 128);
+        return buf;
+}
+
+/* The lists, judged as the parent judges them (a fresh admission state
+ * holds no count, so only deny and allow can refuse), and reported in the
+ * parent's record. Returns 1 when the client was refused, 0 when not, or
+ * -errno. */
+static int judge_lists(const struct config *cfg, const union sockaddr_any *peer, uint64_t now) {
+        struct admission adm;
+        struct admission_hold hold;
+        int r = admission_init(&adm, cfg);
+
+        if (r < 0)
+                return r;
+        r = admission_check(&adm, peer, now, &hold) >= 0;
+        if (r)
+                report_refusals(&adm, now);
+        admission_done(&adm);
+        return r;
+}
+
+int server_run_connected(const struct config *cfg, const sigset_t *worker_mask, int fd) {
+        struct worker_limits limits = server_worker_limits(cfg);
+        struct session_end e = { .child = { .pid = getpid(), .start_usec = now_usec(CLOCK_MONOTONIC) } };
+        socklen_t len = sizeof(e.child.peer);
+        char buf[320], client[LOGADDR_MAX];
+        const char *why;
+        int r;
+
+        /* Records show the address as log_addresses says, here too. */
+        r = logaddr_configure(cfg);
+        if (r < 0) {
+                safe_close(fd);
+                return log_errno(LOG_ERR, r, NULL, "cannot set up address hashing; closing the connection");
+        }
+        (void) getpeername(fd, &e.child.peer.sa, &len);
+        r = judge_lists(cfg, &e.child.peer, e.child.start_usec);
+        if (r != 0) {
+                server_refuse(fd);
+                return r < 0 ? log_errno(LOG_ERR, r, NULL, "cannot set up admission control; "
+                                         "connection reset") : 0;
+        }
+        why = unenforceable(cfg, &e.child.peer, buf, sizeof(buf));
+        if (why) {
+                server_refuse(fd);
+                log_msg(LOG_ERR, MSGID_CONFIG, "Accept=yes cannot enforce %s; connection from %s reset",
+                        why, logaddr_client(&e.child.peer, client));
+                return SERVER_UNENFORCEABLE;
+        }
+        server_check_socket_buffer(cfg);
+        worker_set_signals(); /* one session: SIGTERM cuts it, SIGHUP and the like do not */
+        (void) sigprocmask(SIG_SETMASK, worker_mask, NULL);
+        spawn_serve_here(fd, &e.report, e.child.start_usec, &limits);
+        session_log_record(&e, 0, now_usec(CLOCK_MONOTONIC));
+        return 0;
+}
