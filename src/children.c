@@ -109,6 +109,22 @@ void slot_report_check(struct slot_report *r, uint64_t now) {
                 r->stats.end_usec = now;
 }
 
+bool slot_report_worker_done(struct slot_report *r, bool orphaned) {
+        uint32_t expected = RECORDER_OPEN;
+
+        if (!__atomic_compare_exchange_n(&r->recorder, &expected, RECORDER_PARENT, false, __ATOMIC_SEQ_CST,
+                                         __ATOMIC_SEQ_CST))
+                return true; /* the daemon left first */
+        return orphaned;
+}
+
+bool slot_report_parent_leaves(struct slot_report *r) {
+        uint32_t expected = RECORDER_OPEN;
+
+        return !__atomic_compare_exchange_n(&r->recorder, &expected, RECORDER_WORKER, false, __ATOMIC_SEQ_CST,
+                                            __ATOMIC_SEQ_CST);
+}
+
 void slot_report_killed(struct slot_report *r) {
         if (r->stats.bytes_acked < r->stats.bytes_out)
                 r->stats.bytes_out = r->stats.bytes_acked;

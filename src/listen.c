@@ -9,11 +9,12 @@
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
+#include "handoff.h"
 #include "listen.h"
 #include "util.h"
 
 void listen_set_init(struct listen_set *ls) {
-        *ls = (struct listen_set) { .connected_fd = -1 };
+        *ls = (struct listen_set) { .connected_fd = -1, .handoff_fd = -1 };
 }
 
 void listen_close_all(struct listen_set *ls) {
@@ -21,6 +22,7 @@ void listen_close_all(struct listen_set *ls) {
                 ls->l[i].fd = safe_close(ls->l[i].fd);
         ls->n = 0;
         ls->connected_fd = safe_close(ls->connected_fd);
+        ls->handoff_fd = safe_close(ls->handoff_fd);
 }
 
 /* The worker sets SO_OOBINLINE on its client before the first read (see
@@ -92,7 +94,12 @@ int listen_inherit(struct listen_set *ls, char *err, size_t errlen) {
                 const char *name = names && names[i] ? names[i] : "unknown";
                 char kind[96];
 
-                if (sd_is_socket_inet(fd, AF_UNSPEC, SOCK_STREAM, 1, 0) > 0) {
+                if (strcmp(name, HANDOFF_FDNAME) == 0 && sd_is_socket(fd, AF_UNSPEC, 0, -1) == 0) {
+                        if (ls->handoff_fd < 0)
+                                ls->handoff_fd = fd;
+                        else
+                                safe_close(fd); /* one list only: the first */
+                } else if (sd_is_socket_inet(fd, AF_UNSPEC, SOCK_STREAM, 1, 0) > 0) {
                         struct listener *l = &ls->l[ls->n];
                         snprintf(l->name, sizeof(l->name), "%s", name);
                         l->inherited = true;
@@ -122,7 +129,7 @@ int listen_inherit(struct listen_set *ls, char *err, size_t errlen) {
                 listen_set_init(ls);
                 return r;
         }
-        return n;
+        return (int) ls->n + (ls->connected_fd >= 0);
 }
 
 bool listen_started_by_systemd(void) {

@@ -29,14 +29,17 @@ struct listen_set {
         unsigned n;
         struct listener l[LISTEN_MAX];
         int connected_fd;       /* Accept=yes: the one connected socket, else -1 */
+        int handoff_fd;         /* the sessions of the previous daemon (handoff.h), else -1 */
 };
 
 void listen_set_init(struct listen_set *ls);
 
 /* Takes what systemd passed (LISTEN_FDS). Returns the number of sockets
- * taken: 0 when nothing was passed. A single connected stream socket is
- * taken as ls->connected_fd (inetd style, Accept=yes). Anything else that
- * is not a listening TCP socket is an error. Unsets LISTEN_* either way. */
+ * taken: 0 when none was passed. A single connected stream socket is
+ * taken as ls->connected_fd (inetd style, Accept=yes); a file (not a
+ * socket) named HANDOFF_FDNAME, from the file descriptor store, as
+ * ls->handoff_fd. Anything else that is not a listening TCP socket is an
+ * error. Unsets LISTEN_* either way. */
 int listen_inherit(struct listen_set *ls, char *err, size_t errlen);
 
 /* True when systemd started this very process as a service: INVOCATION_ID

@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/pidfd.h>
 
 #include "log.h"
 #include "logaddr.h"
@@ -140,7 +141,10 @@ static void cut_one(struct child *ch, void *userdata) {
         int sig = *(int *) userdata;
 
         ch->cut = true;
-        (void) kill(ch->pid, sig);
+        if (ch->adopted)
+                (void) pidfd_send_signal(ch->pidfd, sig, NULL, 0);
+        else
+                (void) kill(ch->pid, sig);
 }
 
 void server_begin_shutdown(struct server *s, int sig) {
@@ -173,6 +177,8 @@ void server_begin_shutdown(struct server *s, int sig) {
 }
 
 void server_drain_deadlines(struct server *s, uint64_t now) {
+        if (s->handed_off)
+                return; /* the workers' own deadlines from now on */
         if (!s->cutting && now >= s->drain_deadline && s->children.active > 0) {
                 int sig = SIGTERM;
                 s->cutting = true;

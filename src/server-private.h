@@ -18,6 +18,8 @@
 #include "worker.h"
 
 #define KILL_GRACE_USEC (2 * USEC_PER_SEC)
+/* The epoll tag of an adopted session's pidfd: this bit and its slot. */
+#define SERVER_ADOPTED_TAG (UINT32_C(1) << 30)
 /* A worker cut with SIGTERM closes its connection itself before SIGKILL. */
 _Static_assert(KILL_GRACE_USEC > WORKER_CUT_LINGER_USEC, "the kill grace must outlast the cut's linger");
 
@@ -45,10 +47,11 @@ struct server {
         /* Accepting. */
         bool listening, at_cap;
 
-        /* Shutdown: the drain, then the cut. */
-        bool draining, cutting;
+        /* Shutdown: the drain, then the cut; or, under systemd, the hand-off
+         * of the sessions to their workers (server-handoff.c). */
+        bool draining, cutting, handed_off;
         uint64_t drain_deadline, kill_deadline;
-        unsigned drained, cut;
+        unsigned drained, cut, handed_over, adopted;
 
         /* Back-off from resource trouble: listeners paused until resume_at;
          * a client whose fork failed waits in pending_fd for the retry. */
@@ -124,5 +127,23 @@ uint64_t server_records_due(const struct server *s);
 void server_reload(struct server *s);
 /* SIGTERM/SIGINT: stops accepting and starts the drain; a second one ends it. */
 void server_begin_shutdown(struct server *s, int sig);
+/* server-handoff.c. At the start: counts the sessions the previous daemon
+ * handed over (s->ls->handoff_fd) that still run, under max_clients and
+ * their sources' limits, each until its pidfd says it ended
+ * (server_adopted_ended(), with its slot from the epoll tag). */
+void server_adopt(struct server *s);
+void server_adopted_ended(struct server *s, uint32_t slot);
+/* SIGTERM under socket activation: stops accepting and leaves at once; the
+ * workers finish on their own (worker_watch_parent()), each writing its
+ * record, and the next daemon accepts from the socket unit's listener and
+ * adopts them from systemd's file descriptor store. */
+void server_hand_off(struct server *s);
+/* What a worker whose daemon left writes as its record (struct
+ * spawn_orphan). */
+void server_record_own_end(const struct slot_report *report, const union sockaddr_any *peer, uint64_t start_usec);
+/* Reaps every ended worker (WNOHANG), recording each. */
+void server_reap(struct server *s);
+/* Records one reaped worker and gives back its slot and admission hold. */
+void server_record_reaped(struct server *s, struct child *ch, int status);
 /* During the drain: SIGTERM to what is left at drain_timeout, SIGKILL later. */
 void server_drain_deadlines(struct server *s, uint64_t now);

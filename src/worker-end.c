@@ -9,8 +9,10 @@
 #include <signal.h>
 #include <stdbool.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <unistd.h>
 
 #include "util.h"
 #include "worker-private.h"
@@ -58,6 +60,54 @@ void worker_set_signals(void) {
         (void) sigaction(SIGTERM, &term, NULL);
         for (size_t i = 0; i < ELEMENTSOF(ignored); i++)
                 (void) sigaction(ignored[i], &ign, NULL);
+}
+
+/* The daemon's exit (PR_SET_PDEATHSIG) arms a timer of drain_timeout
+ * (ITIMER_REAL); when it fires, the worker cuts itself with SIGTERM, the
+ * very path of the daemon's cut. Both handlers are async-signal-safe:
+ * setitimer() and kill() are plain system calls. */
+static volatile sig_atomic_t orphaned;
+static struct itimerval orphan_drain;
+
+static void on_alarm(int sig) {
+        (void) sig;
+        (void) kill(getpid(), SIGTERM);
+}
+
+static void on_orphaned(int sig) {
+        int saved = errno;
+
+        (void) sig;
+        orphaned = 1;
+        /* A zero it_value would disarm rather than fire: no drain is a cut now. */
+        if (orphan_drain.it_value.tv_sec == 0 && orphan_drain.it_value.tv_usec == 0)
+                on_alarm(SIGALRM);
+        else
+                (void) setitimer(ITIMER_REAL, &orphan_drain, NULL);
+        errno = saved;
+}
+
+int worker_watch_parent(pid_t parent, uint32_t drain_ms) {
+        struct sigaction a = { .sa_handler = on_orphaned, .sa_flags = SA_RESTART };
+
+        orphan_drain.it_value.tv_sec = drain_ms / 1000;
+        orphan_drain.it_value.tv_usec = (suseconds_t) (drain_ms % 1000) * 1000;
+        sigemptyset(&a.sa_mask);
+        if (sigaction(WORKER_ORPHAN_SIGNAL, &a, NULL) < 0)
+                return negative_errno();
+        a.sa_handler = on_alarm;
+        if (sigaction(SIGALRM, &a, NULL) < 0)
+                return negative_errno();
+        if (prctl(PR_SET_PDEATHSIG, WORKER_ORPHAN_SIGNAL) < 0)
+                return negative_errno();
+        /* The parent may have exited before the prctl(): no signal then. */
+        if (getppid() != parent)
+                (void) kill(getpid(), WORKER_ORPHAN_SIGNAL);
+        return 0;
+}
+
+bool worker_orphaned(void) {
+        return orphaned;
 }
 
 /* What the kernel holds for the client (SIOCOUTQ): sent but not

@@ -81,7 +81,7 @@ static void test_clean_worker(void) {
         ch = children_claim(&kids);
         ch->start_usec = now_usec(CLOCK_MONOTONIC);
         report = children_report(&kids, ch);
-        pid = spawn_worker(server, report, ch->start_usec, &lim, &orig);
+        pid = spawn_worker(server, report, ch->start_usec, &lim, &orig, NULL);
         ASSERT(pid > 0);
         close(server);
         children_commit(&kids, ch, pid);
