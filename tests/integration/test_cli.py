@@ -74,6 +74,15 @@ CONFIG_ROWS = [
      'c.conf:2: log_level = info: a string value must be in double quotes; write log_level = "info";'),
     ('deny = [ "192.0.2.0/24", localhost ];\n', 'c.conf:1: deny: list entry localhost is not quoted; write it as '
      '"localhost"'),
+    # An address or prefix written unquoted: named with its key, not a
+    # syntax error nor a "mismatched element type in array".
+    ('deny = [ 192.0.2.1 ];\n', 'c.conf:1: deny: list entry 192.0.2.1 is not quoted; an address or prefix must be '
+     'in double quotes: write it as "192.0.2.1"'),
+    ('allow = [ 2001:db8::/32 ];\n', 'c.conf:1: allow: list entry 2001:db8::/32 is not quoted'),
+    ('listen = [ 127.0.0.1 ];\n', 'c.conf:1: listen: list entry 127.0.0.1 is not quoted'),
+    ('source_limits_exempt = [ ::1 ];\n', 'c.conf:1: source_limits_exempt: list entry ::1 is not quoted'),
+    ('deny = [ "192.0.2.1",\n  198.51.100.0/24 ];\n', 'c.conf:2: deny: list entry 198.51.100.0/24 is not quoted'),
+    ('allow = [ /* v6 */ fe80::1 ];\n', 'c.conf:1: allow: list entry fe80::1 is not quoted'),
 ]
 
 
