@@ -117,7 +117,7 @@ def t_generator_fails_closed(m):
     assert echo_ok(m)
 
 
-@check("reload before the first client is harmless; a broken file at start waits, and stopped is 78/CONFIG, not a loop")
+@check("reload before the first client is harmless; a broken file at a start with no client is 78/CONFIG, not a loop")
 def t_reload(m):
     fresh(m)
     # (A reload of a broken file failing is in test_package.py's t_reload.)
@@ -128,14 +128,14 @@ def t_reload(m):
     assert r.returncode != 0 and "not active" in r.stderr, r.stderr
     m.systemctl("try-reload-or-restart", "echo-mpserv.service")
     assert m.is_active("echo-mpserv.service") == "inactive"
-    # A broken file at start: the daemon waits, not serving, and says so;
-    # stopped before a good reload, 78/CONFIG, no restart loop.
+    # A broken file at a start no client waits for: the start fails,
+    # 78/CONFIG, no restart loop (with a client queued it waits: below).
     reset_conf(m, 'max_clients = "many";\n')
-    m.systemctl("start", "echo-mpserv.service")
-    wait_status(m, "echo-mpserv.service", "Not serving, the configuration does not load",
-                f"{CONF}:1: max_clients must be an integer")
-    m.systemctl("stop", "echo-mpserv.service", check=False)
+    cursor = m.journal_cursor()
+    r = m.systemctl("start", "echo-mpserv.service", check=False)
+    assert r.returncode != 0, r
     m.wait_unit_state("echo-mpserv.service", ["failed"], timeout=30)
+    m.wait_journal(re.escape(f"{CONF}:1: max_clients must be an integer"), cursor=cursor, unit="echo-mpserv.service")
     status = m.systemctl("status", "echo-mpserv.service", "--no-pager", check=False).stdout
     assert "status=78/CONFIG" in status, status
     assert m.unit_property("echo-mpserv.service", "NRestarts") == "0"
@@ -143,7 +143,39 @@ def t_reload(m):
     reset_conf(m, "")
     assert echo_ok(m)
     figures.append("reload of an idle service: 'not active' (documented), try-reload-or-restart 0; "
-                   "broken file at start: waits not serving; stopped so: 78/CONFIG, 0 restarts")
+                   "broken file at a start with no client: start fails, 78/CONFIG, 0 restarts")
+
+
+@check("systemctl restart with a broken file reports the failure; the next client waits for the fix")
+def t_restart_broken_reports_failure(m):
+    fresh(m)
+    assert echo_ok(m)  # the daemon runs
+    reset_conf(m, "max_clients = 512\nidle_timeot = 10;\n")  # a typo
+    r = m.systemctl("restart", "echo-mpserv.service", check=False)
+    m.wait_unit_state("echo-mpserv.service", ["failed"], timeout=30)
+    active = m.is_active("echo-mpserv.service")
+    main_status = m.unit_property("echo-mpserv.service", "ExecMainStatus")
+    try_restart = m.systemctl("try-restart", "echo-mpserv.service", check=False)  # an upgrade's, now inactive
+    assert r.returncode != 0 and active == "failed" and main_status == "78", (r.returncode, active, main_status)
+    assert m.unit_property("echo-mpserv.service", "NRestarts") == "0"
+    assert m.is_active("echo-mpserv.socket") == "active"
+    # The next client starts it, and it waits for the fix, not looping.
+    got = {}
+    queued = threading.Thread(target=lambda: got.update(r=client(m, "once", "127.0.0.1", 7, 1000)))
+    queued.start()
+    try:
+        wait_status(m, "echo-mpserv.service", "Not serving, the configuration does not load")
+        reset_conf(m, "")
+        m.systemctl("reload", "echo-mpserv.service")
+        queued.join(120)
+    finally:
+        reset_conf(m, "")
+        queued.join(150)
+    assert got["r"]["received"] == 1000 and got["r"]["exact"], got
+    assert m.is_active("echo-mpserv.socket") == "active" and echo_ok(m)
+    figures.append(f"typo in the file, systemctl restart echo-mpserv: rc {r.returncode}, {active}, "
+                   f"status {main_status}; try-restart then rc {try_restart.returncode}; the next client waited "
+                   f"and got its 1000 bytes after fix + reload")
 
 
 @check("a broken file and a client queued: no start loop, the socket never fails, served after fix + reload")
@@ -248,6 +280,7 @@ def main():
         t_service_restart_after_port_change(m)
         t_generator_fails_closed(m)
         t_reload(m)
+        t_restart_broken_reports_failure(m)
         t_broken_config_with_a_client_queued(m)
         t_bad_credential_with_a_client_queued(m)
         t_upgrade_pending_port(m, newer)
