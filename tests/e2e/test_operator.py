@@ -256,6 +256,46 @@ def t_bad_credential_with_a_client_queued(m):
                    f"the queued client got its 1000 bytes back")
 
 
+ACCEPT_DROPIN = "/etc/systemd/system/echo-mpserv.socket.d/accept.conf"
+ACCEPT_WARNING = "echo-mpserv: WARNING: echo-mpserv.socket has Accept=yes"
+
+
+@check("upgrade of an Accept=yes socket whose file asks for what Accept=yes cannot enforce: one warning")
+def t_upgrade_accept_yes_warns(m, deb):
+    """The package's configure step (an upgrade: here the same package
+    again) warns when echo-mpserv.socket has Accept=yes and the file asks
+    for a policy an instance would reset every client for; not when the
+    file is what Accept=yes can enforce. NEWS says what changed."""
+    fresh(m)
+    m.systemctl("stop", "echo-mpserv.socket", "echo-mpserv.service")
+    m.write_file(ACCEPT_DROPIN, "[Socket]\nAccept=yes\nTriggerLimitIntervalSec=0\n")
+    m.systemctl("daemon-reload")
+    m.systemctl("start", "echo-mpserv.socket")
+    try:
+        reset_conf(m, "")  # the defaults: source_rate 20
+        r = m.run(["dpkg", "-i", f"/root/debs/{os.path.basename(deb)}"])
+        warned = [line for line in (r.stdout + r.stderr).splitlines() if "Accept=yes" in line]
+        reset_conf(m, "source_rate = 0;\nsource_prefix_ipv6 = 128;\n")
+        r2 = m.run(["dpkg", "-i", f"/root/debs/{os.path.basename(deb)}"])
+        quiet = [line for line in (r2.stdout + r2.stderr).splitlines() if "Accept=yes" in line]
+        news = m.run(["sh", "-c", "zcat /usr/share/doc/echo-mpserv/NEWS.Debian.gz"], check=False).stdout
+        figures.append(f"dpkg -i with Accept=yes and the default file: {warned}; with source_rate = 0 and "
+                       f"source_prefix_ipv6 = 128: {quiet}")
+        assert len([w for w in warned if ACCEPT_WARNING in w]) == 1, warned
+        assert any("Accept=yes cannot enforce source_rate: " in w for w in warned), warned
+        assert quiet == [], quiet
+        assert "--force-confold" in news and "TriggerLimitIntervalSec=0" in news and \
+            "source_limits_exempt = []" in news, news
+        assert echo_ok(m)
+    finally:
+        m.run(["rm", "-f", ACCEPT_DROPIN])
+        reset_conf(m, "")
+        m.systemctl("stop", "echo-mpserv.socket", check=False)
+        m.systemctl("daemon-reload")
+        m.systemctl("reset-failed", check=False)
+        m.systemctl("start", "echo-mpserv.socket")
+
+
 @check("upgrade with a port edit pending: the package moves the socket, no unit failed")
 def t_upgrade_pending_port(m, newer):
     fresh(m)
@@ -283,6 +323,7 @@ def main():
         t_restart_broken_reports_failure(m)
         t_broken_config_with_a_client_queued(m)
         t_bad_credential_with_a_client_queued(m)
+        t_upgrade_accept_yes_warns(m, deb)
         t_upgrade_pending_port(m, newer)
         m.poweroff()
     return report(m, start)
