@@ -28,7 +28,10 @@
 #include <libconfig.h>
 #include <math.h>
 #include <systemd/sd-daemon.h>
-__attribute__((used)) static void *volatile daemon_libs[] = { (void *) sd_booted, (void *) config_init, (void *) nextafter };
+/* Function pointers: ISO C converts between function pointer types, never
+ * to void *. */
+typedef void (*fn_t)(void);
+__attribute__((used)) static fn_t volatile daemon_libs[] = { (fn_t) sd_booted, (fn_t) config_init, (fn_t) nextafter };
 #define VARIANT "daemon-libs"
 #else
 #define VARIANT "plain"
@@ -139,8 +142,8 @@ int main(int argc, char **argv) {
         if (fork_loop(o.duration, &r) < 0)
                 return 1;
         printf("mode=forkfloor variant=" VARIANT " maps=%d secs=%.3f forks=%llu forks_per_s=%.1f usec_per_fork=%.2f ballast_mib=%lu failures=%llu%s%s\n",
-               count_maps(), r.secs, (unsigned long long) r.forks, r.forks / r.secs,
-               r.forks ? r.secs * 1e6 / r.forks : 0.0, o.mib,
+               count_maps(), r.secs, (unsigned long long) r.forks, (double) r.forks / r.secs,
+               r.forks ? r.secs * 1e6 / (double) r.forks : 0.0, o.mib,
                (unsigned long long) r.failures, o.label ? " label=" : "", o.label ? o.label : "");
         free(ballast);
         return 0;

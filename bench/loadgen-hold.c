@@ -309,11 +309,12 @@ void run_hold(struct lg *g) {
                " rss_kb=%" PRIu64 " base_procs=%u base_pss_kb=%" PRIu64 " base_uss_kb=%" PRIu64
                " pss_kb_per_conn=%.2f uss_kb_per_conn=%.2f pss_kb_per_conn_incr=%.2f uss_kb_per_conn_incr=%.2f"
                " pte_kb=%" PRIu64 " pte_kb_per_conn=%.2f",
-               o->addr_str, o->port, o->conc, established, est_ns / 1e9,
-               est_ns ? established / (est_ns / 1e9) : 0.0, o->duration, held_n, alive, check_ns / 1e9,
+               o->addr_str, o->port, o->conc, established, (double) est_ns / 1e9,
+               est_ns ? established / ((double) est_ns / 1e9) : 0.0, o->duration, held_n, alive,
+               (double) check_ns / 1e9,
                held.procs, held.pss_kb, held.uss_kb, held.rss_kb, base.procs, base.pss_kb, base.uss_kb,
-               held.pss_kb * per, held.uss_kb * per,
+               (double) held.pss_kb * per, (double) held.uss_kb * per,
                ((double) held.pss_kb - (double) base.pss_kb) * per,
                ((double) held.uss_kb - (double) base.uss_kb) * per,
-               held.pte_kb, held.pte_kb * per);
+               held.pte_kb, (double) held.pte_kb * per);
 }

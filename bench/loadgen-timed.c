@@ -345,20 +345,20 @@ static void print_timed(struct lg *g, double secs, unsigned ready, unsigned aliv
         if (o->mode == M_RATE)
                 printf("mode=rate addr=%s port=%d conc=%u secs=%.3f cycles=%" PRIu64 " conn_per_s=%.1f "
                        "p50_us=%.1f p99_us=%.1f p999_us=%.1f max_us=%.1f",
-                       o->addr_str, o->port, o->conc, secs, g->st.done, g->st.done / secs,
+                       o->addr_str, o->port, o->conc, secs, g->st.done, (double) g->st.done / secs,
                        percentile_us(lat, 50), percentile_us(lat, 99), percentile_us(lat, 99.9),
                        percentile_us(lat, 100));
         else if (o->mode == M_PINGPONG)
                 printf("mode=pingpong addr=%s port=%d conc=%u connected=%u alive=%u secs=%.3f msgs=%" PRIu64
                        " msg_per_s=%.1f p50_us=%.1f p99_us=%.1f p999_us=%.1f max_us=%.1f",
-                       o->addr_str, o->port, o->conc, ready, alive, secs, g->st.done, g->st.done / secs,
+                       o->addr_str, o->port, o->conc, ready, alive, secs, g->st.done, (double) g->st.done / secs,
                        percentile_us(lat, 50), percentile_us(lat, 99), percentile_us(lat, 99.9),
                        percentile_us(lat, 100));
         else
                 printf("mode=stream addr=%s port=%d conc=%u connected=%u alive=%u secs=%.3f bytes=%" PRIu64
                        " mb_per_s=%.2f",
                        o->addr_str, o->port, o->conc, ready, alive, secs, g->st.bytes,
-                       g->st.bytes / secs / 1e6);
+                       (double) g->st.bytes / secs / 1e6);
 }
 
 void run_timed(struct lg *g) {

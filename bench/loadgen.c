@@ -100,7 +100,7 @@ static int parse_options(struct opts *o, int argc, char **argv) {
         static const struct option longopts[] = {
                 { "pid", required_argument, NULL, 'P' },
                 { "help", no_argument, NULL, 'h' },
-                {}
+                { NULL, 0, NULL, 0 }
         };
         int c;
 

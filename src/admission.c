@@ -39,7 +39,10 @@ static bool listed(const struct cidr *list, uint32_t n, const struct in6_addr *a
         return false;
 }
 
-static int refuse(struct admission *a, struct source *e, int reason, uint64_t now) {
+/* Counts a refusal for the report; returns false (not admitted) for
+ * admission_check() to pass on. */
+static bool count_refusal(struct admission *a, struct source *e, enum refuse_reason reason, uint64_t now,
+                          enum refuse_reason *ret_reason) {
         a->refused[reason]++;
         if (e) {
                 e->refused[reason] = sat_add_u32(e->refused[reason], 1);
@@ -49,19 +52,21 @@ static int refuse(struct admission *a, struct source *e, int reason, uint64_t no
                 /* no key to tell it from others */
                 a->sources.forgotten.untracked = sat_add_u32(a->sources.forgotten.untracked, 1);
         }
-        return reason;
+        *ret_reason = reason;
+        return false;
 }
 
 /* A denied source is tallied for the report in its entry when it has one,
  * else in a tally that may only take the place of another tally (or of
  * nothing): a flood of denied sources never displaces what the checks of
  * admitted sources rely on. Without room it is summed with the rest. */
-static int refuse_denied(struct admission *a, const struct cidr *key, uint64_t now) {
+static bool count_denied(struct admission *a, const struct cidr *key, uint64_t now,
+                         enum refuse_reason *ret_reason) {
         struct source *e = sources_find(&a->sources, key);
 
         if (!e)
                 e = sources_get(&a->sources, key, true, a->cfg->source_burst, now);
-        return refuse(a, e, REFUSE_DENIED, now);
+        return count_refusal(a, e, REFUSE_DENIED, now, ret_reason);
 }
 
 static void hold(struct admission *a, struct source *e, uint64_t now, struct admission_hold *h) {
@@ -76,37 +81,37 @@ bool admission_exempt(const struct config *c, const union sockaddr_any *peer) {
         return cidr_address_of(peer, &addr) && listed(c->exempt, c->n_exempt, &addr);
 }
 
-int admission_check(struct admission *a, const union sockaddr_any *peer, uint64_t now,
-                    struct admission_hold *h) {
+bool admission_check(struct admission *a, const union sockaddr_any *peer, uint64_t now,
+                     struct admission_hold *ret_hold, enum refuse_reason *ret_reason) {
         const struct config *c = a->cfg;
         double rate = c->source_rate_milli / 1000.0, burst = c->source_burst;
         struct in6_addr addr;
         struct source *e;
         struct cidr key;
 
-        *h = (struct admission_hold) { .counted = false };
+        *ret_hold = (struct admission_hold) { .counted = false };
         if (!source_of(a, peer, &addr, &key))
-                return -1; /* not an IP peer (the listeners are TCP/IP): nothing to count */
+                return true; /* not an IP peer (the listeners are TCP/IP): nothing to count */
         if (listed(c->deny, c->n_deny, &addr) || (c->n_allow > 0 && !listed(c->allow, c->n_allow, &addr)))
-                return refuse_denied(a, &key, now);
+                return count_denied(a, &key, now, ret_reason);
         /* Exempt: neither limited nor counted, so it takes no place in the
          * table and never adds to a shared prefix's sessions. */
         if (listed(c->exempt, c->n_exempt, &addr))
-                return -1;
+                return true;
         e = sources_get(&a->sources, &key, false, burst, now);
         if (!e) /* only live sessions in the table: more than ADMISSION_LIVE_MAX, cannot be */
-                return refuse(a, NULL, REFUSE_PER_SOURCE, now);
+                return count_refusal(a, NULL, REFUSE_PER_SOURCE, now, ret_reason);
         e->checked = true;
         if (e->blocked_until > now)
-                return refuse(a, e, REFUSE_RATE, now);
+                return count_refusal(a, e, REFUSE_RATE, now, ret_reason);
         if (rate > 0 && !source_take_token(e, rate, burst, now)) {
-                e->blocked_until = now + (uint64_t) c->source_block_ms * USEC_PER_MSEC;
-                return refuse(a, e, REFUSE_RATE, now);
+                e->blocked_until = now + usec_from_ms(c->source_block_ms);
+                return count_refusal(a, e, REFUSE_RATE, now, ret_reason);
         }
         if (c->max_clients_per_source && e->active >= c->max_clients_per_source)
-                return refuse(a, e, REFUSE_PER_SOURCE, now);
-        hold(a, e, now, h);
-        return -1;
+                return count_refusal(a, e, REFUSE_PER_SOURCE, now, ret_reason);
+        hold(a, e, now, ret_hold);
+        return true;
 }
 
 void admission_hold_session(struct admission *a, const union sockaddr_any *peer, uint64_t now,

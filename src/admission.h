@@ -16,7 +16,7 @@
 #include <stdint.h>
 
 #include "addr.h"
-#include "admission-hold.h"
+#include "admission-types.h"
 #include "cidr.h"
 #include "config.h"
 #include "sources.h"
@@ -30,18 +30,17 @@ struct admission {
         struct sources sources;
         const struct config *cfg;       /* limits and lists; owned by the caller */
         uint64_t refused[_REFUSE_MAX];  /* since start */
-        uint64_t forgotten_reported;    /* sources.forgotten_total at the last report */
-        uint64_t held_since_usec;       /* reports held (log_level) since then; 0: none */
 };
 
 int admission_init(struct admission *a, const struct config *cfg);
 void admission_done(struct admission *a);
 
-/* Decides for a new connection from peer. Returns -1 when admitted, with
- * what was counted in *hold (the session must give it back through
- * admission_release()), or the refuse_reason (*hold is then not counted). */
-int admission_check(struct admission *a, const union sockaddr_any *peer, uint64_t now,
-                    struct admission_hold *hold);
+/* Decides for a new connection from peer. Returns true when it is admitted,
+ * with what was counted in *ret_hold (the session must give it back through
+ * admission_release()); false when it is refused, with the reason in
+ * *ret_reason (*ret_hold is then not counted). */
+bool admission_check(struct admission *a, const union sockaddr_any *peer, uint64_t now,
+                     struct admission_hold *ret_hold, enum refuse_reason *ret_reason);
 
 /* Counts a session that is already running (a recount after a reload). */
 void admission_hold_session(struct admission *a, const union sockaddr_any *peer, uint64_t now,

@@ -132,7 +132,7 @@ static void format_reasons(const struct budget *b, char *buf, size_t size) {
         size_t used = 0;
 
         buf[0] = 0;
-        for (int i = 0; i < _CLOSE_REASON_MAX && used < size; i++)
+        for (enum close_reason i = 0; i < _CLOSE_REASON_MAX && used < size; i++)
                 if (b->reasons[i])
                         used += (size_t) snprintf(buf + used, size - used, "%s%s %" PRIu64, used ? ", " : "",
                                                   close_reason_name(i), b->reasons[i]);
@@ -184,7 +184,7 @@ static void write_summary(struct budget *b, uint64_t now, uint64_t served, int p
                  b->session_usec % USEC_PER_SEC / USEC_PER_MSEC, n_sources, sources, b->recorded, b->summarized,
                  served);
         snprintf(f[n++], sizeof(f[0]), "CONNECTIONS=%" PRIu64, b->connections);
-        for (int i = 0; i < _CLOSE_REASON_MAX; i++) {
+        for (enum close_reason i = 0; i < _CLOSE_REASON_MAX; i++) {
                 if (!b->reasons[i])
                         continue;
                 snprintf(f[n], sizeof(f[0]), "CLOSED_%s=%" PRIu64, close_reason_name(i), b->reasons[i]);

@@ -4,6 +4,7 @@
 #include <sys/mman.h>
 
 #include "children.h"
+#include "openaddr.h"
 #include "util.h"
 
 static uint32_t hash_pid(pid_t pid, uint32_t mask) {
@@ -98,7 +99,7 @@ struct child *children_find(const struct children *c, pid_t pid) {
 void slot_report_check(struct slot_report *r, uint64_t now) {
         sa_family_t family = r->local.sa.sa_family;
 
-        if (r->stats.reason < 0 || r->stats.reason >= _CLOSE_REASON_MAX)
+        if (r->stats.reason >= _CLOSE_REASON_MAX)
                 r->stats.reason = CLOSE_ERROR;
         if (r->stats.error <= 0 || r->stats.error >= 4096)
                 r->stats.error = 0;
@@ -106,6 +107,22 @@ void slot_report_check(struct slot_report *r, uint64_t now) {
                 memset(&r->local, 0, sizeof(r->local));
         if (r->stats.end_usec > now)
                 r->stats.end_usec = now;
+}
+
+bool slot_report_worker_done(struct slot_report *r, bool orphaned) {
+        uint32_t expected = RECORDER_OPEN;
+
+        if (!__atomic_compare_exchange_n(&r->recorder, &expected, RECORDER_PARENT, false, __ATOMIC_SEQ_CST,
+                                         __ATOMIC_SEQ_CST))
+                return true; /* the daemon left first */
+        return orphaned;
+}
+
+bool slot_report_parent_leaves(struct slot_report *r) {
+        uint32_t expected = RECORDER_OPEN;
+
+        return !__atomic_compare_exchange_n(&r->recorder, &expected, RECORDER_WORKER, false, __ATOMIC_SEQ_CST,
+                                            __ATOMIC_SEQ_CST);
 }
 
 void slot_report_killed(struct slot_report *r) {
@@ -121,26 +138,31 @@ void children_ended(const struct children *c, const struct child *ch, uint64_t n
         slot_report_check(&out->report, now);
 }
 
-/* Linear-probing delete without tombstones: shift later members of the
- * probe run back so that no lookup ever stops early at the new hole. */
+/* The pid table for openaddr_delete(). */
+static bool pid_occupied(const void *table, uint32_t slot) {
+        const struct children *c = table;
+
+        return c->table[slot].pid != 0;
+}
+
+static uint32_t pid_home(const void *table, uint32_t slot) {
+        const struct children *c = table;
+
+        return hash_pid(c->table[slot].pid, c->table_mask);
+}
+
+static void pid_move(void *table, uint32_t from, uint32_t to) {
+        struct children *c = table;
+
+        c->table[to] = c->table[from];
+        c->table[from].pid = 0;
+}
+
+static const struct openaddr_ops pid_table = { pid_occupied, pid_home, pid_move };
+
 static void remove_entry(struct children *c, uint32_t hole) {
-        uint32_t j = hole;
-
         c->table[hole].pid = 0;
-        for (;;) {
-                uint32_t home;
-
-                j = (j + 1) & c->table_mask;
-                if (c->table[j].pid == 0)
-                        return;
-                home = hash_pid(c->table[j].pid, c->table_mask);
-                /* Move j into the hole unless its home lies cyclically in (hole, j]. */
-                if ((hole < j) ? (home <= hole || home > j) : (home <= hole && home > j)) {
-                        c->table[hole] = c->table[j];
-                        c->table[j].pid = 0;
-                        hole = j;
-                }
-        }
+        openaddr_delete(c, c->table_mask, hole, &pid_table);
 }
 
 void children_release(struct children *c, struct child *ch) {

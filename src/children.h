@@ -26,13 +26,15 @@
 #include <sys/types.h>
 
 #include "addr.h"
-#include "admission-hold.h"
+#include "admission-types.h"
 #include "worker.h"
 
 /* What the parent knows of one worker. Parent-only. */
 struct child {
         pid_t pid;                      /* 0 until committed */
         bool cut;                       /* the parent ended it at shutdown */
+        bool adopted;                   /* a previous daemon's worker (server_adopt()), not our child */
+        int pidfd;                      /* adopted only: tells when it ends */
         uint64_t start_usec;            /* CLOCK_MONOTONIC, set by the parent */
         union sockaddr_any peer;        /* from accept() */
         struct admission_hold hold;     /* what admission control counted */
@@ -42,6 +44,16 @@ struct child {
 struct slot_report {
         union sockaddr_any local;       /* getsockname() */
         struct worker_stats stats;      /* kept current */
+        uint32_t recorder;              /* RECORDER_*, see slot_report_worker_done() */
+};
+
+/* Who writes a session's record when the daemon may leave before its
+ * worker ends (server_hand_off()): decided once, by whichever side comes
+ * first, with a compare-and-swap on the report. */
+enum {
+        RECORDER_OPEN = 0,      /* the session runs */
+        RECORDER_PARENT,        /* the worker ended with the daemon there */
+        RECORDER_WORKER,        /* the daemon left first */
 };
 
 /* One ended session as the parent records it: its own record, and a
@@ -90,6 +102,16 @@ void children_release(struct children *c, struct child *ch);
 
 /* Calls fn for every running worker. */
 void children_foreach(struct children *c, void (*fn)(struct child *ch, void *userdata), void *userdata);
+
+/* The worker, its session over: true when it must write its own record
+ * because the daemon has left (or was never told, having been killed:
+ * `orphaned`). Otherwise the daemon records it when it reaps it. */
+bool slot_report_worker_done(struct slot_report *r, bool orphaned);
+/* The daemon, about to leave: true when the worker already ended and the
+ * daemon must reap and record it; otherwise the worker records itself. A
+ * worker can write any value here; the worst it can do is make the daemon
+ * wait for it (boundedly, see server_hand_off()). */
+bool slot_report_parent_leaves(struct slot_report *r);
 
 /* Makes a report read from a worker safe to use as it stands: a close
  * reason out of range becomes CLOSE_ERROR, an error number outside

@@ -9,7 +9,8 @@
 
 static const uint8_t v4_mapped_prefix[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
 
-bool cidr_is_v4(const struct in6_addr *a) {
+/* An IPv4 address in its IPv4-mapped form (::ffff:a.b.c.d). */
+static bool cidr_is_v4(const struct in6_addr *a) {
         return memcmp(a->s6_addr, v4_mapped_prefix, sizeof(v4_mapped_prefix)) == 0;
 }
 

@@ -22,8 +22,6 @@ struct cidr {
 /* The client's address in the 16-byte form; false for other families. */
 bool cidr_address_of(const union sockaddr_any *a, struct in6_addr *out);
 
-bool cidr_is_v4(const struct in6_addr *a);
-
 /* "192.0.2.0/24", "2001:db8::/32", or a bare address (a single host).
  * Refuses host bits past the length ("192.0.2.1/24"), so a typo does not
  * silently cover a different network. Returns 0 or -EINVAL. */

@@ -23,7 +23,7 @@ static const struct option options[] = {
         { "log-level",    required_argument, NULL, OPT_LOG_LEVEL },
         { "help",         no_argument,       NULL, 'h' },
         { "version",      no_argument,       NULL, 'V' },
-        {}
+        { NULL,           0,                 NULL, 0 }
 };
 
 void cli_usage(FILE *f) {

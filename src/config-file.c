@@ -4,7 +4,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "config.h"
+#include "config-keys.h"
 
 int config_load_file(const char *path, bool given, struct config *out, bool *no_file, struct config_diag *diag) {
         struct config_diag before = *diag;

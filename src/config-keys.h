@@ -1,6 +1,7 @@
-/* Inside the config module only: the table that describes every key once.
+/* Inside the config module only (and its fuzz harness): the table that
+ * describes every key once, and what the module's files share besides.
  * Parsing (config.c), formatting and comparing (config-format.c) all walk
- * it, so they cannot disagree about a key. */
+ * the table, so they cannot disagree about a key. */
 #pragma once
 
 #include <stdbool.h>
@@ -47,3 +48,5 @@ static inline const void *config_cfield(const struct config *c, const struct key
 int config_format_value(const struct config *c, const struct key *k, char *buf, size_t size);
 
 int config_log_addresses_from_name(const char *name);
+const char *config_log_addresses_name(int mode);
+const char *config_log_level_name(int level);

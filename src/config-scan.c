@@ -12,11 +12,13 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
+#include "config-keys.h"
 #include "config-scan.h"
 
 struct lexer {
@@ -40,11 +42,18 @@ struct lexer {
         int err;
 };
 
-#define PROBLEM(lx, at, fmt, ...)                                                               \
-        do {                                                                                    \
-                config_diag_add((lx)->diag, "%s:%u: " fmt, (lx)->name, (at), ##__VA_ARGS__);    \
-                (lx)->scan->problems++;                                                         \
-        } while (0)
+/* One problem at line `at` of the text being scanned, counted in the scan. */
+__attribute__((format(printf, 3, 4)))
+static void problem(struct lexer *lx, unsigned at, const char *fmt, ...) {
+        char what[1024];
+        va_list ap;
+
+        va_start(ap, fmt);
+        vsnprintf(what, sizeof(what), fmt, ap);
+        va_end(ap);
+        config_diag_add(lx->diag, "%s:%u: %s", lx->name, at, what);
+        lx->scan->problems++;
+}
 
 static bool is_name_char(char c) {
         return isalnum((unsigned char) c) || c == '_' || c == '-' || c == '*';
@@ -60,7 +69,7 @@ static void check_number(struct lexer *lx, const char *tok, size_t len) {
         bool is_long, hex, is_float;
 
         if (len >= sizeof(buf)) {
-                PROBLEM(lx, lx->line, "number '%.20s...' is too long", tok);
+                problem(lx, lx->line, "number '%.20s...' is too long", tok);
                 return;
         }
         while (digits > 0 && (tok[digits - 1] == 'L' || tok[digits - 1] == 'l'))
@@ -75,11 +84,11 @@ static void check_number(struct lexer *lx, const char *tok, size_t len) {
         /* libconfig reads "." and "-." as 0 (which means "no limit" for
          * most keys): a number needs a digit. */
         if (!strpbrk(buf, "0123456789")) {
-                PROBLEM(lx, lx->line, "'%.*s' is not a number", (int) len, tok);
+                problem(lx, lx->line, "'%.*s' is not a number", (int) len, tok);
                 return;
         }
         if (hex && buf[0] == '-') {
-                PROBLEM(lx, lx->line, "hexadecimal numbers cannot be negative: %.*s", (int) len, tok);
+                problem(lx, lx->line, "hexadecimal numbers cannot be negative: %.*s", (int) len, tok);
                 return;
         }
 
@@ -87,7 +96,7 @@ static void check_number(struct lexer *lx, const char *tok, size_t len) {
         if (is_float) {
                 double v = strtod(buf, NULL);
                 if (errno == ERANGE || !isfinite(v))
-                        PROBLEM(lx, lx->line, "number %.*s is out of range", (int) len, tok);
+                        problem(lx, lx->line, "number %.*s is out of range", (int) len, tok);
                 return;
         }
 
@@ -105,9 +114,9 @@ static void check_number(struct lexer *lx, const char *tok, size_t len) {
         if (!overflow)
                 return;
         if (is_long)
-                PROBLEM(lx, lx->line, "integer %.*s does not fit in 64 bits", (int) len, tok);
+                problem(lx, lx->line, "integer %.*s does not fit in 64 bits", (int) len, tok);
         else
-                PROBLEM(lx, lx->line, "integer %s does not fit in 32 bits; "
+                problem(lx, lx->line, "integer %s does not fit in 32 bits; "
                         "write it with an L suffix (%sL) if it is meant to be that large", buf, buf);
 }
 
@@ -125,13 +134,13 @@ static void check_include(struct lexer *lx) {
         for (const char *q = lx->text; q < p; q++)
                 line += *q == '\n';
         lx->scan->include = lx->scan->withhold = true;
-        PROBLEM(lx, line, "@include is not supported; keep the whole configuration in one file");
+        problem(lx, line, "@include is not supported; keep the whole configuration in one file");
 }
 
 static void check_bom(struct lexer *lx) {
         if (lx->len >= 3 && memcmp(lx->text, "\xef\xbb\xbf", 3) == 0) {
                 lx->scan->withhold = true;
-                PROBLEM(lx, 1, "the file starts with a byte order mark (bytes ef bb bf); save it without one");
+                problem(lx, 1, "the file starts with a byte order mark (bytes ef bb bf); save it without one");
         }
 }
 
@@ -143,7 +152,7 @@ static void check_cr(struct lexer *lx, size_t i) {
         if (lx->text[i] != '\r' || at(lx, i + 1, '\n') || lx->bare_cr)
                 return;
         lx->bare_cr = lx->scan->withhold = true;
-        PROBLEM(lx, lx->line, "a carriage return that does not end a line (old Mac line endings?); "
+        problem(lx, lx->line, "a carriage return that does not end a line (old Mac line endings?); "
                 "the parser would not see a new line there");
 }
 
@@ -175,7 +184,7 @@ static void skip_block_comment(struct lexer *lx) {
         }
         if (i >= lx->len) {
                 lx->scan->withhold = true;
-                PROBLEM(lx, start, "a /* comment that is never closed; it would hide the rest of the file");
+                problem(lx, start, "a /* comment that is never closed; it would hide the rest of the file");
         }
         lx->i = i + 2;
 }
@@ -229,12 +238,12 @@ static void skip_string(struct lexer *lx) {
                         /* libconfig drops a \x00 (a C string cannot hold it). */
                         if (c == 0) {
                                 if (!nul)
-                                        PROBLEM(lx, lx->line, "a string cannot hold a NUL byte (\\x00); "
+                                        problem(lx, lx->line, "a string cannot hold a NUL byte (\\x00); "
                                                 "the parser would drop it");
                                 nul = true;
                         } else if (c > 0 && !control) {
                                 control = true;
-                                PROBLEM(lx, start, "a string cannot hold a control character (escaped "
+                                problem(lx, start, "a string cannot hold a control character (escaped "
                                         "as %.*s)", lx->text[i + 1] == 'x' || lx->text[i + 1] == 'X' ? 4 : 2,
                                         lx->text + i);
                         }
@@ -242,16 +251,16 @@ static void skip_string(struct lexer *lx) {
                 } else if (is_control((unsigned char) c) && !control) {
                         control = true;
                         if (c == '\n')
-                                PROBLEM(lx, start, "a string cannot run past the end of its line; close "
+                                problem(lx, start, "a string cannot run past the end of its line; close "
                                         "it with '\"' on the line where it starts");
                         else
-                                PROBLEM(lx, start, "a string cannot hold a control character (byte 0x%02x)", c);
+                                problem(lx, start, "a string cannot hold a control character (byte 0x%02x)", c);
                 }
                 lx->line += lx->text[i] == '\n';
         }
         if (i >= lx->len) {
                 lx->scan->withhold = true;
-                PROBLEM(lx, start, "a string that is never closed; it would hide the rest of the file");
+                problem(lx, start, "a string that is never closed; it would hide the rest of the file");
         }
         lx->i = i + 1;
 }
@@ -289,10 +298,10 @@ static void check_bare_word(struct lexer *lx, const char *word, size_t len) {
                 return;
         lx->scan->withhold = true;
         if (lx->list)
-                PROBLEM(lx, lx->line, "%.*s: list entry %.*s is not quoted; write it as \"%.*s\"", k,
+                problem(lx, lx->line, "%.*s: list entry %.*s is not quoted; write it as \"%.*s\"", k,
                         lx->setting, n, word, n, word);
         else
-                PROBLEM(lx, lx->line, "%.*s = %.*s: a string value must be in double quotes; write %.*s = "
+                problem(lx, lx->line, "%.*s = %.*s: a string value must be in double quotes; write %.*s = "
                         "\"%.*s\";", k, lx->setting, n, word, k, lx->setting, n, word);
 }
 
@@ -320,7 +329,7 @@ static bool check_unquoted_address(struct lexer *lx) {
         n = (int) (len > 64 ? 64 : len);
         k = (int) (lx->setting_len > 64 ? 64 : lx->setting_len);
         lx->scan->withhold = true;
-        PROBLEM(lx, lx->line, "%.*s: list entry %.*s is not quoted; an address or prefix must be in double quotes: "
+        problem(lx, lx->line, "%.*s: list entry %.*s is not quoted; an address or prefix must be in double quotes: "
                 "write it as \"%.*s\"", k, lx->setting, n, t, n, t);
         lx->i += len;
         lx->prev = '"';
@@ -355,7 +364,7 @@ static void lex_one(struct lexer *lx) {
                 /* libconfig joins adjacent strings as C does: in a list that
                  * is a missing comma ("::" "1" would read as "::1"). */
                 if (lx->prev == '"')
-                        PROBLEM(lx, lx->line, "two strings with no comma between them would be read as one; "
+                        problem(lx, lx->line, "two strings with no comma between them would be read as one; "
                                 "separate list entries with ','");
                 skip_string(lx);
                 lx->prev = '"';

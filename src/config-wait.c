@@ -6,10 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
-#include <sys/socket.h>
 #include <unistd.h>
-
-#include <systemd/sd-daemon.h>
 
 #include "config-wait.h"
 #include "listen.h"
@@ -29,20 +26,15 @@ static const char *const fix[] = {
 };
 
 bool config_wait_applies(void) {
-        struct pollfd p[LISTEN_MAX];
-        int n = sd_listen_fds(0), k = 0;
-
-        if (!listen_started_by_systemd() || n <= 0)
-                return false;
         /* Accept=yes passes one connected socket: that instance serves one
-         * client, and its failure does not trigger the socket again. */
-        for (int fd = SD_LISTEN_FDS_START; fd < SD_LISTEN_FDS_START + n && k < LISTEN_MAX; fd++)
-                if (sd_is_socket(fd, AF_UNSPEC, SOCK_STREAM, 1) > 0)
-                        p[k++] = (struct pollfd) { .fd = fd, .events = POLLIN };
-        /* Only a client already waiting would trigger the socket again; with
-         * none (a restart, an upgrade's try-restart) exiting 78 is right:
-         * the restart reports the failure. */
-        return k > 0 && poll(p, (nfds_t) k, 0) > 0;
+         * client, and its failure does not trigger the socket again. Only a
+         * client already waiting would trigger it again, and only sessions
+         * handed over by the previous daemon would end with this one (its
+         * unit stopped); with neither (a restart, an upgrade's try-restart
+         * of an idle service) exiting 78 is right: the restart reports the
+         * failure. */
+        return listen_started_by_systemd() && listen_passed_listener() &&
+               (listen_client_waiting() || listen_sessions_handed_over());
 }
 
 /* STATUS= holds the first problem (the journal has them all, logged by

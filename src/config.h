@@ -137,8 +137,9 @@ bool config_listen_is_ipv4(const char *address);
 /* The same address, however written ("::1" and "0::1"). */
 bool config_listen_same(const char *a, const char *b);
 
-const char *config_log_level_name(int level);
 int config_log_level_from_name(const char *name); /* -EINVAL when unknown */
-const char *config_log_addresses_name(int mode);
 
+/* Adds one problem to *d: each a line of its text, up to what fits, then a
+ * count of the rest. Also for the daemon's own start-up problems that belong
+ * with the file's (main.c: the hash key credential). */
 void config_diag_add(struct config_diag *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -4,7 +4,12 @@
 #include "dropin.h"
 
 bool dropin_is_default(const struct config *c) {
-        return c->port == 7 && c->n_listen == 1 && config_listen_dual_stack(c, 0);
+        struct config d;
+
+        /* The socket unit listens where the defaults do (config_defaults()). */
+        config_defaults(&d);
+        return c->port == d.port && c->n_listen == d.n_listen && d.n_listen == 1 &&
+               config_listen_same(c->listen[0], d.listen[0]) && config_listen_dual_stack(c, 0);
 }
 
 /* ListenStream= (replacing the unit's) and BindIPv6Only=. */

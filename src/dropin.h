@@ -8,8 +8,9 @@
 
 #include "config.h"
 
-/* True when c listens where echo-mpserv.socket already does (port 7 on the
- * dual-stack wildcard): then the drop-in leaves ListenStream= alone. */
+/* True when c listens where echo-mpserv.socket already does, the defaults'
+ * port and address (config_defaults(): port 7 on the dual-stack wildcard):
+ * then the drop-in leaves ListenStream= alone. */
 bool dropin_is_default(const struct config *c);
 
 /* Writes a [Socket] section: MaxConnections= and MaxConnectionsPerSource=

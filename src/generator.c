@@ -23,6 +23,7 @@
 
 #include "config.h"
 #include "dropin.h"
+#include "util.h"
 
 #define UNIT "echo-mpserv.socket"
 #define DROPIN "50-echo-mpserv-generator.conf"
@@ -61,17 +62,17 @@ static int write_dropin(const char *dir, const struct config *c, const char *sou
 
         snprintf(path, sizeof(path), "%s/" UNIT ".d", dir);
         if (mkdir(path, 0755) < 0 && errno != EEXIST)
-                return -errno;
+                return negative_errno();
         snprintf(path, sizeof(path), "%s/" UNIT ".d/" DROPIN, dir);
         snprintf(tmp, sizeof(tmp), "%s.tmp", path);
         f = fopen(tmp, "we");
         if (!f)
-                return -errno;
+                return negative_errno();
         r = c ? dropin_write(c, source, f) : dropin_write_closed(source, CHECKER, f);
         if (fclose(f) != 0 && r == 0)
                 r = -EIO;
         if (r == 0 && rename(tmp, path) < 0)
-                r = -errno;
+                r = negative_errno();
         if (r < 0)
                 unlink(tmp);
         return r;

@@ -2,6 +2,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,11 +10,12 @@
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
+#include "handoff.h"
 #include "listen.h"
 #include "util.h"
 
 void listen_set_init(struct listen_set *ls) {
-        *ls = (struct listen_set) { .connected_fd = -1 };
+        *ls = (struct listen_set) { .connected_fd = -1, .handoff_fd = -1 };
 }
 
 void listen_close_all(struct listen_set *ls) {
@@ -21,6 +23,7 @@ void listen_close_all(struct listen_set *ls) {
                 ls->l[i].fd = safe_close(ls->l[i].fd);
         ls->n = 0;
         ls->connected_fd = safe_close(ls->connected_fd);
+        ls->handoff_fd = safe_close(ls->handoff_fd);
 }
 
 /* The worker sets SO_OOBINLINE on its client before the first read (see
@@ -92,7 +95,12 @@ int listen_inherit(struct listen_set *ls, char *err, size_t errlen) {
                 const char *name = names && names[i] ? names[i] : "unknown";
                 char kind[96];
 
-                if (sd_is_socket_inet(fd, AF_UNSPEC, SOCK_STREAM, 1, 0) > 0) {
+                if (strcmp(name, HANDOFF_FDNAME) == 0 && sd_is_socket(fd, AF_UNSPEC, 0, -1) == 0) {
+                        if (ls->handoff_fd < 0)
+                                ls->handoff_fd = fd;
+                        else
+                                safe_close(fd); /* one list only: the first */
+                } else if (sd_is_socket_inet(fd, AF_UNSPEC, SOCK_STREAM, 1, 0) > 0) {
                         struct listener *l = &ls->l[ls->n];
                         snprintf(l->name, sizeof(l->name), "%s", name);
                         l->inherited = true;
@@ -122,7 +130,7 @@ int listen_inherit(struct listen_set *ls, char *err, size_t errlen) {
                 listen_set_init(ls);
                 return r;
         }
-        return n;
+        return (int) ls->n + (ls->connected_fd >= 0);
 }
 
 bool listen_started_by_systemd(void) {
@@ -133,6 +141,42 @@ bool listen_started_by_systemd(void) {
                 return false;
         snprintf(own, sizeof(own), "%ld", (long) getpid());
         return strcmp(pid, own) == 0;
+}
+
+bool listen_passed_listener(void) {
+        int n = sd_listen_fds(0);
+
+        for (int fd = SD_LISTEN_FDS_START; fd < SD_LISTEN_FDS_START + n; fd++)
+                if (sd_is_socket(fd, AF_UNSPEC, SOCK_STREAM, 1) > 0)
+                        return true;
+        return false;
+}
+
+bool listen_sessions_handed_over(void) {
+        struct handoff_entry *e = NULL;
+        char **names = NULL;
+        size_t count = 0;
+        int n = sd_listen_fds_with_names(0, &names);
+
+        for (int i = 0; i < n && count == 0; i++)
+                if (names && names[i] && strcmp(names[i], HANDOFF_FDNAME) == 0 &&
+                    sd_is_socket(SD_LISTEN_FDS_START + i, AF_UNSPEC, 0, -1) == 0 &&
+                    handoff_read(SD_LISTEN_FDS_START + i, CONFIG_MAX_CLIENTS_LIMIT, &e, &count) >= 0)
+                        free(e);
+        for (int i = 0; names && i < n; i++)
+                free(names[i]);
+        free(names);
+        return count > 0;
+}
+
+bool listen_client_waiting(void) {
+        struct pollfd p[LISTEN_MAX];
+        int n = sd_listen_fds(0), k = 0;
+
+        for (int fd = SD_LISTEN_FDS_START; fd < SD_LISTEN_FDS_START + n && k < LISTEN_MAX; fd++)
+                if (sd_is_socket(fd, AF_UNSPEC, SOCK_STREAM, 1) > 0)
+                        p[k++] = (struct pollfd) { .fd = fd, .events = POLLIN };
+        return k > 0 && poll(p, (nfds_t) k, 0) > 0;
 }
 
 static int bind_one(struct listener *l, const char *address, uint16_t port, bool v6only,

@@ -29,14 +29,17 @@ struct listen_set {
         unsigned n;
         struct listener l[LISTEN_MAX];
         int connected_fd;       /* Accept=yes: the one connected socket, else -1 */
+        int handoff_fd;         /* the sessions of the previous daemon (handoff.h), else -1 */
 };
 
 void listen_set_init(struct listen_set *ls);
 
 /* Takes what systemd passed (LISTEN_FDS). Returns the number of sockets
- * taken: 0 when nothing was passed. A single connected stream socket is
- * taken as ls->connected_fd (inetd style, Accept=yes). Anything else that
- * is not a listening TCP socket is an error. Unsets LISTEN_* either way. */
+ * taken: 0 when none was passed. A single connected stream socket is
+ * taken as ls->connected_fd (inetd style, Accept=yes); a file (not a
+ * socket) named HANDOFF_FDNAME, from the file descriptor store, as
+ * ls->handoff_fd. Anything else that is not a listening TCP socket is an
+ * error. Unsets LISTEN_* either way. */
 int listen_inherit(struct listen_set *ls, char *err, size_t errlen);
 
 /* True when systemd started this very process as a service: INVOCATION_ID
@@ -45,6 +48,19 @@ int listen_inherit(struct listen_set *ls, char *err, size_t errlen);
  * a daemon must get its sockets from the socket unit and never bind: the
  * unit's sandbox forbids it, and binding would bypass the socket unit. */
 bool listen_started_by_systemd(void);
+
+/* True when the sockets systemd passes (LISTEN_FDS, left set) include a
+ * listening stream socket, as a socket unit's listener; false for none, or
+ * for the one connected socket of Accept=yes. */
+bool listen_passed_listener(void);
+
+/* True when a connection waits in the accept queue of one of the listening
+ * sockets systemd passes (polled, not accepted). */
+bool listen_client_waiting(void);
+
+/* True when systemd passes the list of a previous daemon's sessions
+ * (handoff.h) and it names at least one, still running under this unit. */
+bool listen_sessions_handed_over(void);
 
 /* Binds every address of c->listen on `port`, dual-stack where
  * config_listen_dual_stack() says; a dual-stack address becomes 0.0.0.0

@@ -2,6 +2,7 @@
  * send(): the kernel attaches the sender's credentials (systemd sets
  * SO_PASSCRED on its socket), which is what NotifyAccess=main checks. */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <poll.h>
 #include <stdarg.h>
@@ -67,14 +68,29 @@ void notify_close(void) {
  * writable once the peer has read (the kernel wakes its senders), so
  * poll() bounds the wait and send() retries. Signals are blocked and read
  * from the signalfd, so poll() is interrupted only by a stop signal. */
-static int send_waiting(const char *msg, size_t n, uint64_t wait_usec) {
+static int send_waiting_fd(const char *msg, size_t n, int fd, uint64_t wait_usec) {
         uint64_t deadline = now_usec(CLOCK_MONOTONIC) + wait_usec;
+        union {
+                struct cmsghdr h;
+                char buf[CMSG_SPACE(sizeof(int))];
+        } control = { 0 };
+        struct iovec iov = { .iov_base = (void *) msg, .iov_len = n };
+        struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
 
+        if (fd >= 0) {
+                mh.msg_control = control.buf;
+                mh.msg_controllen = sizeof(control.buf);
+                struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+                c->cmsg_level = SOL_SOCKET;
+                c->cmsg_type = SCM_RIGHTS;
+                c->cmsg_len = CMSG_LEN(sizeof(int));
+                memcpy(CMSG_DATA(c), &fd, sizeof(int));
+        }
         for (;;) {
                 struct pollfd p = { .fd = notify_fd, .events = POLLOUT };
                 uint64_t now;
 
-                if (send(notify_fd, msg, n, MSG_NOSIGNAL | MSG_DONTWAIT) >= 0)
+                if (sendmsg(notify_fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT) >= 0)
                         return 0;
                 if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
                         return negative_errno();
@@ -84,6 +100,10 @@ static int send_waiting(const char *msg, size_t n, uint64_t wait_usec) {
                 if (poll(&p, 1, usec_to_timeout_ms(deadline - now)) < 0 && errno != EINTR)
                         return negative_errno();
         }
+}
+
+static int send_waiting(const char *msg, size_t n, uint64_t wait_usec) {
+        return send_waiting_fd(msg, n, -1, wait_usec);
 }
 
 __attribute__((format(printf, 2, 3)))
@@ -164,4 +184,36 @@ void notify_stopping(const char *status, uint64_t extend_usec) {
 
 void notify_watchdog(void) {
         notify_send(NOTIFY_KIND_WATCHDOG, "WATCHDOG=1");
+}
+
+void notify_store_remove(const char *name) {
+        notify_send(NOTIFY_KIND_STATUS, "FDSTOREREMOVE=1\nFDNAME=%s", name);
+}
+
+int notify_store_fd(int fd, const char *name) {
+        char msg[128];
+        int p[2], r;
+
+        if (notify_fd < 0)
+                return -ENOTCONN;
+        r = connected ? 0 : notify_connect();
+        if (r < 0)
+                return r;
+        snprintf(msg, sizeof(msg), "FDSTORE=1\nFDNAME=%s", name);
+        r = send_waiting_fd(msg, strlen(msg), fd, NOTIFY_STATE_WAIT_USEC);
+        if (r < 0)
+                return r;
+        /* The barrier: systemd closes the pipe's far end once it has dealt
+         * with every message sent before it, the store among them. */
+        if (pipe2(p, O_CLOEXEC) < 0)
+                return negative_errno();
+        r = send_waiting_fd("BARRIER=1", strlen("BARRIER=1"), p[1], NOTIFY_STATE_WAIT_USEC);
+        safe_close(p[1]);
+        if (r == 0) {
+                struct pollfd pf = { .fd = p[0], .events = 0 };
+                int n = poll(&pf, 1, usec_to_timeout_ms(NOTIFY_STATE_WAIT_USEC));
+                r = n > 0 ? 0 : n == 0 ? -ETIMEDOUT : negative_errno();
+        }
+        safe_close(p[0]);
+        return r;
 }

@@ -55,6 +55,16 @@ void notify_reloading(void);
 void notify_stopping(const char *status, uint64_t extend_usec);
 void notify_watchdog(void);
 
+/* Stores fd in the service manager's file descriptor store under `name`
+ * (FDSTORE=1, FDNAME=) and waits, up to NOTIFY_STATE_WAIT_USEC, until the
+ * manager has taken it (BARRIER=1). 0, -ENOTCONN without a notification
+ * socket, or -errno. The caller keeps fd. */
+int notify_store_fd(int fd, const char *name);
+
+/* Removes what the store holds under `name` (FDSTOREREMOVE=1); a failure
+ * is counted like that of a STATUS=. */
+void notify_store_remove(const char *name);
+
 /* How many notifications could not be sent since the last call, the error
  * of the last one (0 when none failed) and their kinds (NOTIFY_KIND_*
  * bits); the count restarts at 0. */

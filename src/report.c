@@ -98,28 +98,28 @@ static void one_source(const struct cidr *key, const uint32_t counts[_REFUSE_MAX
         log_struct(LOG_WARNING, MSGID_REFUSED, message, fields, n);
 }
 
-void report_refusals(struct admission *a, uint64_t now) {
+void report_refusals(struct report_refusals *r, struct admission *a, uint64_t now) {
         uint64_t span = REPORT_INTERVAL_USEC;
 
         /* Filtered out (log_level): the counts are held for the first
          * report written, which then covers the time since, never reset as
          * if it had been written. They saturate (sat_add_u32()). */
         if (!log_enabled(LOG_WARNING)) {
-                if (!a->held_since_usec)
-                        a->held_since_usec = now;
+                if (!r->held_since_usec)
+                        r->held_since_usec = now;
                 admission_sweep(a, now);
                 return;
         }
-        if (a->held_since_usec) {
-                span += now - a->held_since_usec;
-                a->held_since_usec = 0;
+        if (r->held_since_usec) {
+                span += now - r->held_since_usec;
+                r->held_since_usec = 0;
         }
         admission_report(a, now, REPORT_MAX_LINES, one_source, &span);
-        if (admission_forgotten(a) > a->forgotten_reported) {
+        if (admission_forgotten(a) > r->forgotten_reported) {
                 log_msg(LOG_WARNING, MSGID_REFUSED, "source table full (source_table_size %" PRIu32 "): "
                         "forgot the %" PRIu64 " least recently seen source(s) without sessions in the last %"
-                        PRIu64 " s", a->sources.capacity, admission_forgotten(a) - a->forgotten_reported,
+                        PRIu64 " s", a->sources.capacity, admission_forgotten(a) - r->forgotten_reported,
                         span / USEC_PER_SEC);
-                a->forgotten_reported = admission_forgotten(a);
+                r->forgotten_reported = admission_forgotten(a);
         }
 }

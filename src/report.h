@@ -28,7 +28,13 @@ void report_status(const struct report_state *st, char *buf, size_t size);
 /* The SIGUSR1 record. */
 void report_summary(const struct report_state *st);
 
+/* What report_refusals() carries from one call to the next; zero at start. */
+struct report_refusals {
+        uint64_t forgotten_reported;    /* admission_forgotten() at the last record */
+        uint64_t held_since_usec;       /* records held (log_level) since then; 0: none */
+};
+
 /* One record per source refused since the last call (at most
  * REPORT_MAX_LINES, the rest summed into one), and one when sources were
  * forgotten to make room in the source table. */
-void report_refusals(struct admission *a, uint64_t now);
+void report_refusals(struct report_refusals *r, struct admission *a, uint64_t now);

@@ -75,13 +75,15 @@ static int family_of(const union sockaddr_any *peer) {
 static int judge_lists(const struct config *cfg, const union sockaddr_any *peer, uint64_t now) {
         struct admission adm;
         struct admission_hold hold;
+        struct report_refusals refusals = { 0 };
+        enum refuse_reason reason;
         int r = admission_init(&adm, cfg);
 
         if (r < 0)
                 return r;
-        r = admission_check(&adm, peer, now, &hold) >= 0;
+        r = !admission_check(&adm, peer, now, &hold, &reason);
         if (r)
-                report_refusals(&adm, now);
+                report_refusals(&refusals, &adm, now);
         admission_done(&adm);
         return r;
 }
@@ -103,14 +105,14 @@ int server_run_connected(const struct config *cfg, const sigset_t *worker_mask, 
         (void) getpeername(fd, &e.child.peer.sa, &len);
         r = judge_lists(cfg, &e.child.peer, e.child.start_usec);
         if (r != 0) {
-                server_refuse(fd);
+                reset_close(fd);
                 return r < 0 ? log_errno(LOG_ERR, r, NULL, "cannot set up admission control; "
                                          "connection reset") : 0;
         }
         why = server_accept_yes_unenforceable(cfg, !admission_exempt(cfg, &e.child.peer), family_of(&e.child.peer),
                                               buf, sizeof(buf));
         if (why) {
-                server_refuse(fd);
+                reset_close(fd);
                 log_msg(LOG_ERR, MSGID_CONFIG, "Accept=yes cannot enforce %s; connection from %s reset",
                         why, logaddr_client(&e.child.peer, client));
                 return SERVER_UNENFORCEABLE;

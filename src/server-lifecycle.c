@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/pidfd.h>
 
 #include "log.h"
 #include "logaddr.h"
@@ -140,7 +141,10 @@ static void cut_one(struct child *ch, void *userdata) {
         int sig = *(int *) userdata;
 
         ch->cut = true;
-        (void) kill(ch->pid, sig);
+        if (ch->adopted)
+                (void) pidfd_send_signal(ch->pidfd, sig, NULL, 0);
+        else
+                (void) kill(ch->pid, sig);
 }
 
 void server_begin_shutdown(struct server *s, int sig) {
@@ -164,15 +168,17 @@ void server_begin_shutdown(struct server *s, int sig) {
                 admission_release(&s->adm, &s->pending_hold, now);
                 s->cut++;
         }
-        s->drain_deadline = now + (uint64_t) s->cfg.drain_timeout_ms * USEC_PER_MSEC;
+        s->drain_deadline = now + usec_from_ms(s->cfg.drain_timeout_ms);
         log_msg(LOG_NOTICE, MSGID_SHUTDOWN, "%s: stopped accepting; draining %u session(s) for up to %" PRIu32 " ms",
                 strsignal(sig), s->children.active, s->cfg.drain_timeout_ms);
         server_format_status(s, status, sizeof(status));
-        notify_stopping(status, (uint64_t) s->cfg.drain_timeout_ms * USEC_PER_MSEC + KILL_GRACE_USEC +
+        notify_stopping(status, usec_from_ms(s->cfg.drain_timeout_ms) + KILL_GRACE_USEC +
                                 5 * USEC_PER_SEC);
 }
 
 void server_drain_deadlines(struct server *s, uint64_t now) {
+        if (s->handed_off)
+                return; /* the workers' own deadlines from now on */
         if (!s->cutting && now >= s->drain_deadline && s->children.active > 0) {
                 int sig = SIGTERM;
                 s->cutting = true;

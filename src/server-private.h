@@ -18,6 +18,8 @@
 #include "worker.h"
 
 #define KILL_GRACE_USEC (2 * USEC_PER_SEC)
+/* The epoll tag of an adopted session's pidfd: this bit and its slot. */
+#define SERVER_ADOPTED_TAG (UINT32_C(1) << 30)
 /* A worker cut with SIGTERM closes its connection itself before SIGKILL. */
 _Static_assert(KILL_GRACE_USEC > WORKER_CUT_LINGER_USEC, "the kill grace must outlast the cut's linger");
 
@@ -26,20 +28,33 @@ static inline unsigned sat_add(unsigned a, unsigned b) {
         return a > UINT_MAX - b ? UINT_MAX : a + b;
 }
 
+/* The parent's state, by concern. The state machine: listening (unless
+ * at_cap, or paused by back-off until resume_at) -> draining (SIGTERM: no
+ * more accepting, sessions end on their own until drain_deadline) ->
+ * cutting (SIGTERM to the workers, SIGKILL at kill_deadline) -> exit. Every
+ * deadline below is CLOCK_MONOTONIC µs; next_timeout_ms() in server.c waits
+ * for the nearest. */
 struct server {
+        /* What it runs with, and what it owns. */
         struct config cfg;
         const struct server_options *opt;
         struct listen_set *ls;
         struct children children;
+        struct admission adm;
         int epfd, sfd;
         sigset_t worker_mask;
 
-        bool listening, at_cap, draining, cutting;
-        uint64_t drain_deadline, kill_deadline;
-        unsigned drained, cut;
+        /* Accepting. */
+        bool listening, at_cap;
 
-        /* Resource trouble: listeners paused until resume_at; a client
-         * whose fork failed waits in pending_fd for the retry. */
+        /* Shutdown: the drain, then the cut; or, under systemd, the hand-off
+         * of the sessions to their workers (server-handoff.c). */
+        bool draining, cutting, handed_off;
+        uint64_t drain_deadline, kill_deadline;
+        unsigned drained, cut, handed_over, adopted;
+
+        /* Back-off from resource trouble: listeners paused until resume_at;
+         * a client whose fork failed waits in pending_fd for the retry. */
         uint64_t resume_at, backoff;
         int pending_fd;
         union sockaddr_any pending_peer;
@@ -47,32 +62,38 @@ struct server {
         unsigned failures;
         struct ratelimit trouble_rl;
 
-        /* Restart-only keys whose value in the file differs from the one
-         * running ("port, listen"); empty when none. */
+        /* Configuration state across reloads. Restart-only keys whose value
+         * in the file differs from the one running ("port, listen"); empty
+         * when none. on_defaults: the running configuration is the built-in
+         * defaults because no file was at the default path (at start, or at
+         * the last reload): only then may a reload find no file and keep
+         * going. */
         char restart_pending[128];
-        /* The running configuration is the built-in defaults because no
-         * file was at the default path (at start, or at the last reload):
-         * only then may a reload find no file and keep going. */
         bool on_defaults;
 
+        /* Periodic work: the refusal and budget records (report_at), the
+         * STATUS= line when it changed (status_at), the watchdog. */
+        uint64_t report_at;
+        bool status_dirty;
+        uint64_t status_at, watchdog_interval, watchdog_at;
+
+        /* Counters the operator sees (report_state). */
+        uint64_t served, started_usec;
+
         /* Records a client can provoke, folded to one a second (see
-         * log_cap() and log_recovered() in server.c): what each owed record
-         * still has to report. cap_changes: [0] left the cap, [1] reached it.
-         * Held while log_level filters the record out; they saturate
-         * (sat_add()) rather than wrap. */
+         * server_log_cap() and server_log_recovered() in server-records.c):
+         * what each owed record still has to report. cap_changes: [0] left
+         * the cap, [1] reached it. Held while log_level filters the record
+         * out; they saturate (sat_add()) rather than wrap. */
         struct ratelimit cap_rl, recover_rl;
         unsigned cap_changes[2], recoveries, recovered_failures;
         struct budget budget;
+        struct report_refusals refusals;
         /* Notifications that could not be sent, not yet logged. */
         struct ratelimit notify_rl;
         unsigned notify_failed;
         unsigned notify_kinds;     /* NOTIFY_KIND_* bits of those failed */
         int notify_error;
-
-        struct admission adm;
-        uint64_t served, started_usec, report_at;
-        bool status_dirty;
-        uint64_t status_at, watchdog_interval, watchdog_at;
 };
 
 /* A warning when socket_buffer is more than the kernel gives a socket
@@ -83,12 +104,7 @@ void server_check_socket_buffer(const struct config *c);
 
 /* The limits a session runs with, from a configuration. */
 struct worker_limits server_worker_limits(const struct config *c);
-/* A refused connection is reset at once: the client learns immediately, and
- * the kernel frees the socket without a TIME_WAIT on our side. Closes fd. */
-void server_refuse(int fd);
 
-/* The counters the operator sees, for report.c. */
-struct report_state server_report_state(const struct server *s);
 /* The STATUS= text. */
 void server_format_status(const struct server *s, char *buf, size_t size);
 /* Arms or disarms the listeners to match the state; logs cap changes and
@@ -111,5 +127,23 @@ uint64_t server_records_due(const struct server *s);
 void server_reload(struct server *s);
 /* SIGTERM/SIGINT: stops accepting and starts the drain; a second one ends it. */
 void server_begin_shutdown(struct server *s, int sig);
+/* server-handoff.c. At the start: counts the sessions the previous daemon
+ * handed over (s->ls->handoff_fd) that still run, under max_clients and
+ * their sources' limits, each until its pidfd says it ended
+ * (server_adopted_ended(), with its slot from the epoll tag). */
+void server_adopt(struct server *s);
+void server_adopted_ended(struct server *s, uint32_t slot);
+/* SIGTERM under socket activation: stops accepting and leaves at once; the
+ * workers finish on their own (worker_watch_parent()), each writing its
+ * record, and the next daemon accepts from the socket unit's listener and
+ * adopts them from systemd's file descriptor store. */
+void server_hand_off(struct server *s);
+/* What a worker whose daemon left writes as its record (struct
+ * spawn_orphan). */
+void server_record_own_end(const struct slot_report *report, const union sockaddr_any *peer, uint64_t start_usec);
+/* Reaps every ended worker (WNOHANG), recording each. */
+void server_reap(struct server *s);
+/* Records one reaped worker and gives back its slot and admission hold. */
+void server_record_reaped(struct server *s, struct child *ch, int status);
 /* During the drain: SIGTERM to what is left at drain_timeout, SIGKILL later. */
 void server_drain_deadlines(struct server *s, uint64_t now);

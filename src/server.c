@@ -41,7 +41,8 @@
 #define STATUS_INTERVAL_USEC (500 * USEC_PER_MSEC)
 
 
-struct report_state server_report_state(const struct server *s) {
+/* The counters the operator sees, for report.c. */
+static struct report_state server_report_state(const struct server *s) {
         return (struct report_state) {
                 .active = s->children.active, .max_clients = s->cfg.max_clients, .served = s->served,
                 .refused = s->adm.refused, .sources = admission_sources(&s->adm),
@@ -120,9 +121,9 @@ struct worker_limits server_worker_limits(const struct config *c) {
         return (struct worker_limits) {
                 .buffer_size = c->buffer_size,
                 .socket_buffer = c->socket_buffer,
-                .idle_timeout_ms = c->idle_timeout_ms,
-                .write_timeout_ms = c->write_timeout_ms,
-                .max_session_time_ms = c->max_session_time_ms,
+                .idle_timeout_usec = usec_from_ms(c->idle_timeout_ms),
+                .write_timeout_usec = usec_from_ms(c->write_timeout_ms),
+                .max_session_time_usec = usec_from_ms(c->max_session_time_ms),
                 .max_session_bytes = c->max_session_bytes,
         };
 }
@@ -136,14 +137,18 @@ static int start_worker(struct server *s, int fd, const union sockaddr_any *peer
         pid_t pid;
 
         if (!ch) { /* cannot happen below the cap (slots cover the largest one); be safe anyway */
-                server_refuse(fd);
+                reset_close(fd);
                 admission_release(&s->adm, hold, now_usec(CLOCK_MONOTONIC));
                 return -ENOSPC;
         }
+        struct spawn_orphan orphan = { .parent = getpid(), .drain_ms = s->cfg.drain_timeout_ms, .peer = *peer,
+                                       .record = server_record_own_end };
+
         ch->peer = *peer;
         ch->hold = *hold;
         ch->start_usec = now_usec(CLOCK_MONOTONIC);
-        pid = spawn_worker(fd, children_report(&s->children, ch), ch->start_usec, &limits, &s->worker_mask);
+        pid = spawn_worker(fd, children_report(&s->children, ch), ch->start_usec, &limits, &s->worker_mask,
+                           &orphan);
         if (pid < 0) {
                 children_release(&s->children, ch);
                 s->pending_fd = fd;
@@ -153,6 +158,9 @@ static int start_worker(struct server *s, int fd, const union sockaddr_any *peer
                 return (int) pid;
         }
         safe_close(fd);
+        struct child *stale = children_find(&s->children, pid);
+        if (stale && stale->adopted) /* its pid is reused: it ended */
+                server_adopted_ended(s, (uint32_t) (stale - s->children.child));
         children_commit(&s->children, ch, pid);
         s->served++;
         s->status_dirty = true;
@@ -169,17 +177,11 @@ static bool accept_error_is_per_connection(int err) {
                err == ENETUNREACH || err == EPERM || err == EINTR;
 }
 
-void server_refuse(int fd) {
-        struct linger l = { .l_onoff = 1, .l_linger = 0 };
-
-        (void) setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
-        safe_close(fd);
-}
-
 static void accept_ready(struct server *s, struct listener *l) {
         for (int i = 0; i < ACCEPT_BATCH && s->listening; i++) {
                 union sockaddr_any peer;
                 struct admission_hold hold;
+                enum refuse_reason reason; /* counted for the report by admission */
                 socklen_t len = sizeof(peer);
                 int fd;
 
@@ -195,8 +197,8 @@ static void accept_ready(struct server *s, struct listener *l) {
                         back_off(s, MSGID_ACCEPT_FAILED, "accept()", negative_errno());
                         break;
                 }
-                if (admission_check(&s->adm, &peer, now_usec(CLOCK_MONOTONIC), &hold) >= 0) {
-                        server_refuse(fd);
+                if (!admission_check(&s->adm, &peer, now_usec(CLOCK_MONOTONIC), &hold, &reason)) {
+                        reset_close(fd); /* the client learns at once; no TIME_WAIT here */
                         s->status_dirty = true;
                         continue;
                 }
@@ -206,11 +208,30 @@ static void accept_ready(struct server *s, struct listener *l) {
         server_update_listening(s);
 }
 
-static void reap(struct server *s) {
+void server_record_reaped(struct server *s, struct child *ch, int status) {
+        uint64_t now = now_usec(CLOCK_MONOTONIC);
+        struct session_end e;
+
+        children_ended(&s->children, ch, now, &e);
+        if (WIFSIGNALED(status))
+                slot_report_killed(&e.report);
+        budget_connection(&s->budget, &s->cfg, &e, status, now);
+        admission_release(&s->adm, &ch->hold, now);
+        if (s->draining) {
+                /* Drained only if it ended by itself: not killed,
+                 * and not ended by the cut (SIGTERM, ours or not). */
+                if (WIFSIGNALED(status) || e.report.stats.reason == CLOSE_SHUTDOWN)
+                        s->cut++;
+                else
+                        s->drained++;
+        }
+        children_release(&s->children, ch);
+        s->status_dirty = true;
+}
+
+void server_reap(struct server *s) {
         for (;;) {
-                struct session_end e;
                 struct child *ch;
-                uint64_t now;
                 int status;
                 pid_t pid = waitpid(-1, &status, WNOHANG);
 
@@ -219,24 +240,8 @@ static void reap(struct server *s) {
                 if (pid <= 0)
                         break;
                 ch = children_find(&s->children, pid);
-                if (!ch)
-                        continue;
-                now = now_usec(CLOCK_MONOTONIC);
-                children_ended(&s->children, ch, now, &e);
-                if (WIFSIGNALED(status))
-                        slot_report_killed(&e.report);
-                budget_connection(&s->budget, &s->cfg, &e, status, now);
-                admission_release(&s->adm, &ch->hold, now);
-                if (s->draining) {
-                        /* Drained only if it ended by itself: not killed,
-                         * and not ended by the cut (SIGTERM, ours or not). */
-                        if (WIFSIGNALED(status) || e.report.stats.reason == CLOSE_SHUTDOWN)
-                                s->cut++;
-                        else
-                                s->drained++;
-                }
-                children_release(&s->children, ch);
-                s->status_dirty = true;
+                if (ch)
+                        server_record_reaped(s, ch, status);
         }
         server_update_listening(s);
 }
@@ -247,9 +252,16 @@ static void handle_signals(struct server *s) {
         while (read(s->sfd, &si, sizeof(si)) == (ssize_t) sizeof(si)) {
                 switch (si.ssi_signo) {
                 case SIGCHLD:
-                        reap(s);
+                        server_reap(s);
                         break;
                 case SIGTERM:
+                        /* Under socket activation systemd keeps the
+                         * listener: the next daemon can take it at once. */
+                        if (!s->draining && s->ls->n > 0 && s->ls->l[0].inherited && listen_started_by_systemd())
+                                server_hand_off(s);
+                        else
+                                server_begin_shutdown(s, (int) si.ssi_signo);
+                        break;
                 case SIGINT:
                         server_begin_shutdown(s, (int) si.ssi_signo);
                         break;
@@ -260,7 +272,7 @@ static void handle_signals(struct server *s) {
                 case SIGUSR1:
                         /* What is pending since the last reports first, so
                          * the summary is the whole picture. */
-                        report_refusals(&s->adm, now_usec(CLOCK_MONOTONIC));
+                        report_refusals(&s->refusals, &s->adm, now_usec(CLOCK_MONOTONIC));
                         budget_flush(&s->budget, now_usec(CLOCK_MONOTONIC), s->served, false);
                         s->report_at = now_usec(CLOCK_MONOTONIC) + REPORT_INTERVAL_USEC;
                         struct report_state st = server_report_state(s);
@@ -269,7 +281,8 @@ static void handle_signals(struct server *s) {
                 }
         }
         /* Signals coalesce: always sweep, whatever the signalfd said. */
-        reap(s);
+        if (!s->handed_off)
+                server_reap(s);
 }
 
 /* Lost notifications are the watchdog's business: a minute of lost
@@ -308,7 +321,7 @@ static void run_deadlines(struct server *s, uint64_t now) {
         if (s->draining)
                 server_drain_deadlines(s, now);
         if (now >= s->report_at) {
-                report_refusals(&s->adm, now);
+                report_refusals(&s->refusals, &s->adm, now);
                 s->report_at = now + REPORT_INTERVAL_USEC;
         }
         server_write_owed_records(s, now, false);
@@ -405,6 +418,8 @@ static int setup(struct server *s) {
         if (r < 0)
                 return log_errno(LOG_ERR, r, NULL, "cannot set up address hashing");
         server_check_socket_buffer(&s->cfg);
+        if (s->ls->handoff_fd >= 0)
+                server_adopt(s);
         s->started_usec = now_usec(CLOCK_MONOTONIC);
         budget_init(&s->budget, &s->cfg, s->started_usec);
         s->report_at = s->started_usec + REPORT_INTERVAL_USEC;
@@ -437,7 +452,7 @@ int server_run(const struct config *cfg, const struct server_options *opt, struc
         server_format_status(&s, status, sizeof(status));
         notify_ready(status);
 
-        while (!s.draining || s.children.active > 0) {
+        while (!s.handed_off && (!s.draining || s.children.active > 0)) {
                 struct epoll_event ev[16];
                 int n = epoll_wait(s.epfd, ev, ELEMENTSOF(ev), next_timeout_ms(&s, now_usec(CLOCK_MONOTONIC)));
 
@@ -448,6 +463,8 @@ int server_run(const struct config *cfg, const struct server_options *opt, struc
                 for (int i = 0; i < n; i++) {
                         if (ev[i].data.u32 == SIGNAL_TAG)
                                 handle_signals(&s);
+                        else if (ev[i].data.u32 & SERVER_ADOPTED_TAG)
+                                server_adopted_ended(&s, ev[i].data.u32 & ~SERVER_ADOPTED_TAG);
                         else if (ev[i].data.u32 < s.ls->n)
                                 accept_ready(&s, &s.ls->l[ev[i].data.u32]);
                 }
@@ -455,10 +472,13 @@ int server_run(const struct config *cfg, const struct server_options *opt, struc
         }
 
         /* Nothing counted is lost. */
-        report_refusals(&s.adm, now_usec(CLOCK_MONOTONIC));
+        report_refusals(&s.refusals, &s.adm, now_usec(CLOCK_MONOTONIC));
         server_write_owed_records(&s, now_usec(CLOCK_MONOTONIC), true);
         report_notify_failures(&s, now_usec(CLOCK_MONOTONIC), true);
-        if (s.draining)
+        if (s.handed_off)
+                log_msg(LOG_NOTICE, MSGID_STOPPED, "stopped: %u session(s) handed over; %" PRIu64
+                        " served in total", s.handed_over, s.served);
+        else if (s.draining)
                 log_msg(LOG_NOTICE, MSGID_STOPPED, "stopped: %u session(s) drained, %u cut; %" PRIu64
                         " served in total", s.drained, s.cut, s.served);
 out:

@@ -12,11 +12,14 @@
 
 /* The reason, and what the record adds to it (detail may be NULL). */
 static enum close_reason classify(const struct session_end *e, int status, char *detail, size_t size) {
-        enum close_reason reason = (enum close_reason) e->report.stats.reason;
+        enum close_reason reason = e->report.stats.reason;
 
         if (WIFSIGNALED(status)) {
-                if (detail)
-                        snprintf(detail, size, " (worker killed by SIG%s)", sigabbrev_np(WTERMSIG(status)) ?: "?");
+                if (detail) {
+                        const char *sig = sigabbrev_np(WTERMSIG(status));
+
+                        snprintf(detail, size, " (worker killed by SIG%s)", sig ? sig : "?");
+                }
                 return e->child.cut ? CLOSE_SHUTDOWN : CLOSE_ERROR;
         }
         if (reason == CLOSE_NONE || (WIFEXITED(status) && WEXITSTATUS(status) != 0)) {

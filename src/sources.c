@@ -4,6 +4,7 @@
 #include <string.h>
 #include <sys/random.h>
 
+#include "openaddr.h"
 #include "sources.h"
 #include "util.h"
 
@@ -103,25 +104,32 @@ static void link_tail(struct sources *s, struct source *e, enum source_list l) {
         s->resting++;
 }
 
-/* Backward-shift delete from the index: no tombstones, so probes stay
- * short. Only index slots move; entries keep their place in the pool. */
+/* The index for openaddr_delete(): only index slots move; entries keep
+ * their place in the pool. */
+static bool index_occupied(const void *table, uint32_t slot) {
+        const struct sources *s = table;
+
+        return s->index[slot] != 0;
+}
+
+static uint32_t index_home(const void *table, uint32_t slot) {
+        const struct sources *s = table;
+
+        return s->pool[s->index[slot] - 1].hash & s->index_mask;
+}
+
+static void index_move(void *table, uint32_t from, uint32_t to) {
+        struct sources *s = table;
+
+        s->index[to] = s->index[from];
+        s->index[from] = 0;
+}
+
+static const struct openaddr_ops index_table = { index_occupied, index_home, index_move };
+
 static void unindex(struct sources *s, uint32_t hole) {
-        uint32_t j = hole;
-
         s->index[hole] = 0;
-        for (;;) {
-                uint32_t home;
-
-                j = (j + 1) & s->index_mask;
-                if (!s->index[j])
-                        return;
-                home = s->pool[s->index[j] - 1].hash & s->index_mask;
-                if ((hole < j) ? (home <= hole || home > j) : (home <= hole && home > j)) {
-                        s->index[hole] = s->index[j];
-                        s->index[j] = 0;
-                        hole = j;
-                }
-        }
+        openaddr_delete(s, s->index_mask, hole, &index_table);
 }
 
 static void drop(struct sources *s, struct source *e) {

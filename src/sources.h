@@ -27,15 +27,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "admission-types.h"
 #include "cidr.h"
 #include "siphash.h"
-
-enum refuse_reason {
-        REFUSE_DENIED,          /* deny list, or not in a non-empty allow list */
-        REFUSE_RATE,            /* over its connection rate, or blocked for it */
-        REFUSE_PER_SOURCE,      /* max_clients_per_source sessions already */
-        _REFUSE_MAX,
-};
 
 /* The lists resting entries are kept in, least recently seen first, in the
  * order they are forgotten. */

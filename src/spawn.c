@@ -73,8 +73,7 @@ enum close_reason spawn_serve_here(int fd, struct slot_report *report, uint64_t 
          * rather than on the listener (whose accepted sockets would inherit
          * it), as a connection may come without one (inetd mode) or before
          * the listener had it. */
-        (void) setsockopt(fd, SOL_SOCKET, SO_LINGER, &(struct linger) { .l_onoff = 1, .l_linger = 0 },
-                          sizeof(struct linger));
+        set_abortive_linger(fd);
         /* Echo replies are small and immediate: Nagle would hold them back
          * for a delayed ACK (tens of milliseconds per round trip). */
         (void) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int) { 1 }, sizeof(int));
@@ -126,24 +125,31 @@ int spawn_prepare_worker(int fd, const sigset_t *mask) {
 }
 
 static _noreturn_ void worker_main(int fd, struct slot_report *report, uint64_t start_usec,
-                                   const struct worker_limits *limits, const sigset_t *mask) {
+                                   const struct worker_limits *limits, const sigset_t *mask,
+                                   const struct spawn_orphan *orphan) {
+        int r;
+
         fd = spawn_prepare_worker(fd, mask);
-        if (fd < 0) {
+        r = fd < 0 || !orphan ? fd : worker_watch_parent(orphan->parent, orphan->drain_ms);
+        if (r < 0) {
                 report->stats.reason = CLOSE_ERROR;
-                report->stats.error = -fd;
+                report->stats.error = -r;
                 _exit(EXIT_FAILURE);
         }
         spawn_serve_here(fd, report, start_usec, limits);
+        if (orphan && slot_report_worker_done(report, worker_orphaned()))
+                orphan->record(report, &orphan->peer, start_usec);
         _exit(EXIT_SUCCESS);
 }
 
 pid_t spawn_worker(int client_fd, struct slot_report *report, uint64_t start_usec,
-                   const struct worker_limits *limits, const sigset_t *worker_mask) {
+                   const struct worker_limits *limits, const sigset_t *worker_mask,
+                   const struct spawn_orphan *orphan) {
         pid_t pid = fork();
 
         if (pid < 0)
                 return negative_errno();
         if (pid == 0)
-                worker_main(client_fd, report, start_usec, limits, worker_mask);
+                worker_main(client_fd, report, start_usec, limits, worker_mask, orphan);
         return pid;
 }

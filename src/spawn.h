@@ -5,7 +5,8 @@
  * successful fork, or keeps it to retry. The worker never returns: it
  * becomes a clean process that owns only its client (moved to fd 3) and the
  * standard streams, runs the echo session, records it in its report and
- * _exit()s. Workers never log; the parent logs for them when it reaps them.
+ * _exit()s. Workers never log; the parent logs for them when it reaps them,
+ * except for a worker whose daemon left first (struct spawn_orphan).
  *
  * What the worker gets from the parent it gets by value before the fork
  * (start_usec, limits, mask), plus one pointer: its report, in the memory
@@ -29,11 +30,23 @@
  * (worker_set_signals(): the daemon must not ignore what it reads). */
 void spawn_reset_signals(void);
 
+/* What a worker needs to outlive its daemon (worker_watch_parent()): the
+ * daemon's pid, the drain the session would get there, its client's
+ * address, and what writes its record when the daemon has left
+ * (slot_report_worker_done()); by value, as the worker has no other copy. */
+struct spawn_orphan {
+        pid_t parent;
+        uint32_t drain_ms;
+        union sockaddr_any peer;
+        void (*record)(const struct slot_report *report, const union sockaddr_any *peer, uint64_t start_usec);
+};
+
 /* report: where the worker reports; start_usec: CLOCK_MONOTONIC start of
  * the session; worker_mask: the signal mask the daemon started with, restored in the
- * worker. */
+ * worker; orphan: NULL for a worker that ends with its daemon. */
 pid_t spawn_worker(int client_fd, struct slot_report *report, uint64_t start_usec,
-                   const struct worker_limits *limits, const sigset_t *worker_mask);
+                   const struct worker_limits *limits, const sigset_t *worker_mask,
+                   const struct spawn_orphan *orphan);
 
 /* The worker's set-up, run in the child right after fork(): moves fd to 3,
  * closes every other descriptor above 2, drops the systemd variables, sets

@@ -9,13 +9,15 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
 #define ELEMENTSOF(a) (sizeof(a) / sizeof((a)[0]))
 #define _cleanup_(f) __attribute__((cleanup(f)))
-#define _printf_(a, b) __attribute__((format(printf, a, b)))
+/* A parameter a callback's signature requires but this callback ignores. */
+#define _unused_ __attribute__((unused))
 #define _noreturn_ __attribute__((noreturn))
 
 #define USEC_PER_SEC UINT64_C(1000000)
@@ -63,12 +65,34 @@ static inline int read_bounded(int fd, void *buf, size_t size, size_t *ret_len) 
         return 0;
 }
 
+/* The abortive linger (SO_LINGER 0): close() then resets the connection
+ * (RST) and the kernel drops both queues at once, with no TIME_WAIT and no
+ * orphan socket holding unacknowledged data. Best effort: a socket that
+ * refuses it is closed in order. */
+static inline void set_abortive_linger(int fd) {
+        (void) setsockopt(fd, SOL_SOCKET, SO_LINGER, &(struct linger) { .l_onoff = 1, .l_linger = 0 },
+                          sizeof(struct linger));
+}
+
+/* Resets the connection and closes fd; returns -1, as safe_close(). */
+static inline int reset_close(int fd) {
+        if (fd >= 0)
+                set_abortive_linger(fd);
+        return safe_close(fd);
+}
+
 static inline void closep(int *fd) {
         safe_close(*fd);
 }
 
 static inline void freep(void *p) {
         free(*(void **) p);
+}
+
+/* Durations the configuration states in milliseconds (its documented unit,
+ * struct config's *_ms fields) become microseconds here, the one place. */
+static inline uint64_t usec_from_ms(uint32_t ms) {
+        return (uint64_t) ms * USEC_PER_MSEC;
 }
 
 /* Time inside the program is a uint64_t of microseconds, UINT64_MAX meaning

@@ -9,8 +9,10 @@
 #include <signal.h>
 #include <stdbool.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <unistd.h>
 
 #include "util.h"
 #include "worker-private.h"
@@ -60,6 +62,54 @@ void worker_set_signals(void) {
                 (void) sigaction(ignored[i], &ign, NULL);
 }
 
+/* The daemon's exit (PR_SET_PDEATHSIG) arms a timer of drain_timeout
+ * (ITIMER_REAL); when it fires, the worker cuts itself with SIGTERM, the
+ * very path of the daemon's cut. Both handlers are async-signal-safe:
+ * setitimer() and kill() are plain system calls. */
+static volatile sig_atomic_t orphaned;
+static struct itimerval orphan_drain;
+
+static void on_alarm(int sig) {
+        (void) sig;
+        (void) kill(getpid(), SIGTERM);
+}
+
+static void on_orphaned(int sig) {
+        int saved = errno;
+
+        (void) sig;
+        orphaned = 1;
+        /* A zero it_value would disarm rather than fire: no drain is a cut now. */
+        if (orphan_drain.it_value.tv_sec == 0 && orphan_drain.it_value.tv_usec == 0)
+                on_alarm(SIGALRM);
+        else
+                (void) setitimer(ITIMER_REAL, &orphan_drain, NULL);
+        errno = saved;
+}
+
+int worker_watch_parent(pid_t parent, uint32_t drain_ms) {
+        struct sigaction a = { .sa_handler = on_orphaned, .sa_flags = SA_RESTART };
+
+        orphan_drain.it_value.tv_sec = drain_ms / 1000;
+        orphan_drain.it_value.tv_usec = (suseconds_t) (drain_ms % 1000) * 1000;
+        sigemptyset(&a.sa_mask);
+        if (sigaction(WORKER_ORPHAN_SIGNAL, &a, NULL) < 0)
+                return negative_errno();
+        a.sa_handler = on_alarm;
+        if (sigaction(SIGALRM, &a, NULL) < 0)
+                return negative_errno();
+        if (prctl(PR_SET_PDEATHSIG, WORKER_ORPHAN_SIGNAL) < 0)
+                return negative_errno();
+        /* The parent may have exited before the prctl(): no signal then. */
+        if (getppid() != parent)
+                (void) kill(getpid(), WORKER_ORPHAN_SIGNAL);
+        return 0;
+}
+
+bool worker_orphaned(void) {
+        return orphaned;
+}
+
 /* What the kernel holds for the client (SIOCOUTQ): sent but not
  * acknowledged, or not sent yet; 0 when it cannot say. */
 static uint64_t queued_for_client(int fd) {
@@ -82,7 +132,7 @@ bool worker_client_took(int fd, uint64_t *queued) {
  * provably has. The kernel keeps that count (tcpi_bytes_acked) on the
  * socket until it is closed, through a reset by either side, when the
  * queue that SIOCOUTQ measures may already be gone; the FIN, once
- * acknowledged, adds one, which min() absorbs. Stored in bytes_acked
+ * acknowledged, adds one, which min_u64() absorbs. Stored in bytes_acked
  * first, so that a SIGKILL at any moment leaves a figure the client has.
  * Returns false when fd is not a TCP socket (no count). */
 static bool note_acknowledged(int fd, struct worker_stats *st) {
@@ -108,11 +158,8 @@ static void count_acknowledged(int fd, struct worker_stats *st) {
  * abortive linger from the start (spawn_serve_here()); set again in case
  * that failed. */
 static void abort_close(int fd, struct worker_stats *st) {
-        struct linger l = { .l_onoff = 1, .l_linger = 0 };
-
         count_acknowledged(fd, st);
-        (void) setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
-        safe_close(fd);
+        reset_close(fd);
 }
 
 /* An orderly close of a connection whose echo is all acknowledged: the
@@ -152,10 +199,8 @@ static void orderly_close(int fd, struct worker_stats *st) {
  * Discarding costs less than echoing, so the time bound is the only one. */
 static void linger_close(int fd, const struct worker_limits *lim, uint64_t start, void *buf, bool ended,
                          struct worker_stats *st) {
-        uint64_t patience = lim->write_timeout_ms ? (uint64_t) lim->write_timeout_ms * USEC_PER_MSEC
-                                                  : LINGER_FALLBACK_USEC;
-        uint64_t cap = lim->max_session_time_ms
-                ? start + (uint64_t) lim->max_session_time_ms * USEC_PER_MSEC + patience : UINT64_MAX;
+        uint64_t patience = lim->write_timeout_usec ? lim->write_timeout_usec : LINGER_FALLBACK_USEC;
+        uint64_t cap = lim->max_session_time_usec ? start + lim->max_session_time_usec + patience : UINT64_MAX;
         uint64_t now = now_usec(CLOCK_MONOTONIC), tick = LINGER_TICK_MIN_USEC;
         uint64_t stall_end = now + patience, cut_end = UINT64_MAX, queued = queued_for_client(fd);
         bool fin, quiet = false;

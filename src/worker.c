@@ -84,8 +84,8 @@ static enum close_reason io_error(int err, struct worker_stats *st) {
         return CLOSE_ERROR;
 }
 
-static uint64_t after(uint64_t from, uint32_t ms) {
-        return ms ? from + (uint64_t) ms * USEC_PER_MSEC : UINT64_MAX;
+static uint64_t after(uint64_t from, uint64_t usec) {
+        return usec ? from + usec : UINT64_MAX;
 }
 
 static bool session_over(const struct session *s) {
@@ -186,7 +186,7 @@ static enum close_reason wait_for(struct session *s, short events, uint64_t dead
  * write_timeout to free: so the wait wakes every quarter of write_timeout
  * to look. The look costs one ioctl, in this stalled path only. */
 static enum close_reason send_back(struct session *s, const char *buf, size_t len) {
-        uint64_t timeout = (uint64_t) s->lim->write_timeout_ms * USEC_PER_MSEC;
+        uint64_t timeout = s->lim->write_timeout_usec;
         uint64_t stalled_until = UINT64_MAX, queued = UINT64_MAX;
 
         while (len > 0) {
@@ -208,7 +208,7 @@ static enum close_reason send_back(struct session *s, const char *buf, size_t le
                         return io_error(n < 0 ? errno : EIO, s->st);
                 now = now_usec(CLOCK_MONOTONIC);
                 if (stalled_until == UINT64_MAX) {
-                        stalled_until = after(now, s->lim->write_timeout_ms);
+                        stalled_until = after(now, s->lim->write_timeout_usec);
                         if (timeout)
                                 (void) worker_client_took(s->fd, &queued);
                 }
@@ -217,7 +217,7 @@ static enum close_reason send_back(struct session *s, const char *buf, size_t le
                 if (r == CLOSE_WRITE_TIMEOUT) { /* a wake-up, or the timeout */
                         now = now_usec(CLOCK_MONOTONIC);
                         if (worker_client_took(s->fd, &queued))
-                                stalled_until = after(now, s->lim->write_timeout_ms);
+                                stalled_until = after(now, s->lim->write_timeout_usec);
                         else if (now >= stalled_until)
                                 return r;
                 } else if (r != CLOSE_NONE) {
@@ -259,13 +259,13 @@ static void stop_splicing(struct session *s) {
         unblock_cut(s);
 }
 
-/* Receives up to `want` bytes into the buffer or the pipe. Returns the
- * count, 0 at the client's end of stream, or a close reason negated (every
- * reason but CLOSE_NONE is positive). */
-static ssize_t receive(struct session *s, char *buf, size_t want) {
+/* Receives up to `want` bytes into the buffer or the pipe. Returns
+ * CLOSE_NONE with the count in *ret_n (0 at the client's end of stream), or
+ * the reason to close. */
+static enum close_reason receive(struct session *s, char *buf, size_t want, size_t *ret_n) {
         uint64_t now = now_usec(CLOCK_MONOTONIC);
 
-        s->idle_end = after(now, s->lim->idle_timeout_ms);
+        s->idle_end = after(now, s->lim->idle_timeout_usec);
         for (;;) {
                 enum close_reason r;
                 ssize_t n;
@@ -277,7 +277,7 @@ static ssize_t receive(struct session *s, char *buf, size_t want) {
                         if (n < 0 && errno == EAGAIN) {
                                 r = wait_for(s, POLLIN | POLLPRI, s->idle_end, CLOSE_IDLE, &ev);
                                 if (r != CLOSE_NONE)
-                                        return -(ssize_t) r;
+                                        return r;
                                 if (ev & POLLPRI)
                                         stop_splicing(s); /* urgent data ahead */
                                 continue;
@@ -292,26 +292,28 @@ static ssize_t receive(struct session *s, char *buf, size_t want) {
                         int e = arm_receive(s, now);
 
                         if (e < 0)
-                                return -(ssize_t) io_error(-e, s->st);
+                                return io_error(-e, s->st);
                         /* After arm_receive(): the handler's timeout must be the last one set. */
                         if (worker_cut_requested)
-                                return -(ssize_t) CLOSE_SHUTDOWN;
+                                return CLOSE_SHUTDOWN;
                         n = recv(s->fd, buf, want, 0);
                         if (n < 0 && errno == EAGAIN) {
                                 /* SO_RCVTIMEO ran out, or was clamped, or the cut shortened it. */
                                 now = now_usec(CLOCK_MONOTONIC);
                                 r = receive_expired(s, now);
                                 if (r != CLOSE_NONE)
-                                        return -(ssize_t) r;
+                                        return r;
                                 continue;
                         }
                 }
-                if (n >= 0)
-                        return n;
+                if (n >= 0) {
+                        *ret_n = (size_t) n;
+                        return CLOSE_NONE;
+                }
                 if (errno != EINTR)
-                        return -(ssize_t) io_error(errno, s->st);
+                        return io_error(errno, s->st);
                 if (worker_cut_requested)
-                        return -(ssize_t) CLOSE_SHUTDOWN;
+                        return CLOSE_SHUTDOWN;
                 now = now_usec(CLOCK_MONOTONIC);
         }
 }
@@ -322,7 +324,7 @@ static enum close_reason echo_loop(struct session *s, char *buf) {
         for (;;) {
                 size_t want = lim->buffer_size;
                 enum close_reason r;
-                ssize_t n;
+                size_t n;
 
                 /* A client that keeps the pipe full never lets a timeout
                  * expire, so the cut and the session limit are checked on
@@ -338,16 +340,16 @@ static enum close_reason echo_loop(struct session *s, char *buf) {
                         if (left < want)
                                 want = (size_t) left;
                 }
-                n = receive(s, buf, want);
-                if (n == 0)
-                        return CLOSE_CLIENT; /* half-close: all that came was echoed */
-                if (n < 0)
-                        return (enum close_reason) -n;
-                s->st->bytes_in += (uint64_t) n;
-                r = send_back(s, buf, (size_t) n);
+                r = receive(s, buf, want, &n);
                 if (r != CLOSE_NONE)
                         return r;
-                if (s->pipe[0] < 0 && (size_t) n == lim->buffer_size)
+                if (n == 0)
+                        return CLOSE_CLIENT; /* half-close: all that came was echoed */
+                s->st->bytes_in += n;
+                r = send_back(s, buf, n);
+                if (r != CLOSE_NONE)
+                        return r;
+                if (s->pipe[0] < 0 && n == lim->buffer_size)
                         start_splicing(s); /* a full buffer: bulk traffic */
         }
 }
@@ -356,7 +358,7 @@ enum close_reason worker_echo(int fd, const struct worker_limits *lim, uint64_t 
                               void *buf, struct worker_stats *st) {
         struct session s = {
                 .fd = fd, .lim = lim, .st = st, .pipe = { -1, -1 }, .rcv_timeout = UINT64_MAX,
-                .session_end = after(start, lim->max_session_time_ms),
+                .session_end = after(start, lim->max_session_time_usec),
         };
         int flags = fcntl(fd, F_GETFL);
         enum close_reason r;

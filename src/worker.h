@@ -10,7 +10,10 @@
  * worker). */
 #pragma once
 
+#include <signal.h>
+#include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "util.h"
 
@@ -34,9 +37,9 @@ enum close_reason {
 struct worker_limits {
         uint32_t buffer_size;
         uint32_t socket_buffer;         /* 0: the kernel's autotuning */
-        uint32_t idle_timeout_ms;       /* 0: none */
-        uint32_t write_timeout_ms;      /* 0: none */
-        uint32_t max_session_time_ms;   /* 0: none */
+        uint64_t idle_timeout_usec;     /* 0: none */
+        uint64_t write_timeout_usec;    /* 0: none */
+        uint64_t max_session_time_usec; /* 0: none */
         uint64_t max_session_bytes;     /* 0: none */
 };
 
@@ -51,7 +54,7 @@ struct worker_stats {
          * a signal (slot_report_killed()). */
         uint64_t bytes_acked;
         uint64_t end_usec;      /* CLOCK_MONOTONIC when the session ended */
-        int32_t reason;         /* enum close_reason */
+        uint32_t reason;        /* enum close_reason */
         int32_t error;          /* errno for CLOSE_ERROR */
 };
 
@@ -93,5 +96,18 @@ void worker_close(int fd, const struct worker_limits *limits, uint64_t start_use
  * SIGPIPE. Every other signal keeps its default action. Process-wide: call
  * it in the worker while signals are still blocked. */
 void worker_set_signals(void);
+
+/* The signal the kernel sends a worker when its daemon exits. */
+#define WORKER_ORPHAN_SIGNAL SIGUSR2
+
+/* Lets the worker outlive its daemon (a restart hands the listener to the
+ * next one at once; see server_hand_off()): when `parent` exits, the
+ * session gets drain_ms more, as it would in the daemon's own drain, and is
+ * then cut as by SIGTERM (CLOSE_SHUTDOWN). The session's own limits still
+ * apply. Call in the worker while signals are still blocked: the handlers
+ * are installed before the mask is restored. 0 or -errno. */
+int worker_watch_parent(pid_t parent, uint32_t drain_ms);
+/* Whether the daemon is gone (the signal came). */
+bool worker_orphaned(void);
 
 const char *close_reason_name(enum close_reason reason);

@@ -100,6 +100,48 @@ def loop(host, port, seconds):
     return counts
 
 
+def timed(host, port, seconds):
+    """Short connections back to back, each given 1 s in all (connect, echo,
+    close), as a client with a short timeout would: one that takes longer
+    counts as broken. Reports the latency of each (connect to echo)."""
+    counts = {"ok": 0, "refused": 0, "broken": 0, "errors": [], "max_ms": 0.0, "p99_ms": 0.0}
+    lat = []
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        payload = os.urandom(64)
+        t0 = time.monotonic()
+        try:
+            s = connect(host, port, 1)
+        except ConnectionRefusedError:
+            counts["refused"] += 1
+            time.sleep(0.01)
+            continue
+        except OSError as e:
+            counts["broken"] += 1
+            counts["errors"].append(repr(e))
+            continue
+        try:
+            s.settimeout(max(0.001, 1 - (time.monotonic() - t0)))
+            s.sendall(payload)
+            if recv_exact(s, 64) != payload:
+                raise ConnectionError("corrupted echo")
+            lat.append(time.monotonic() - t0)
+            s.shutdown(socket.SHUT_WR)
+            if s.recv(1) != b"":
+                raise ConnectionError("data after the echo")
+            counts["ok"] += 1
+        except OSError as e:
+            counts["broken"] += 1
+            counts["errors"].append(repr(e))
+        finally:
+            s.close()
+    lat.sort()
+    if lat:
+        counts["max_ms"] = round(lat[-1] * 1000, 1)
+        counts["p99_ms"] = round(lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000, 1)
+    return counts
+
+
 def hold(host, port, seconds):
     s = connect(host, port, 30)
     rounds = 0
@@ -122,5 +164,5 @@ if __name__ == "__main__":
     if mode == "from":
         result = from_source(host, port, arg)
     else:
-        result = {"once": once, "loop": loop, "hold": hold}[mode](host, port, float(arg) if mode != "once" else int(arg))
+        result = {"once": once, "loop": loop, "timed": timed, "hold": hold}[mode](host, port, float(arg) if mode != "once" else int(arg))
     print(json.dumps(result), flush=True)

@@ -106,7 +106,7 @@ def main():
         cursor = m.journal_cursor()
         m.systemctl("stop", UNIT)
         try:
-            stopped = m.wait_journal(r"stopped: \d+ session\(s\) drained, \d+ cut; \d+ served in total",
+            stopped = m.wait_journal(r"stopped: \d+ session\(s\) (drained, \d+ cut|handed over); \d+ served in total",
                                      unit=UNIT, cursor=cursor, timeout=20)
             served = int(re.search(r"(\d+) served in total", stopped).group(1))
         except TimeoutError:  # journald dropped it too

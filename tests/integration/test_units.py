@@ -83,7 +83,7 @@ def test_limits_fit_the_largest_configuration():
     largest = int(re.search(r"max_clients = 999999 is out of range \(1\.\.(\d+)\)", err).group(1))
     service = settings(SERVICE)
     assert int(service["TasksMax"]) >= largest + 1, (service["TasksMax"], largest)
-    assert service["Type"] == "notify" and service["KillMode"] == "mixed"
+    assert service["Type"] == "notify" and service["KillMode"] == "process"
     assert service["OOMPolicy"] == "continue" and service["Restart"] == "on-failure"
     assert set(service["RestartPreventExitStatus"].split()) == {"64", "69", "78"}
     socket = settings(SOCKET)

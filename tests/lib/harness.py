@@ -159,7 +159,7 @@ def inetd_session(config="", client_ip="127.0.0.1", env=None):
 class Daemon:
     def __init__(self, config="", args=(), listen=(("127.0.0.1", 0),), names=None,
                  activation=True, env=None, prefix=(), backlog=512, passed_fds=None,
-                 config_mode=0o644, public_binary=False, ignored_signals=(), queued=0):
+                 config_mode=0o644, public_binary=False, ignored_signals=(), service=False, queued=0):
         self.dir = tempfile.TemporaryDirectory(prefix="echo-mpserv-test-")
         os.chmod(self.dir.name, 0o755)
         self.config_path = os.path.join(self.dir.name, "echo-mpserv.conf")
@@ -174,6 +174,9 @@ class Daemon:
         self.passed_fds = passed_fds
         self.binary = public_copy_of_daemon(self.dir.name) if public_binary else DAEMON
         self.ignored_signals = ignored_signals  # e.g. ("CHLD",): inherited as SIG_IGN
+        # Started as systemd starts a service (INVOCATION_ID, SYSTEMD_EXEC_PID
+        # naming the daemon): SIGTERM then hands the sessions off.
+        self.service = service
         # Clients connected to the first listener before the daemon starts,
         # as the one that makes systemd start a socket-activated service.
         self.n_queued = queued
@@ -182,6 +185,7 @@ class Daemon:
         self.proc = None
         self.log = Collector(writers=2)  # stderr and stdout: complete when both end
         self.notes = Collector()
+        self.stored_fds = []  # (FDNAME, fd): what the daemon put in the "fd store"
         self.threads = []
 
     # -- configuration -------------------------------------------------
@@ -247,6 +251,8 @@ class Daemon:
         script = ""
         if self.ignored_signals:
             script += "trap '' " + " ".join(self.ignored_signals) + "; "
+        if self.service:
+            script += "export INVOCATION_ID=0123456789abcdef0123456789abcdef SYSTEMD_EXEC_PID=$$; "
         if fds:
             env["LISTEN_FDS"] = str(len(fds))
             if self.names:
@@ -293,13 +299,22 @@ class Daemon:
         def run():
             while True:
                 try:
-                    data = self.notify.recv(4096)
+                    data, fds, _, _ = socket.recv_fds(self.notify, 4096, 8)
                 except OSError:
-                    data = b""
+                    data, fds = b"", []
+                text = data.decode(errors="replace")
+                # Like systemd: FDSTORE=1 keeps its descriptors (stored_fds,
+                # by FDNAME); any other's (BARRIER=1) is closed once read.
+                if "FDSTORE=1" in text.split("\n"):
+                    name = next((line[7:] for line in text.split("\n") if line.startswith("FDNAME=")), "stored")
+                    self.stored_fds += [(name, fd) for fd in fds]
+                else:
+                    for fd in fds:
+                        os.close(fd)
                 if not data:  # shut down by the stderr reader, or closed
                     self.notes.close()
                     return
-                self.notes.add(data.decode(errors="replace"))
+                self.notes.add(text)
         t = threading.Thread(target=run, daemon=True)
         t.start()
 
@@ -342,6 +357,9 @@ class Daemon:
             s.close()
         if hasattr(self, "notify"):
             self.notify.close()
+        for _, fd in self.stored_fds:
+            os.close(fd)
+        self.stored_fds = []
         self.dir.cleanup()
 
     def __enter__(self):

@@ -22,16 +22,25 @@ static union sockaddr_any peer(const char *ip) {
 static struct admission_hold held[HELD_MAX];
 static unsigned n_held;
 
-static int admit(struct admission *a, const union sockaddr_any *p, uint64_t now) {
-        struct admission_hold h;
-        int r = admission_check(a, p, now, &h);
+/* What admit() and check() return for an admitted connection; otherwise
+ * they return the refuse_reason. */
+#define ADMITTED (-1)
 
-        ASSERT(!h.counted || r == -1);
-        if (r == -1 && n_held < HELD_MAX)
+static int admit(struct admission *a, const union sockaddr_any *p, uint64_t now) {
+        enum refuse_reason reason = _REFUSE_MAX;
+        struct admission_hold h;
+        bool admitted = admission_check(a, p, now, &h, &reason);
+
+        ASSERT(!h.counted || admitted); /* an exempt client is admitted uncounted */
+        if (!admitted) {
+                ASSERT(reason < _REFUSE_MAX);
+                return (int) reason;
+        }
+        if (n_held < HELD_MAX)
                 held[n_held++] = h;
-        else if (r == -1)
+        else
                 admission_release(a, &h, now);
-        return r;
+        return ADMITTED;
 }
 
 static void release_last(struct admission *a, uint64_t now) {
@@ -78,14 +87,15 @@ static void test_loopback_exempt_by_default(void) {
                 union sockaddr_any p = peer(local[i]);
 
                 for (int k = 0; k < 100; k++) {
+                        enum refuse_reason reason;
                         struct admission_hold h;
 
-                        ASSERT_INT(admission_check(&a, &p, t, &h), ==, -1);
+                        ASSERT(admission_check(&a, &p, t, &h, &reason));
                         ASSERT(!h.counted);
                 }
         }
         ASSERT(admission_sources(&a) == 0);
-        ASSERT_INT(admit(&a, &other, t), ==, -1);
+        ASSERT_INT(admit(&a, &other, t), ==, ADMITTED);
         ASSERT_INT(admit(&a, &other, t), ==, REFUSE_PER_SOURCE);
         release_all(&a, t);
         ASSERT_INT(admit(&a, &other, t), ==, REFUSE_RATE);      /* burst of 2 spent */
@@ -96,7 +106,7 @@ static void test_loopback_exempt_by_default(void) {
         /* Emptied, loopback is one source like any other. */
         c.n_deny = 0;
         c.n_exempt = 0;
-        ASSERT_INT(check(&a, "127.0.0.1", t), ==, -1);
+        ASSERT_INT(check(&a, "127.0.0.1", t), ==, ADMITTED);
         ASSERT_INT(check(&a, "127.0.0.1", t), ==, REFUSE_PER_SOURCE);
         release_all(&a, t);
         admission_done(&a);
@@ -110,17 +120,17 @@ static void test_per_source_limit(void) {
 
         c.max_clients_per_source = 2;
         ASSERT_INT(admission_init(&a, &c), ==, 0);
-        ASSERT_INT(admit(&a, &x, t), ==, -1);
-        ASSERT_INT(admit(&a, &x, t), ==, -1);
+        ASSERT_INT(admit(&a, &x, t), ==, ADMITTED);
+        ASSERT_INT(admit(&a, &x, t), ==, ADMITTED);
         ASSERT_INT(admit(&a, &x, t), ==, REFUSE_PER_SOURCE);
-        ASSERT_INT(admit(&a, &y, t), ==, -1); /* another /32: served */
+        ASSERT_INT(admit(&a, &y, t), ==, ADMITTED); /* another /32: served */
         /* The same client seen through a dual-stack socket counts the same. */
         mapped.in6 = (struct sockaddr_in6) { .sin6_family = AF_INET6 };
         inet_pton(AF_INET6, "::ffff:192.0.2.1", &mapped.in6.sin6_addr);
         ASSERT_INT(admit(&a, &mapped, t), ==, REFUSE_PER_SOURCE);
         admission_release(&a, &held[0], t);             /* one of x's */
         admission_release(&a, &held[0], t);             /* gives back nothing twice */
-        ASSERT_INT(admit(&a, &mapped, t), ==, -1);
+        ASSERT_INT(admit(&a, &mapped, t), ==, ADMITTED);
         ASSERT(a.refused[REFUSE_PER_SOURCE] == 2);
         n_held = 0;
         admission_done(&a);
@@ -128,8 +138,8 @@ static void test_per_source_limit(void) {
         /* Counted by /24: neighbours share the allowance. */
         c.source_prefix_v4 = 24;
         ASSERT_INT(admission_init(&a, &c), ==, 0);
-        ASSERT_INT(admit(&a, &x, t), ==, -1);
-        ASSERT_INT(admit(&a, &y, t), ==, -1);
+        ASSERT_INT(admit(&a, &x, t), ==, ADMITTED);
+        ASSERT_INT(admit(&a, &y, t), ==, ADMITTED);
         ASSERT_INT(check(&a, "192.0.2.3", t), ==, REFUSE_PER_SOURCE);
         ASSERT_INT(admission_sources(&a), ==, 1);
         n_held = 0;
@@ -147,14 +157,14 @@ static void test_rate_and_block(void) {
         c.source_block_ms = 5000;
         ASSERT_INT(admission_init(&a, &c), ==, 0);
         for (int i = 0; i < 3; i++) {
-                ASSERT_INT(admit(&a, &x, t), ==, -1);
+                ASSERT_INT(admit(&a, &x, t), ==, ADMITTED);
                 release_last(&a, t);
         }
         ASSERT_INT(admit(&a, &same64, t), ==, REFUSE_RATE);     /* same /64, bucket dry */
-        ASSERT_INT(admit(&a, &other, t), ==, -1);               /* everyone else is served */
+        ASSERT_INT(admit(&a, &other, t), ==, ADMITTED);               /* everyone else is served */
         /* Blocked for 5 s even though tokens come back meanwhile. */
         ASSERT_INT(admit(&a, &x, t + 4 * USEC_PER_SEC), ==, REFUSE_RATE);
-        ASSERT_INT(admit(&a, &x, t + 5 * USEC_PER_SEC + 1), ==, -1);
+        ASSERT_INT(admit(&a, &x, t + 5 * USEC_PER_SEC + 1), ==, ADMITTED);
         ASSERT(a.refused[REFUSE_RATE] == 2);
         n_held = 0;
         admission_done(&a);
@@ -171,8 +181,8 @@ static void test_allow_deny(void) {
         ASSERT_INT(cidr_parse("10.9.0.0/16", &c.deny[0]), ==, 0);
         c.n_deny = 1;
         ASSERT_INT(admission_init(&a, &c), ==, 0);
-        ASSERT_INT(check(&a, "10.1.2.3", t), ==, -1);
-        ASSERT_INT(check(&a, "::1", t), ==, -1);
+        ASSERT_INT(check(&a, "10.1.2.3", t), ==, ADMITTED);
+        ASSERT_INT(check(&a, "::1", t), ==, ADMITTED);
         ASSERT_INT(check(&a, "10.9.1.1", t), ==, REFUSE_DENIED);
         ASSERT_INT(check(&a, "192.0.2.1", t), ==, REFUSE_DENIED);
         ASSERT_INT(check(&a, "::2", t), ==, REFUSE_DENIED);
@@ -264,8 +274,8 @@ static void flood_ip(char *ip, size_t size, int kind, int i) {
 static void assert_fresh_source_limited(struct admission *a, const char *ip, uint64_t t) {
         unsigned before = n_held;
 
-        ASSERT_INT(check(a, ip, t), ==, -1);
-        ASSERT_INT(check(a, ip, t), ==, -1);
+        ASSERT_INT(check(a, ip, t), ==, ADMITTED);
+        ASSERT_INT(check(a, ip, t), ==, ADMITTED);
         ASSERT_INT(check(a, ip, t), ==, REFUSE_PER_SOURCE);
         ASSERT_INT(check(a, ip, t), ==, REFUSE_RATE);
         release_last(a, t);
@@ -276,7 +286,7 @@ static void assert_fresh_source_limited(struct admission *a, const char *ip, uin
 
 static void block(struct admission *a, const char *ip, uint64_t t) {
         for (int i = 0; i < 3; i++) {
-                ASSERT_INT(check(a, ip, t), ==, -1);
+                ASSERT_INT(check(a, ip, t), ==, ADMITTED);
                 release_last(a, t);
         }
         ASSERT_INT(check(a, ip, t), ==, REFUSE_RATE);
@@ -330,11 +340,11 @@ static void test_full_of_one_shot_sources(void) {
         ASSERT_INT(admission_init(&a, &c), ==, 0);
         block(&a, "192.0.2.66", t);
         /* A source with live sessions at its cap all along. */
-        ASSERT_INT(check(&a, "192.0.2.77", t), ==, -1);
-        ASSERT_INT(check(&a, "192.0.2.77", t), ==, -1);
+        ASSERT_INT(check(&a, "192.0.2.77", t), ==, ADMITTED);
+        ASSERT_INT(check(&a, "192.0.2.77", t), ==, ADMITTED);
         for (int i = 0; i < FLOOD; i++) {
                 flood_ip(ip, sizeof(ip), 11, i);
-                ASSERT_INT(check(&a, ip, t), ==, -1);
+                ASSERT_INT(check(&a, ip, t), ==, ADMITTED);
                 release_last(&a, t);
                 assert_bounded(&a);
         }
@@ -344,7 +354,7 @@ static void test_full_of_one_shot_sources(void) {
         ASSERT_INT(check(&a, "192.0.2.66", t), ==, REFUSE_RATE);
         assert_fresh_source_limited(&a, "192.0.2.1", t);
         release_all(&a, t);
-        ASSERT_INT(check(&a, "192.0.2.77", t + USEC_PER_SEC), ==, -1);    /* its places given back */
+        ASSERT_INT(check(&a, "192.0.2.77", t + USEC_PER_SEC), ==, ADMITTED);    /* its places given back */
         release_all(&a, t);
         assert_bounded(&a);
         n_held = 0;
@@ -395,9 +405,9 @@ static void test_blocks_do_not_churn_the_rest(void) {
         }
         ASSERT(a.sources.lists[SOURCE_BLOCKED].n <= TABLE / 2);
         for (int i = 0; i < 10; i++) {
-                admitted += check(&a, "192.0.2.1", t) == -1;
+                admitted += check(&a, "192.0.2.1", t) == ADMITTED;
                 flood_ip(ip, sizeof(ip), 13, i);
-                ASSERT_INT(check(&a, ip, t), ==, -1);   /* a new source while the session lasts */
+                ASSERT_INT(check(&a, ip, t), ==, ADMITTED);   /* a new source while the session lasts */
                 for (unsigned k = 0; k < n_held; k++)   /* the first one's session ends first */
                         admission_release(&a, &held[k], t);
                 n_held = 0;
@@ -452,7 +462,7 @@ static void test_report_untracked_refusals_are_no_sources(void) {
         ASSERT_INT(admission_init(&a, &c), ==, 0);
         for (int i = 0; i < TABLE + 6; i++) {
                 flood_ip(ip, sizeof(ip), 11, i);
-                ASSERT_INT(check(&a, ip, t), ==, -1);
+                ASSERT_INT(check(&a, ip, t), ==, ADMITTED);
                 release_last(&a, t);
         }
         for (int i = 0; i < 50; i++)
@@ -481,17 +491,17 @@ static void test_report_named_source_forgotten_before(void) {
         c.source_table_size = TABLE;
         c.max_clients_per_source = 1;
         ASSERT_INT(admission_init(&a, &c), ==, 0);
-        ASSERT_INT(check(&a, "192.0.2.1", t), ==, -1);
+        ASSERT_INT(check(&a, "192.0.2.1", t), ==, ADMITTED);
         for (int i = 0; i < 3; i++)
                 ASSERT_INT(check(&a, "192.0.2.1", t), ==, REFUSE_PER_SOURCE);
         release_last(&a, t);
         for (int i = 0; i < TABLE + 6; i++) {
                 flood_ip(ip, sizeof(ip), 11, i);
-                ASSERT_INT(check(&a, ip, t), ==, -1);
+                ASSERT_INT(check(&a, ip, t), ==, ADMITTED);
                 release_last(&a, t);
         }
         ASSERT(admission_forgotten(&a) > 0);
-        ASSERT_INT(check(&a, "192.0.2.1", t), ==, -1);
+        ASSERT_INT(check(&a, "192.0.2.1", t), ==, ADMITTED);
         for (int i = 0; i < 5; i++)
                 ASSERT_INT(check(&a, "192.0.2.1", t), ==, REFUSE_PER_SOURCE);
         release_last(&a, t);
@@ -555,9 +565,9 @@ static void test_reload_recounts_holds(void) {
 
         c.max_clients_per_source = 2;
         ASSERT_INT(admission_init(&a, &c), ==, 0);
-        ASSERT_INT(check(&a, ips[0], t), ==, -1);
-        ASSERT_INT(check(&a, ips[1], t), ==, -1);
-        ASSERT_INT(check(&a, ips[0], t), ==, -1);
+        ASSERT_INT(check(&a, ips[0], t), ==, ADMITTED);
+        ASSERT_INT(check(&a, ips[1], t), ==, ADMITTED);
+        ASSERT_INT(check(&a, ips[0], t), ==, ADMITTED);
         ASSERT_INT(check(&a, ips[0], t), ==, REFUSE_PER_SOURCE);
         release_last(&a, t);
         old = c;
@@ -570,8 +580,8 @@ static void test_reload_recounts_holds(void) {
         admission_report(&a, t, 10, collect, &s);
         ASSERT_INT(s.total[REFUSE_PER_SOURCE], ==, 2);
         release_all(&a, t);
-        ASSERT_INT(check(&a, "192.0.2.3", t), ==, -1);
-        ASSERT_INT(check(&a, "192.0.2.4", t), ==, -1);
+        ASSERT_INT(check(&a, "192.0.2.3", t), ==, ADMITTED);
+        ASSERT_INT(check(&a, "192.0.2.4", t), ==, ADMITTED);
         ASSERT_INT(check(&a, "192.0.2.5", t), ==, REFUSE_PER_SOURCE);
         /* A new table size starts afresh too. */
         old = c;

@@ -228,7 +228,7 @@ static void test_report_check(void) {
 
         slot_report_check(&r, 100);
         ASSERT(memcmp(&r, &honest, sizeof(r)) == 0);
-        r.stats.reason = -1;
+        r.stats.reason = UINT32_MAX;
         r.stats.error = 4096;
         r.local.sa.sa_family = AF_UNIX;
         r.stats.end_usec = 101;
@@ -259,8 +259,38 @@ static void test_report_killed(void) {
         ASSERT(r.stats.bytes_out == 0);
 }
 
+/* Who records a session: decided once, by whichever side comes first. */
+static void test_recorder_decided_once(void) {
+        struct slot_report r = { 0 };
+
+        /* The worker ends first, the daemon there: the daemon records. */
+        ASSERT(!slot_report_worker_done(&r, false));
+        ASSERT(slot_report_parent_leaves(&r)); /* the daemon must reap it */
+        /* The daemon leaves first: the worker records, the daemon does not. */
+        r = (struct slot_report) { 0 };
+        ASSERT(!slot_report_parent_leaves(&r));
+        ASSERT(slot_report_worker_done(&r, false));
+        /* The daemon was killed (never told): the orphaned worker records. */
+        r = (struct slot_report) { 0 };
+        ASSERT(slot_report_worker_done(&r, true));
+        /* Across processes, through the shared mapping. */
+        struct slot_report *shared = mmap(NULL, sizeof(*shared), PROT_READ | PROT_WRITE,
+                                          MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        ASSERT(shared != MAP_FAILED);
+        memset(shared, 0, sizeof(*shared));
+        pid_t pid = fork();
+        if (pid == 0)
+                _exit(slot_report_worker_done(shared, false) ? 1 : 0);
+        int status;
+        ASSERT_INT(waitpid(pid, &status, 0), ==, pid);
+        ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        ASSERT(slot_report_parent_leaves(shared));
+        munmap(shared, sizeof(*shared));
+}
+
 int main(void) {
         RUN(test_claim_until_full);
+        RUN(test_recorder_decided_once);
         RUN(test_failed_fork_slot);
         RUN(test_table_against_reference);
         RUN(test_shared_with_child);

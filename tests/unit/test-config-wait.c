@@ -15,6 +15,7 @@
 #include "credential.h"
 #include "log.h"
 #include "test.h"
+#include "util.h"
 
 static int notes;
 static char dir[] = "/tmp/test-config-wait-XXXXXX";
@@ -44,7 +45,7 @@ static void write_file(const char *text) {
 static struct config loaded;
 static int attempts;
 
-static int load(void *userdata, struct config_diag *diag, enum config_wait_cause *cause) {
+static int load(_unused_ void *userdata, struct config_diag *diag, enum config_wait_cause *cause) {
         unsigned char key[CONFIG_HASH_KEY_MAX + 1];
         struct config c;
         bool no_file;

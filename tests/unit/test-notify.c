@@ -3,6 +3,8 @@
 #include <stdlib.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <stddef.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -11,6 +13,7 @@
 #include "test.h"
 
 static int sock;
+static char sock_path[64];
 
 static const char *receive(void) {
         static char buf[512];
@@ -141,11 +144,67 @@ static void test_watchdog_interval(void) {
         ASSERT(notify_watchdog_interval() == 0);
 }
 
+/* Receives one message and the descriptor it carries (-1: none). */
+static const char *receive_fd(int *fd) {
+        static char buf[512];
+        union {
+                struct cmsghdr h;
+                char b[CMSG_SPACE(sizeof(int))];
+        } control;
+        struct iovec iov = { .iov_base = buf, .iov_len = sizeof(buf) - 1 };
+        struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.b,
+                             .msg_controllen = sizeof(control.b) };
+        ssize_t n = recvmsg(sock, &mh, 0);
+        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+
+        ASSERT(n > 0);
+        buf[n] = 0;
+        *fd = -1;
+        if (c && c->cmsg_type == SCM_RIGHTS)
+                memcpy(fd, CMSG_DATA(c), sizeof(int));
+        return buf;
+}
+
+/* The store: the descriptor goes with FDSTORE=1 and its name, then the
+ * barrier, whose pipe the manager closes once it has read both; only then
+ * does notify_store_fd() return. A manager that never closes it makes it
+ * fail after NOTIFY_STATE_WAIT_USEC, which is not waited for here. */
+static void test_store_fd(void) {
+        int p[2], status;
+        pid_t manager;
+
+        setenv("NOTIFY_SOCKET", sock_path, 1);
+        ASSERT_INT(notify_open(), ==, 0);
+        ASSERT(pipe(p) == 0);
+        manager = fork();
+        ASSERT(manager >= 0);
+        if (manager == 0) {
+                int fd, barrier;
+                alarm(10); /* never outlive a failed test */
+                struct stat a, b;
+                const char *m = receive_fd(&fd);
+                ASSERT(strcmp(m, "FDSTORE=1\nFDNAME=handoff") == 0);
+                ASSERT(fd >= 0 && fstat(fd, &a) == 0 && fstat(p[0], &b) == 0 && a.st_ino == b.st_ino);
+                m = receive_fd(&barrier);
+                ASSERT(strcmp(m, "BARRIER=1") == 0 && barrier >= 0);
+                close(barrier);
+                _exit(0);
+        }
+        ASSERT_INT(notify_store_fd(p[0], "handoff"), ==, 0);
+        ASSERT_INT(waitpid(manager, &status, 0), ==, manager);
+        ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        close(p[0]);
+        close(p[1]);
+        notify_store_remove("handoff");
+        ASSERT(strcmp(receive(), "FDSTOREREMOVE=1\nFDNAME=handoff") == 0);
+}
+
 int main(void) {
         struct sockaddr_un a = { .sun_family = AF_UNIX };
         char path[64];
 
         snprintf(path, sizeof(path), "/tmp/test-notify-%d", (int) getpid());
+        snprintf(sock_path, sizeof(sock_path), "%s", path);
         snprintf(a.sun_path, sizeof(a.sun_path), "%s", path);
         sock = socket(AF_UNIX, SOCK_DGRAM, 0);
         ASSERT(bind(sock, (struct sockaddr *) &a, sizeof(a)) == 0);
@@ -154,6 +213,7 @@ int main(void) {
         RUN(test_messages);
         RUN(test_out_of_descriptors);
         RUN(test_failures_counted);
+        RUN(test_store_fd);
         RUN(test_late_listener);
         RUN(test_watchdog_interval);
         unlink(path);

@@ -52,8 +52,8 @@ static void status_line(pid_t pid, const char *key, char *out, size_t size) {
 }
 
 static void test_clean_worker(void) {
-        struct worker_limits lim = { .buffer_size = 1024, .idle_timeout_ms = 10000,
-                                     .write_timeout_ms = 10000, .max_session_time_ms = 30000 };
+        struct worker_limits lim = { .buffer_size = 1024, .idle_timeout_usec = 10000 * USEC_PER_MSEC,
+                                     .write_timeout_usec = 10000 * USEC_PER_MSEC, .max_session_time_usec = 30000 * USEC_PER_MSEC };
         struct children kids;
         struct child *ch;
         struct slot_report *report;
@@ -81,7 +81,7 @@ static void test_clean_worker(void) {
         ch = children_claim(&kids);
         ch->start_usec = now_usec(CLOCK_MONOTONIC);
         report = children_report(&kids, ch);
-        pid = spawn_worker(server, report, ch->start_usec, &lim, &orig);
+        pid = spawn_worker(server, report, ch->start_usec, &lim, &orig, NULL);
         ASSERT(pid > 0);
         close(server);
         children_commit(&kids, ch, pid);

@@ -22,8 +22,8 @@
 static struct worker_stats *stats;
 
 static const struct worker_limits base = {
-        .buffer_size = 4096, .idle_timeout_ms = 5000, .write_timeout_ms = 5000,
-        .max_session_time_ms = 20000, .max_session_bytes = 0,
+        .buffer_size = 4096, .idle_timeout_usec = 5000 * USEC_PER_MSEC, .write_timeout_usec = 5000 * USEC_PER_MSEC,
+        .max_session_time_usec = 20000 * USEC_PER_MSEC, .max_session_bytes = 0,
 };
 
 /* The worker's socket as the parent sees it, when a test keeps it (spy):
@@ -78,7 +78,7 @@ static void finish(pid_t pid, enum close_reason expected) {
 
         ASSERT(waitpid(pid, &status, 0) == pid);
         ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-        if (stats->reason != (int) expected)
+        if (stats->reason != expected)
                 fprintf(stderr, "reason %s, expected %s\n", close_reason_name(stats->reason),
                         close_reason_name(expected));
         ASSERT_INT(stats->reason, ==, expected);
@@ -171,7 +171,7 @@ static void test_idle_timeout(void) {
         int c;
         pid_t pid;
 
-        lim.idle_timeout_ms = 150;
+        lim.idle_timeout_usec = 150 * USEC_PER_MSEC;
         pid = start(&lim, &c);
         pump(c, 100, false);  /* activity restarts the idle clock */
         ASSERT_INT(read_all_until_eof(c, 5000), ==, 0);
@@ -187,7 +187,7 @@ static void test_idle_and_bytes_after_bulk(void) {
         int c;
         pid_t pid;
 
-        lim.idle_timeout_ms = 150;
+        lim.idle_timeout_usec = 150 * USEC_PER_MSEC;
         pid = start(&lim, &c);
         pump(c, 10 * lim.buffer_size, false);
         ASSERT_INT(read_all_until_eof(c, 5000), ==, 0);
@@ -212,7 +212,7 @@ static void test_write_timeout(void) {
         int c, small = 4096;
         pid_t pid;
 
-        lim.write_timeout_ms = 200;
+        lim.write_timeout_usec = 200 * USEC_PER_MSEC;
         client_rcvbuf = small;
         pid = start(&lim, &c);
         client_rcvbuf = 0;
@@ -241,7 +241,7 @@ static void test_session_time(void) {
         int c;
         pid_t pid;
 
-        lim.max_session_time_ms = 200;
+        lim.max_session_time_usec = 200 * USEC_PER_MSEC;
         pid = start(&lim, &c);
         /* Keep it busy past the limit: the limit holds without idle time. */
         uint64_t end = now_usec(CLOCK_MONOTONIC) + 400 * USEC_PER_MSEC;
@@ -404,9 +404,9 @@ static void test_long_session_limit_waits(void) {
         int c, small = 4096;
         pid_t pid;
 
-        lim.max_session_time_ms = 30u * 86400u * 1000u;
-        lim.write_timeout_ms = 0;
-        lim.idle_timeout_ms = 0;
+        lim.max_session_time_usec = 30 * 86400 * USEC_PER_SEC;
+        lim.write_timeout_usec = 0;
+        lim.idle_timeout_usec = 0;
         client_rcvbuf = small;
         pid = start(&lim, &c);
         client_rcvbuf = 0;
@@ -478,8 +478,8 @@ static void test_sigterm_cut_anywhere(void) {
         uint32_t seed = 7;
         int misses = 0;
 
-        lim.idle_timeout_ms = lim.write_timeout_ms = 60000;
-        lim.max_session_time_ms = 0;
+        lim.idle_timeout_usec = lim.write_timeout_usec = 60000 * USEC_PER_MSEC;
+        lim.max_session_time_usec = 0;
         for (int i = 0; i < 60; i++) {
                 char msg[512] = { 'c' };
                 bool reset;
@@ -521,8 +521,8 @@ static void test_sigterm_cut_busy_stream(void) {
         int c, status;
         pid_t pid, reader;
 
-        lim.idle_timeout_ms = lim.write_timeout_ms = 60000;
-        lim.max_session_time_ms = 0;
+        lim.idle_timeout_usec = lim.write_timeout_usec = 60000 * USEC_PER_MSEC;
+        lim.max_session_time_usec = 0;
         pid = start(&lim, &c);
         enter_splice_mode(pid, c, lim.buffer_size);
         reader = fork();
@@ -569,7 +569,7 @@ static void test_sigterm_cut_late_reader(void) {
         int c, small = 4096;
         pid_t pid;
 
-        lim.write_timeout_ms = 10000;
+        lim.write_timeout_usec = 10000 * USEC_PER_MSEC;
         client_rcvbuf = small;
         pid = start(&lim, &c);
         client_rcvbuf = 0;
@@ -619,8 +619,10 @@ static void test_session_bytes_late_reader(void) {
                         sent += (size_t) w;
                 else if (w < 0 && errno == EAGAIN)
                         ASSERT(poll(&p, 1, 10000) == 1); /* the worker discards what is over */
-                else
-                        ASSERT(!"send failed");
+                else {
+                        perror("send");
+                        ASSERT(false);
+                }
         }
         size_t got = read_rest(c, &reset);
         finish(pid, CLOSE_SESSION_BYTES);
@@ -639,7 +641,7 @@ static void test_session_time_late_reader(void) {
         int c, small = 4096;
         pid_t pid;
 
-        lim.max_session_time_ms = 300;
+        lim.max_session_time_usec = 300 * USEC_PER_MSEC;
         client_rcvbuf = small;
         pid = start(&lim, &c);
         client_rcvbuf = 0;
@@ -675,7 +677,7 @@ static void test_linger_runs_out_counts_what_arrived(void) {
         pid_t pid;
 
         lim.max_session_bytes = 200000;
-        lim.write_timeout_ms = 300;
+        lim.write_timeout_usec = 300 * USEC_PER_MSEC;
         client_rcvbuf = small;
         pid = start(&lim, &c);
         client_rcvbuf = 0;
@@ -708,7 +710,7 @@ static void test_half_closed_non_reader_held_until_write_timeout(void) {
         int c, status;
         pid_t pid;
 
-        lim.write_timeout_ms = 300;
+        lim.write_timeout_usec = 300 * USEC_PER_MSEC;
         client_rcvbuf = 4096;
         server_sndbuf = 1 << 20;
         pid = start(&lim, &c);
@@ -724,7 +726,7 @@ static void test_half_closed_non_reader_held_until_write_timeout(void) {
                stats->bytes_out, stats->bytes_in, got, reset ? "a reset" : "EOF");
         ASSERT_INT(stats->reason, ==, CLOSE_CLIENT);
         ASSERT(stats->bytes_in == sizeof(chunk));
-        ASSERT(held >= lim.write_timeout_ms * USEC_PER_MSEC / 2);
+        ASSERT(held >= lim.write_timeout_usec / 2);
         ASSERT(reset && got == stats->bytes_out && got < sizeof(chunk));
         close(c);
 }
@@ -743,7 +745,7 @@ static void test_cut_bounds_a_trickling_linger(void) {
         int c;
         pid_t pid;
 
-        lim.write_timeout_ms = 10000;
+        lim.write_timeout_usec = 10000 * USEC_PER_MSEC;
         client_rcvbuf = 4096;
         server_sndbuf = 1 << 20;
         pid = start(&lim, &c);
@@ -781,7 +783,7 @@ static void test_client_that_read_everything_closes_at_once(void) {
         int c, status;
         pid_t pid;
 
-        lim.write_timeout_ms = 60000;
+        lim.write_timeout_usec = 60000 * USEC_PER_MSEC;
         pid = start(&lim, &c);
         pump(c, 100000, true);
         uint64_t t0 = now_usec(CLOCK_MONOTONIC);
@@ -826,8 +828,8 @@ static void test_splice_idle_counts_from_waiting(void) {
         pid_t pid;
 
         lim.buffer_size = 65536;
-        lim.idle_timeout_ms = 200;
-        lim.write_timeout_ms = 10000;
+        lim.idle_timeout_usec = 200 * USEC_PER_MSEC;
+        lim.write_timeout_usec = 10000 * USEC_PER_MSEC;
         keep_spy = true;
         server_sndbuf = 4096;
         client_rcvbuf = small;
@@ -845,7 +847,7 @@ static void test_splice_idle_counts_from_waiting(void) {
                         usleep(1000);
         }
         ASSERT_INT(queued, ==, 0);
-        usleep(3 * lim.idle_timeout_ms * 1000); /* the client takes its time to read */
+        usleep((useconds_t) (3 * lim.idle_timeout_usec)); /* the client takes its time to read */
         size_t n = 0;
         while (n < sizeof(back)) {
                 ssize_t r = read(c, back, sizeof(back) - n);
@@ -854,8 +856,8 @@ static void test_splice_idle_counts_from_waiting(void) {
         }
         ASSERT(write(c, "ping", 4) == 4);
         ssize_t r = read(c, back, 4);
-        printf("   after a %u ms wait to send, a prompt message got %zd bytes back\n",
-               3 * lim.idle_timeout_ms, r);
+        printf("   after a %" PRIu64 " ms wait to send, a prompt message got %zd bytes back\n",
+               3 * lim.idle_timeout_usec / USEC_PER_MSEC, r);
         ASSERT(r == 4 && memcmp(back, "ping", 4) == 0);
         ASSERT_INT(read_all_until_eof(c, 5000), ==, 0); /* idle now, truly */
         finish(pid, CLOSE_IDLE);

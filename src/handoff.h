@@ -1,0 +1,52 @@
+/* The sessions one daemon hands to the next across a restart.
+ *
+ * At a hand-off (server_hand_off()) the daemon leaves its live sessions to
+ * their workers and stores a list of them in systemd's file descriptor
+ * store: a sealed memfd named HANDOFF_FDNAME. The next daemon gets it back
+ * with its listeners (LISTEN_FDNAMES) and adopts each session that is still
+ * the same process, so max_clients and the per-source limits count the old
+ * sessions until they end, as if no restart had happened.
+ *
+ * The format is this program's own, versioned: a header, then `count`
+ * fixed-size entries. The content is checked as untrusted input: a wrong
+ * magic, version or size, more entries than `max`, an entry with a pid out
+ * of range or an address of another family is refused (the whole file for
+ * the first four, the entry for the last two) and never read past. A
+ * process is the same one when it runs as our user and its start time
+ * (/proc/PID/stat, field 22) matches, where /proc shows it
+ * (handoff_same_process()). */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "addr.h"
+
+#define HANDOFF_FDNAME "handoff"
+
+struct handoff_entry {
+        int32_t pid;
+        uint32_t reserved;              /* 0 */
+        uint64_t start_time;            /* clock ticks after boot, /proc/PID/stat */
+        union sockaddr_any peer;        /* the client, for admission control */
+};
+
+/* A sealed, close-on-exec memfd holding n entries, or -errno. */
+int handoff_write(const struct handoff_entry *e, size_t n);
+
+/* Reads the entries of fd into *out (malloc'd, *n of them; NULL when 0).
+ * Returns the number of entries skipped as malformed (>= 0), or -EBADMSG
+ * for a file of the wrong format or size or with more than max entries, or
+ * another -errno. Never reads past the file's size. */
+int handoff_read(int fd, size_t max, struct handoff_entry **out, size_t *n);
+
+/* The start time of pid from /proc, 0 or -errno (-ESRCH: gone). */
+int handoff_start_time(pid_t pid, uint64_t *out);
+
+/* Whether pidfd, open on e->pid, is the process e names: alive, not this
+ * process, running as our user (we may signal it), and started at
+ * e->start_time if /proc shows it (it may not: see handoff.c). 0 when it
+ * is, -ESRCH when it is gone or the pid is another process's, -EPERM when
+ * it is another user's, or another -errno. */
+int handoff_same_process(int pidfd, const struct handoff_entry *e);

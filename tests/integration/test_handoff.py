@@ -1,0 +1,284 @@
+#!/usr/bin/env python3
+"""Restarts without a stall: workers outlive their daemon.
+
+A worker whose daemon is gone (killed, or handed off at a restart) finishes
+its session within drain_timeout and writes its own record; under systemd,
+SIGTERM hands the sessions off and the daemon leaves at once, so the next
+daemon accepts from the same listener while the old sessions go on."""
+
+import os
+import signal
+import socket
+import struct
+import time
+
+from harness import (SLOW, Daemon, connect, main, recv_all, recv_exact, served, wait_until)
+
+
+def echo(s, payload):
+    s.sendall(payload)
+    assert recv_exact(s, len(payload)) == payload
+
+
+def kill_quietly(pids):
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_worker_outlives_a_killed_daemon():
+    with Daemon("drain_timeout = 60; idle_timeout = 60;") as d:
+        s = connect(d.address())
+        echo(s, b"before")
+        workers = [pid for pid, _ in d.children()]
+        assert len(workers) == 1
+        try:
+            d.signal(signal.SIGKILL)
+            d.wait_exit()
+            # The session goes on undisturbed, then ends as the client says.
+            for i in range(20):
+                echo(s, b"after %d " % i * 100)
+            s.shutdown(socket.SHUT_WR)
+            assert recv_all(s) == b""
+            s.close()
+            # Its record, written by the worker itself.
+            rec = d.wait_records(1)[0]
+            assert rec["reason"] == "client-closed" and int(rec["pid"]) == workers[0], rec
+            assert int(rec["bytes_in"]) == 6 + sum(len(b"after %d " % i * 100) for i in range(20)), rec
+            assert rec["bytes_in"] == rec["bytes_out"], rec
+            wait_until(lambda: not alive(workers[0]), 10, "the worker to end")
+            print(f"   daemon killed: worker {workers[0]} served on and wrote its record: "
+                  f"{rec['reason']}, {rec['bytes_in']} bytes")
+        finally:
+            kill_quietly(workers)
+
+
+def test_orphaned_worker_ends_at_drain_timeout():
+    drain = 1.0 * SLOW
+    with Daemon(f"drain_timeout = {drain:g}; idle_timeout = 600;") as d:
+        s = connect(d.address(), timeout=30)
+        echo(s, b"x")
+        workers = [pid for pid, _ in d.children()]
+        try:
+            d.signal(signal.SIGKILL)
+            d.wait_exit()
+            killed = time.monotonic()
+            # An idle session: only the drain can end it (idle_timeout is 600 s).
+            assert recv_all(s) == b""
+            took = time.monotonic() - killed
+            rec = d.wait_records(1)[0]
+            assert rec["reason"] == "shutdown" and int(rec["pid"]) == workers[0], rec
+            assert took < drain + 2 * SLOW, took
+            print(f"   idle session of a killed daemon ended after {took:.2f} s "
+                  f"(drain_timeout {drain:g} s): {rec['reason']}")
+        finally:
+            kill_quietly(workers)
+
+
+def test_sigterm_under_systemd_hands_off():
+    drain = 30 * SLOW
+    old = Daemon(f"drain_timeout = {drain:g}; idle_timeout = 60;", service=True)
+    new = None
+    workers = []
+    try:
+        old.start()
+        s = connect(old.address())
+        echo(s, b"long session ")
+        workers = [pid for pid, _ in old.children()]
+        old.signal(signal.SIGTERM)
+        t0 = time.monotonic()
+        assert old.wait_exit(timeout=5) == 0
+        left = time.monotonic() - t0
+        # The next daemon takes the same listener at once.
+        new = Daemon(f"drain_timeout = {drain:g};", passed_fds=[old.sockets[0].fileno()], service=True)
+        new.start()
+        t1 = time.monotonic()
+        with connect(old.address()) as c:
+            echo(c, b"new client")
+        served = time.monotonic() - t1
+        # The old session goes on undisturbed and writes its own record.
+        for i in range(20):
+            echo(s, b"still here %d " % i)
+        s.shutdown(socket.SHUT_WR)
+        assert recv_all(s) == b""
+        s.close()
+        rec = [r for r in old.wait_records(1) if int(r["pid"]) == workers[0]]
+        assert rec and rec[0]["reason"] == "client-closed", rec
+        assert rec[0]["bytes_in"] == rec[0]["bytes_out"], rec
+        print(f"   SIGTERM under systemd with a live session: daemon left after {left:.3f} s "
+              f"(drain_timeout {drain:g} s), the next one served a new client in {served:.3f} s, "
+              f"the old session ended by its client and was recorded by its worker")
+    except Exception:
+        print("\n".join(old.log.snapshot()))
+        raise
+    finally:
+        kill_quietly(workers)
+        if new:
+            new.cleanup()
+        old.cleanup()
+
+
+def test_standalone_sigterm_still_drains_in_place():
+    with Daemon("drain_timeout = 30; idle_timeout = 60;") as d:
+        s = connect(d.address())
+        echo(s, b"x")
+        d.signal(signal.SIGTERM)
+        d.wait_log(r"draining 1 session\(s\)")
+        assert d.proc.poll() is None  # still there: the terminal waits for the sessions
+        echo(s, b"y")
+        s.close()
+        assert d.wait_exit() == 0
+        d.wait_log(r"stopped: 1 session\(s\) drained, 0 cut")
+
+
+def hand_off(old):
+    """SIGTERM to a daemon started as a service: it leaves at once; returns
+    the file it stored for the next daemon."""
+    old.signal(signal.SIGTERM)
+    assert old.wait_exit(timeout=5) == 0
+    stored = [fd for name, fd in old.stored_fds if name == "handoff"]
+    assert len(stored) == 1, old.stored_fds
+    return stored[0]
+
+
+def successor(listener, config, handoff_fd):
+    return Daemon(config, passed_fds=[listener.fileno(), handoff_fd], names=["echo", "handoff"], service=True)
+
+
+def test_adopted_sessions_keep_the_limits():
+    """max_clients = 3, max_clients_per_source = 2: two sessions from one
+    source, handed over. The next daemon refuses that source a third, serves
+    one more from another source, and then is at the cap until an adopted
+    session ends."""
+    config = "drain_timeout = 60; idle_timeout = 60; max_clients = 3; max_clients_per_source = 2; source_rate = 0;"
+    old, new, workers, clients = Daemon(config, service=True), None, [], []
+    try:
+        old.start()
+        clients = [connect(old.address()) for _ in range(2)]
+        for c in clients:
+            echo(c, b"x")
+        workers = [pid for pid, _ in old.children()]
+        fd = hand_off(old)
+        new = successor(old.sockets[0], config, fd)
+        new.start()
+        new.wait_log(r"adopted 2 session\(s\) of the previous daemon.*; 0 had ended.*, 0 entries ignored")
+        assert not served(old.address(), source="127.0.0.1")  # its source has 2 already
+        third = connect(old.address(), source="127.0.0.2")
+        echo(third, b"third")
+        clients.append(third)
+        new.wait_notify("3 active (cap 3, AT CAP)")
+        waiting = connect(old.address(), source="127.0.0.3")  # queued in the backlog
+        waiting.sendall(b"w")
+        clients.append(waiting)
+        # An adopted session ends: its place is free, the waiting client is served.
+        clients[0].close()
+        assert recv_exact(waiting, 1) == b"w"
+        # Every old session is still the old worker's: the one left goes on.
+        echo(clients[1], b"old session")
+        print("   2 sessions handed over under max_clients 3 / per source 2: the same source refused, "
+              "one more served, the next served only when an adopted session ended")
+    finally:
+        for c in clients:
+            c.close()
+        kill_quietly(workers)
+        if new:
+            new.cleanup()
+        old.cleanup()
+
+
+def test_second_restart_hands_adopted_sessions_on():
+    config = "drain_timeout = 60; idle_timeout = 60; max_clients = 2; max_clients_per_source = 0; source_rate = 0;"
+    first, second, third, workers = Daemon(config, service=True), None, None, []
+    try:
+        first.start()
+        s = connect(first.address())
+        echo(s, b"one")
+        workers = [pid for pid, _ in first.children()]
+        second = successor(first.sockets[0], config, hand_off(first))
+        second.start()
+        second.wait_log(r"adopted 1 session\(s\)")
+        third = successor(first.sockets[0], config, hand_off(second))
+        third.start()
+        third.wait_log(r"adopted 1 session\(s\)")
+        with connect(first.address()) as c:
+            echo(c, b"new")
+        third.wait_notify("2 active (cap 2, AT CAP)")
+        echo(s, b"still the first worker")
+        print("   a session adopted twice is still counted by the third daemon")
+    finally:
+        kill_quietly(workers)
+        for d in (third, second, first):
+            if d:
+                d.cleanup()
+
+
+def handoff_file(entries, magic=0x48504d45, version=1, entry_size=48, count=None):
+    data = struct.pack("<IIII", magic, version, entry_size, len(entries) if count is None else count)
+    for pid, start, family in entries:
+        sa = struct.pack("<H", family) + struct.pack(">H", 7) + socket.inet_aton("127.0.0.1")
+        data += struct.pack("<iIQ", pid, 0, start) + sa.ljust(28, b"\0") + b"\0" * 4
+    fd = os.memfd_create("handoff")
+    os.write(fd, data)
+    return fd
+
+
+def start_time(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[19])
+
+
+def test_hostile_handoff_file_is_ignored():
+    me = os.getpid()
+    cases = {
+        "garbage": (b"\xff" * 100, r"cannot be read"),
+        "truncated": (None, r"cannot be read"),
+        "wrong count": (None, r"cannot be read"),
+        "not ours": (None, r"adopted 0 session\(s\).*; 2 had ended.*, 2 entries ignored"),
+    }
+    for name, (raw, expect) in cases.items():
+        if name == "garbage":
+            fd = os.memfd_create("h")
+            os.write(fd, raw)
+        elif name == "truncated":
+            full = handoff_file([(me, start_time(me), socket.AF_INET)])
+            data = os.pread(full, 1000, 0)
+            os.close(full)
+            fd = os.memfd_create("h")
+            os.write(fd, data[:-5])
+        elif name == "wrong count":
+            fd = handoff_file([(me, start_time(me), socket.AF_INET)], count=1 << 30)
+        else:
+            # A live process with the wrong start time, a pid that is no
+            # process, pid 0 and an address of another family.
+            fd = handoff_file([(me, start_time(me) + 1, socket.AF_INET), (0, 0, socket.AF_INET),
+                               (me, start_time(me), socket.AF_UNIX), (4194304 - 1, 1, socket.AF_INET)])
+        lst = socket.socket()
+        lst.bind(("127.0.0.1", 0))
+        lst.listen(16)
+        d = Daemon("max_clients = 1;", passed_fds=[lst.fileno(), fd], names=["echo", "handoff"])
+        try:
+            d.start()
+            d.wait_log(expect)
+            assert served(lst.getsockname())
+            print(f"   {name}: {d.log_lines(r'adopted|cannot be read')[0].group(0)[:60]}..., served")
+        finally:
+            d.cleanup()
+            lst.close()
+            os.close(fd)
+
+
+if __name__ == "__main__":
+    main([test_worker_outlives_a_killed_daemon, test_orphaned_worker_ends_at_drain_timeout,
+          test_sigterm_under_systemd_hands_off, test_standalone_sigterm_still_drains_in_place,
+          test_adopted_sessions_keep_the_limits, test_second_restart_hands_adopted_sessions_on,
+          test_hostile_handoff_file_is_ignored])

@@ -1,0 +1,136 @@
+/* handoff: the file round-trips; truncated, oversized, foreign and hostile
+ * content is refused without reading past the file; a process is the one
+ * named only while it lives with the recorded start time. */
+#include <errno.h>
+#include <signal.h>
+#include <arpa/inet.h>
+#include <sys/mman.h>
+#include <sys/pidfd.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "handoff.h"
+#include "test.h"
+
+static struct handoff_entry entry(pid_t pid) {
+        struct handoff_entry e = { .pid = pid };
+
+        e.peer.in.sin_family = AF_INET;
+        e.peer.in.sin_addr.s_addr = htonl(0x7f000001);
+        ASSERT_INT(handoff_start_time(pid, &e.start_time), ==, 0);
+        return e;
+}
+
+static int raw_file(const void *data, size_t n) {
+        int fd = memfd_create("test", MFD_CLOEXEC);
+
+        ASSERT(fd >= 0);
+        ASSERT_INT(write(fd, data, n), ==, (ssize_t) n);
+        return fd;
+}
+
+static void test_round_trip(void) {
+        struct handoff_entry e[2] = { entry(getpid()), entry(getppid()) }, *got;
+        size_t n;
+        int fd = handoff_write(e, 2);
+
+        ASSERT(fd >= 0);
+        ASSERT(write(fd, "x", 1) < 0); /* sealed */
+        ASSERT_INT(handoff_read(fd, 16, &got, &n), ==, 0);
+        ASSERT_INT(n, ==, 2);
+        ASSERT(memcmp(got, e, sizeof(e)) == 0);
+        free(got);
+        /* More entries than the reader takes: refused whole. */
+        ASSERT_INT(handoff_read(fd, 1, &got, &n), ==, -EBADMSG);
+        ASSERT(got == NULL && n == 0);
+        close(fd);
+
+        fd = handoff_write(NULL, 0);
+        ASSERT_INT(handoff_read(fd, 16, &got, &n), ==, 0);
+        ASSERT(got == NULL && n == 0);
+        close(fd);
+}
+
+static void test_malformed_files(void) {
+        struct handoff_entry e[2] = { entry(getpid()), entry(getpid()) }, *got;
+        char buf[4096];
+        size_t n;
+        int good = handoff_write(e, 2);
+        ssize_t size = pread(good, buf, sizeof(buf), 0);
+
+        ASSERT(size > 16);
+        /* Every truncation, and one byte too many. */
+        for (ssize_t cut = 0; cut < size; cut++) {
+                int fd = raw_file(buf, (size_t) cut);
+                ASSERT_INT(handoff_read(fd, 16, &got, &n), ==, -EBADMSG);
+                close(fd);
+        }
+        buf[size] = 0;
+        int fd = raw_file(buf, (size_t) size + 1);
+        ASSERT_INT(handoff_read(fd, 16, &got, &n), ==, -EBADMSG);
+        close(fd);
+        /* A count that claims more than the file holds, a wrong magic, a
+         * wrong version, a wrong entry size. */
+        for (int field = 0; field < 4; field++) {
+                char bad[4096];
+                memcpy(bad, buf, (size_t) size);
+                ((uint32_t *) bad)[field] ^= field == 3 ? 0x40000000 : 1;
+                fd = raw_file(bad, (size_t) size);
+                ASSERT_INT(handoff_read(fd, 1u << 31, &got, &n), ==, -EBADMSG);
+                ASSERT(got == NULL && n == 0);
+                close(fd);
+        }
+        /* Not a file at all. */
+        int p[2];
+        ASSERT(pipe(p) == 0);
+        ASSERT_INT(handoff_read(p[0], 16, &got, &n), ==, -EBADMSG);
+        close(p[0]);
+        close(p[1]);
+        close(good);
+}
+
+static void test_hostile_entries_skipped(void) {
+        struct handoff_entry e[4] = { entry(getpid()), entry(getpid()), entry(getpid()), entry(getpid()) }, *got;
+        size_t n;
+
+        e[0].pid = 0;
+        e[1].pid = -5;
+        e[2].peer.sa.sa_family = AF_UNIX;
+        int fd = handoff_write(e, 4);
+        ASSERT_INT(handoff_read(fd, 16, &got, &n), ==, 3);
+        ASSERT_INT(n, ==, 1);
+        ASSERT_INT(got[0].pid, ==, getpid());
+        free(got);
+        close(fd);
+}
+
+static void test_same_process(void) {
+        pid_t child = fork();
+
+        ASSERT(child >= 0);
+        if (child == 0) {
+                pause();
+                _exit(0);
+        }
+        struct handoff_entry e = entry(child);
+        int pidfd = (int) pidfd_open(child, 0);
+        ASSERT(pidfd >= 0);
+        ASSERT_INT(handoff_same_process(pidfd, &e), ==, 0);
+        e.start_time++;
+        ASSERT_INT(handoff_same_process(pidfd, &e), ==, -ESRCH); /* another process with the pid */
+        e.start_time--;
+        kill(child, SIGKILL);
+        ASSERT_INT(waitpid(child, NULL, 0), ==, child);
+        ASSERT_INT(handoff_same_process(pidfd, &e), ==, -ESRCH); /* gone */
+        close(pidfd);
+        uint64_t t;
+        ASSERT_INT(handoff_start_time(child, &t), ==, -ESRCH);
+}
+
+int main(void) {
+        RUN(test_round_trip);
+        RUN(test_malformed_files);
+        RUN(test_hostile_entries_skipped);
+        RUN(test_same_process);
+        return 0;
+}
