@@ -30,6 +30,12 @@ static struct session_end session(const char *client, uint64_t bytes, enum close
         return s;
 }
 
+/* n sessions like s, all ending at now. */
+static void end_sessions(struct budget *b, const struct config *c, const struct session_end *s, int n, uint64_t now) {
+        for (int i = 0; i < n; i++)
+                budget_connection(b, c, s, 0, now);
+}
+
 static unsigned count(const char *text, const char *needle) {
         unsigned n = 0;
 
@@ -48,8 +54,7 @@ static void test_burst_then_folded(void) {
         budget_init(&b, &c, T0);
         ASSERT(budget_due(&b) == UINT64_MAX);
         capture_start(&cap);
-        for (int i = 0; i < 10; i++)
-                budget_connection(&b, &c, &s, 0, T0);
+        end_sessions(&b, &c, &s, 10, T0);
         out = capture_end(&cap);
         ASSERT_INT(count(out, "info: connection 192.0.2.9:40000"), ==, 3);
         ASSERT_INT(count(out, "notice: connection records over budget (2 a second, bursts of 3)"), ==, 1);
@@ -77,8 +82,7 @@ static void test_summary_adds_up(void) {
         budget_init(&b, &c, T0);
         capture_start(&cap);
         budget_connection(&b, &c, &a, 0, T0);           /* recorded */
-        for (int i = 0; i < 4; i++)
-                budget_connection(&b, &c, &a, 0, T0);   /* folded */
+        end_sessions(&b, &c, &a, 4, T0);   /* folded */
         budget_connection(&b, &c, &r, 0, T0);
         budget_connection(&b, &c, &r, SIGKILL, T0);     /* killed: error, from its wait status */
         budget_flush(&b, T0 + 2 * USEC_PER_SEC, 9, false);
@@ -135,8 +139,7 @@ static void test_no_budget_and_quiet_levels(void) {
 
         budget_init(&b, &c, T0);
         capture_start(&cap);
-        for (int i = 0; i < 50; i++)
-                budget_connection(&b, &c, &a, 0, T0);
+        end_sessions(&b, &c, &a, 50, T0);
         out = capture_end(&cap);
         ASSERT_INT(count(out, "info: connection "), ==, 50);
         ASSERT(!b.folding);
@@ -146,8 +149,7 @@ static void test_no_budget_and_quiet_levels(void) {
         budget_init(&b, &c, T0);
         log_set_max_level(LOG_NOTICE);
         capture_start(&cap);
-        for (int i = 0; i < 5; i++)
-                budget_connection(&b, &c, &a, 0, T0);
+        end_sessions(&b, &c, &a, 5, T0);
         out = capture_end(&cap);
         log_set_max_level(LOG_INFO);
         ASSERT(strcmp(out, "") == 0);
@@ -168,8 +170,7 @@ static void test_summary_held_below_info(void) {
 
         budget_init(&b, &c, T0);
         capture_start(&cap);
-        for (int i = 0; i < 3; i++)
-                budget_connection(&b, &c, &a, 0, T0);
+        end_sessions(&b, &c, &a, 3, T0);
         out = capture_end(&cap);
         ASSERT_INT(b.recorded, ==, 1);
         ASSERT_INT(b.connections, ==, 2);
@@ -196,8 +197,7 @@ static void test_summary_held_below_info(void) {
         /* Held to the end: written at notice with the daemon's last records. */
         budget_init(&b, &c, T0);
         capture_start(&cap);
-        for (int i = 0; i < 3; i++)
-                budget_connection(&b, &c, &a, 0, T0);
+        end_sessions(&b, &c, &a, 3, T0);
         log_set_max_level(LOG_NOTICE);
         budget_flush(&b, T0 + USEC_PER_SEC, 3, true);
         out = capture_end(&cap);
