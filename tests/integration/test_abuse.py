@@ -349,28 +349,40 @@ def test_denied_flood_does_not_open_the_default_table():
 IN_NETNS = "ECHO_MPSERV_TEST_NETNS"
 
 
+def run_in_netns(name):
+    """Runs test `name` of this file again, in a network namespace of its
+    own (with IN_NETNS set), and passes on what it printed and whether it
+    passed."""
+    try:
+        subprocess.run(["unshare", "--net", "true"], check=True, capture_output=True)
+    except (OSError, subprocess.CalledProcessError) as e:
+        raise Skip(f"cannot make a network namespace: {e}")
+    r = subprocess.run(["unshare", "--net", sys.executable, __file__, name],
+                       env=dict(os.environ, **{IN_NETNS: "1"}), capture_output=True, text=True)
+    out = "\n".join(line for line in r.stdout.splitlines() if not line.startswith("-- "))
+    print(out.rstrip())
+    assert r.returncode == 0, r.stderr
+
+
+def route_to_lo(prefix):
+    """Inside run_in_netns() only: a local route makes the kernel deliver
+    the whole prefix to lo; binding to an address of it that is not
+    configured needs ip_nonlocal_bind."""
+    v6 = ":" in prefix
+    for cmd in (["ip", "link", "set", "lo", "up"],
+                ["ip"] + (["-6"] if v6 else []) + ["route", "add", "local", prefix, "dev", "lo"]):
+        subprocess.run(cmd, check=True)
+    with open(f"/proc/sys/net/ipv{6 if v6 else 4}/ip_nonlocal_bind", "w") as f:
+        f.write("1")
+
+
 def test_full_source_table_ipv6():
     """IPv6 sources, one /64 each, from a 2001:db8::/48 routed to the
     loopback of a network namespace this test makes for itself."""
     if not os.environ.get(IN_NETNS):
-        try:
-            subprocess.run(["unshare", "--net", "true"], check=True, capture_output=True)
-        except (OSError, subprocess.CalledProcessError) as e:
-            raise Skip(f"cannot make a network namespace: {e}")
-        r = subprocess.run(["unshare", "--net", sys.executable, __file__, "test_full_source_table_ipv6"],
-                           env=dict(os.environ, **{IN_NETNS: "1"}), capture_output=True, text=True)
-        out = "\n".join(line for line in r.stdout.splitlines() if not line.startswith("-- "))
-        print(out.rstrip())
-        assert r.returncode == 0, r.stderr
+        run_in_netns("test_full_source_table_ipv6")
         return
-    # A local route makes the kernel deliver the whole /48 to lo; binding
-    # to an address that is not configured needs ip_nonlocal_bind (both
-    # only in this namespace).
-    for cmd in (["ip", "link", "set", "lo", "up"],
-                ["ip", "-6", "route", "add", "local", "2001:db8::/48", "dev", "lo"]):
-        subprocess.run(cmd, check=True)
-    with open("/proc/sys/net/ipv6/ip_nonlocal_bind", "w") as f:
-        f.write("1")
+    route_to_lo("2001:db8::/48")
 
     def source(kind, i):
         return f"2001:db8:0:{kind << 12 | i:x}::{kind + 1:x}"
@@ -407,21 +419,9 @@ def test_loopback_exempt_by_default():
             n = refused_in_a_loop(d.address(), "127.0.0.1")
             print(f"   source_limits_exempt = [], {LOOP} connections from 127.0.0.1: {n} refused")
             assert n >= LOOP // 2, n
-        try:
-            subprocess.run(["unshare", "--net", "true"], check=True, capture_output=True)
-        except (OSError, subprocess.CalledProcessError) as e:
-            raise Skip(f"cannot make a network namespace: {e}")
-        r = subprocess.run(["unshare", "--net", sys.executable, __file__, "test_loopback_exempt_by_default"],
-                           env=dict(os.environ, **{IN_NETNS: "1"}), capture_output=True, text=True)
-        out = "\n".join(line for line in r.stdout.splitlines() if not line.startswith("-- "))
-        print(out.rstrip())
-        assert r.returncode == 0, r.stderr
+        run_in_netns("test_loopback_exempt_by_default")
         return
-    for cmd in (["ip", "link", "set", "lo", "up"],
-                ["ip", "route", "add", "local", "192.0.2.0/24", "dev", "lo"]):
-        subprocess.run(cmd, check=True)
-    with open("/proc/sys/net/ipv4/ip_nonlocal_bind", "w") as f:
-        f.write("1")
+    route_to_lo("192.0.2.0/24")
     with Daemon(DEFAULT_LIMITS, listen=(("192.0.2.1", 0),)) as d:
         n = refused_in_a_loop(d.address(), "192.0.2.2")
         print(f"   defaults, {LOOP} connections from 192.0.2.2: {n} refused")
