@@ -42,17 +42,26 @@ def as_unused_uid_with_nproc(nproc):
             "--clear-groups"]
 
 
+def no_descriptor_to_spare(d):
+    """After one session served and its worker gone (the parent's
+    descriptors settled), RLIMIT_NOFILE at what the parent holds: its next
+    accept() fails with EMFILE. Returns the limits to restore, and when
+    (time.monotonic()) accept() could start failing, not before."""
+    c = connect(d.address())
+    c.sendall(b"ok")
+    assert recv_exact(c, 2) == b"ok"
+    c.close()
+    wait_until(lambda: not d.children(), 10, "the worker to exit")
+    wait_until(lambda: d.fds() == PARENT_FDS, 5, "the parent's fds to settle")
+    soft, hard = resource.prlimit(d.pid, resource.RLIMIT_NOFILE)
+    since = time.monotonic()
+    resource.prlimit(d.pid, resource.RLIMIT_NOFILE, (len(PARENT_FDS), hard))
+    return soft, hard, since
+
+
 def test_emfile_low_cpu_and_recovery():
     with Daemon() as d:
-        c = connect(d.address())
-        c.sendall(b"ok")
-        assert recv_exact(c, 2) == b"ok"
-        c.close()
-        wait_until(lambda: not d.children(), 10, "the first worker to exit")
-        wait_until(lambda: d.fds() == PARENT_FDS, 5, "the parent's fds to settle")
-        soft, hard = resource.prlimit(d.pid, resource.RLIMIT_NOFILE)
-        failing_since = time.monotonic()  # no accept() can fail before this
-        resource.prlimit(d.pid, resource.RLIMIT_NOFILE, (len(PARENT_FDS), hard))  # no next one
+        soft, hard, failing_since = no_descriptor_to_spare(d)
         try:
             clients = [connect(d.address()) for _ in range(20)]  # completed by the kernel
             for i, s in enumerate(clients):
@@ -91,14 +100,7 @@ def test_watchdog_and_status_survive_emfile():
     # KillMode=mixed, every session) and a reload's READY=1: the
     # notification socket was opened at start, not per message.
     with Daemon("max_clients = 5;", env={"WATCHDOG_USEC": str(int(1e6 * SLOW))}) as d:
-        c = connect(d.address())
-        c.sendall(b"ok")
-        assert recv_exact(c, 2) == b"ok"
-        c.close()
-        wait_until(lambda: not d.children(), 10, "the worker to exit")
-        wait_until(lambda: d.fds() == PARENT_FDS, 5, "the parent's fds to settle")
-        soft, hard = resource.prlimit(d.pid, resource.RLIMIT_NOFILE)
-        resource.prlimit(d.pid, resource.RLIMIT_NOFILE, (len(PARENT_FDS), hard))  # no next one
+        soft, hard, _ = no_descriptor_to_spare(d)
         try:
             clients = [connect(d.address()) for _ in range(3)]
             d.wait_log(r"accept\(\) failed .*Too many open files")
