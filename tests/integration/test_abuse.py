@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 
-from harness import SCALE, SLOW, Daemon, Skip, connect, main, recv_exact, served, wait_until
+from harness import SCALE, SLOW, Daemon, Skip, connect, live_sessions, main, recv_exact, served, wait_until
 
 NO_RATE = "source_rate = 0;\n"
 
@@ -30,10 +30,7 @@ def flush_report(d):
 
 def test_per_source_limit_refuses_only_that_source():
     with Daemon(NO_RATE + "max_clients_per_source = 3;") as d:
-        held = [connect(d.address(), source="127.0.0.1") for _ in range(3)]
-        for s in held:
-            s.sendall(b"h")
-            recv_exact(s, 1)
+        held = live_sessions(d.address(), 3, source="127.0.0.1")
         assert not served(d.address(), "127.0.0.1")      # the fourth: reset
         assert served(d.address(), "127.0.0.2")          # someone else: served
         held.pop().close()
@@ -202,10 +199,7 @@ def test_reload_with_new_prefix_recounts_live_sessions():
 
 def test_reload_with_new_table_size_recounts_live_sessions():
     with Daemon(NO_RATE + "max_clients_per_source = 2;") as d:
-        held = [connect(d.address(), source="127.0.0.1") for _ in range(2)]
-        for s in held:
-            s.sendall(b"t")
-            recv_exact(s, 1)
+        held = live_sessions(d.address(), 2, source="127.0.0.1")
         d.write_config(NO_RATE + "max_clients_per_source = 2; source_table_size = 64;")
         d.signal(signal.SIGHUP)
         d.wait_log(r"source_table_size 32768 -> 64")
@@ -276,10 +270,7 @@ def push_sources_past_a_full_table(address, source, family):
     # A fresh source: two sessions, the third refused by the per-source cap
     # (it took the last token), the fourth by the rate, then blocked.
     fresh = source(4, 1)
-    held = [connect(address, source=fresh) for _ in range(2)]
-    for s in held:
-        s.sendall(b"f")
-        recv_exact(s, 1)
+    held = live_sessions(address, 2, source=fresh)
     assert not served(address, fresh), "the per-source cap did not hold in a full table"
     assert not served(address, fresh), "the rate limit did not hold in a full table"
     for s in held:

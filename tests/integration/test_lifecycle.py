@@ -12,8 +12,8 @@ import tempfile
 import threading
 import time
 
-from harness import (SLOW, WRAPPER, Daemon, LateReader, connect, echo_once, main, recv_all, recv_exact, scaled,
-                     wait_until)
+from harness import (SLOW, WRAPPER, Daemon, LateReader, connect, echo_once, live_sessions, main, recv_all, recv_exact,
+                     scaled, wait_until)
 
 
 class Streamer(threading.Thread):
@@ -122,10 +122,7 @@ def test_sigterm_drains_live_sessions():
 
 def test_sigterm_cuts_after_drain_timeout():
     with Daemon("drain_timeout = 0.5; idle_timeout = 60;") as d:
-        idle = [connect(d.address()) for _ in range(2)]
-        for s in idle:
-            s.sendall(b"i")
-            recv_exact(s, 1)
+        idle = live_sessions(d.address(), 2)
         start = time.monotonic()
         d.signal(signal.SIGTERM)
         assert d.wait_exit() == 0

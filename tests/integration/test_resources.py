@@ -8,7 +8,7 @@ import signal
 import threading
 import time
 
-from harness import SLOW, WRAPPER, Daemon, Skip, connect, main, recv_exact, wait_until
+from harness import SLOW, WRAPPER, Daemon, Skip, connect, live_sessions, main, recv_exact, wait_until
 
 # stdio, the listener, the notification socket, the signalfd and epoll.
 PARENT_FDS = [0, 1, 2, 3, 4, 5, 6]
@@ -145,10 +145,7 @@ def test_fork_failure_backs_off_and_recovers():
     nproc = 4  # the daemon itself plus three workers
     prefix = as_unused_uid_with_nproc(nproc)
     with Daemon("max_clients = 50;", prefix=prefix, public_binary=True) as d:
-        first = [connect(d.address()) for _ in range(nproc - 1)]
-        for s in first:
-            s.sendall(b"f")
-            assert recv_exact(s, 1) == b"f"
+        first = live_sessions(d.address(), nproc - 1)
         failing_since = time.monotonic()  # no fork() can fail before this
         waiting = [connect(d.address()) for _ in range(5)]
         for i, s in enumerate(waiting):
