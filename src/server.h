@@ -1,5 +1,6 @@
 /* The supervising parent: one epoll loop that accepts, forks one worker per
- * client, reaps, reloads and drains. */
+ * client, reaps, reloads, and at the end drains or (under socket
+ * activation) hands its sessions over to the next daemon. */
 #pragma once
 
 #include <signal.h>

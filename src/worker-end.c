@@ -87,11 +87,11 @@ static void on_orphaned(int sig) {
         errno = saved;
 }
 
-int worker_watch_parent(pid_t parent, uint32_t drain_ms) {
+int worker_watch_parent(pid_t parent, uint64_t drain_usec) {
         struct sigaction a = { .sa_handler = on_orphaned, .sa_flags = SA_RESTART };
 
-        orphan_drain.it_value.tv_sec = drain_ms / 1000;
-        orphan_drain.it_value.tv_usec = (suseconds_t) (drain_ms % 1000) * 1000;
+        orphan_drain.it_value.tv_sec = (time_t) (drain_usec / USEC_PER_SEC);
+        orphan_drain.it_value.tv_usec = (suseconds_t) (drain_usec % USEC_PER_SEC);
         sigemptyset(&a.sa_mask);
         if (sigaction(WORKER_ORPHAN_SIGNAL, &a, NULL) < 0)
                 return negative_errno();
