@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import procfs
 from harness import SCALE, SLOW, Daemon, Skip, connect, live_sessions, main, recv_exact, served, wait_until
 
 NO_RATE = "source_rate = 0;\n"
@@ -422,11 +423,8 @@ def test_loopback_exempt_by_default():
 def sigusr1_taken(d):
     """Waits until the daemon has read a SIGUSR1 sent to it (blocked, it
     stays pending until read from its signalfd, and is handled at once)."""
-    def taken():
-        with open(f"/proc/{d.pid}/status") as f:
-            pending = [int(line.split()[1], 16) for line in f if line.startswith(("SigPnd:", "ShdPnd:"))]
-        return not any(p & (1 << (signal.SIGUSR1 - 1)) for p in pending)
-    wait_until(taken, 10, "the daemon to read SIGUSR1")
+    wait_until(lambda: signal.SIGUSR1 not in procfs.signal_mask(d.pid, "SigPnd", "ShdPnd"), 10,
+               "the daemon to read SIGUSR1")
 
 
 def test_refusals_held_while_their_reports_are_filtered():

@@ -12,6 +12,7 @@ import tempfile
 import threading
 import time
 
+import procfs
 from harness import (SLOW, WRAPPER, Daemon, LateReader, connect, echo_once, live_sessions, main, recv_all, recv_exact,
                      scaled, wait_until)
 
@@ -139,9 +140,7 @@ def test_sigterm_cuts_after_drain_timeout():
 def ignored_signals(pid):
     """The set of signals the process ignores (SigIgn in /proc), minus the two
     real-time signals glibc and valgrind keep for themselves."""
-    with open(f"/proc/{pid}/status") as f:
-        mask = int(re.search(r"SigIgn:\s+(\w+)", f.read()).group(1), 16) & ~(3 << 31)
-    return {sig for sig in range(1, 65) if mask & (1 << (sig - 1))}
+    return procfs.signal_mask(pid, "SigIgn") - {32, 33}
 
 
 def wait_end_of(client, what):
