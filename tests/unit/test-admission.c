@@ -1,20 +1,12 @@
 /* admission and sources: the decisions, with a clock the test controls. */
-#include <arpa/inet.h>
-
 #include "admission.h"
+#include "peer.h"
 #include "test.h"
 #include "util.h"
 
+/* A client at ip (any port: admission looks at the address alone). */
 static union sockaddr_any peer(const char *ip) {
-        union sockaddr_any a = { 0 };
-
-        if (inet_pton(AF_INET, ip, &a.in.sin_addr) == 1) {
-                a.in.sin_family = AF_INET;
-        } else {
-                ASSERT(inet_pton(AF_INET6, ip, &a.in6.sin6_addr) == 1);
-                a.in6.sin6_family = AF_INET6;
-        }
-        return a;
+        return peer_at(ip, 0);
 }
 
 /* Admitted sessions are held in `held` (most recent last), to be released. */
@@ -125,8 +117,7 @@ static void test_per_source_limit(void) {
         ASSERT_INT(admit(&a, &x, t), ==, REFUSE_PER_SOURCE);
         ASSERT_INT(admit(&a, &y, t), ==, ADMITTED); /* another /32: served */
         /* The same client seen through a dual-stack socket counts the same. */
-        mapped.in6 = (struct sockaddr_in6) { .sin6_family = AF_INET6 };
-        inet_pton(AF_INET6, "::ffff:192.0.2.1", &mapped.in6.sin6_addr);
+        mapped = peer("::ffff:192.0.2.1");
         ASSERT_INT(admit(&a, &mapped, t), ==, REFUSE_PER_SOURCE);
         admission_release(&a, &held[0], t);             /* one of x's */
         admission_release(&a, &held[0], t);             /* gives back nothing twice */

@@ -7,6 +7,7 @@
 #include "budget.h"
 #include "capture.h"
 #include "log.h"
+#include "peer.h"
 #include "util.h"
 
 #define T0 (100 * USEC_PER_SEC)
@@ -20,12 +21,8 @@ static struct config cfg(uint32_t rate_milli, uint32_t burst) {
 static struct session_end session(const char *client, uint64_t bytes, enum close_reason reason) {
         struct session_end s = { .child = { .pid = 4321, .start_usec = T0 - USEC_PER_SEC } };
 
-        s.child.peer.in.sin_family = AF_INET;
-        inet_pton(AF_INET, client, &s.child.peer.in.sin_addr);
-        s.child.peer.in.sin_port = htons(40000);
-        s.report.local.in.sin_family = AF_INET;
-        inet_pton(AF_INET, "192.0.2.1", &s.report.local.in.sin_addr);
-        s.report.local.in.sin_port = htons(7);
+        s.child.peer = peer_at(client, 40000);
+        s.report.local = peer_at("192.0.2.1", 7);
         s.report.stats = (struct worker_stats) { .bytes_in = bytes, .bytes_out = bytes, .end_usec = T0, .reason = reason };
         return s;
 }

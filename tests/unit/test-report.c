@@ -1,10 +1,10 @@
 /* report: the STATUS= line and the refusal records, read as the operator
  * reads them (stderr, where the records go outside the journal). */
-#include <arpa/inet.h>
 #include <syslog.h>
 
 #include "capture.h"
 #include "log.h"
+#include "peer.h"
 #include "report.h"
 
 static void test_status_line(void) {
@@ -28,11 +28,10 @@ static void test_status_line(void) {
 }
 
 static void refuse(struct admission *a, const char *ip, unsigned times, uint64_t now) {
-        union sockaddr_any p = { .in.sin_family = AF_INET };
+        union sockaddr_any p = peer_at(ip, 0);
         struct admission_hold h;
         enum refuse_reason reason;
 
-        ASSERT(inet_pton(AF_INET, ip, &p.in.sin_addr) == 1);
         for (unsigned i = 0; i < times; i++)
                 ASSERT(!admission_check(a, &p, now, &h, &reason));
 }
