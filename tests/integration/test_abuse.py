@@ -456,9 +456,7 @@ def test_refusals_of_a_named_source_are_not_sources_not_tracked():
     # were its), which says so rather than "sources not tracked".
     with Daemon("source_table_size = 64; source_rate = 0; max_clients_per_source = 1;") as d:
         flush_report(d)
-        a = connect(d.address(), source="127.0.40.1")
-        a.sendall(b"x")
-        recv_exact(a, 1)
+        a, = live_sessions(d.address(), 1, source="127.0.40.1")
         for _ in range(3):
             assert not served(d.address(), source="127.0.40.1")
         a.close()
@@ -466,9 +464,7 @@ def test_refusals_of_a_named_source_are_not_sources_not_tracked():
         for i in range(70):
             assert served(d.address(), source=f"127.0.30.{i + 1}")
         wait_until(lambda: not d.children(), 10, "the sessions to end")
-        a = connect(d.address(), source="127.0.40.1")
-        a.sendall(b"x")
-        recv_exact(a, 1)
+        a, = live_sessions(d.address(), 1, source="127.0.40.1")
         for _ in range(5):
             assert not served(d.address(), source="127.0.40.1")
         a.close()

@@ -36,7 +36,13 @@ def unused_uid():
                 return uid
 
 
-def as_unused_uid_with_nproc(nproc):
+def fork_limited(nproc):
+    """The command prefix that runs the daemon as an unused uid allowed
+    nproc processes, so fork() fails past them; skips where that cannot be
+    tested (see no_valgrind_for_fork_failures())."""
+    no_valgrind_for_fork_failures()
+    if os.geteuid() != 0:
+        raise Skip("needs root to run the daemon as an otherwise unused uid")
     uid = unused_uid()
     return ["prlimit", f"--nproc={nproc}:{nproc}", "setpriv", f"--reuid={uid}", f"--regid={uid}",
             "--clear-groups"]
@@ -139,11 +145,8 @@ def no_valgrind_for_fork_failures():
 
 
 def test_fork_failure_backs_off_and_recovers():
-    no_valgrind_for_fork_failures()
-    if os.geteuid() != 0:
-        raise Skip("needs root to run the daemon as an otherwise unused uid")
     nproc = 4  # the daemon itself plus three workers
-    prefix = as_unused_uid_with_nproc(nproc)
+    prefix = fork_limited(nproc)
     with Daemon("max_clients = 50;", prefix=prefix, public_binary=True) as d:
         first = live_sessions(d.address(), nproc - 1)
         failing_since = time.monotonic()  # no fork() can fail before this
@@ -186,11 +189,8 @@ def test_flapping_fork_failures_logged_at_a_bounded_rate():
     """Clients that keep the daemon at the edge of its process limit make
     fork() fail and recover over and over: at most one recovery record a
     second, each counting the recoveries it stands for."""
-    no_valgrind_for_fork_failures()
-    if os.geteuid() != 0:
-        raise Skip("needs root to run the daemon as an otherwise unused uid")
     nproc = 3  # the daemon itself plus two workers
-    prefix = as_unused_uid_with_nproc(nproc)
+    prefix = fork_limited(nproc)
     with Daemon("max_clients = 50;", prefix=prefix, public_binary=True) as d:
         served, errors = [0], []
 
