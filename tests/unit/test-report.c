@@ -36,25 +36,24 @@ static void refuse(struct admission *a, const char *ip, unsigned times, uint64_t
                 ASSERT(!admission_check(a, &p, now, &h, &reason));
 }
 
-static struct admission denying(void) {
-        struct admission a;
-        struct config c;
-
-        config_defaults(&c);
-        ASSERT_INT(cidr_parse("192.0.2.0/24", &c.deny[0]), ==, 0);
-        c.n_deny = 1;
-        ASSERT_INT(admission_init(&a, &c), ==, 0);
-        return a;
+/* Admission under c (which it keeps using), denying 192.0.2.0/24. */
+static void denying(struct admission *a, struct config *c) {
+        config_defaults(c);
+        ASSERT_INT(cidr_parse("192.0.2.0/24", &c->deny[0]), ==, 0);
+        c->n_deny = 1;
+        ASSERT_INT(admission_init(a, c), ==, 0);
 }
 
 /* The loudest sources by name, REPORT_MAX_LINES of them; the rest summed. */
 static void test_refusals_named_then_summed(void) {
-        struct admission a = denying();
+        struct admission a;
+        struct config c;
         struct report_refusals r = { 0 };
         struct capture cap;
         char ip[32];
         const char *out;
 
+        denying(&a, &c);
         refuse(&a, "192.0.2.1", 5, USEC_PER_SEC);
         for (unsigned i = 2; i < 2 + REPORT_MAX_LINES; i++) {
                 snprintf(ip, sizeof(ip), "192.0.2.%u", i);
@@ -75,10 +74,12 @@ static void test_refusals_named_then_summed(void) {
 /* Filtered out by log_level, the counts wait for the first record written,
  * which spans the time since. */
 static void test_refusals_held_while_filtered(void) {
-        struct admission a = denying();
+        struct admission a;
+        struct config c;
         struct report_refusals r = { 0 };
         struct capture cap;
 
+        denying(&a, &c);
         refuse(&a, "192.0.2.7", 2, USEC_PER_SEC);
         log_set_max_level(LOG_ERR);
         report_refusals(&r, &a, 10 * USEC_PER_SEC);
