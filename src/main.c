@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sysexits.h>
 
 #include "cli.h"
@@ -135,6 +136,24 @@ static int load_config(const struct cli *cli, struct server_options *opt, struct
         return r;
 }
 
+/* --check-config --accept-yes: what an instance would refuse a client for,
+ * for an IPv4 and an IPv6 client outside source_limits_exempt (each
+ * problem once), on stderr. */
+static bool accept_yes_enforceable(const struct config *cfg) {
+        const char *last = NULL;
+        char buf[2][320];
+
+        for (int i = 0; i < 2; i++) {
+                const char *why = server_accept_yes_unenforceable(cfg, true, i ? AF_INET6 : AF_INET, buf[i],
+                                                                  sizeof(buf[i]));
+
+                if (why && (!last || strcmp(why, last) != 0))
+                        fprintf(stderr, "Accept=yes cannot enforce %s\n", why);
+                last = why ? why : last;
+        }
+        return !last;
+}
+
 static void check_inherited_ports(const struct cli *cli, const struct config *cfg, const struct listen_set *ls) {
         if (cli->port > 0)
                 log_msg(LOG_WARNING, MSGID_CONFIG, "--port %d is ignored: systemd passed the listening sockets",
@@ -237,6 +256,8 @@ int main(int argc, char *argv[]) {
         if (load_config(&cli, &opt, &cfg) < 0)
                 return EXIT_CONFIG;
 
+        if (cli.action == CLI_CHECK_CONFIG && cli.accept_yes && !accept_yes_enforceable(&cfg))
+                return EXIT_CONFIG;
         if (cli.action == CLI_CHECK_CONFIG) {
                 /* Nothing was read: "OK" alone would pass for a checked file. */
                 if (opt.no_config_file)

@@ -37,23 +37,20 @@
 #include "spawn.h"
 #include "util.h"
 
-/* The key that cannot be enforced for a client from peer in this mode, with
- * what to change, or NULL when every policy can be. */
-static const char *unenforceable(const struct config *c, const union sockaddr_any *peer, char *buf, size_t size) {
-        struct in6_addr addr;
-        bool v4;
+const char *server_accept_yes_unenforceable(const struct config *c, bool limited, int family, char *buf,
+                                            size_t size) {
+        bool v4 = family == AF_INET;
 
         if (c->log_addresses != LOG_ADDRESSES_FULL)
                 return "log_addresses: systemd names each Accept=yes instance after the client's address "
                        "in the journal; set log_addresses = \"full\" to serve with Accept=yes";
-        if (admission_exempt(c, peer)) /* held to neither per-source limit, in any mode */
+        if (!limited) /* exempt: held to neither per-source limit, in any mode */
                 return NULL;
         if (c->source_rate_milli > 0)
                 return "source_rate: a per-source rate needs one process that sees every connection, and "
                        "systemd has none; set source_rate = 0 to serve with Accept=yes";
-        if (!c->max_clients_per_source || !cidr_address_of(peer, &addr))
+        if (!c->max_clients_per_source || family == AF_UNSPEC)
                 return NULL;
-        v4 = IN6_IS_ADDR_V4MAPPED(&addr);
         if (v4 ? c->source_prefix_v4 == 32 : c->source_prefix_v6 == 128)
                 return NULL;
         snprintf(buf, size, "max_clients_per_source: systemd's MaxConnectionsPerSource= counts single "
@@ -61,6 +58,14 @@ static const char *unenforceable(const struct config *c, const union sockaddr_an
                  "Accept=yes", v4 ? c->source_prefix_v4 : c->source_prefix_v6,
                  v4 ? "source_prefix_ipv4" : "source_prefix_ipv6", v4 ? 32 : 128);
         return buf;
+}
+
+static int family_of(const union sockaddr_any *peer) {
+        struct in6_addr addr;
+
+        if (!cidr_address_of(peer, &addr))
+                return AF_UNSPEC;
+        return IN6_IS_ADDR_V4MAPPED(&addr) ? AF_INET : AF_INET6;
 }
 
 /* The lists, judged as the parent judges them (a fresh admission state
@@ -110,7 +115,8 @@ int server_run_connected(const struct config *cfg, const sigset_t *worker_mask, 
                 *ret_outcome = SERVER_CONNECTED_REFUSED;
                 return 0;
         }
-        why = unenforceable(cfg, &e.child.peer, buf, sizeof(buf));
+        why = server_accept_yes_unenforceable(cfg, !admission_exempt(cfg, &e.child.peer), family_of(&e.child.peer),
+                                              buf, sizeof(buf));
         if (why) {
                 reset_close(fd);
                 log_msg(LOG_ERR, MSGID_CONFIG, "Accept=yes cannot enforce %s; connection from %s reset",

@@ -53,3 +53,12 @@ enum server_connected_outcome {
 };
 int server_run_connected(const struct config *cfg, const sigset_t *worker_mask, int fd,
                          enum server_connected_outcome *ret_outcome);
+
+/* The policy that Accept=yes cannot enforce for a client of `family`
+ * (AF_INET, AF_INET6, or AF_UNSPEC when not an IP peer) that is held to
+ * the per-source limits (`limited`: not in source_limits_exempt), with the
+ * key to change, or NULL when every one can be. buf holds the text when
+ * needed (320 bytes are enough). The one rule, for an instance and for
+ * echo-mpserv --check-config --accept-yes. */
+const char *server_accept_yes_unenforceable(const struct config *c, bool limited, int family, char *buf,
+                                            size_t size);

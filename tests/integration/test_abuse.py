@@ -476,6 +476,38 @@ def test_refusals_of_a_named_source_are_not_sources_not_tracked():
         assert who == [("127.0.40.1", "5"), ("sources named above (before they were forgotten)", "3")], who
 
 
+def test_reload_that_changes_the_exemption_recounts_live_sessions():
+    """A reload decides at once which live sessions count: emptying
+    source_limits_exempt counts the loopback sessions already running (4
+    held against max_clients_per_source = 2: the next is refused), and
+    exempting their source again frees them (served)."""
+    base = "source_rate = 0;\nmax_clients_per_source = 2;\n"
+    exempt = base + 'source_limits_exempt = [ "127.0.0.0/8", "::1" ];\n'
+    with Daemon(exempt) as d:
+        held = []
+        for _ in range(4):
+            s = connect(d.address(), source="127.0.0.1")
+            s.sendall(b"h")
+            assert recv_exact(s, 1) == b"h"
+            held.append(s)
+
+        def reload(text):
+            d.write_config(text)
+            n = len(d.notes.snapshot())
+            d.signal(signal.SIGHUP)
+            d.wait_notify("READY=1", after=n)
+
+        reload(base + "source_limits_exempt = [];\n")
+        limited = [served(d.address(), "127.0.0.1") for _ in range(2)]
+        reload(exempt)
+        freed = [served(d.address(), "127.0.0.1") for _ in range(2)]
+        for s in held:
+            s.close()
+        print(f"   4 live sessions from 127.0.0.1, limit 2: exemption removed: served {limited}; "
+              f"exempt again: served {freed}")
+        assert limited == [False, False] and freed == [True, True], (limited, freed)
+
+
 if __name__ == "__main__":
     main([test_per_source_limit_refuses_only_that_source, test_rate_limit_blocks_a_while_then_forgives,
           test_allow_and_deny_reloadable, test_flood_is_reported_in_aggregate, test_one_untallied_source_is_not_many,
@@ -485,4 +517,5 @@ if __name__ == "__main__":
           test_reload_with_new_table_size_recounts_live_sessions, test_log_addresses_prefix_and_hash,
           test_denied_flood_does_not_open_the_default_table, test_full_source_table_ipv4,
           test_full_source_table_ipv6, test_refusals_held_while_their_reports_are_filtered,
-          test_refusals_of_a_named_source_are_not_sources_not_tracked, test_loopback_exempt_by_default])
+          test_refusals_of_a_named_source_are_not_sources_not_tracked, test_loopback_exempt_by_default,
+          test_reload_that_changes_the_exemption_recounts_live_sessions])

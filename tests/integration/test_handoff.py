@@ -270,8 +270,37 @@ def test_hostile_handoff_file_is_ignored():
             os.close(fd)
 
 
+def test_restart_onto_a_broken_file_keeps_the_handed_over_sessions():
+    """A restart whose new daemon cannot load its file: with no client
+    waiting it would exit 78 (the restart reports it), but sessions were
+    handed over, and exiting would end the unit and them with it. So it
+    waits, not serving, and the old session goes on; with none handed over
+    the same start exits 78 (test_lifecycle.py)."""
+    config = "drain_timeout = 60; idle_timeout = 60;"
+    old, new, workers, client = Daemon(config, service=True), None, [], None
+    try:
+        old.start()
+        client = connect(old.address())
+        echo(client, b"x")
+        workers = [pid for pid, _ in old.children()]
+        fd = hand_off(old)
+        new = successor(old.sockets[0], config + "\nidle_timeot = 10;\n", fd)  # a typo
+        new.start(wait_ready=False)
+        new.wait_notify("Not serving, the configuration does not load: ")
+        assert new.proc.poll() is None
+        echo(client, b"still served by its worker")
+        print("   restart onto a broken file with 1 session handed over: waits not serving, the session goes on")
+    finally:
+        if client:
+            client.close()
+        kill_quietly(workers)
+        if new:
+            new.cleanup()
+        old.cleanup()
+
+
 if __name__ == "__main__":
     main([test_worker_outlives_a_killed_daemon, test_orphaned_worker_ends_at_drain_timeout,
           test_sigterm_under_systemd_hands_off, test_standalone_sigterm_still_drains_in_place,
           test_adopted_sessions_keep_the_limits, test_second_restart_hands_adopted_sessions_on,
-          test_hostile_handoff_file_is_ignored])
+          test_hostile_handoff_file_is_ignored, test_restart_onto_a_broken_file_keeps_the_handed_over_sessions])
