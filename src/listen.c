@@ -57,6 +57,11 @@ static int record(struct listener *l, int fd) {
         return 0;
 }
 
+/* What this daemon serves on: a listening TCP socket. */
+static bool is_tcp_listener(int fd) {
+        return sd_is_socket_inet(fd, AF_UNSPEC, SOCK_STREAM, 1, 0) > 0;
+}
+
 static const char *describe_socket(int fd, char *buf, size_t size) {
         int type = 0, domain = 0, listening = 0;
         socklen_t len = sizeof(int);
@@ -100,7 +105,7 @@ int listen_inherit(struct listen_set *ls, char *err, size_t errlen) {
                                 ls->handoff_fd = fd;
                         else
                                 safe_close(fd); /* one list only: the first */
-                } else if (sd_is_socket_inet(fd, AF_UNSPEC, SOCK_STREAM, 1, 0) > 0) {
+                } else if (is_tcp_listener(fd)) {
                         struct listener *l = &ls->l[ls->n];
                         snprintf(l->name, sizeof(l->name), "%s", name);
                         l->inherited = true;
@@ -147,7 +152,7 @@ bool listen_passed_listener(void) {
         int n = sd_listen_fds(0);
 
         for (int fd = SD_LISTEN_FDS_START; fd < SD_LISTEN_FDS_START + n; fd++)
-                if (sd_is_socket(fd, AF_UNSPEC, SOCK_STREAM, 1) > 0)
+                if (is_tcp_listener(fd))
                         return true;
         return false;
 }

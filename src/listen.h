@@ -50,8 +50,8 @@ int listen_inherit(struct listen_set *ls, char *err, size_t errlen);
 bool listen_started_by_systemd(void);
 
 /* True when the sockets systemd passes (LISTEN_FDS, left set) include a
- * listening stream socket, as a socket unit's listener; false for none, or
- * for the one connected socket of Accept=yes. */
+ * listener as listen_inherit() takes one (a listening TCP socket); false
+ * for none, or for the one connected socket of Accept=yes. */
 bool listen_passed_listener(void);
 
 /* True when a connection waits in the accept queue of one of the listening

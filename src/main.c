@@ -180,9 +180,11 @@ static int run(const struct cli *cli, const struct server_options *opt, const st
                 return EXIT_SOCKET;
         }
         if (ls.connected_fd >= 0) {
-                r = server_run_connected(cfg, &opt->worker_mask, ls.connected_fd);
+                enum server_connected_outcome outcome;
+
+                r = server_run_connected(cfg, &opt->worker_mask, ls.connected_fd, &outcome);
                 ls.connected_fd = -1; /* closed by the session */
-                return r == SERVER_UNENFORCEABLE ? EXIT_CONFIG : r < 0 ? EXIT_RUNTIME : EXIT_OK;
+                return r < 0 ? EXIT_RUNTIME : outcome == SERVER_CONNECTED_UNENFORCEABLE ? EXIT_CONFIG : EXIT_OK;
         }
         if (r > 0) {
                 check_inherited_ports(cli, cfg, &ls);

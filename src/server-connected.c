@@ -24,7 +24,7 @@
  *   (stricter, never looser).
  * A policy that cannot be enforced is never dropped silently: the
  * connection is refused (reset) with an error record saying which key to
- * change, and the instance exits with SERVER_UNENFORCEABLE. */
+ * change, and the instance exits with status 78 (CONFIG). */
 #include <errno.h>
 #include <stdio.h>
 #include <sys/socket.h>
@@ -70,9 +70,9 @@ static int family_of(const union sockaddr_any *peer) {
 
 /* The lists, judged as the parent judges them (a fresh admission state
  * holds no count, so only deny and allow can refuse), and reported in the
- * parent's record. Returns 1 when the client was refused, 0 when not, or
- * -errno. */
-static int judge_lists(const struct config *cfg, const union sockaddr_any *peer, uint64_t now) {
+ * parent's record. Returns 0 with whether the client was refused in
+ * *ret_refused, or -errno. */
+static int judge_lists(const struct config *cfg, const union sockaddr_any *peer, uint64_t now, bool *ret_refused) {
         struct admission adm;
         struct admission_hold hold;
         struct report_refusals refusals = { 0 };
@@ -81,19 +81,21 @@ static int judge_lists(const struct config *cfg, const union sockaddr_any *peer,
 
         if (r < 0)
                 return r;
-        r = !admission_check(&adm, peer, now, &hold, &reason);
-        if (r)
+        *ret_refused = !admission_check(&adm, peer, now, &hold, &reason);
+        if (*ret_refused)
                 report_refusals(&refusals, &adm, now);
         admission_done(&adm);
-        return r;
+        return 0;
 }
 
-int server_run_connected(const struct config *cfg, const sigset_t *worker_mask, int fd) {
+int server_run_connected(const struct config *cfg, const sigset_t *worker_mask, int fd,
+                         enum server_connected_outcome *ret_outcome) {
         struct worker_limits limits = server_worker_limits(cfg);
         struct session_end e = { .child = { .pid = getpid(), .start_usec = now_usec(CLOCK_MONOTONIC) } };
         socklen_t len = sizeof(e.child.peer);
         char buf[320], client[LOGADDR_MAX];
         const char *why;
+        bool refused;
         int r;
 
         /* Records show the address as log_addresses says, here too. */
@@ -103,11 +105,15 @@ int server_run_connected(const struct config *cfg, const sigset_t *worker_mask, 
                 return log_errno(LOG_ERR, r, NULL, "cannot set up address hashing; closing the connection");
         }
         (void) getpeername(fd, &e.child.peer.sa, &len);
-        r = judge_lists(cfg, &e.child.peer, e.child.start_usec);
-        if (r != 0) {
+        r = judge_lists(cfg, &e.child.peer, e.child.start_usec, &refused);
+        if (r < 0) {
                 reset_close(fd);
-                return r < 0 ? log_errno(LOG_ERR, r, NULL, "cannot set up admission control; "
-                                         "connection reset") : 0;
+                return log_errno(LOG_ERR, r, NULL, "cannot set up admission control; connection reset");
+        }
+        if (refused) {
+                reset_close(fd);
+                *ret_outcome = SERVER_CONNECTED_REFUSED;
+                return 0;
         }
         why = server_accept_yes_unenforceable(cfg, !admission_exempt(cfg, &e.child.peer), family_of(&e.child.peer),
                                               buf, sizeof(buf));
@@ -115,12 +121,14 @@ int server_run_connected(const struct config *cfg, const sigset_t *worker_mask, 
                 reset_close(fd);
                 log_msg(LOG_ERR, MSGID_CONFIG, "Accept=yes cannot enforce %s; connection from %s reset",
                         why, logaddr_client(&e.child.peer, client));
-                return SERVER_UNENFORCEABLE;
+                *ret_outcome = SERVER_CONNECTED_UNENFORCEABLE;
+                return 0;
         }
         server_check_socket_buffer(cfg);
         worker_set_signals(); /* one session: SIGTERM cuts it, SIGHUP and the like do not */
         (void) sigprocmask(SIG_SETMASK, worker_mask, NULL);
         spawn_serve_here(fd, &e.report, e.child.start_usec, &limits);
         session_log_record(&e, 0, now_usec(CLOCK_MONOTONIC));
+        *ret_outcome = SERVER_CONNECTED_SERVED;
         return 0;
 }

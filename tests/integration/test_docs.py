@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """The documentation agrees with the code: --help and echo-mpserv(8), the
 configuration keys and defaults and echo-mpserv.conf(5), the MESSAGE_IDs in
-src/log.h, the man page and the journal catalog. The man pages render
-lint-clean and journalctl reads the catalog."""
+src/log.h, the man page and the journal catalog, the modules of src/ and
+README's layout. The man pages render lint-clean and journalctl reads the
+catalog."""
 import os
 import re
 import subprocess
@@ -146,7 +147,19 @@ def test_hand_off_needs_killmode_process_documented():
         assert text in comment, text
 
 
+def test_readme_layout_names_every_module():
+    with open(os.path.join(ROOT, "README.md")) as f:
+        layout = f.read().split("\n## Layout\n", 1)[1].split("\n## ", 1)[0]
+    src = os.listdir(os.path.join(ROOT, "src"))
+    files = [n for n in src if n.endswith(".c")]
+    # Header-only helpers; a header named MODULE-something.h is its module's.
+    files += [n for n in src if n.endswith(".h") and n[:-2] + ".c" not in src and "-" not in n]
+    missing = [n for n in sorted(files) if f"`{n}`" not in layout]
+    assert not missing, f"README's layout does not name {missing}"
+
+
 if __name__ == "__main__":
     main([test_man_pages_lint_clean, test_help_and_man_page_agree, test_config_keys_and_defaults_documented,
           test_message_ids_everywhere, test_journalctl_reads_the_catalog,
-          test_every_connection_record_has_a_documented_selector, test_hand_off_needs_killmode_process_documented])
+          test_every_connection_record_has_a_documented_selector, test_hand_off_needs_killmode_process_documented,
+          test_readme_layout_names_every_module])

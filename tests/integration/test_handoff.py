@@ -12,6 +12,7 @@ import socket
 import struct
 import time
 
+import procfs
 from harness import (SLOW, Daemon, connect, main, recv_all, recv_exact, served, wait_until)
 
 
@@ -29,11 +30,8 @@ def kill_quietly(pids):
 
 
 def alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
+    """Running: neither gone nor a zombie."""
+    return procfs.state(pid) not in (None, "Z")
 
 
 def test_worker_outlives_a_killed_daemon():
@@ -232,11 +230,6 @@ def handoff_file(entries, magic=0x48504d45, version=1, entry_size=48, count=None
     return fd
 
 
-def start_time(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        return int(f.read().rsplit(")", 1)[1].split()[19])
-
-
 def test_hostile_handoff_file_is_ignored():
     me = os.getpid()
     cases = {
@@ -250,18 +243,18 @@ def test_hostile_handoff_file_is_ignored():
             fd = os.memfd_create("h")
             os.write(fd, raw)
         elif name == "truncated":
-            full = handoff_file([(me, start_time(me), socket.AF_INET)])
+            full = handoff_file([(me, procfs.start_time(me), socket.AF_INET)])
             data = os.pread(full, 1000, 0)
             os.close(full)
             fd = os.memfd_create("h")
             os.write(fd, data[:-5])
         elif name == "wrong count":
-            fd = handoff_file([(me, start_time(me), socket.AF_INET)], count=1 << 30)
+            fd = handoff_file([(me, procfs.start_time(me), socket.AF_INET)], count=1 << 30)
         else:
             # A live process with the wrong start time, a pid that is no
             # process, pid 0 and an address of another family.
-            fd = handoff_file([(me, start_time(me) + 1, socket.AF_INET), (0, 0, socket.AF_INET),
-                               (me, start_time(me), socket.AF_UNIX), (4194304 - 1, 1, socket.AF_INET)])
+            fd = handoff_file([(me, procfs.start_time(me) + 1, socket.AF_INET), (0, 0, socket.AF_INET),
+                               (me, procfs.start_time(me), socket.AF_UNIX), (4194304 - 1, 1, socket.AF_INET)])
         lst = socket.socket()
         lst.bind(("127.0.0.1", 0))
         lst.listen(16)

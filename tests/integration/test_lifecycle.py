@@ -12,8 +12,9 @@ import tempfile
 import threading
 import time
 
-from harness import (SLOW, WRAPPER, Daemon, LateReader, connect, echo_once, main, recv_all, recv_exact, scaled,
-                     wait_until)
+import procfs
+from harness import (SLOW, WRAPPER, Daemon, LateReader, connect, echo_once, live_sessions, main, recv_all, recv_exact,
+                     scaled, wait_until)
 
 
 class Streamer(threading.Thread):
@@ -122,10 +123,7 @@ def test_sigterm_drains_live_sessions():
 
 def test_sigterm_cuts_after_drain_timeout():
     with Daemon("drain_timeout = 0.5; idle_timeout = 60;") as d:
-        idle = [connect(d.address()) for _ in range(2)]
-        for s in idle:
-            s.sendall(b"i")
-            recv_exact(s, 1)
+        idle = live_sessions(d.address(), 2)
         start = time.monotonic()
         d.signal(signal.SIGTERM)
         assert d.wait_exit() == 0
@@ -142,9 +140,7 @@ def test_sigterm_cuts_after_drain_timeout():
 def ignored_signals(pid):
     """The set of signals the process ignores (SigIgn in /proc), minus the two
     real-time signals glibc and valgrind keep for themselves."""
-    with open(f"/proc/{pid}/status") as f:
-        mask = int(re.search(r"SigIgn:\s+(\w+)", f.read()).group(1), 16) & ~(3 << 31)
-    return {sig for sig in range(1, 65) if mask & (1 << (sig - 1))}
+    return procfs.signal_mask(pid, "SigIgn") - {32, 33}
 
 
 def wait_end_of(client, what):

@@ -461,6 +461,16 @@ def served(address, source=None, payload=b"x"):
         return False
 
 
+def live_sessions(address, n, source=None):
+    """n connections, each echoed once, so each has its worker (and counts
+    under max_clients and its source's limits) when this returns."""
+    sessions = [connect(address, source=source) for _ in range(n)]
+    for s in sessions:
+        s.sendall(b"h")
+        assert recv_exact(s, 1) == b"h"
+    return sessions
+
+
 class DefaultConfigDir:
     """A directory that is /etc/echo-mpserv for the commands prefix() runs:
     each runs in a private mount namespace, on an overlay of /etc (the
