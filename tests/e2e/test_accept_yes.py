@@ -26,45 +26,19 @@ import sys
 import time
 
 import nspawn
+from test_package import CLIENT, CONF, RECORD_ID, boot, check, client, debs_or_exit, figures, report
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-
-CLIENT = os.path.join(HERE, "client.py")
-CONF = "/etc/echo-mpserv/echo-mpserv.conf"
 DROPIN = "/etc/systemd/system/echo-mpserv.socket.d/accept.conf"
 # The drop-in echo-mpserv(8) (ACCEPT=YES) gives; without the trigger limit
 # lifted, systemd fails the socket after 200 connections in 2 s.
 DROPIN_TEXT = "[Socket]\nAccept=yes\nTriggerLimitIntervalSec=0\n"
 REFUSED_ID = "b1e067611acd413c80239b49fcde3715"
-RECORD_ID = "f0e38bcc52874ef98e57dc873ff05f03"
 # What Accept=yes can enforce (echo-mpserv(8), ACCEPT=YES): a denied source,
 # a per-source cap; the package's credential named, so each instance reads it.
 # The clients are on loopback: it is held to the per-source limits here.
 ACCEPT_YES_CONF = ('source_rate = 0;\nsource_prefix_ipv6 = 128;\nmax_clients_per_source = 2;\n'
                    'source_limits_exempt = [];\ndeny = [ "127.0.0.5" ];\n'
                    'log_hash_key_credential = "log-hash-key";\n')
-results = []
-figures = []
-
-
-def check(name):
-    def wrap(fn):
-        def run(*args):
-            start = time.monotonic()
-            try:
-                fn(*args)
-                results.append((name, True))
-                print(f"ok    {name} ({time.monotonic() - start:.1f} s)", flush=True)
-            except Exception as e:  # reported, and the run goes on
-                results.append((name, False))
-                print(f"FAIL  {name}: {e!r}", flush=True)
-        return run
-    return wrap
-
-
-def client(m, mode, host, port, arg, timeout=120):
-    out = m.run_net([sys.executable, CLIENT, mode, host, str(port), str(arg)], timeout=timeout).stdout
-    return json.loads(out.strip().splitlines()[-1])
 
 
 def entries(m, cursor, *match):
@@ -230,19 +204,10 @@ def t_burst(m):
 
 
 def main():
-    if len(sys.argv) != 2:
-        print(__doc__)
-        return 2
-    deb = os.path.abspath(sys.argv[1])
-    problem = nspawn.environment_problem()
-    if problem:
-        print(f"skipped: {problem}")
-        return 77
+    deb, = debs_or_exit(__doc__, 1)
     start = time.monotonic()
     with nspawn.Machine.from_cache() as m:
-        m.prepare_debs([deb])
-        m.boot(timeout=60)
-        print(f"booted in {time.monotonic() - start:.1f} s", flush=True)
+        boot(m, [deb], start)
         t_switch(m, deb)
         t_echo(m)
         t_denied(m)
@@ -250,21 +215,12 @@ def main():
         t_hardening(m)
         t_unenforceable(m)
         t_burst(m)
+        # Every instance that ended with a failure on purpose is cleared:
+        # a unit still failed after that is a failure of this test.
         m.systemctl("reset-failed", check=False)
         failed_units = m.failed_units()
         m.poweroff()
-    leftovers = {k: v for k, v in m.leftovers.items() if v}
-    print("figures:")
-    for f in figures:
-        print("  " + f)
-    failed = [n for n, ok in results if not ok]
-    if failed_units:
-        print(f"failed units in the machine: {failed_units}")
-    if leftovers:
-        print(f"left behind on the host: {leftovers}")
-    print(f"{len(results) - len(failed)} passed, {len(failed)} failed "
-          f"({time.monotonic() - start:.0f} s)")
-    return 1 if failed or failed_units or leftovers else 0
+    return report(m, start, failed_units) or (1 if failed_units else 0)
 
 
 if __name__ == "__main__":

@@ -47,6 +47,18 @@ def apply_port(m, text):
     m.systemctl("restart", "echo-mpserv.socket")
 
 
+def assert_waiting(m, cursor, queued, got, what, *status_texts):
+    """The service is up and not serving because `what` does not load, says
+    so in STATUS= (with status_texts) and the journal, without restarts; the
+    queued client waits: not refused, not served."""
+    wait_status(m, "echo-mpserv.service", f"Not serving, {what} does not load", *status_texts)
+    m.wait_journal(rf"not serving: {what} does not load; clients wait in the socket's queue",
+                   cursor=cursor, unit="echo-mpserv.service")
+    assert queued.is_alive() and "r" not in got, got
+    assert m.is_active("echo-mpserv.service") == "active"
+    assert m.unit_property("echo-mpserv.service", "NRestarts") == "0"
+
+
 @check("port change, then only the service restarted: one clear line, no restart loop, socket stays up")
 def t_service_restart_after_port_change(m):
     fresh(m)
@@ -59,7 +71,7 @@ def t_service_restart_after_port_change(m):
     m.wait_unit_state("echo-mpserv.service", ["failed"], timeout=30)
     assert m.unit_property("echo-mpserv.service", "ExecMainStatus") == "69"
     assert m.unit_property("echo-mpserv.service", "NRestarts") == "0"
-    status = wait_status(m, "echo-mpserv.service", "status=69/UNAVAILABLE")
+    wait_status(m, "echo-mpserv.service", "status=69/UNAVAILABLE")
     m.wait_journal(re.escape(NO_SOCKET), cursor=cursor, unit="echo-mpserv.service")
     assert m.is_active("echo-mpserv.socket") != "failed", m.unit_property("echo-mpserv.socket", "Result")
     assert m.unit_property("echo-mpserv.socket", "Result") == "success"
@@ -188,14 +200,9 @@ def t_broken_config_with_a_client_queued(m):
     queued = threading.Thread(target=lambda: got.update(r=client(m, "once", "127.0.0.1", 7, 1000)))
     queued.start()
     try:
-        wait_status(m, "echo-mpserv.service", "Not serving, the configuration does not load",
-                    f'{CONF}:1: log_level = info: a string value must be in double quotes',
-                    "systemctl reload echo-mpserv")
-        m.wait_journal(r"not serving: the configuration does not load; clients wait in the socket's queue",
-                       cursor=cursor, unit="echo-mpserv.service")
-        assert queued.is_alive() and "r" not in got, got          # waiting, not refused, not served
-        assert m.is_active("echo-mpserv.service") == "active"
-        assert m.unit_property("echo-mpserv.service", "NRestarts") == "0"
+        assert_waiting(m, cursor, queued, got, "the configuration",
+                       f'{CONF}:1: log_level = info: a string value must be in double quotes',
+                       "systemctl reload echo-mpserv")
         # The reload checks the file first: still broken, it fails and says why.
         r = m.systemctl("reload", "echo-mpserv.service", check=False)
         assert r.returncode != 0, r
@@ -228,14 +235,9 @@ def t_bad_credential_with_a_client_queued(m):
     queued.start()
     try:
         # The unit's placeholder stands in for the missing file.
-        wait_status(m, "echo-mpserv.service", "Not serving, the hash key credential does not load",
-                    "/run/credentials/echo-mpserv.service/log-hash-key: 7 bytes (needs 16 to 128)",
-                    "systemctl restart echo-mpserv")
-        m.wait_journal(r"not serving: the hash key credential does not load; clients wait in the socket's queue",
-                       cursor=cursor, unit="echo-mpserv.service")
-        assert queued.is_alive() and "r" not in got, got          # waiting, not refused, not served
-        assert m.is_active("echo-mpserv.service") == "active"
-        assert m.unit_property("echo-mpserv.service", "NRestarts") == "0"
+        assert_waiting(m, cursor, queued, got, "the hash key credential",
+                       "/run/credentials/echo-mpserv.service/log-hash-key: 7 bytes (needs 16 to 128)",
+                       "systemctl restart echo-mpserv")
         # A reload passes no credential again: it fails, or leaves it waiting.
         reload = m.systemctl("reload", "echo-mpserv.service", check=False)
         assert m.is_active("echo-mpserv.service") == "active" and queued.is_alive()

@@ -148,7 +148,7 @@ def test_periodic_report_without_asking():
 def test_dual_stack_counts_mapped_as_ipv4():
     from harness import free_port
     port = free_port()
-    with Daemon(NO_RATE + "max_clients_per_source = 1;", args=["-p", str(port)], activation=False) as d:
+    with Daemon(NO_RATE + "max_clients_per_source = 1;", args=["-p", str(port)], activation=False):
         held = connect(("127.0.0.1", port))
         held.sendall(b"a")
         recv_exact(held, 1)

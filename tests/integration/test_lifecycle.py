@@ -6,7 +6,6 @@ import re
 import select
 import signal
 import socket
-import stat
 import subprocess
 import tempfile
 import threading
