@@ -34,7 +34,8 @@ struct child {
         pid_t pid;                      /* 0 until committed */
         bool cut;                       /* the parent ended it at shutdown */
         bool adopted;                   /* a previous daemon's worker (server_adopt()), not our child */
-        int pidfd;                      /* adopted only: tells when it ends */
+        int pidfd;                      /* adopted only: tells when it ends; -1 when it cannot be watched */
+        uint64_t proc_start;            /* adopted only: its start time as listed (struct handoff_entry) */
         uint64_t start_usec;            /* CLOCK_MONOTONIC, set by the parent */
         union sockaddr_any peer;        /* from accept() */
         struct admission_hold hold;     /* what admission control counted */

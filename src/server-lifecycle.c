@@ -141,8 +141,10 @@ static void cut_one(struct child *ch, void *userdata) {
         int sig = *(int *) userdata;
 
         ch->cut = true;
-        if (ch->adopted)
+        if (ch->adopted && ch->pidfd >= 0)
                 (void) pidfd_send_signal(ch->pidfd, sig, NULL, 0);
+        else if (ch->adopted)
+                (void) kill(ch->pid, sig); /* unwatched: checked at each sweep, see server_sweep_adopted() */
         else
                 (void) kill(ch->pid, sig);
 }

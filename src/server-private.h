@@ -52,6 +52,10 @@ struct server {
         bool draining, cutting, handed_off;
         uint64_t drain_deadline, kill_deadline;
         unsigned drained, cut, handed_over, adopted;
+        /* Adopted sessions without a pidfd (no descriptor was left for
+         * one): looked at every ADOPTED_SWEEP_USEC (server_sweep_adopted()). */
+        unsigned unwatched;
+        uint64_t sweep_at;
 
         /* Back-off from resource trouble: listeners paused until resume_at;
          * a client whose fork failed waits in pending_fd for the retry. */
@@ -133,6 +137,11 @@ void server_begin_shutdown(struct server *s, int sig);
  * (server_adopted_ended(), with its slot from the epoll tag). */
 void server_adopt(struct server *s);
 void server_adopted_ended(struct server *s, uint32_t slot);
+/* An adopted session that could not get a pidfd still counts; this looks
+ * whether each such one still runs (and gives it a pidfd when a descriptor
+ * is free again). Due at s->sweep_at while s->unwatched > 0. */
+#define ADOPTED_SWEEP_USEC (1 * USEC_PER_SEC)
+void server_sweep_adopted(struct server *s, uint64_t now);
 /* SIGTERM under socket activation: stops accepting and leaves at once; the
  * workers finish on their own (worker_watch_parent()), each writing its
  * record, and the next daemon accepts from the socket unit's listener and

@@ -7,6 +7,7 @@ SIGTERM hands the sessions off and the daemon leaves at once, so the next
 daemon accepts from the same listener while the old sessions go on."""
 
 import os
+import re
 import signal
 import socket
 import struct
@@ -99,6 +100,8 @@ def test_sigterm_under_systemd_hands_off():
         t0 = time.monotonic()
         assert old.wait_exit(timeout=5) == 0
         left = time.monotonic() - t0
+        # Its last word to systemd says what happened (systemctl status).
+        old.wait_notify("Stopped; 1 session(s) handed over")
         # The next daemon takes the same listener at once.
         new = Daemon(f"drain_timeout = {drain:g};", passed_fds=[old.sockets[0].fileno()], service=True)
         new.start()
@@ -207,7 +210,13 @@ def test_second_restart_hands_adopted_sessions_on():
         second = successor(first.sockets[0], config, hand_off(first))
         second.start()
         second.wait_log(r"adopted 1 session\(s\)")
-        third = successor(first.sockets[0], config, hand_off(second))
+        # The second daemon lists the adopted session with the start time it
+        # was handed (it may not see it in /proc under systemd's sandbox),
+        # and says how many it listed.
+        listed = hand_off(second)
+        assert handoff_entries(listed) == [(workers[0], start_time(workers[0]))], handoff_entries(listed)
+        second.wait_log(r"handing 1 session\(s\) over.*; 1 listed for the next daemon")
+        third = successor(first.sockets[0], config, listed)
         third.start()
         third.wait_log(r"adopted 1 session\(s\)")
         with connect(first.address()) as c:
@@ -230,6 +239,14 @@ def handoff_file(entries, magic=0x48504d45, version=1, entry_size=48, count=None
     fd = os.memfd_create("handoff")
     os.write(fd, data)
     return fd
+
+
+def handoff_entries(fd):
+    """(pid, start time) of each entry of a stored hand-off file."""
+    data = os.pread(fd, 1 << 20, 0)
+    magic, version, size, count = struct.unpack_from("<IIII", data)
+    assert (magic, version, size, len(data)) == (0x48504d45, 1, 48, 16 + 48 * count), (magic, version, size)
+    return [struct.unpack_from("<iIQ", data, 16 + 48 * i)[0::2] for i in range(count)]
 
 
 def start_time(pid):
@@ -277,8 +294,91 @@ def test_hostile_handoff_file_is_ignored():
             os.close(fd)
 
 
+def test_stray_orphan_signal_changes_nothing():
+    """SIGUSR2 (the signal a worker gets when its daemon exits) sent by
+    anyone else, to the worker and to the daemon (systemctl kill -s USR2
+    without --kill-who=main): the daemon goes on, the session is not cut
+    at drain_timeout, and it is recorded once, by the daemon."""
+    drain = 0.5 * SLOW
+    with Daemon(f"drain_timeout = {drain:g}; idle_timeout = 60;") as d:
+        s = connect(d.address())
+        echo(s, b"x")
+        (worker,) = [pid for pid, _ in d.children()]
+        os.kill(worker, signal.SIGUSR2)
+        d.signal(signal.SIGUSR2)
+        # Past the drain a real orphan would get: still served, by the same worker.
+        deadline = time.monotonic() + drain + 1.0 * SLOW
+        while time.monotonic() < deadline:
+            echo(s, b"still here")
+            time.sleep(0.05)
+        assert d.proc.poll() is None, "SIGUSR2 killed the daemon"
+        assert [pid for pid, _ in d.children()] == [worker]
+        s.shutdown(socket.SHUT_WR)
+        assert recv_all(s) == b""
+        s.close()
+        rec = d.wait_records(1)
+        assert len(rec) == 1 and rec[0]["reason"] == "client-closed", rec
+        # A second record would come from the worker at its exit, before the daemon reaps it.
+        wait_until(lambda: not d.children(), 10, "the worker to be reaped")
+        served(d.address())
+        assert len([r for r in d.records() if int(r["pid"]) == worker]) == 1, d.records()
+        print(f"   SIGUSR2 to the daemon and worker {worker}: both went on, the session ran "
+              f"past drain_timeout ({drain:g} s), one record")
+
+
+def test_adoption_past_the_descriptor_limit():
+    """More sessions handed over than the next daemon has descriptors for
+    a pidfd each (RLIMIT_NOFILE 48, 60 sessions): every one still counts
+    under max_clients, and the cap is given back as they end."""
+    n = 60
+    config = f"drain_timeout = 60; idle_timeout = 60; max_clients = {n}; max_clients_per_source = 0; source_rate = 0;"
+    old, new, clients, workers = Daemon(config, service=True), None, [], []
+    try:
+        old.start()
+        for _ in range(n):
+            clients.append(connect(old.address()))
+            echo(clients[-1], b"x")
+        workers = [pid for pid, _ in old.children()]
+        assert len(workers) == n
+        new = Daemon(config, passed_fds=[old.sockets[0].fileno(), hand_off(old)], names=["echo", "handoff"],
+                     service=True, prefix=["prlimit", "--nofile=48:48", "--"])
+        new.start()
+        line = new.wait_log(r"adopted (\d+) session\(s\)")[0]
+        assert line.group(1) == str(n), line.string
+        unwatched = new.wait_log(r"(\d+) adopted session\(s\) have no pidfd.*still counted")[0]
+        new.wait_notify(f"{n} active (cap {n}")
+        waiting = connect(old.address())  # queued: the cap holds
+        waiting.sendall(b"w")
+        # Past a sweep or two (each second): still not served, none let go.
+        waiting.settimeout(2.5 * SLOW)
+        try:
+            got = waiting.recv(1)
+        except socket.timeout:
+            got = None
+        assert got is None, "served past max_clients"
+        active = [int(m) for note in new.notes.snapshot() for m in re.findall(r"STATUS=(\d+) active", note)]
+        assert active and min(active) == n, active
+        # Every old session ends: the waiting client is served (the
+        # unwatched ones are noticed by the sweep).
+        for c in clients:
+            c.close()
+        clients = [waiting]
+        waiting.settimeout(30 * SLOW)
+        assert recv_exact(waiting, 1) == b"w"
+        print(f"   {n} sessions handed over to a daemon with 48 descriptors: {line.group(1)} adopted, "
+              f"{unwatched.group(1)} without a pidfd, the cap held until they ended")
+    finally:
+        for c in clients:
+            c.close()
+        kill_quietly(workers)
+        if new:
+            new.cleanup()
+        old.cleanup()
+
+
 if __name__ == "__main__":
     main([test_worker_outlives_a_killed_daemon, test_orphaned_worker_ends_at_drain_timeout,
           test_sigterm_under_systemd_hands_off, test_standalone_sigterm_still_drains_in_place,
           test_adopted_sessions_keep_the_limits, test_second_restart_hands_adopted_sessions_on,
-          test_hostile_handoff_file_is_ignored])
+          test_hostile_handoff_file_is_ignored, test_stray_orphan_signal_changes_nothing,
+          test_adoption_past_the_descriptor_limit])
