@@ -22,6 +22,7 @@
 
 #include "handoff.h"
 #include "log.h"
+#include "logaddr.h"
 #include "notify.h"
 #include "server-private.h"
 #include "session-log.h"
@@ -127,6 +128,16 @@ void server_record_own_end(const struct slot_report *report, const union sockadd
         uint64_t now = now_usec(CLOCK_MONOTONIC);
         struct session_end e = { .child = { .pid = getpid(), .start_usec = start, .peer = *peer },
                                  .report = *report };
+        struct record_policy p = slot_report_policy(report);
+
+        /* The daemon's log_level and log_addresses as of its last reload
+         * (struct record_policy); the addresses never less private than at
+         * the fork. */
+        if (p.set) {
+                if (p.log_level >= LOG_ERR && p.log_level <= LOG_DEBUG)
+                        log_set_max_level(p.log_level);
+                logaddr_tighten(p.log_addresses, p.prefix_v4, p.prefix_v6);
+        }
 
         slot_report_check(&e.report, now);
         /* The journal's stream, not its native socket: that descriptor is

@@ -376,9 +376,55 @@ def test_adoption_past_the_descriptor_limit():
         old.cleanup()
 
 
+def own_record_after_reload(new_settings):
+    """One session open under log_addresses = full; a reload to
+    new_settings; a hand-off; the session ends. Returns the records of the
+    daemon (one client served after the reload) and of the worker."""
+    base = "drain_timeout = 60; idle_timeout = 60; source_prefix_ipv4 = 24; "
+    d, workers = Daemon(base + 'log_addresses = "full";', service=True), []
+    try:
+        d.start()
+        s = connect(d.address())
+        echo(s, b"before the reload")
+        workers = [pid for pid, _ in d.children()]
+        d.write_config(base + new_settings)
+        d.signal(signal.SIGHUP)
+        d.wait_log(r"configuration reloaded")
+        with connect(d.address()) as c:
+            echo(c, b"after the reload")
+        wait_until(lambda: len(d.children()) == 1, 10, "the daemon to reap the client after the reload")
+        hand_off(d)
+        echo(s, b"after the hand-off")
+        s.close()
+        # Every writer of the log gone: the worker wrote what it writes.
+        wait_until(lambda: d.log.closed, 10 * SLOW, "the worker to end")
+        lines = [m.string for m in d.log_lines(r"connection .* closed")]
+        return ([l for l in lines if f"worker {workers[0]}" not in l],
+                [l for l in lines if f"worker {workers[0]}" in l])
+    finally:
+        kill_quietly(workers)
+        d.cleanup()
+
+
+def test_own_record_follows_the_reloaded_log_addresses():
+    daemons, own = own_record_after_reload('log_addresses = "prefix";')
+    assert daemons and "127.0.0.0/24" in daemons[0], daemons
+    # The client's side, before "->" (the local address is in full).
+    assert len(own) == 1 and own[0].startswith("info: connection 127.0.0.0/24 "), own
+    assert "127.0.0.1" not in own[0].split("->")[0], own
+    print(f"   log_addresses full -> prefix, then a hand-off: the worker's own record: {own[0][:90]}...")
+
+
+def test_own_record_follows_the_reloaded_log_level():
+    daemons, own = own_record_after_reload('log_addresses = "full"; log_level = "warning";')
+    assert not daemons and not own, (daemons, own)
+    print("   log_level = warning by a reload, then a hand-off: no connection record, the worker's neither")
+
+
 if __name__ == "__main__":
     main([test_worker_outlives_a_killed_daemon, test_orphaned_worker_ends_at_drain_timeout,
           test_sigterm_under_systemd_hands_off, test_standalone_sigterm_still_drains_in_place,
           test_adopted_sessions_keep_the_limits, test_second_restart_hands_adopted_sessions_on,
           test_hostile_handoff_file_is_ignored, test_stray_orphan_signal_changes_nothing,
-          test_adoption_past_the_descriptor_limit])
+          test_adoption_past_the_descriptor_limit, test_own_record_follows_the_reloaded_log_addresses,
+          test_own_record_follows_the_reloaded_log_level])
