@@ -13,8 +13,8 @@
  * of range or an address of another family is refused (the whole file for
  * the first four, the entry for the last two) and never read past. A
  * process is the same one when it runs as our user and its start time
- * (/proc/PID/stat, field 22) matches, where /proc shows it
- * (handoff_same_process()). */
+ * (/proc/PID/stat, field 22) matches, where /proc shows it and the list
+ * knows it (0: unknown) (handoff_same_process()). */
 #pragma once
 
 #include <stddef.h>
@@ -35,7 +35,29 @@ struct handoff_entry {
 /* A sealed, close-on-exec memfd holding n entries, or -errno. */
 int handoff_write(const struct handoff_entry *e, size_t n);
 
-/* Reads the entries of fd into *out (malloc'd, *n of them; NULL when 0).
+/* The live list: the same format, one entry per child slot (pid 0: an
+ * empty slot), kept current in place while the daemon runs, so that the
+ * copy in systemd's store names the live sessions even when the daemon
+ * dies without a hand-off (SIGKILL, a crash: Restart=on-failure keeps the
+ * store). The mapping is not inherited by workers (MADV_DONTFORK), the
+ * descriptor is close-on-exec and closed in each worker. */
+struct handoff_table {
+        int fd;                         /* -1: none */
+        uint32_t capacity;
+        struct handoff_entry *entry;    /* capacity of them, in the memfd */
+        void *map;
+        size_t map_size;
+};
+
+/* Creates it with `capacity` empty entries: 0 or -errno (then t->fd is -1). */
+int handoff_table_open(struct handoff_table *t, uint32_t capacity);
+/* Sets entry `slot` (pid written last) or empties it; no-ops without a table. */
+void handoff_table_set(struct handoff_table *t, uint32_t slot, const struct handoff_entry *e);
+void handoff_table_clear(struct handoff_table *t, uint32_t slot);
+void handoff_table_close(struct handoff_table *t);
+
+/* Reads the entries of fd into *out (malloc'd, *n of them; NULL when 0);
+ * empty entries (pid 0) are left out.
  * Returns the number of entries skipped as malformed (>= 0), or -EBADMSG
  * for a file of the wrong format or size or with more than max entries, or
  * another -errno. Never reads past the file's size. */

@@ -75,7 +75,8 @@ static void reap_ended(struct server *s, pid_t pid) {
                 server_record_reaped(s, ch, status);
 }
 
-/* The list for the next daemon, in systemd's file descriptor store. */
+/* The list for the next daemon, in systemd's file descriptor store, when
+ * there is no live list there (server_list_store() failed). */
 static void store_sessions(const struct leaving *l) {
         int fd = handoff_write(l->next, l->n_next), r = fd;
 
@@ -116,7 +117,7 @@ void server_hand_off(struct server *s) {
                 " ms) and writes its own record; %zu listed for the next daemon%s", s->handed_over,
                 s->cfg.drain_timeout_ms, l.n_next, l.n_next < s->handed_over ? " (the others cannot be "
                 "identified and will not count against max_clients there)" : "");
-        if (l.next)
+        if (l.next && s->listed.fd < 0)
                 store_sessions(&l);
         free(l.ended);
         free(l.next);
@@ -159,7 +160,7 @@ static int still_running(const struct handoff_entry *e) {
                 return -ESRCH;
         if (kill(e->pid, 0) < 0)
                 return errno == EPERM ? -EPERM : errno == ESRCH ? -ESRCH : negative_errno();
-        if (handoff_start_time(e->pid, &start) == 0 && start != e->start_time)
+        if (e->start_time && handoff_start_time(e->pid, &start) == 0 && start != e->start_time)
                 return -ESRCH;
         return 0;
 }
@@ -205,6 +206,7 @@ static int adopt_one(struct server *s, const struct handoff_entry *e, uint64_t n
         ch->pidfd = fd;
         fd = -1;
         children_commit(&s->children, ch, e->pid);
+        server_list_session(s, ch, e->start_time);
         if (ch->pidfd >= 0)
                 return 0;
         s->unwatched++;
@@ -302,7 +304,50 @@ void server_adopted_ended(struct server *s, uint32_t slot) {
         if (s->draining)
                 s->drained++; /* its end is its worker's to record */
         ch->adopted = false;
+        server_unlist_session(s, ch);
         children_release(&s->children, ch);
         s->status_dirty = true;
         server_update_listening(s);
+}
+
+void server_list_open(struct server *s) {
+        int r;
+
+        /* Only where a hand-off can happen: a service with its listeners. */
+        if (!(s->ls->n > 0 && s->ls->l[0].inherited && listen_started_by_systemd()))
+                return;
+        r = handoff_table_open(&s->listed, s->children.capacity);
+        if (r < 0)
+                log_errno(LOG_WARNING, r, MSGID_STARTUP, "cannot make the live list of sessions; a daemon "
+                          "killed or crashed leaves the next one nothing to count against max_clients");
+}
+
+void server_list_store(struct server *s) {
+        int r;
+
+        if (s->listed.fd < 0)
+                return;
+        r = notify_store_fd(s->listed.fd, HANDOFF_FDNAME);
+        if (r < 0) {
+                log_errno(LOG_WARNING, r, MSGID_STARTUP, "cannot store the live list of sessions in systemd's "
+                          "file descriptor store; a daemon killed or crashed leaves the next one nothing to "
+                          "count against max_clients");
+                handoff_table_close(&s->listed);
+        }
+}
+
+void server_list_session(struct server *s, const struct child *ch, uint64_t start_time) {
+        struct handoff_entry e = { .pid = ch->pid, .start_time = start_time, .peer = ch->peer };
+
+        if (s->listed.fd < 0)
+                return;
+        /* Our own child, visible in /proc; 0 (unknown) if not: the next
+         * daemon then goes by the user (handoff_same_process()). */
+        if (!start_time && handoff_start_time(ch->pid, &e.start_time) < 0)
+                e.start_time = 0;
+        handoff_table_set(&s->listed, (uint32_t) (ch - s->children.child), &e);
+}
+
+void server_unlist_session(struct server *s, const struct child *ch) {
+        handoff_table_clear(&s->listed, (uint32_t) (ch - s->children.child));
 }

@@ -11,6 +11,7 @@
 #include "budget.h"
 #include "children.h"
 #include "config.h"
+#include "handoff.h"
 #include "listen.h"
 #include "log.h"
 #include "report.h"
@@ -40,6 +41,9 @@ struct server {
         const struct server_options *opt;
         struct listen_set *ls;
         struct children children;
+        /* The live list of sessions in systemd's store (server_list_*()),
+         * under systemd only; fd -1 otherwise. */
+        struct handoff_table listed;
         struct admission adm;
         int epfd, sfd;
         sigset_t worker_mask;
@@ -136,6 +140,15 @@ void server_begin_shutdown(struct server *s, int sig);
  * their sources' limits, each until its pidfd says it ended
  * (server_adopted_ended(), with its slot from the epoll tag). */
 void server_adopt(struct server *s);
+/* The live list (struct handoff_table): made before the adoption, which
+ * lists the adopted sessions in it, then put in systemd's store in place of
+ * the list read (server_list_store()); each session is listed when it
+ * starts or is adopted and unlisted when it ends, so a daemon that dies
+ * without a hand-off leaves the next one the sessions still running. */
+void server_list_open(struct server *s);
+void server_list_store(struct server *s);
+void server_list_session(struct server *s, const struct child *ch, uint64_t start_time);
+void server_unlist_session(struct server *s, const struct child *ch);
 void server_adopted_ended(struct server *s, uint32_t slot);
 /* An adopted session that could not get a pidfd still counts; this looks
  * whether each such one still runs (and gives it a pidfd when a descriptor

@@ -162,6 +162,7 @@ static int start_worker(struct server *s, int fd, const union sockaddr_any *peer
         if (stale && stale->adopted) /* its pid is reused: it ended */
                 server_adopted_ended(s, (uint32_t) (stale - s->children.child));
         children_commit(&s->children, ch, pid);
+        server_list_session(s, ch, 0);
         s->served++;
         s->status_dirty = true;
         if (s->failures)
@@ -225,6 +226,7 @@ void server_record_reaped(struct server *s, struct child *ch, int status) {
                 else
                         s->drained++;
         }
+        server_unlist_session(s, ch);
         children_release(&s->children, ch);
         s->status_dirty = true;
 }
@@ -426,8 +428,10 @@ static int setup(struct server *s) {
         if (r < 0)
                 return log_errno(LOG_ERR, r, NULL, "cannot set up address hashing");
         server_check_socket_buffer(&s->cfg);
+        server_list_open(s);
         if (s->ls->handoff_fd >= 0)
                 server_adopt(s);
+        server_list_store(s);
         s->started_usec = now_usec(CLOCK_MONOTONIC);
         budget_init(&s->budget, &s->cfg, s->started_usec);
         s->report_at = s->started_usec + REPORT_INTERVAL_USEC;
@@ -436,7 +440,7 @@ static int setup(struct server *s) {
 
 int server_run(const struct config *cfg, const struct server_options *opt, struct listen_set *ls) {
         struct server s = {
-                .cfg = *cfg, .opt = opt, .ls = ls, .epfd = -1, .sfd = -1, .pending_fd = -1,
+                .cfg = *cfg, .opt = opt, .ls = ls, .epfd = -1, .sfd = -1, .pending_fd = -1, .listed.fd = -1,
                 .on_defaults = opt->no_config_file,
                 .trouble_rl = { .interval_usec = USEC_PER_SEC, .burst = 1 },
                 .cap_rl = { .interval_usec = USEC_PER_SEC, .burst = 1 },
@@ -502,6 +506,7 @@ out:
         safe_close(s.sfd);
         safe_close(s.epfd);
         notify_close();
+        handoff_table_close(&s.listed);
         children_done(&s.children);
         admission_done(&s.adm);
         return r;

@@ -242,11 +242,12 @@ def handoff_file(entries, magic=0x48504d45, version=1, entry_size=48, count=None
 
 
 def handoff_entries(fd):
-    """(pid, start time) of each entry of a stored hand-off file."""
-    data = os.pread(fd, 1 << 20, 0)
+    """(pid, start time) of each entry of a stored list of sessions (pid 0: an empty slot)."""
+    data = os.pread(fd, 1 << 24, 0)
     magic, version, size, count = struct.unpack_from("<IIII", data)
     assert (magic, version, size, len(data)) == (0x48504d45, 1, 48, 16 + 48 * count), (magic, version, size)
-    return [struct.unpack_from("<iIQ", data, 16 + 48 * i)[0::2] for i in range(count)]
+    entries = [struct.unpack_from("<iIQ", data, 16 + 48 * i)[0::2] for i in range(count)]
+    return [e for e in entries if e[0] != 0]
 
 
 def start_time(pid):
@@ -260,7 +261,7 @@ def test_hostile_handoff_file_is_ignored():
         "garbage": (b"\xff" * 100, r"cannot be read"),
         "truncated": (None, r"cannot be read"),
         "wrong count": (None, r"cannot be read"),
-        "not ours": (None, r"adopted 0 session\(s\).*; 2 had ended.*, 2 entries ignored"),
+        "not ours": (None, r"adopted 0 session\(s\).*; 2 had ended.*, 1 entries ignored"),
     }
     for name, (raw, expect) in cases.items():
         if name == "garbage":
@@ -276,7 +277,8 @@ def test_hostile_handoff_file_is_ignored():
             fd = handoff_file([(me, start_time(me), socket.AF_INET)], count=1 << 30)
         else:
             # A live process with the wrong start time, a pid that is no
-            # process, pid 0 and an address of another family.
+            # process, an address of another family, and pid 0 (an empty
+            # slot of a live list, skipped).
             fd = handoff_file([(me, start_time(me) + 1, socket.AF_INET), (0, 0, socket.AF_INET),
                                (me, start_time(me), socket.AF_UNIX), (4194304 - 1, 1, socket.AF_INET)])
         lst = socket.socket()
@@ -421,10 +423,68 @@ def test_own_record_follows_the_reloaded_log_level():
     print("   log_level = warning by a reload, then a hand-off: no connection record, the worker's neither")
 
 
+def test_killed_daemon_leaves_its_live_list():
+    """A daemon killed (SIGKILL, a crash) hands nothing over, but the live
+    list it stored at its start names the sessions still running: the next
+    daemon, started as systemd restarts it (Restart=on-failure, with the
+    store), counts them under max_clients. A session that ended before is
+    not listed; one the second daemon started is in its own list."""
+    config = "drain_timeout = 60; idle_timeout = 60; max_clients = 3; max_clients_per_source = 0; source_rate = 0;"
+    first, second, third, clients, workers = Daemon(config, service=True), None, None, [], []
+    try:
+        first.start()
+        (listed,) = [fd for name, fd in first.stored_fds if name == "handoff"]
+        clients = [connect(first.address()) for _ in range(3)]
+        for c in clients:
+            echo(c, b"x")
+        workers = [pid for pid, _ in first.children()]
+        clients.pop().close()  # ended with its daemon there: reaped and unlisted
+        wait_until(lambda: len(first.children()) == 2, 10, "the daemon to reap it")
+        assert len(handoff_entries(listed)) == 2, handoff_entries(listed)
+        first.signal(signal.SIGKILL)
+        first.wait_exit()
+        second = successor(first.sockets[0], config, listed)
+        second.start()
+        second.wait_log(r"adopted 2 session\(s\) of the previous daemon.*; 0 had ended.*, 0 entries ignored")
+        clients.append(connect(first.address()))
+        echo(clients[-1], b"one more")
+        workers += [pid for pid, _ in second.children()]
+        second.wait_notify("3 active (cap 3, AT CAP)")
+        waiting = connect(first.address())  # queued in the backlog: the cap holds
+        waiting.sendall(b"w")
+        clients.append(waiting)
+        (listed,) = [fd for name, fd in second.stored_fds if name == "handoff"]
+        assert len(handoff_entries(listed)) == 3, handoff_entries(listed)
+        second.signal(signal.SIGKILL)
+        second.wait_exit()
+        third = successor(first.sockets[0], config, listed)
+        third.start()
+        third.wait_log(r"adopted 3 session\(s\)")
+        third.wait_notify("3 active (cap 3")
+        waiting.settimeout(0.5 * SLOW)
+        try:
+            got = waiting.recv(1)
+        except socket.timeout:
+            got = None
+        assert got is None, "served past max_clients after the second kill"
+        clients[0].close()  # a session of the first daemon ends: its place is free
+        waiting.settimeout(10 * SLOW)
+        assert recv_exact(waiting, 1) == b"w"
+        print("   two daemons SIGKILLed in a row under max_clients 3: the next one counted the 2, then the 3 "
+              "sessions still running, and a client waited for a place")
+    finally:
+        for c in clients:
+            c.close()
+        kill_quietly(workers)
+        for d in (third, second, first):
+            if d:
+                d.cleanup()
+
+
 if __name__ == "__main__":
     main([test_worker_outlives_a_killed_daemon, test_orphaned_worker_ends_at_drain_timeout,
           test_sigterm_under_systemd_hands_off, test_standalone_sigterm_still_drains_in_place,
           test_adopted_sessions_keep_the_limits, test_second_restart_hands_adopted_sessions_on,
           test_hostile_handoff_file_is_ignored, test_stray_orphan_signal_changes_nothing,
           test_adoption_past_the_descriptor_limit, test_own_record_follows_the_reloaded_log_addresses,
-          test_own_record_follows_the_reloaded_log_level])
+          test_own_record_follows_the_reloaded_log_level, test_killed_daemon_leaves_its_live_list])
