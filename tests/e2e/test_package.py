@@ -371,6 +371,40 @@ def no_stall(m, what, action, rebinds=False):
     assert held["clean_close"] and held["rounds"] > 100, held
 
 
+@check("at max_clients, two restarts and a SIGKILL in a row: each next daemon counts the sessions, a new client waits")
+def t_carry_over(m):
+    reset_conf(m, ONE_BUSY_SOURCE + "max_clients = 3;\ndrain_timeout = 60;\n")
+    m.systemctl("restart", "echo-mpserv.service")
+    holds = [hold_in_background(m, 40, f"carry-{i}") for i in range(3)]
+    m.wait_for(lambda: len(workers(m)) == 3, 20, "the three sessions' workers")
+    steps = [("restart", lambda: m.systemctl("restart", "echo-mpserv.service")),
+             ("restart again", lambda: m.systemctl("restart", "echo-mpserv.service")),
+             ("SIGKILL (Restart=on-failure)",
+              lambda: m.systemctl("kill", "-s", "KILL", "--kill-who=main", "echo-mpserv.service"))]
+    seen = []
+    for what, action in steps:
+        cursor = m.journal_cursor()
+        old_pid = main_pid(m)
+        action()
+        m.wait_for(lambda: main_pid(m) not in (0, old_pid) and m.is_active("echo-mpserv.service") == "active",
+                   20, f"the daemon after the {what}")
+        adopted = m.wait_journal(r"adopted \d+ session\(s\)", cursor=cursor, unit="echo-mpserv.service")
+        served = client(m, "probe", "127.0.0.1", 7, 2)["served"]
+        seen.append(f"{what}: {re.search(r'adopted [0-9]+', adopted).group(0)}, a 4th client served: {served}")
+        assert "adopted 3 " in adopted and not served, seen
+    status = m.systemctl("status", "echo-mpserv.service", "--no-pager", "-n", "0", check=False).stdout
+    assert "3 active (cap 3" in status, status
+    for h in holds:
+        h.wait(90)
+    held = [json.loads(h.stdout.strip().splitlines()[-1]) for h in holds]
+    figures.append("max_clients 3 with 3 sessions open: " + "; ".join(seen) +
+                   f"; the sessions ended cleanly: {[h['clean_close'] for h in held]}")
+    print("      " + figures[-1])
+    assert all(h["clean_close"] for h in held), held
+    reset_conf(m, ONE_BUSY_SOURCE)
+    m.systemctl("restart", "echo-mpserv.service")
+
+
 @check("systemctl restart echo-mpserv with a long session: no stall, session undisturbed")
 def t_restart_no_stall(m):
     no_stall(m, "systemctl restart echo-mpserv", lambda: m.systemctl("restart", "echo-mpserv.service"))
@@ -513,6 +547,7 @@ def main():
         t_stop_drains(m)
         t_restart_no_stall(m)
         t_socket_restart_no_stall(m)
+        t_carry_over(m)
         t_hardening(m)
         t_port(m)
         t_upgrade(m, newer)
