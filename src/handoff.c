@@ -166,7 +166,8 @@ int handoff_read(int fd, size_t max, struct handoff_entry **out, size_t *n) {
                 sa_family_t f = e[i].peer.sa.sa_family;
                 if (e[i].pid == 0)
                         continue; /* an empty slot of a live list */
-                if (e[i].pid <= 1 || (f != AF_INET && f != AF_INET6)) {
+                /* AF_UNSPEC: a session whose client is unknown (server_adopt_leftovers()). */
+                if (e[i].pid <= 1 || (f != AF_INET && f != AF_INET6 && f != AF_UNSPEC)) {
                         skipped++;
                         continue;
                 }

@@ -10,7 +10,8 @@
  * The format is this program's own, versioned: a header, then `count`
  * fixed-size entries. The content is checked as untrusted input: a wrong
  * magic, version or size, more entries than `max`, an entry with a pid out
- * of range or an address of another family is refused (the whole file for
+ * of range or an address of another family than IPv4, IPv6 or AF_UNSPEC
+ * (a session whose client is unknown) is refused (the whole file for
  * the first four, the entry for the last two) and never read past. A
  * process is the same one when it runs as our user and its start time
  * (/proc/PID/stat, field 22) matches, where /proc shows it and the list

@@ -13,6 +13,7 @@
 #include <inttypes.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -350,4 +351,64 @@ void server_list_session(struct server *s, const struct child *ch, uint64_t star
 
 void server_unlist_session(struct server *s, const struct child *ch) {
         handoff_table_clear(&s->listed, (uint32_t) (ch - s->children.child));
+}
+
+/* The cgroup.procs file of this process's cgroup in the unified (v2)
+ * hierarchy, when that is a service's own cgroup: 0 or -ENOENT. */
+static int own_cgroup_procs(char *path, size_t size) {
+        static const char *const roots[] = { "/sys/fs/cgroup", "/sys/fs/cgroup/unified" };
+        char line[PATH_MAX];
+        FILE *f = fopen("/proc/self/cgroup", "re");
+        bool found = false;
+        size_t len;
+
+        if (!f)
+                return -ENOENT;
+        while (!found && fgets(line, sizeof(line), f))
+                found = strncmp(line, "0::", 3) == 0;
+        fclose(f);
+        len = found ? strcspn(line, "\n") : 0;
+        line[len] = 0;
+        /* Only a unit's own cgroup holds nothing but its processes. */
+        if (len < 3 + strlen("/x.service") || strcmp(line + len - strlen(".service"), ".service") != 0)
+                return -ENOENT;
+        for (size_t i = 0; i < ELEMENTSOF(roots); i++) {
+                snprintf(path, size, "%s%s/cgroup.procs", roots[i], line + 3);
+                if (access(path, R_OK) == 0)
+                        return 0;
+        }
+        return -ENOENT;
+}
+
+void server_adopt_leftovers(struct server *s) {
+        char path[PATH_MAX + 64];
+        unsigned counted = 0, other = 0;
+        uint64_t now = now_usec(CLOCK_MONOTONIC);
+        FILE *f;
+        int pid;
+
+        /* As root, signal 0 would not tell our processes from others. */
+        if (s->listed.fd < 0 || geteuid() == 0 || own_cgroup_procs(path, sizeof(path)) < 0)
+                return;
+        f = fopen(path, "re");
+        if (!f)
+                return;
+        while (fscanf(f, "%d", &pid) == 1) {
+                /* No start time (0: the user decides) and no client: counted
+                 * under max_clients only. */
+                struct handoff_entry e = { .pid = pid };
+                if (pid == getpid())
+                        continue;
+                if (adopt_one(s, &e, now) >= 0)
+                        counted++;
+                else
+                        other++;
+        }
+        fclose(f);
+        s->adopted = counted;
+        if (counted)
+                log_msg(LOG_WARNING, MSGID_STARTUP, "no list of sessions from the previous daemon (systemd empties "
+                        "its store when the unit stops); counting the %u process(es) of this user left in the "
+                        "service's cgroup under max_clients until they end (their clients unknown: not under the "
+                        "per-source limits); %u other process(es) there not counted", counted, other);
 }

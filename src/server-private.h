@@ -146,6 +146,14 @@ void server_adopt(struct server *s);
  * starts or is adopted and unlisted when it ends, so a daemon that dies
  * without a hand-off leaves the next one the sessions still running. */
 void server_list_open(struct server *s);
+/* At the start under systemd with no list from the previous daemon (after a
+ * stop, systemd has emptied its store; KillMode=process left the workers in
+ * the service's cgroup): counts each process of this user in the service's
+ * own cgroup (cgroup.procs; ProtectControlGroups= leaves it readable) under
+ * max_clients until its pidfd says it ended. Their clients are unknown, so
+ * the per-source limits do not count them. Not as root, where signal 0 says
+ * nothing about whose a process is. */
+void server_adopt_leftovers(struct server *s);
 void server_list_store(struct server *s);
 void server_list_session(struct server *s, const struct child *ch, uint64_t start_time);
 void server_unlist_session(struct server *s, const struct child *ch);

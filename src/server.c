@@ -431,6 +431,8 @@ static int setup(struct server *s) {
         server_list_open(s);
         if (s->ls->handoff_fd >= 0)
                 server_adopt(s);
+        else
+                server_adopt_leftovers(s);
         server_list_store(s);
         s->started_usec = now_usec(CLOCK_MONOTONIC);
         budget_init(&s->budget, &s->cfg, s->started_usec);

@@ -11,6 +11,7 @@ import re
 import signal
 import socket
 import struct
+import subprocess
 import time
 
 from harness import (SLOW, Daemon, connect, main, recv_all, recv_exact, served, wait_until)
@@ -481,10 +482,79 @@ def test_killed_daemon_leaves_its_live_list():
                 d.cleanup()
 
 
+def cgroup2_root():
+    for root in ("/sys/fs/cgroup", "/sys/fs/cgroup/unified"):
+        if os.path.exists(os.path.join(root, "cgroup.procs")) and \
+           os.path.exists(os.path.join(root, "cgroup.controllers")):
+            return root
+    return None
+
+
+def in_cgroup(cg, cmd):
+    """cmd started inside the cgroup directory cg."""
+    return subprocess.Popen(["sh", "-c", f'echo $$ > {cg}/cgroup.procs && exec "$@"', "sh"] + cmd)
+
+
+def test_stop_then_start_counts_the_processes_left_in_the_cgroup():
+    """After systemctl stop, systemd has emptied its store: the next daemon
+    gets no list. Its workers are still in the service's cgroup
+    (KillMode=process): the new daemon counts those of its user under
+    max_clients until they end; another user's process there is not
+    counted. Run as an unprivileged user in a cgroup named like a unit."""
+    root = cgroup2_root()
+    if os.geteuid() != 0 or not root:
+        print("   skipped: needs root and a cgroup v2 hierarchy")
+        return
+    cg = os.path.join(root, f"echo-mpserv-test-{os.getpid()}.service")
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    os.mkdir(cg)
+    procs, d, clients = [], None, []
+    try:
+        procs = [in_cgroup(cg, nobody + ["sleep", "600"]) for _ in range(2)] + [in_cgroup(cg, ["sleep", "600"])]
+        wait_until(lambda: len(open(f"{cg}/cgroup.procs").read().split()) == 3, 10, "the processes in the cgroup")
+        config = "drain_timeout = 60; idle_timeout = 60; max_clients = 3; max_clients_per_source = 0; source_rate = 0;"
+        d = Daemon(config, service=True, public_binary=True,
+                   prefix=["sh", "-c", f'echo $$ > {cg}/cgroup.procs && exec "$@"', "sh"] + nobody)
+        d.start()
+        line = d.wait_log(r"counting the (\d+) process\(es\) of this user left in the service's cgroup.*; "
+                          r"(\d+) other")[0]
+        assert line.groups() == ("2", "1"), line.string
+        clients.append(connect(d.address()))
+        echo(clients[-1], b"third")
+        d.wait_notify("3 active (cap 3, AT CAP)")
+        waiting = connect(d.address())
+        waiting.sendall(b"w")
+        clients.append(waiting)
+        waiting.settimeout(0.5 * SLOW)
+        try:
+            got = waiting.recv(1)
+        except socket.timeout:
+            got = None
+        assert got is None, "served past max_clients"
+        # One of the left-over processes ends: its place is free.
+        procs[0].kill()
+        procs[0].wait()
+        waiting.settimeout(10 * SLOW)
+        assert recv_exact(waiting, 1) == b"w"
+        print(f"   no list, 2 processes of the user and 1 of another in the cgroup: {line.group(1)} counted "
+              f"under max_clients 3, a client waited until one ended")
+    finally:
+        for c in clients:
+            c.close()
+        if d:
+            d.cleanup()
+        for p in procs:
+            p.kill()
+            p.wait()
+        wait_until(lambda: not open(f"{cg}/cgroup.procs").read().split(), 10, "the cgroup to empty")
+        os.rmdir(cg)
+
+
 if __name__ == "__main__":
     main([test_worker_outlives_a_killed_daemon, test_orphaned_worker_ends_at_drain_timeout,
           test_sigterm_under_systemd_hands_off, test_standalone_sigterm_still_drains_in_place,
           test_adopted_sessions_keep_the_limits, test_second_restart_hands_adopted_sessions_on,
           test_hostile_handoff_file_is_ignored, test_stray_orphan_signal_changes_nothing,
           test_adoption_past_the_descriptor_limit, test_own_record_follows_the_reloaded_log_addresses,
-          test_own_record_follows_the_reloaded_log_level, test_killed_daemon_leaves_its_live_list])
+          test_own_record_follows_the_reloaded_log_level, test_killed_daemon_leaves_its_live_list,
+          test_stop_then_start_counts_the_processes_left_in_the_cgroup])
