@@ -155,11 +155,12 @@ static void test_live_table(void) {
         child = fork();
         ASSERT(child >= 0);
         if (child == 0) {
-                t.entry[7].pid = 1; /* not mapped here: SIGSEGV */
-                _exit(0);
+                unsigned char resident;
+                /* Not mapped here: mincore() fails with ENOMEM. */
+                _exit(mincore(t.map, 1, &resident) < 0 && errno == ENOMEM ? 0 : 1);
         }
         ASSERT_INT(waitpid(child, &status, 0), ==, child);
-        ASSERT(WIFSIGNALED(status) && WTERMSIG(status) == SIGSEGV);
+        ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
         handoff_table_close(&t);
         ASSERT_INT(t.fd, ==, -1);
 }
