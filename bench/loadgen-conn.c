@@ -255,3 +255,11 @@ int read_echo(struct lg *g, struct conn *c, uint64_t now) {
                 return -1;
         }
 }
+
+/* What an event on a connection in S_ECHO does: the rest of the message
+ * out, then as much of its echo as has come. Returns as read_echo(). */
+int echo_progress(struct lg *g, struct conn *c, uint64_t now) {
+        if (c->sent < c->len && !send_msg(g, c, now))
+                return -1;
+        return read_echo(g, c, now);
+}

@@ -211,11 +211,7 @@ static void round_event(struct lg *g, struct round *r, struct conn *c, uint32_t 
         }
         if (c->state != S_ECHO)
                 return;
-        if (c->sent < c->len && !send_msg(g, c, now)) {
-                round_drop(r, c);
-                return;
-        }
-        e = read_echo(g, c, now);
+        e = echo_progress(g, c, now);
         if (e < 0) {
                 round_drop(r, c);
         } else if (e > 0) {

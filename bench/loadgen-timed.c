@@ -59,11 +59,7 @@ static void rate_connected(struct lg *g, struct conn *c, uint64_t now) {
 static void rate_echo(struct lg *g, struct conn *c, uint64_t now) {
         int r;
 
-        if (c->sent < c->len && !send_msg(g, c, now)) {
-                rate_fail(c, now);
-                return;
-        }
-        r = read_echo(g, c, now);
+        r = echo_progress(g, c, now);
         if (r < 0) {
                 rate_fail(c, now);
                 return;
@@ -197,11 +193,7 @@ static void stream_pump(struct lg *g, struct conn *c, uint64_t now, struct windo
 static void pingpong_echo(struct lg *g, struct conn *c, uint64_t now, struct window w) {
         int r;
 
-        if (c->sent < c->len && !send_msg(g, c, now)) {
-                close_conn(c, S_DEAD);
-                return;
-        }
-        r = read_echo(g, c, now);
+        r = echo_progress(g, c, now);
         if (r < 0) {
                 close_conn(c, S_DEAD);
                 return;

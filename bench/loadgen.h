@@ -117,6 +117,7 @@ bool connect_done(struct lg *g, struct conn *c);
 void begin_msg(struct lg *g, struct conn *c, uint64_t now);
 bool send_msg(struct lg *g, struct conn *c, uint64_t now);
 int read_echo(struct lg *g, struct conn *c, uint64_t now);
+int echo_progress(struct lg *g, struct conn *c, uint64_t now);
 
 /* loadgen-timed.c */
 void persistent_event(struct lg *g, struct conn *c, uint32_t ev, uint64_t now, struct window w);

@@ -144,13 +144,24 @@ void admission_release(struct admission *a, struct admission_hold *h, uint64_t n
         }
 }
 
+static bool same_list(const struct cidr *x, uint32_t nx, const struct cidr *y, uint32_t ny) {
+        if (nx != ny)
+                return false;
+        for (uint32_t i = 0; i < nx; i++)
+                if (x[i].len != y[i].len || memcmp(&x[i].addr, &y[i].addr, sizeof(x[i].addr)) != 0)
+                        return false;
+        return true;
+}
+
 int admission_reconfigure(struct admission *a, const struct config *old,
                           void (*recount)(struct admission *a, void *userdata), void *userdata) {
         int r;
 
+        /* A change of the exempt list changes which live sessions count. */
         if (old->source_prefix_v4 == a->cfg->source_prefix_v4 &&
             old->source_prefix_v6 == a->cfg->source_prefix_v6 &&
-            old->source_table_size == a->cfg->source_table_size)
+            old->source_table_size == a->cfg->source_table_size &&
+            same_list(old->exempt, old->n_exempt, a->cfg->exempt, a->cfg->n_exempt))
                 return 0;
         r = sources_reset(&a->sources, a->cfg->source_table_size, ADMISSION_LIVE_MAX);
         if (r < 0)

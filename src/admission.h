@@ -50,8 +50,8 @@ void admission_hold_session(struct admission *a, const union sockaddr_any *peer,
  * *hold counted, once; *hold is then not counted. */
 void admission_release(struct admission *a, struct admission_hold *hold, uint64_t now);
 
-/* The configuration changed (a reload): when the prefix lengths or the
- * table size changed, the table starts afresh and the live sessions are
+/* The configuration changed (a reload): when the prefix lengths, the
+ * table size or the exempt list changed, the table starts afresh and the live sessions are
  * recounted via `recount`, which must set the hold of every one of them. */
 int admission_reconfigure(struct admission *a, const struct config *old,
                           void (*recount)(struct admission *a, void *userdata), void *userdata);

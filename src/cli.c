@@ -11,6 +11,7 @@ enum {
         OPT_CHECK_CONFIG = 0x100,
         OPT_DUMP_CONFIG,
         OPT_LOG_LEVEL,
+        OPT_ACCEPT_YES,
 };
 
 static const struct option options[] = {
@@ -18,6 +19,7 @@ static const struct option options[] = {
         { "port",         required_argument, NULL, 'p' },
         { "check-config", no_argument,       NULL, OPT_CHECK_CONFIG },
         { "dump-config",  no_argument,       NULL, OPT_DUMP_CONFIG },
+        { "accept-yes",   no_argument,       NULL, OPT_ACCEPT_YES },
         { "log-level",    required_argument, NULL, OPT_LOG_LEVEL },
         { "help",         no_argument,       NULL, 'h' },
         { "version",      no_argument,       NULL, 'V' },
@@ -30,6 +32,7 @@ void cli_usage(FILE *f) {
               "\n"
               "  -c, --config=PATH     configuration file (default " CONFIG_DEFAULT_PATH ")\n"
               "      --check-config    validate the configuration, print \"configuration OK\", exit\n"
+              "      --accept-yes      with --check-config: also refuse a policy Accept=yes cannot enforce\n"
               "      --dump-config     print the effective configuration, defaults included, exit\n"
               "  -p, --port=PORT       standalone mode: listen on PORT instead of the configured port\n"
               "      --log-level=LEVEL error, warning, notice, info or debug (overrides log_level)\n"
@@ -95,6 +98,9 @@ int cli_parse(int argc, char *const *argv, struct cli *out, char *err, size_t er
                 case OPT_CHECK_CONFIG:
                         r = set_action(out, CLI_CHECK_CONFIG, err, errlen);
                         break;
+                case OPT_ACCEPT_YES:
+                        out->accept_yes = true;
+                        break;
                 case OPT_DUMP_CONFIG:
                         r = set_action(out, CLI_DUMP_CONFIG, err, errlen);
                         break;
@@ -117,6 +123,10 @@ int cli_parse(int argc, char *const *argv, struct cli *out, char *err, size_t er
         }
         if (r == 0 && optind < argc) {
                 snprintf(err, errlen, "unexpected argument '%s'", argv[optind]);
+                return -EINVAL;
+        }
+        if (r == 0 && out->accept_yes && out->action != CLI_CHECK_CONFIG) {
+                snprintf(err, errlen, "--accept-yes goes with --check-config");
                 return -EINVAL;
         }
         return r;

@@ -19,6 +19,7 @@ struct cli {
         bool config_path_given;
         int port;               /* -1: not given */
         int log_level;          /* -1: not given */
+        bool accept_yes;        /* --accept-yes (with --check-config only) */
 };
 
 /* Returns 0, or -EINVAL with a one-line explanation in err. */

@@ -6,8 +6,8 @@
  * \x00 escape, a control character in a string (a string spanning lines,
  * written or escaped), a carriage return that does not end a line, two strings
  * with no comma between them, a byte order mark, and @include. It also
- * names the key of a value that is a bare word instead of a quoted string,
- * which libconfig only calls a syntax error. */
+ * names the key of a value that is a bare word or an address instead of a
+ * quoted string, which libconfig only calls a syntax error. */
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -305,11 +305,47 @@ static void check_bare_word(struct lexer *lx, const char *word, size_t len) {
                         "\"%.*s\";", k, lx->setting, n, word, k, lx->setting, n, word);
 }
 
+/* An address or prefix written unquoted as a list entry (deny = [ 192.0.2.1 ];,
+ * listen = [ ::1 ];): libconfig reads a number, then a syntax error (or a
+ * mismatched element type). Told by what no number or name holds: a ':', a
+ * '/', or more than one '.'. Returns whether it was one (then skipped). */
+static bool check_unquoted_address(struct lexer *lx) {
+        const char *t = lx->text + lx->i;
+        size_t len = 0, dots = 0;
+        bool colon_or_slash = false;
+        int n, k;
+
+        if (!lx->setting || lx->list == 0 || !strchr("[(,", lx->prev) ||
+            !(isxdigit((unsigned char) *t) || *t == ':')) /* not a comment's '/' */
+                return false;
+        while (lx->i + len < lx->len && (isxdigit((unsigned char) t[len]) || strchr(":./%", t[len]) != NULL) &&
+               t[len] != '\0') {
+                dots += t[len] == '.';
+                colon_or_slash |= t[len] == ':' || t[len] == '/';
+                len++;
+        }
+        if (len == 0 || (!colon_or_slash && dots < 2))
+                return false;
+        n = (int) (len > 64 ? 64 : len);
+        k = (int) (lx->setting_len > 64 ? 64 : lx->setting_len);
+        lx->scan->withhold = true;
+        problem(lx, lx->line, "%.*s: list entry %.*s is not quoted; an address or prefix must be in double quotes: "
+                "write it as \"%.*s\"", k, lx->setting, n, t, n, t);
+        lx->i += len;
+        lx->prev = '"';
+        lx->value_next = false;
+        lx->pending = NULL;
+        lx->scan->last_line = lx->line;
+        return true;
+}
+
 /* One token, or a run of blanks or a comment. */
 static void lex_one(struct lexer *lx) {
         char c = lx->text[lx->i];
         bool significant = true;
 
+        if (check_unquoted_address(lx))
+                return;
         if (c == '\n') {
                 lx->line++;
                 lx->i++;

@@ -110,38 +110,34 @@ static const char *get_string(const char *name, const struct key *k, config_sett
         return v;
 }
 
-static int set_log_level(const char *name, const struct key *k, config_setting_t *s,
-                         struct config *c, struct config_diag *diag) {
+/* A string that names one of a set: from_name() gives its value, or < 0
+ * when it names none of `choices`. */
+static int set_named(const char *name, const struct key *k, config_setting_t *s, int (*from_name)(const char *),
+                     const char *choices, int *out, struct config_diag *diag) {
         const char *v = get_string(name, k, s, diag);
-        int level;
+        int value;
 
         if (!v)
                 return -EINVAL;
-        level = config_log_level_from_name(v);
-        if (level < 0) {
-                config_diag_add(diag, "%s:%u: %s = \"%s\" is not one of error, warning, notice, info, debug",
-                                name, config_setting_source_line(s), k->name, printable(v, (char[80]) { 0 }));
+        value = from_name(v);
+        if (value < 0) {
+                config_diag_add(diag, "%s:%u: %s = \"%s\" is not one of %s", name, config_setting_source_line(s),
+                                k->name, printable(v, (char[80]) { 0 }), choices);
                 return -EINVAL;
         }
-        c->log_level = level;
+        *out = value;
         return 0;
+}
+
+static int set_log_level(const char *name, const struct key *k, config_setting_t *s,
+                         struct config *c, struct config_diag *diag) {
+        return set_named(name, k, s, config_log_level_from_name, "error, warning, notice, info, debug",
+                         &c->log_level, diag);
 }
 
 static int set_addr_mode(const char *name, const struct key *k, config_setting_t *s,
                          struct config *c, struct config_diag *diag) {
-        const char *v = get_string(name, k, s, diag);
-        int mode;
-
-        if (!v)
-                return -EINVAL;
-        mode = config_log_addresses_from_name(v);
-        if (mode < 0) {
-                config_diag_add(diag, "%s:%u: %s = \"%s\" is not one of full, prefix, hash",
-                                name, config_setting_source_line(s), k->name, printable(v, (char[80]) { 0 }));
-                return -EINVAL;
-        }
-        c->log_addresses = mode;
-        return 0;
+        return set_named(name, k, s, config_log_addresses_from_name, "full, prefix, hash", &c->log_addresses, diag);
 }
 
 static int set_secret(const char *name, const struct key *k, config_setting_t *s,

@@ -2,6 +2,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,6 +57,11 @@ static int record(struct listener *l, int fd) {
         return 0;
 }
 
+/* What this daemon serves on: a listening TCP socket. */
+static bool is_tcp_listener(int fd) {
+        return sd_is_socket_inet(fd, AF_UNSPEC, SOCK_STREAM, 1, 0) > 0;
+}
+
 static const char *describe_socket(int fd, char *buf, size_t size) {
         int type = 0, domain = 0, listening = 0;
         socklen_t len = sizeof(int);
@@ -99,7 +105,7 @@ int listen_inherit(struct listen_set *ls, char *err, size_t errlen) {
                                 ls->handoff_fd = fd;
                         else
                                 safe_close(fd); /* one list only: the first */
-                } else if (sd_is_socket_inet(fd, AF_UNSPEC, SOCK_STREAM, 1, 0) > 0) {
+                } else if (is_tcp_listener(fd)) {
                         struct listener *l = &ls->l[ls->n];
                         snprintf(l->name, sizeof(l->name), "%s", name);
                         l->inherited = true;
@@ -146,9 +152,36 @@ bool listen_passed_listener(void) {
         int n = sd_listen_fds(0);
 
         for (int fd = SD_LISTEN_FDS_START; fd < SD_LISTEN_FDS_START + n; fd++)
-                if (sd_is_socket(fd, AF_UNSPEC, SOCK_STREAM, 1) > 0)
+                if (is_tcp_listener(fd))
                         return true;
         return false;
+}
+
+bool listen_sessions_handed_over(void) {
+        struct handoff_entry *e = NULL;
+        char **names = NULL;
+        size_t count = 0;
+        int n = sd_listen_fds_with_names(0, &names);
+
+        for (int i = 0; i < n && count == 0; i++)
+                if (names && names[i] && strcmp(names[i], HANDOFF_FDNAME) == 0 &&
+                    sd_is_socket(SD_LISTEN_FDS_START + i, AF_UNSPEC, 0, -1) == 0 &&
+                    handoff_read(SD_LISTEN_FDS_START + i, CONFIG_MAX_CLIENTS_LIMIT, &e, &count) >= 0)
+                        free(e);
+        for (int i = 0; names && i < n; i++)
+                free(names[i]);
+        free(names);
+        return count > 0;
+}
+
+bool listen_client_waiting(void) {
+        struct pollfd p[LISTEN_MAX];
+        int n = sd_listen_fds(0), k = 0;
+
+        for (int fd = SD_LISTEN_FDS_START; fd < SD_LISTEN_FDS_START + n && k < LISTEN_MAX; fd++)
+                if (sd_is_socket(fd, AF_UNSPEC, SOCK_STREAM, 1) > 0)
+                        p[k++] = (struct pollfd) { .fd = fd, .events = POLLIN };
+        return k > 0 && poll(p, (nfds_t) k, 0) > 0;
 }
 
 static int bind_one(struct listener *l, const char *address, uint16_t port, bool v6only,

@@ -50,9 +50,17 @@ int listen_inherit(struct listen_set *ls, char *err, size_t errlen);
 bool listen_started_by_systemd(void);
 
 /* True when the sockets systemd passes (LISTEN_FDS, left set) include a
- * listening stream socket, as a socket unit's listener; false for none, or
- * for the one connected socket of Accept=yes. */
+ * listener as listen_inherit() takes one (a listening TCP socket); false
+ * for none, or for the one connected socket of Accept=yes. */
 bool listen_passed_listener(void);
+
+/* True when a connection waits in the accept queue of one of the listening
+ * sockets systemd passes (polled, not accepted). */
+bool listen_client_waiting(void);
+
+/* True when systemd passes the list of a previous daemon's sessions
+ * (handoff.h) and it names at least one, still running under this unit. */
+bool listen_sessions_handed_over(void);
 
 /* Binds every address of c->listen on `port`, dual-stack where
  * config_listen_dual_stack() says; a dual-stack address becomes 0.0.0.0

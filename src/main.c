@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sysexits.h>
 
 #include "cli.h"
@@ -135,6 +136,24 @@ static int load_config(const struct cli *cli, struct server_options *opt, struct
         return r;
 }
 
+/* --check-config --accept-yes: what an instance would refuse a client for,
+ * for an IPv4 and an IPv6 client outside source_limits_exempt (each
+ * problem once), on stderr. */
+static bool accept_yes_enforceable(const struct config *cfg) {
+        const char *last = NULL;
+        char buf[2][320];
+
+        for (int i = 0; i < 2; i++) {
+                const char *why = server_accept_yes_unenforceable(cfg, true, i ? AF_INET6 : AF_INET, buf[i],
+                                                                  sizeof(buf[i]));
+
+                if (why && (!last || strcmp(why, last) != 0))
+                        fprintf(stderr, "Accept=yes cannot enforce %s\n", why);
+                last = why ? why : last;
+        }
+        return !last;
+}
+
 static void check_inherited_ports(const struct cli *cli, const struct config *cfg, const struct listen_set *ls) {
         if (cli->port > 0)
                 log_msg(LOG_WARNING, MSGID_CONFIG, "--port %d is ignored: systemd passed the listening sockets",
@@ -161,9 +180,11 @@ static int run(const struct cli *cli, const struct server_options *opt, const st
                 return EXIT_SOCKET;
         }
         if (ls.connected_fd >= 0) {
-                r = server_run_connected(cfg, &opt->worker_mask, ls.connected_fd);
+                enum server_connected_outcome outcome;
+
+                r = server_run_connected(cfg, &opt->worker_mask, ls.connected_fd, &outcome);
                 ls.connected_fd = -1; /* closed by the session */
-                return r == SERVER_UNENFORCEABLE ? EXIT_CONFIG : r < 0 ? EXIT_RUNTIME : EXIT_OK;
+                return r < 0 ? EXIT_RUNTIME : outcome == SERVER_CONNECTED_UNENFORCEABLE ? EXIT_CONFIG : EXIT_OK;
         }
         if (r > 0) {
                 check_inherited_ports(cli, cfg, &ls);
@@ -235,6 +256,8 @@ int main(int argc, char *argv[]) {
         if (load_config(&cli, &opt, &cfg) < 0)
                 return EXIT_CONFIG;
 
+        if (cli.action == CLI_CHECK_CONFIG && cli.accept_yes && !accept_yes_enforceable(&cfg))
+                return EXIT_CONFIG;
         if (cli.action == CLI_CHECK_CONFIG) {
                 /* Nothing was read: "OK" alone would pass for a checked file. */
                 if (opt.no_config_file)

@@ -97,15 +97,8 @@ void server_hand_off(struct server *s) {
                              .next = calloc(active + 1, sizeof(struct handoff_entry)) };
         char status[256];
 
-        s->draining = s->handed_off = true;
-        server_update_listening(s);
-        listen_close_all(s->ls);
-        if (s->pending_fd >= 0) {
-                /* Admitted but never started: reset, as at a cut. */
-                s->pending_fd = safe_close(s->pending_fd);
-                admission_release(&s->adm, &s->pending_hold, now_usec(CLOCK_MONOTONIC));
-                s->cut++;
-        }
+        s->handed_off = true;
+        server_stop_accepting(s, now_usec(CLOCK_MONOTONIC));
         server_reap(s);
         if (l.ended && l.next) {
                 children_foreach(&s->children, leave_one, &l);

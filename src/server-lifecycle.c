@@ -153,16 +153,7 @@ static void cut_one(struct child *ch, void *userdata) {
                 (void) kill(ch->pid, sig);
 }
 
-void server_begin_shutdown(struct server *s, int sig) {
-        uint64_t now = now_usec(CLOCK_MONOTONIC);
-        char status[256];
-
-        if (s->draining) {
-                log_msg(LOG_NOTICE, MSGID_SHUTDOWN, "%s again: ending the remaining sessions now",
-                        strsignal(sig));
-                s->drain_deadline = now;
-                return;
-        }
+void server_stop_accepting(struct server *s, uint64_t now) {
         s->draining = true;
         server_update_listening(s);
         /* Our copies only: under socket activation systemd keeps the
@@ -174,6 +165,19 @@ void server_begin_shutdown(struct server *s, int sig) {
                 admission_release(&s->adm, &s->pending_hold, now);
                 s->cut++;
         }
+}
+
+void server_begin_shutdown(struct server *s, int sig) {
+        uint64_t now = now_usec(CLOCK_MONOTONIC);
+        char status[256];
+
+        if (s->draining) {
+                log_msg(LOG_NOTICE, MSGID_SHUTDOWN, "%s again: ending the remaining sessions now",
+                        strsignal(sig));
+                s->drain_deadline = now;
+                return;
+        }
+        server_stop_accepting(s, now);
         s->drain_deadline = now + usec_from_ms(s->cfg.drain_timeout_ms);
         log_msg(LOG_NOTICE, MSGID_SHUTDOWN, "%s: stopped accepting; draining %u session(s) for up to %" PRIu32 " ms",
                 strsignal(sig), s->children.active, s->cfg.drain_timeout_ms);

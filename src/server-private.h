@@ -1,5 +1,7 @@
-/* Inside the server only: the state shared by its event loop (server.c) and
- * its lifecycle transitions (server-lifecycle.c). */
+/* Inside the server only: the state shared by its event loop (server.c),
+ * its lifecycle transitions (server-lifecycle.c), its folded records
+ * (server-records.c) and the hand-off of sessions across a restart
+ * (server-handoff.c). */
 #pragma once
 
 #include <limits.h>
@@ -29,12 +31,18 @@ static inline unsigned sat_add(unsigned a, unsigned b) {
         return a > UINT_MAX - b ? UINT_MAX : a + b;
 }
 
-/* The parent's state, by concern. The state machine: listening (unless
- * at_cap, or paused by back-off until resume_at) -> draining (SIGTERM: no
- * more accepting, sessions end on their own until drain_deadline) ->
- * cutting (SIGTERM to the workers, SIGKILL at kill_deadline) -> exit. Every
- * deadline below is CLOCK_MONOTONIC µs; next_timeout_ms() in server.c waits
- * for the nearest. */
+/* The parent's state, by concern. The state machine: adopting (at the
+ * start, the sessions the previous daemon handed over are counted until
+ * their pidfds say they ended) -> listening (unless at_cap, or paused by
+ * back-off until resume_at) -> at SIGTERM either
+ * - draining (no more accepting, sessions end on their own until
+ *   drain_deadline) -> cutting (SIGTERM to the workers, SIGKILL at
+ *   kill_deadline) -> exit; or, under socket activation,
+ * - handed_off (no more accepting; the live sessions are left to their
+ *   workers, which record their own ends, and listed for the next daemon
+ *   in systemd's file descriptor store) -> exit at once.
+ * Every deadline below is CLOCK_MONOTONIC µs; next_timeout_ms() in
+ * server.c waits for the nearest. */
 struct server {
         /* What it runs with, and what it owns. */
         struct config cfg;
@@ -133,6 +141,9 @@ uint64_t server_records_due(const struct server *s);
 
 /* SIGHUP: re-reads the configuration; a broken file changes nothing. */
 void server_reload(struct server *s);
+/* The first step of either way to stop (drain or hand-off): draining from
+ * now on, our listeners closed, a client still waiting for its fork cut. */
+void server_stop_accepting(struct server *s, uint64_t now);
 /* SIGTERM/SIGINT: stops accepting and starts the drain; a second one ends it. */
 void server_begin_shutdown(struct server *s, int sig);
 /* server-handoff.c. At the start: counts the sessions the previous daemon

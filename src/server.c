@@ -141,8 +141,8 @@ static int start_worker(struct server *s, int fd, const union sockaddr_any *peer
                 admission_release(&s->adm, hold, now_usec(CLOCK_MONOTONIC));
                 return -ENOSPC;
         }
-        struct spawn_orphan orphan = { .parent = getpid(), .drain_ms = s->cfg.drain_timeout_ms, .peer = *peer,
-                                       .record = server_record_own_end };
+        struct spawn_orphan orphan = { .parent = getpid(), .drain_usec = usec_from_ms(s->cfg.drain_timeout_ms),
+                                       .peer = *peer, .record = server_record_own_end };
 
         ch->peer = *peer;
         ch->hold = *hold;

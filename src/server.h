@@ -1,5 +1,6 @@
 /* The supervising parent: one epoll loop that accepts, forks one worker per
- * client, reaps, reloads and drains. */
+ * client, reaps, reloads, and at the end drains or (under socket
+ * activation) hands its sessions over to the next daemon. */
 #pragma once
 
 #include <signal.h>
@@ -41,8 +42,23 @@ int server_run(const struct config *cfg, const struct server_options *opt, struc
 
 /* inetd style (Accept=yes, server-connected.c): judges the one connected
  * socket by the client policies, then serves it in this process with
- * worker_mask restored and logs its record. Returns 0 (served, or refused
- * by deny/allow), -errno, or SERVER_UNENFORCEABLE: the configuration asks
- * for a policy this mode cannot enforce, so the client was refused. */
-enum { SERVER_UNENFORCEABLE = 1 };
-int server_run_connected(const struct config *cfg, const sigset_t *worker_mask, int fd);
+ * worker_mask restored and logs its record. Returns 0 with what became of
+ * the client in *ret_outcome, or -errno (logged; the connection is closed).
+ * SERVER_CONNECTED_UNENFORCEABLE: the configuration asks for a policy this
+ * mode cannot enforce, so the client was refused. */
+enum server_connected_outcome {
+        SERVER_CONNECTED_SERVED,
+        SERVER_CONNECTED_REFUSED,       /* by deny/allow */
+        SERVER_CONNECTED_UNENFORCEABLE,
+};
+int server_run_connected(const struct config *cfg, const sigset_t *worker_mask, int fd,
+                         enum server_connected_outcome *ret_outcome);
+
+/* The policy that Accept=yes cannot enforce for a client of `family`
+ * (AF_INET, AF_INET6, or AF_UNSPEC when not an IP peer) that is held to
+ * the per-source limits (`limited`: not in source_limits_exempt), with the
+ * key to change, or NULL when every one can be. buf holds the text when
+ * needed (320 bytes are enough). The one rule, for an instance and for
+ * echo-mpserv --check-config --accept-yes. */
+const char *server_accept_yes_unenforceable(const struct config *c, bool limited, int family, char *buf,
+                                            size_t size);

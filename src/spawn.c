@@ -130,7 +130,7 @@ static _noreturn_ void worker_main(int fd, struct slot_report *report, uint64_t 
         int r;
 
         fd = spawn_prepare_worker(fd, mask);
-        r = fd < 0 || !orphan ? fd : worker_watch_parent(orphan->parent, orphan->drain_ms);
+        r = fd < 0 || !orphan ? fd : worker_watch_parent(orphan->parent, orphan->drain_usec);
         if (r < 0) {
                 report->stats.reason = CLOSE_ERROR;
                 report->stats.error = -r;

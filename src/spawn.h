@@ -36,7 +36,7 @@ void spawn_reset_signals(void);
  * (slot_report_worker_done()); by value, as the worker has no other copy. */
 struct spawn_orphan {
         pid_t parent;
-        uint32_t drain_ms;
+        uint64_t drain_usec;
         union sockaddr_any peer;
         void (*record)(const struct slot_report *report, const union sockaddr_any *peer, uint64_t start_usec);
 };

@@ -23,7 +23,15 @@
 #define USEC_PER_SEC UINT64_C(1000000)
 #define USEC_PER_MSEC UINT64_C(1000)
 
-/* The one place where libc's -1/errno becomes our -errno. errno can in
+/* The error contract, for every function in src/ that can fail: it returns
+ * 0 or -errno. One whose result is a number that cannot be negative (a
+ * count, a length, a port, an index, a descriptor, a pid) returns it in
+ * place of the 0, as read(2) does. Any other result (whether, which
+ * reason, which outcome) goes through a pointer parameter (ret_*), or is
+ * the return value of a function that cannot fail. An error is never -1
+ * and never a negated enum.
+ *
+ * The one place where libc's -1/errno becomes our -errno. errno can in
  * theory be 0 after a failure of a badly behaved library; never let that
  * turn into "success". */
 static inline int negative_errno(void) {

@@ -93,12 +93,12 @@ static void on_orphaned(int sig) {
         errno = saved;
 }
 
-int worker_watch_parent(pid_t parent, uint32_t drain_ms) {
+int worker_watch_parent(pid_t parent, uint64_t drain_usec) {
         struct sigaction a = { .sa_handler = on_orphaned, .sa_flags = SA_RESTART };
 
         orphan_parent = parent;
-        orphan_drain.it_value.tv_sec = drain_ms / 1000;
-        orphan_drain.it_value.tv_usec = (suseconds_t) (drain_ms % 1000) * 1000;
+        orphan_drain.it_value.tv_sec = (time_t) (drain_usec / USEC_PER_SEC);
+        orphan_drain.it_value.tv_usec = (suseconds_t) (drain_usec % USEC_PER_SEC);
         sigemptyset(&a.sa_mask);
         if (sigaction(WORKER_ORPHAN_SIGNAL, &a, NULL) < 0)
                 return negative_errno();
@@ -182,6 +182,27 @@ static void orderly_close(int fd, struct worker_stats *st) {
         safe_close(fd);
 }
 
+/* One look at the client during the linger: what it sent, read and
+ * discarded (0 and *ended when it ended its side), or -errno (-EAGAIN:
+ * nothing now). After the client's FIN, recv() says end of stream even once
+ * a reset came; the pending error does not, so that is what is read then. */
+static ssize_t linger_discard(int fd, void *buf, size_t size, bool *ended) {
+        socklen_t len = sizeof(int);
+        ssize_t n;
+        int err = 0;
+
+        if (!*ended) {
+                n = recv(fd, buf, size, MSG_DONTWAIT | MSG_TRUNC);
+                if (n < 0)
+                        return negative_errno();
+                *ended = n == 0;
+                return n;
+        }
+        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0 || err == 0)
+                return -EAGAIN;
+        return -err;
+}
+
 /* The end of every session that is not already broken: the echo the
  * client has not acknowledged stays this worker's, and so takes one of
  * max_clients, until it is acknowledged; a closed socket would leave it to
@@ -227,28 +248,17 @@ static void linger_close(int fd, const struct worker_limits *lim, uint64_t start
         wait_mask = old;
         sigdelset(&wait_mask, SIGTERM);
         for (;;) {
-                ssize_t n = -1;
-                int err = EAGAIN;
                 struct pollfd p = { .fd = fd, .events = POLLIN };
                 struct timespec ts;
                 uint64_t deadline;
+                ssize_t n;
 
                 if (!fin) {
                         abort_close(fd, st); /* not connected any more */
                         break;
                 }
-                if (!ended) {
-                        n = recv(fd, buf, lim->buffer_size, MSG_DONTWAIT | MSG_TRUNC);
-                        err = errno;
-                        ended = n == 0;
-                } else {
-                        /* After the client's FIN, recv() says end of stream
-                         * even once a reset came; the pending error does not. */
-                        socklen_t len = sizeof(err);
-                        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0 || err == 0)
-                                err = EAGAIN;
-                }
-                if (n < 0 && err != EAGAIN && err != EINTR) {
+                n = linger_discard(fd, buf, lim->buffer_size, &ended);
+                if (n < 0 && n != -EAGAIN && n != -EINTR) {
                         abort_close(fd, st); /* reset by the client */
                         break;
                 }

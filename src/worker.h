@@ -102,11 +102,11 @@ void worker_set_signals(void);
 
 /* Lets the worker outlive its daemon (a restart hands the listener to the
  * next one at once; see server_hand_off()): when `parent` exits, the
- * session gets drain_ms more, as it would in the daemon's own drain, and is
+ * session gets drain_usec more, as it would in the daemon's own drain, and is
  * then cut as by SIGTERM (CLOSE_SHUTDOWN). The session's own limits still
  * apply. Call in the worker while signals are still blocked: the handlers
  * are installed before the mask is restored. 0 or -errno. */
-int worker_watch_parent(pid_t parent, uint32_t drain_ms);
+int worker_watch_parent(pid_t parent, uint64_t drain_usec);
 /* Whether the daemon is gone (the signal came and the worker's parent is
  * no longer `parent`: a WORKER_ORPHAN_SIGNAL from anyone else is ignored). */
 bool worker_orphaned(void);

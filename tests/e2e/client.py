@@ -79,6 +79,42 @@ def probe(host, port, timeout):
         return {"served": False, "error": repr(e)}
 
 
+def echo_counted(host, port, timeout, counts, lat=None):
+    """One short connection: 64 random bytes echoed, then a half-close
+    answered by EOF; counted in `counts` as ok, refused or broken (with the
+    error). With `lat`, `timeout` bounds the whole exchange, not each step,
+    and the time from connect to echo is appended to it."""
+    payload = os.urandom(64)
+    t0 = time.monotonic()
+    try:
+        s = connect(host, port, timeout)
+    except ConnectionRefusedError:
+        counts["refused"] += 1
+        time.sleep(0.01)
+        return
+    except OSError as e:  # a reset or a timeout while connecting
+        counts["broken"] += 1
+        counts["errors"].append(repr(e))
+        return
+    try:
+        if lat is not None:
+            s.settimeout(max(0.001, timeout - (time.monotonic() - t0)))
+        s.sendall(payload)
+        if recv_exact(s, 64) != payload:
+            raise ConnectionError("corrupted echo")
+        if lat is not None:
+            lat.append(time.monotonic() - t0)
+        s.shutdown(socket.SHUT_WR)
+        if s.recv(1) != b"":
+            raise ConnectionError("data after the echo")
+        counts["ok"] += 1
+    except OSError as e:
+        counts["broken"] += 1
+        counts["errors"].append(repr(e))
+    finally:
+        s.close()
+
+
 def loop(host, port, seconds):
     """Short connections back to back. A connection may wait long (the
     daemon drains while restarting); only a refusal or a broken echo counts
@@ -86,30 +122,7 @@ def loop(host, port, seconds):
     counts = {"ok": 0, "refused": 0, "broken": 0, "errors": []}
     end = time.monotonic() + seconds
     while time.monotonic() < end:
-        payload = os.urandom(64)
-        try:
-            s = connect(host, port, 60)
-        except ConnectionRefusedError:
-            counts["refused"] += 1
-            time.sleep(0.01)
-            continue
-        except OSError as e:  # a reset or a timeout while connecting
-            counts["broken"] += 1
-            counts["errors"].append(repr(e))
-            continue
-        try:
-            s.sendall(payload)
-            if recv_exact(s, 64) != payload:
-                raise ConnectionError("corrupted echo")
-            s.shutdown(socket.SHUT_WR)
-            if s.recv(1) != b"":
-                raise ConnectionError("data after the echo")
-            counts["ok"] += 1
-        except OSError as e:
-            counts["broken"] += 1
-            counts["errors"].append(repr(e))
-        finally:
-            s.close()
+        echo_counted(host, port, 60, counts)
     return counts
 
 
@@ -121,33 +134,7 @@ def timed(host, port, seconds):
     lat = []
     end = time.monotonic() + seconds
     while time.monotonic() < end:
-        payload = os.urandom(64)
-        t0 = time.monotonic()
-        try:
-            s = connect(host, port, 1)
-        except ConnectionRefusedError:
-            counts["refused"] += 1
-            time.sleep(0.01)
-            continue
-        except OSError as e:
-            counts["broken"] += 1
-            counts["errors"].append(repr(e))
-            continue
-        try:
-            s.settimeout(max(0.001, 1 - (time.monotonic() - t0)))
-            s.sendall(payload)
-            if recv_exact(s, 64) != payload:
-                raise ConnectionError("corrupted echo")
-            lat.append(time.monotonic() - t0)
-            s.shutdown(socket.SHUT_WR)
-            if s.recv(1) != b"":
-                raise ConnectionError("data after the echo")
-            counts["ok"] += 1
-        except OSError as e:
-            counts["broken"] += 1
-            counts["errors"].append(repr(e))
-        finally:
-            s.close()
+        echo_counted(host, port, 1, counts, lat)
     lat.sort()
     if lat:
         counts["max_ms"] = round(lat[-1] * 1000, 1)

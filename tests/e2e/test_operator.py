@@ -117,7 +117,7 @@ def t_generator_fails_closed(m):
     assert echo_ok(m)
 
 
-@check("reload before the first client is harmless; a broken file at start waits, and stopped is 78/CONFIG, not a loop")
+@check("reload before the first client is harmless; a broken file at a start with no client is 78/CONFIG, not a loop")
 def t_reload(m):
     fresh(m)
     # (A reload of a broken file failing is in test_package.py's t_reload.)
@@ -128,14 +128,14 @@ def t_reload(m):
     assert r.returncode != 0 and "not active" in r.stderr, r.stderr
     m.systemctl("try-reload-or-restart", "echo-mpserv.service")
     assert m.is_active("echo-mpserv.service") == "inactive"
-    # A broken file at start: the daemon waits, not serving, and says so;
-    # stopped before a good reload, 78/CONFIG, no restart loop.
+    # A broken file at a start no client waits for: the start fails,
+    # 78/CONFIG, no restart loop (with a client queued it waits: below).
     reset_conf(m, 'max_clients = "many";\n')
-    m.systemctl("start", "echo-mpserv.service")
-    wait_status(m, "echo-mpserv.service", "Not serving, the configuration does not load",
-                f"{CONF}:1: max_clients must be an integer")
-    m.systemctl("stop", "echo-mpserv.service", check=False)
+    cursor = m.journal_cursor()
+    r = m.systemctl("start", "echo-mpserv.service", check=False)
+    assert r.returncode != 0, r
     m.wait_unit_state("echo-mpserv.service", ["failed"], timeout=30)
+    m.wait_journal(re.escape(f"{CONF}:1: max_clients must be an integer"), cursor=cursor, unit="echo-mpserv.service")
     status = m.systemctl("status", "echo-mpserv.service", "--no-pager", check=False).stdout
     assert "status=78/CONFIG" in status, status
     assert m.unit_property("echo-mpserv.service", "NRestarts") == "0"
@@ -143,7 +143,39 @@ def t_reload(m):
     reset_conf(m, "")
     assert echo_ok(m)
     figures.append("reload of an idle service: 'not active' (documented), try-reload-or-restart 0; "
-                   "broken file at start: waits not serving; stopped so: 78/CONFIG, 0 restarts")
+                   "broken file at a start with no client: start fails, 78/CONFIG, 0 restarts")
+
+
+@check("systemctl restart with a broken file reports the failure; the next client waits for the fix")
+def t_restart_broken_reports_failure(m):
+    fresh(m)
+    assert echo_ok(m)  # the daemon runs
+    reset_conf(m, "max_clients = 512\nidle_timeot = 10;\n")  # a typo
+    r = m.systemctl("restart", "echo-mpserv.service", check=False)
+    m.wait_unit_state("echo-mpserv.service", ["failed"], timeout=30)
+    active = m.is_active("echo-mpserv.service")
+    main_status = m.unit_property("echo-mpserv.service", "ExecMainStatus")
+    try_restart = m.systemctl("try-restart", "echo-mpserv.service", check=False)  # an upgrade's, now inactive
+    assert r.returncode != 0 and active == "failed" and main_status == "78", (r.returncode, active, main_status)
+    assert m.unit_property("echo-mpserv.service", "NRestarts") == "0"
+    assert m.is_active("echo-mpserv.socket") == "active"
+    # The next client starts it, and it waits for the fix, not looping.
+    got = {}
+    queued = threading.Thread(target=lambda: got.update(r=client(m, "once", "127.0.0.1", 7, 1000)))
+    queued.start()
+    try:
+        wait_status(m, "echo-mpserv.service", "Not serving, the configuration does not load")
+        reset_conf(m, "")
+        m.systemctl("reload", "echo-mpserv.service")
+        queued.join(120)
+    finally:
+        reset_conf(m, "")
+        queued.join(150)
+    assert got["r"]["received"] == 1000 and got["r"]["exact"], got
+    assert m.is_active("echo-mpserv.socket") == "active" and echo_ok(m)
+    figures.append(f"typo in the file, systemctl restart echo-mpserv: rc {r.returncode}, {active}, "
+                   f"status {main_status}; try-restart then rc {try_restart.returncode}; the next client waited "
+                   f"and got its 1000 bytes after fix + reload")
 
 
 @check("a broken file and a client queued: no start loop, the socket never fails, served after fix + reload")
@@ -224,6 +256,46 @@ def t_bad_credential_with_a_client_queued(m):
                    f"the queued client got its 1000 bytes back")
 
 
+ACCEPT_DROPIN = "/etc/systemd/system/echo-mpserv.socket.d/accept.conf"
+ACCEPT_WARNING = "echo-mpserv: WARNING: echo-mpserv.socket has Accept=yes"
+
+
+@check("upgrade of an Accept=yes socket whose file asks for what Accept=yes cannot enforce: one warning")
+def t_upgrade_accept_yes_warns(m, deb):
+    """The package's configure step (an upgrade: here the same package
+    again) warns when echo-mpserv.socket has Accept=yes and the file asks
+    for a policy an instance would reset every client for; not when the
+    file is what Accept=yes can enforce. NEWS says what changed."""
+    fresh(m)
+    m.systemctl("stop", "echo-mpserv.socket", "echo-mpserv.service")
+    m.write_file(ACCEPT_DROPIN, "[Socket]\nAccept=yes\nTriggerLimitIntervalSec=0\n")
+    m.systemctl("daemon-reload")
+    m.systemctl("start", "echo-mpserv.socket")
+    try:
+        reset_conf(m, "")  # the defaults: source_rate 20
+        r = m.run(["dpkg", "-i", f"/root/debs/{os.path.basename(deb)}"])
+        warned = [line for line in (r.stdout + r.stderr).splitlines() if "Accept=yes" in line]
+        reset_conf(m, "source_rate = 0;\nsource_prefix_ipv6 = 128;\n")
+        r2 = m.run(["dpkg", "-i", f"/root/debs/{os.path.basename(deb)}"])
+        quiet = [line for line in (r2.stdout + r2.stderr).splitlines() if "Accept=yes" in line]
+        news = m.run(["sh", "-c", "zcat /usr/share/doc/echo-mpserv/NEWS.Debian.gz"], check=False).stdout
+        figures.append(f"dpkg -i with Accept=yes and the default file: {warned}; with source_rate = 0 and "
+                       f"source_prefix_ipv6 = 128: {quiet}")
+        assert len([w for w in warned if ACCEPT_WARNING in w]) == 1, warned
+        assert any("Accept=yes cannot enforce source_rate: " in w for w in warned), warned
+        assert quiet == [], quiet
+        assert "--force-confold" in news and "TriggerLimitIntervalSec=0" in news and \
+            "source_limits_exempt = []" in news, news
+        assert echo_ok(m)
+    finally:
+        m.run(["rm", "-f", ACCEPT_DROPIN])
+        reset_conf(m, "")
+        m.systemctl("stop", "echo-mpserv.socket", check=False)
+        m.systemctl("daemon-reload")
+        m.systemctl("reset-failed", check=False)
+        m.systemctl("start", "echo-mpserv.socket")
+
+
 @check("upgrade with a port edit pending: the package moves the socket, no unit failed")
 def t_upgrade_pending_port(m, newer):
     fresh(m)
@@ -248,8 +320,10 @@ def main():
         t_service_restart_after_port_change(m)
         t_generator_fails_closed(m)
         t_reload(m)
+        t_restart_broken_reports_failure(m)
         t_broken_config_with_a_client_queued(m)
         t_bad_credential_with_a_client_queued(m)
+        t_upgrade_accept_yes_warns(m, deb)
         t_upgrade_pending_port(m, newer)
         m.poweroff()
     return report(m, start)

@@ -10,7 +10,8 @@ import subprocess
 import sys
 import time
 
-from harness import SCALE, SLOW, Daemon, Skip, connect, main, recv_exact, served, wait_until
+import procfs
+from harness import SCALE, SLOW, Daemon, Skip, connect, live_sessions, main, recv_exact, served, wait_until
 
 NO_RATE = "source_rate = 0;\n"
 
@@ -30,10 +31,7 @@ def flush_report(d):
 
 def test_per_source_limit_refuses_only_that_source():
     with Daemon(NO_RATE + "max_clients_per_source = 3;") as d:
-        held = [connect(d.address(), source="127.0.0.1") for _ in range(3)]
-        for s in held:
-            s.sendall(b"h")
-            recv_exact(s, 1)
+        held = live_sessions(d.address(), 3, source="127.0.0.1")
         assert not served(d.address(), "127.0.0.1")      # the fourth: reset
         assert served(d.address(), "127.0.0.2")          # someone else: served
         held.pop().close()
@@ -202,10 +200,7 @@ def test_reload_with_new_prefix_recounts_live_sessions():
 
 def test_reload_with_new_table_size_recounts_live_sessions():
     with Daemon(NO_RATE + "max_clients_per_source = 2;") as d:
-        held = [connect(d.address(), source="127.0.0.1") for _ in range(2)]
-        for s in held:
-            s.sendall(b"t")
-            recv_exact(s, 1)
+        held = live_sessions(d.address(), 2, source="127.0.0.1")
         d.write_config(NO_RATE + "max_clients_per_source = 2; source_table_size = 64;")
         d.signal(signal.SIGHUP)
         d.wait_log(r"source_table_size 32768 -> 64")
@@ -276,10 +271,7 @@ def push_sources_past_a_full_table(address, source, family):
     # A fresh source: two sessions, the third refused by the per-source cap
     # (it took the last token), the fourth by the rate, then blocked.
     fresh = source(4, 1)
-    held = [connect(address, source=fresh) for _ in range(2)]
-    for s in held:
-        s.sendall(b"f")
-        recv_exact(s, 1)
+    held = live_sessions(address, 2, source=fresh)
     assert not served(address, fresh), "the per-source cap did not hold in a full table"
     assert not served(address, fresh), "the rate limit did not hold in a full table"
     for s in held:
@@ -349,28 +341,40 @@ def test_denied_flood_does_not_open_the_default_table():
 IN_NETNS = "ECHO_MPSERV_TEST_NETNS"
 
 
+def run_in_netns(name):
+    """Runs test `name` of this file again, in a network namespace of its
+    own (with IN_NETNS set), and passes on what it printed and whether it
+    passed."""
+    try:
+        subprocess.run(["unshare", "--net", "true"], check=True, capture_output=True)
+    except (OSError, subprocess.CalledProcessError) as e:
+        raise Skip(f"cannot make a network namespace: {e}")
+    r = subprocess.run(["unshare", "--net", sys.executable, __file__, name],
+                       env=dict(os.environ, **{IN_NETNS: "1"}), capture_output=True, text=True)
+    out = "\n".join(line for line in r.stdout.splitlines() if not line.startswith("-- "))
+    print(out.rstrip())
+    assert r.returncode == 0, r.stderr
+
+
+def route_to_lo(prefix):
+    """Inside run_in_netns() only: a local route makes the kernel deliver
+    the whole prefix to lo; binding to an address of it that is not
+    configured needs ip_nonlocal_bind."""
+    v6 = ":" in prefix
+    for cmd in (["ip", "link", "set", "lo", "up"],
+                ["ip"] + (["-6"] if v6 else []) + ["route", "add", "local", prefix, "dev", "lo"]):
+        subprocess.run(cmd, check=True)
+    with open(f"/proc/sys/net/ipv{6 if v6 else 4}/ip_nonlocal_bind", "w") as f:
+        f.write("1")
+
+
 def test_full_source_table_ipv6():
     """IPv6 sources, one /64 each, from a 2001:db8::/48 routed to the
     loopback of a network namespace this test makes for itself."""
     if not os.environ.get(IN_NETNS):
-        try:
-            subprocess.run(["unshare", "--net", "true"], check=True, capture_output=True)
-        except (OSError, subprocess.CalledProcessError) as e:
-            raise Skip(f"cannot make a network namespace: {e}")
-        r = subprocess.run(["unshare", "--net", sys.executable, __file__, "test_full_source_table_ipv6"],
-                           env=dict(os.environ, **{IN_NETNS: "1"}), capture_output=True, text=True)
-        out = "\n".join(line for line in r.stdout.splitlines() if not line.startswith("-- "))
-        print(out.rstrip())
-        assert r.returncode == 0, r.stderr
+        run_in_netns("test_full_source_table_ipv6")
         return
-    # A local route makes the kernel deliver the whole /48 to lo; binding
-    # to an address that is not configured needs ip_nonlocal_bind (both
-    # only in this namespace).
-    for cmd in (["ip", "link", "set", "lo", "up"],
-                ["ip", "-6", "route", "add", "local", "2001:db8::/48", "dev", "lo"]):
-        subprocess.run(cmd, check=True)
-    with open("/proc/sys/net/ipv6/ip_nonlocal_bind", "w") as f:
-        f.write("1")
+    route_to_lo("2001:db8::/48")
 
     def source(kind, i):
         return f"2001:db8:0:{kind << 12 | i:x}::{kind + 1:x}"
@@ -407,21 +411,9 @@ def test_loopback_exempt_by_default():
             n = refused_in_a_loop(d.address(), "127.0.0.1")
             print(f"   source_limits_exempt = [], {LOOP} connections from 127.0.0.1: {n} refused")
             assert n >= LOOP // 2, n
-        try:
-            subprocess.run(["unshare", "--net", "true"], check=True, capture_output=True)
-        except (OSError, subprocess.CalledProcessError) as e:
-            raise Skip(f"cannot make a network namespace: {e}")
-        r = subprocess.run(["unshare", "--net", sys.executable, __file__, "test_loopback_exempt_by_default"],
-                           env=dict(os.environ, **{IN_NETNS: "1"}), capture_output=True, text=True)
-        out = "\n".join(line for line in r.stdout.splitlines() if not line.startswith("-- "))
-        print(out.rstrip())
-        assert r.returncode == 0, r.stderr
+        run_in_netns("test_loopback_exempt_by_default")
         return
-    for cmd in (["ip", "link", "set", "lo", "up"],
-                ["ip", "route", "add", "local", "192.0.2.0/24", "dev", "lo"]):
-        subprocess.run(cmd, check=True)
-    with open("/proc/sys/net/ipv4/ip_nonlocal_bind", "w") as f:
-        f.write("1")
+    route_to_lo("192.0.2.0/24")
     with Daemon(DEFAULT_LIMITS, listen=(("192.0.2.1", 0),)) as d:
         n = refused_in_a_loop(d.address(), "192.0.2.2")
         print(f"   defaults, {LOOP} connections from 192.0.2.2: {n} refused")
@@ -431,11 +423,8 @@ def test_loopback_exempt_by_default():
 def sigusr1_taken(d):
     """Waits until the daemon has read a SIGUSR1 sent to it (blocked, it
     stays pending until read from its signalfd, and is handled at once)."""
-    def taken():
-        with open(f"/proc/{d.pid}/status") as f:
-            pending = [int(line.split()[1], 16) for line in f if line.startswith(("SigPnd:", "ShdPnd:"))]
-        return not any(p & (1 << (signal.SIGUSR1 - 1)) for p in pending)
-    wait_until(taken, 10, "the daemon to read SIGUSR1")
+    wait_until(lambda: signal.SIGUSR1 not in procfs.signal_mask(d.pid, "SigPnd", "ShdPnd"), 10,
+               "the daemon to read SIGUSR1")
 
 
 def test_refusals_held_while_their_reports_are_filtered():
@@ -467,9 +456,7 @@ def test_refusals_of_a_named_source_are_not_sources_not_tracked():
     # were its), which says so rather than "sources not tracked".
     with Daemon("source_table_size = 64; source_rate = 0; max_clients_per_source = 1;") as d:
         flush_report(d)
-        a = connect(d.address(), source="127.0.40.1")
-        a.sendall(b"x")
-        recv_exact(a, 1)
+        a, = live_sessions(d.address(), 1, source="127.0.40.1")
         for _ in range(3):
             assert not served(d.address(), source="127.0.40.1")
         a.close()
@@ -477,9 +464,7 @@ def test_refusals_of_a_named_source_are_not_sources_not_tracked():
         for i in range(70):
             assert served(d.address(), source=f"127.0.30.{i + 1}")
         wait_until(lambda: not d.children(), 10, "the sessions to end")
-        a = connect(d.address(), source="127.0.40.1")
-        a.sendall(b"x")
-        recv_exact(a, 1)
+        a, = live_sessions(d.address(), 1, source="127.0.40.1")
         for _ in range(5):
             assert not served(d.address(), source="127.0.40.1")
         a.close()
@@ -491,6 +476,38 @@ def test_refusals_of_a_named_source_are_not_sources_not_tracked():
         assert who == [("127.0.40.1", "5"), ("sources named above (before they were forgotten)", "3")], who
 
 
+def test_reload_that_changes_the_exemption_recounts_live_sessions():
+    """A reload decides at once which live sessions count: emptying
+    source_limits_exempt counts the loopback sessions already running (4
+    held against max_clients_per_source = 2: the next is refused), and
+    exempting their source again frees them (served)."""
+    base = "source_rate = 0;\nmax_clients_per_source = 2;\n"
+    exempt = base + 'source_limits_exempt = [ "127.0.0.0/8", "::1" ];\n'
+    with Daemon(exempt) as d:
+        held = []
+        for _ in range(4):
+            s = connect(d.address(), source="127.0.0.1")
+            s.sendall(b"h")
+            assert recv_exact(s, 1) == b"h"
+            held.append(s)
+
+        def reload(text):
+            d.write_config(text)
+            n = len(d.notes.snapshot())
+            d.signal(signal.SIGHUP)
+            d.wait_notify("READY=1", after=n)
+
+        reload(base + "source_limits_exempt = [];\n")
+        limited = [served(d.address(), "127.0.0.1") for _ in range(2)]
+        reload(exempt)
+        freed = [served(d.address(), "127.0.0.1") for _ in range(2)]
+        for s in held:
+            s.close()
+        print(f"   4 live sessions from 127.0.0.1, limit 2: exemption removed: served {limited}; "
+              f"exempt again: served {freed}")
+        assert limited == [False, False] and freed == [True, True], (limited, freed)
+
+
 if __name__ == "__main__":
     main([test_per_source_limit_refuses_only_that_source, test_rate_limit_blocks_a_while_then_forgives,
           test_allow_and_deny_reloadable, test_flood_is_reported_in_aggregate, test_one_untallied_source_is_not_many,
@@ -500,4 +517,5 @@ if __name__ == "__main__":
           test_reload_with_new_table_size_recounts_live_sessions, test_log_addresses_prefix_and_hash,
           test_denied_flood_does_not_open_the_default_table, test_full_source_table_ipv4,
           test_full_source_table_ipv6, test_refusals_held_while_their_reports_are_filtered,
-          test_refusals_of_a_named_source_are_not_sources_not_tracked, test_loopback_exempt_by_default])
+          test_refusals_of_a_named_source_are_not_sources_not_tracked, test_loopback_exempt_by_default,
+          test_reload_that_changes_the_exemption_recounts_live_sessions])

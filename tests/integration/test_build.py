@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""The build enforces the architecture (src/meson.build): each unit test links
-its module's library and nothing compiled beside it, libconfig comes only
-with the configuration module and libsystemd only with logging, notification
-and listening; the strict warnings are the project's default. Read from the
+"""The build enforces the architecture (src/meson.build): each module has a
+unit test, which links its module's library and nothing compiled beside it,
+libconfig comes only with the configuration module and libsystemd only with
+logging, notification and listening; the strict warnings are the project's
+default. Read from the
 build's own commands (ninja -t commands) and from meson introspect, not from
 meson.build's text."""
 import glob
@@ -55,6 +56,17 @@ def test_each_unit_test_links_its_module_alone():
             assert linked == bool(wrappers & set(modules)), (name, lib, modules)
 
 
+def test_every_module_has_its_unit_test():
+    if not BUILD:
+        raise Skip("the build directory not available")
+    targets = json.loads(subprocess.run(["meson", "introspect", BUILD, "--targets"], capture_output=True, text=True,
+                                        check=True).stdout)
+    modules = {t["name"][len("mod-"):] for t in targets if t["type"] == "static library"
+               and t["name"].startswith("mod-")}
+    assert len(modules) >= 15, modules
+    assert not modules - set(unit_tests()), f"modules without a unit test: {sorted(modules - set(unit_tests()))}"
+
+
 def test_only_the_wrapping_modules_compile_against_external_headers():
     # A module outside WRAPS that includes <libconfig.h> or <systemd/...>
     # would have to be given the dependency: none is.
@@ -83,5 +95,6 @@ def test_strict_warnings_are_the_default():
 
 
 if __name__ == "__main__":
-    main([test_each_unit_test_links_its_module_alone, test_only_the_wrapping_modules_compile_against_external_headers,
+    main([test_each_unit_test_links_its_module_alone, test_every_module_has_its_unit_test,
+          test_only_the_wrapping_modules_compile_against_external_headers,
           test_strict_warnings_are_the_default])

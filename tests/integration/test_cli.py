@@ -39,6 +39,7 @@ USAGE_ROWS = [
     (["--log-level", "chatty"], "invalid log level 'chatty'"),
     (["stray"], "unexpected argument 'stray'"),
     (["--check-config", "--dump-config"], "exclude each other"),
+    (["--accept-yes"], "--accept-yes goes with --check-config"),
 ]
 
 CONFIG_ROWS = [
@@ -74,6 +75,15 @@ CONFIG_ROWS = [
      'c.conf:2: log_level = info: a string value must be in double quotes; write log_level = "info";'),
     ('deny = [ "192.0.2.0/24", localhost ];\n', 'c.conf:1: deny: list entry localhost is not quoted; write it as '
      '"localhost"'),
+    # An address or prefix written unquoted: named with its key, not a
+    # syntax error nor a "mismatched element type in array".
+    ('deny = [ 192.0.2.1 ];\n', 'c.conf:1: deny: list entry 192.0.2.1 is not quoted; an address or prefix must be '
+     'in double quotes: write it as "192.0.2.1"'),
+    ('allow = [ 2001:db8::/32 ];\n', 'c.conf:1: allow: list entry 2001:db8::/32 is not quoted'),
+    ('listen = [ 127.0.0.1 ];\n', 'c.conf:1: listen: list entry 127.0.0.1 is not quoted'),
+    ('source_limits_exempt = [ ::1 ];\n', 'c.conf:1: source_limits_exempt: list entry ::1 is not quoted'),
+    ('deny = [ "192.0.2.1",\n  198.51.100.0/24 ];\n', 'c.conf:2: deny: list entry 198.51.100.0/24 is not quoted'),
+    ('allow = [ /* v6 */ fe80::1 ];\n', 'c.conf:1: allow: list entry fe80::1 is not quoted'),
 ]
 
 
@@ -296,6 +306,34 @@ def test_port_mismatch_warning():
         assert echo_once(d.address()) == b"ping"
 
 
+ACCEPT_YES_ROWS = [
+    # The defaults ask for a per-source rate (the first problem is named).
+    ("", EXIT_CONFIG, ["Accept=yes cannot enforce source_rate: ", "set source_rate = 0"]),
+    ("source_rate = 0;\n", EXIT_CONFIG,
+     ["Accept=yes cannot enforce max_clients_per_source: ", "not /64 sources; set source_prefix_ipv6 = 128"]),
+    ("source_rate = 0;\nsource_prefix_ipv6 = 128;\nsource_prefix_ipv4 = 24;\n", EXIT_CONFIG,
+     ["not /24 sources; set source_prefix_ipv4 = 32"]),
+    ('source_rate = 0;\nsource_prefix_ipv6 = 128;\nlog_addresses = "hash";\n', EXIT_CONFIG,
+     ['Accept=yes cannot enforce log_addresses: ', 'set log_addresses = "full"']),
+    ("source_rate = 0;\nsource_prefix_ipv6 = 128;\n", EXIT_OK, []),
+    ("source_rate = 0;\nmax_clients_per_source = 0;\n", EXIT_OK, []),
+]
+
+
+def test_check_config_accept_yes():
+    """--check-config --accept-yes refuses what an Accept=yes instance would
+    refuse a client (outside source_limits_exempt) for, by the same rule;
+    plain --check-config passes the same files."""
+    for text, code, messages in ACCEPT_YES_ROWS:
+        got, out, err = run(["-c", "@CONF@", "--check-config", "--accept-yes"], config=text)
+        assert got == code, (text, got, err)
+        for message in messages:
+            assert message in err, (text, message, err)
+        assert (out == "configuration OK\n") == (code == EXIT_OK), (text, out)
+        assert err.count("Accept=yes cannot enforce") == (code != EXIT_OK), (text, err)
+        assert run(["-c", "@CONF@", "--check-config"], config=text)[0] == EXIT_OK, text
+
+
 if __name__ == "__main__":
     main([test_usage_errors, test_config_errors, test_settings_cannot_hide_in_a_multiline_string,
           test_port_option_without_config_file, test_check_config_says_when_no_file_was_read,
@@ -304,4 +342,5 @@ if __name__ == "__main__":
           test_shipped_config_is_the_defaults_and_documents_every_key, test_port_in_use,
           test_bad_address_and_permission, test_wrong_kind_of_passed_socket,
           test_started_by_systemd_without_a_socket_never_binds, test_inherited_invocation_id_alone_is_standalone,
-          test_reload_names_the_socket_restart_for_a_port_change, test_port_mismatch_warning])
+          test_reload_names_the_socket_restart_for_a_port_change, test_port_mismatch_warning,
+          test_check_config_accept_yes])

@@ -230,24 +230,25 @@ RESTART_FIX = "fix the file LoadCredential= names, then run: systemctl restart e
 
 
 def queue_a_client(d):
-    """A client in the backlog of the daemon that does not accept."""
-    from harness import connect
+    """The client that made systemd start the daemon (Daemon(queued=1)),
+    in the backlog of the daemon that does not accept."""
     from test_lifecycle import accept_queue
-    client = connect(d.address())
+    client = d.queued[0]
     client.sendall(b"queued")
     wait_until(lambda: accept_queue(d.address()[1]) == 1, 10, "the client to wait in the accept queue")
     return client
 
 
 def test_bad_credential_under_systemd_waits():
-    """Started by systemd on a passed socket with the unit's placeholder for
-    a missing key file, the daemon neither exits (systemd would start it
+    """Started by systemd on a passed socket for a client with the unit's
+    placeholder for a missing key file, the daemon neither exits (systemd would start it
     again for the queued client until the socket failed) nor serves: it
     says why and what to do in STATUS= and the log, a reload that still
     finds the credential bad keeps it waiting, and once the credential
     loads it serves, the queued client first, with that key."""
     with Credentials({"log-hash-key": "missing"}) as creds:
-        with Daemon(HASHED, prefix=AS_A_SERVICE, env={**INVOCATION, "CREDENTIALS_DIRECTORY": creds}) as d:
+        with Daemon(HASHED, prefix=AS_A_SERVICE, env={**INVOCATION, "CREDENTIALS_DIRECTORY": creds},
+                    queued=1) as d:
             status = d.wait_notify(CREDENTIAL_WAIT)[1]
             assert "/log-hash-key: 7 bytes (needs 16 to 128); the service unit passes a placeholder" in status, status
             assert RESTART_FIX in status, status
@@ -282,7 +283,7 @@ def test_wait_for_the_file_that_ends_in_a_bad_credential_goes_on():
     status is 78 and the log says what never loaded."""
     with Credentials({"log-hash-key": "short-key"}) as creds:
         with Daemon("log_level = info;\n", prefix=AS_A_SERVICE,
-                    env={**INVOCATION, "CREDENTIALS_DIRECTORY": creds}) as d:
+                    env={**INVOCATION, "CREDENTIALS_DIRECTORY": creds}, queued=1) as d:
             d.wait_notify("Not serving, the configuration does not load: ")
             client = queue_a_client(d)
             d.write_config(HASHED)

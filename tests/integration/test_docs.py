@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """The documentation agrees with the code: --help and echo-mpserv(8), the
 configuration keys and defaults and echo-mpserv.conf(5), the MESSAGE_IDs in
-src/log.h, the man page and the journal catalog. The man pages render
-lint-clean and journalctl reads the catalog."""
+src/log.h, the man page and the journal catalog, the modules of src/ and
+README's layout. The man pages render lint-clean and journalctl reads the
+catalog."""
 import os
 import re
 import subprocess
@@ -98,6 +99,67 @@ def test_journalctl_reads_the_catalog():
     assert len(listed) == 18 and all(" echo-mpserv: echo-mpserv " in line for line in listed), listed
 
 
+# The selector for every connection record: a worker whose daemon left
+# (the hand-off) writes its record as a plain line, without MESSAGE_ID.
+ALL_RECORDS = "journalctl -u echo-mpserv -g '^connection .* closed: '"
+
+
+def test_every_connection_record_has_a_documented_selector():
+    """The catalog, echo-mpserv(8) LOGGING and the README give one selector
+    that finds a worker's own record too; its pattern matches the message
+    every connection record has (src/session-log.c) and nothing else the
+    daemon logs. tests/e2e/test_package.py runs it on a worker's record."""
+    with open(CATALOG) as f:
+        catalog = f.read()
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    logging = " ".join(section(rendered("echo-mpserv.8"), "LOGGING").split())
+    record = catalog.split("-- f0e38bcc52874ef98e57dc873ff05f03")[1].split("\n-- ")[0]
+    for where, text in (("catalog entry", record), ("echo-mpserv(8) LOGGING", logging), ("README", readme)):
+        assert ALL_RECORDS in text, f"{where} does not give {ALL_RECORDS}"
+    pattern = re.compile(re.search(r"-g '(.*)'", ALL_RECORDS).group(1))
+    sources = {}
+    for name in os.listdir(os.path.join(ROOT, "src")):
+        if name.endswith(".c"):
+            with open(os.path.join(ROOT, "src", name)) as f:
+                sources[name] = f.read()
+    formats = [(name, fmt) for name, text in sources.items()
+               for fmt in re.findall(r'"((?:[^"\\\n]|\\.)*)"', text)]
+    matching = [(n, f) for n, f in formats if pattern.search(f.replace("%s", "x"))]
+    assert [n for n, _ in matching] == ["session-log.c"], matching
+    with open(os.path.join(ROOT, "tests", "e2e", "test_package.py")) as f:
+        assert f'ALL_RECORDS = "{pattern.pattern}"' in f.read()
+
+
+def test_hand_off_needs_killmode_process_documented():
+    """What KillMode=mixed or control-group does to the hand-off, and the two
+    lines systemd logs per handed-over worker, in echo-mpserv(8) and in the
+    unit's comment beside KillMode=process."""
+    man = " ".join(section(rendered("echo-mpserv.8"), "SYSTEMD").split())
+    for text in ("KillMode=process", "KillMode=mixed", "KillMode=control-group", "no connection record",
+                 "remains running after unit stopped", "Found left-over process", "max_clients"):
+        assert text in man, text
+    with open(os.path.join(ROOT, "systemd", "echo-mpserv.service.in")) as f:
+        unit = f.read()
+    comment = " ".join(unit.split("KillMode=process\n")[0].rsplit("\n\n", 1)[1].replace("#", "").split())
+    for text in ("mixed", "control-group", "no record", "remains running after unit stopped",
+                 "Found left-over process", "max_clients"):
+        assert text in comment, text
+
+
+def test_readme_layout_names_every_module():
+    with open(os.path.join(ROOT, "README.md")) as f:
+        layout = f.read().split("\n## Layout\n", 1)[1].split("\n## ", 1)[0]
+    src = os.listdir(os.path.join(ROOT, "src"))
+    files = [n for n in src if n.endswith(".c")]
+    # Header-only helpers; a header named MODULE-something.h is its module's.
+    files += [n for n in src if n.endswith(".h") and n[:-2] + ".c" not in src and "-" not in n]
+    missing = [n for n in sorted(files) if f"`{n}`" not in layout]
+    assert not missing, f"README's layout does not name {missing}"
+
+
 if __name__ == "__main__":
     main([test_man_pages_lint_clean, test_help_and_man_page_agree, test_config_keys_and_defaults_documented,
-          test_message_ids_everywhere, test_journalctl_reads_the_catalog])
+          test_message_ids_everywhere, test_journalctl_reads_the_catalog,
+          test_every_connection_record_has_a_documented_selector, test_hand_off_needs_killmode_process_documented,
+          test_readme_layout_names_every_module])

@@ -14,6 +14,7 @@ import struct
 import subprocess
 import time
 
+import procfs
 from harness import (SLOW, Daemon, connect, main, recv_all, recv_exact, served, wait_until)
 
 
@@ -31,11 +32,8 @@ def kill_quietly(pids):
 
 
 def alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
+    """Running: neither gone nor a zombie."""
+    return procfs.state(pid) not in (None, "Z")
 
 
 def test_worker_outlives_a_killed_daemon():
@@ -215,7 +213,7 @@ def test_second_restart_hands_adopted_sessions_on():
         # was handed (it may not see it in /proc under systemd's sandbox),
         # and says how many it listed.
         listed = hand_off(second)
-        assert handoff_entries(listed) == [(workers[0], start_time(workers[0]))], handoff_entries(listed)
+        assert handoff_entries(listed) == [(workers[0], procfs.start_time(workers[0]))], handoff_entries(listed)
         second.wait_log(r"handing 1 session\(s\) over.*; 1 listed for the next daemon")
         third = successor(first.sockets[0], config, listed)
         third.start()
@@ -251,10 +249,6 @@ def handoff_entries(fd):
     return [e for e in entries if e[0] != 0]
 
 
-def start_time(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        return int(f.read().rsplit(")", 1)[1].split()[19])
-
 
 def test_hostile_handoff_file_is_ignored():
     me = os.getpid()
@@ -269,19 +263,19 @@ def test_hostile_handoff_file_is_ignored():
             fd = os.memfd_create("h")
             os.write(fd, raw)
         elif name == "truncated":
-            full = handoff_file([(me, start_time(me), socket.AF_INET)])
+            full = handoff_file([(me, procfs.start_time(me), socket.AF_INET)])
             data = os.pread(full, 1000, 0)
             os.close(full)
             fd = os.memfd_create("h")
             os.write(fd, data[:-5])
         elif name == "wrong count":
-            fd = handoff_file([(me, start_time(me), socket.AF_INET)], count=1 << 30)
+            fd = handoff_file([(me, procfs.start_time(me), socket.AF_INET)], count=1 << 30)
         else:
             # A live process with the wrong start time, a pid that is no
             # process, an address of another family, and pid 0 (an empty
             # slot of a live list, skipped).
-            fd = handoff_file([(me, start_time(me) + 1, socket.AF_INET), (0, 0, socket.AF_INET),
-                               (me, start_time(me), socket.AF_UNIX), (4194304 - 1, 1, socket.AF_INET)])
+            fd = handoff_file([(me, procfs.start_time(me) + 1, socket.AF_INET), (0, 0, socket.AF_INET),
+                               (me, procfs.start_time(me), socket.AF_UNIX), (4194304 - 1, 1, socket.AF_INET)])
         lst = socket.socket()
         lst.bind(("127.0.0.1", 0))
         lst.listen(16)
@@ -373,6 +367,35 @@ def test_adoption_past_the_descriptor_limit():
     finally:
         for c in clients:
             c.close()
+        kill_quietly(workers)
+        if new:
+            new.cleanup()
+        old.cleanup()
+
+
+def test_restart_onto_a_broken_file_keeps_the_handed_over_sessions():
+    """A restart whose new daemon cannot load its file: with no client
+    waiting it would exit 78 (the restart reports it), but sessions were
+    handed over, and exiting would end the unit and them with it. So it
+    waits, not serving, and the old session goes on; with none handed over
+    the same start exits 78 (test_lifecycle.py)."""
+    config = "drain_timeout = 60; idle_timeout = 60;"
+    old, new, workers, client = Daemon(config, service=True), None, [], None
+    try:
+        old.start()
+        client = connect(old.address())
+        echo(client, b"x")
+        workers = [pid for pid, _ in old.children()]
+        fd = hand_off(old)
+        new = successor(old.sockets[0], config + "\nidle_timeot = 10;\n", fd)  # a typo
+        new.start(wait_ready=False)
+        new.wait_notify("Not serving, the configuration does not load: ")
+        assert new.proc.poll() is None
+        echo(client, b"still served by its worker")
+        print("   restart onto a broken file with 1 session handed over: waits not serving, the session goes on")
+    finally:
+        if client:
+            client.close()
         kill_quietly(workers)
         if new:
             new.cleanup()
@@ -554,7 +577,8 @@ if __name__ == "__main__":
     main([test_worker_outlives_a_killed_daemon, test_orphaned_worker_ends_at_drain_timeout,
           test_sigterm_under_systemd_hands_off, test_standalone_sigterm_still_drains_in_place,
           test_adopted_sessions_keep_the_limits, test_second_restart_hands_adopted_sessions_on,
-          test_hostile_handoff_file_is_ignored, test_stray_orphan_signal_changes_nothing,
+          test_hostile_handoff_file_is_ignored, test_restart_onto_a_broken_file_keeps_the_handed_over_sessions,
+          test_stray_orphan_signal_changes_nothing,
           test_adoption_past_the_descriptor_limit, test_own_record_follows_the_reloaded_log_addresses,
           test_own_record_follows_the_reloaded_log_level, test_killed_daemon_leaves_its_live_list,
           test_stop_then_start_counts_the_processes_left_in_the_cgroup])

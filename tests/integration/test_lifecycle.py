@@ -12,8 +12,9 @@ import tempfile
 import threading
 import time
 
-from harness import (SLOW, WRAPPER, Daemon, LateReader, connect, echo_once, main, recv_all, recv_exact, scaled,
-                     wait_until)
+import procfs
+from harness import (SLOW, WRAPPER, Daemon, LateReader, connect, echo_once, live_sessions, main, recv_all, recv_exact,
+                     scaled, wait_until)
 
 
 class Streamer(threading.Thread):
@@ -122,10 +123,7 @@ def test_sigterm_drains_live_sessions():
 
 def test_sigterm_cuts_after_drain_timeout():
     with Daemon("drain_timeout = 0.5; idle_timeout = 60;") as d:
-        idle = [connect(d.address()) for _ in range(2)]
-        for s in idle:
-            s.sendall(b"i")
-            recv_exact(s, 1)
+        idle = live_sessions(d.address(), 2)
         start = time.monotonic()
         d.signal(signal.SIGTERM)
         assert d.wait_exit() == 0
@@ -142,9 +140,7 @@ def test_sigterm_cuts_after_drain_timeout():
 def ignored_signals(pid):
     """The set of signals the process ignores (SigIgn in /proc), minus the two
     real-time signals glibc and valgrind keep for themselves."""
-    with open(f"/proc/{pid}/status") as f:
-        mask = int(re.search(r"SigIgn:\s+(\w+)", f.read()).group(1), 16) & ~(3 << 31)
-    return {sig for sig in range(1, 65) if mask & (1 << (sig - 1))}
+    return procfs.signal_mask(pid, "SigIgn") - {32, 33}
 
 
 def wait_end_of(client, what):
@@ -724,18 +720,18 @@ def accept_queue(port):
 
 
 def test_broken_config_under_systemd_waits_for_a_good_reload():
-    """Started by systemd on a passed socket with a file that does not load,
-    the daemon neither exits (systemd would start it again for the queued
+    """Started by systemd on a passed socket for a waiting client, with a
+    file that does not load, the daemon neither exits (systemd would start it again for the queued
     client until the socket failed) nor serves: it says why in STATUS= and
     the log, leaves clients in the backlog, and serves them once a reload
     loads the file. A reload of a file still broken keeps it waiting."""
     broken = "port = 7;\nlog_level = info;\n"
-    with Daemon(broken, prefix=AS_A_SERVICE, env=INVOCATION) as d:
+    with Daemon(broken, prefix=AS_A_SERVICE, env=INVOCATION, queued=1) as d:
         status = d.wait_notify("Not serving, the configuration does not load: ")[1]
         assert BARE_WORD in status and "systemctl reload echo-mpserv" in status, status
         d.wait_log(r"not serving: the configuration does not load; clients wait in the socket's queue")
         assert d.log_lines(re.escape(BARE_WORD)), d.log.snapshot()
-        client = connect(d.address())
+        client = d.queued[0]
         client.sendall(b"queued")
         port = d.address()[1]
         wait_until(lambda: accept_queue(port) == 1, 10, "the client to wait in the accept queue")
@@ -758,10 +754,30 @@ def test_broken_config_under_systemd_waits_for_a_good_reload():
 def test_broken_config_stopped_while_waiting_exits_78():
     """Stopped before a configuration loaded: status 78 (configuration),
     which RestartPreventExitStatus= lists, so systemd does not loop."""
-    with Daemon("port = 7;\nport = 8;\n", prefix=AS_A_SERVICE, env=INVOCATION) as d:
+    with Daemon("port = 7;\nport = 8;\n", prefix=AS_A_SERVICE, env=INVOCATION, queued=1) as d:
         d.wait_notify("Not serving, the configuration does not load: ")
         assert d.stop() == 78
         d.wait_log(r"stopping; never served, the configuration did not load")
+
+
+def test_broken_config_under_systemd_with_no_client_waiting_exits_78():
+    """Started by systemd with no client waiting on its sockets (systemctl
+    restart, an upgrade's try-restart), a daemon whose file does not load
+    exits 78 at once, so the restart reports the failure; nothing would
+    start it again, and the next client starts it anew. The same start with
+    a client waiting waits (see above)."""
+    d = Daemon("port = 7;\nlog_level = info;\n", prefix=AS_A_SERVICE, env=INVOCATION)
+    try:
+        d.start(wait_ready=False)
+        status = d.wait_exit()
+        assert status == 78, (status, d.log.snapshot())
+        d.wait_log(re.escape(BARE_WORD))
+        for t in d.threads:  # everything it wrote and sent is in
+            t.join(10 * SLOW)
+        assert not d.log_lines("not serving"), d.log.snapshot()
+        assert not any("READY=1" in n for n in d.notes.snapshot()), d.notes.snapshot()
+    finally:
+        d.cleanup()
 
 
 if __name__ == "__main__":
@@ -776,4 +792,5 @@ if __name__ == "__main__":
           test_failed_reload_logs_one_record_per_error,
           test_descriptor_hygiene, test_status_and_watchdog, test_signals_for_the_daemon_spare_sessions,
           test_drained_means_ended_by_itself, test_cut_delivers_what_it_counts,
-          test_broken_config_under_systemd_waits_for_a_good_reload, test_broken_config_stopped_while_waiting_exits_78])
+          test_broken_config_under_systemd_waits_for_a_good_reload, test_broken_config_stopped_while_waiting_exits_78,
+          test_broken_config_under_systemd_with_no_client_waiting_exits_78])

@@ -5,6 +5,7 @@ Accept=yes (one connected socket passed, one process per client). Where
 Accept=yes leaves a policy to systemd (max_clients, max_clients_per_source)
 the generator's drop-in is checked here and systemd itself in the e2e test;
 a policy that mode cannot enforce refuses the client, loudly."""
+import re
 import signal
 import socket
 
@@ -86,15 +87,22 @@ class Served:
         self.daemon.cleanup()
 
 
+def assert_denied(mode, conf, client_ip):
+    """The client is refused as "denied", in one refusal record, not
+    served, and an Accept=yes instance exits 0."""
+    with Served(mode, conf, client_ip) as s:
+        assert not s.echoed, mode
+        source = re.escape(client_ip)
+        assert len(s.daemon.log_lines(refusal_record(s.daemon, source, "denied"))) == 1, \
+            (mode, s.daemon.log.snapshot())
+        assert not s.daemon.records(), mode  # refused, not served
+        assert s.status in (None, 0), (mode, s.status)
+
+
 def test_deny_in_every_mode():
     conf = NO_RATE + 'deny = [ "127.0.0.5" ];'
     for mode in MODES:
-        with Served(mode, conf, "127.0.0.5") as s:
-            assert not s.echoed, mode
-            assert len(s.daemon.log_lines(refusal_record(s.daemon, r"127\.0\.0\.5", "denied"))) == 1, \
-                (mode, s.daemon.log.snapshot())
-            assert not s.daemon.records(), mode  # refused, not served
-            assert s.status in (None, 0), (mode, s.status)
+        assert_denied(mode, conf, "127.0.0.5")
         with Served(mode, conf, "127.0.0.6") as s:
             assert s.echoed and len(s.daemon.records()) == 1, mode
 
@@ -102,10 +110,7 @@ def test_deny_in_every_mode():
 def test_allow_in_every_mode():
     conf = NO_RATE + 'allow = [ "127.0.0.6/32", "::1" ];'
     for mode in MODES:
-        with Served(mode, conf, "127.0.0.5") as s:
-            assert not s.echoed, mode
-            assert len(s.daemon.log_lines(refusal_record(s.daemon, r"127\.0\.0\.5", "denied"))) == 1, \
-                (mode, s.daemon.log.snapshot())
+        assert_denied(mode, conf, "127.0.0.5")
         with Served(mode, conf, "127.0.0.6") as s:
             assert s.echoed, mode
         with Served(mode, conf, "::1", socket.AF_INET6) as s:

@@ -8,7 +8,7 @@ import signal
 import threading
 import time
 
-from harness import SLOW, WRAPPER, Daemon, Skip, connect, main, recv_exact, wait_until
+from harness import SLOW, WRAPPER, Daemon, Skip, connect, live_sessions, main, recv_exact, wait_until
 
 # stdio, the listener, the notification socket, the signalfd and epoll.
 PARENT_FDS = [0, 1, 2, 3, 4, 5, 6]
@@ -36,23 +36,38 @@ def unused_uid():
                 return uid
 
 
-def as_unused_uid_with_nproc(nproc):
+def fork_limited(nproc):
+    """The command prefix that runs the daemon as an unused uid allowed
+    nproc processes, so fork() fails past them; skips where that cannot be
+    tested (see no_valgrind_for_fork_failures())."""
+    no_valgrind_for_fork_failures()
+    if os.geteuid() != 0:
+        raise Skip("needs root to run the daemon as an otherwise unused uid")
     uid = unused_uid()
     return ["prlimit", f"--nproc={nproc}:{nproc}", "setpriv", f"--reuid={uid}", f"--regid={uid}",
             "--clear-groups"]
 
 
+def no_descriptor_to_spare(d):
+    """After one session served and its worker gone (the parent's
+    descriptors settled), RLIMIT_NOFILE at what the parent holds: its next
+    accept() fails with EMFILE. Returns the limits to restore, and when
+    (time.monotonic()) accept() could start failing, not before."""
+    c = connect(d.address())
+    c.sendall(b"ok")
+    assert recv_exact(c, 2) == b"ok"
+    c.close()
+    wait_until(lambda: not d.children(), 10, "the worker to exit")
+    wait_until(lambda: d.fds() == PARENT_FDS, 5, "the parent's fds to settle")
+    soft, hard = resource.prlimit(d.pid, resource.RLIMIT_NOFILE)
+    since = time.monotonic()
+    resource.prlimit(d.pid, resource.RLIMIT_NOFILE, (len(PARENT_FDS), hard))
+    return soft, hard, since
+
+
 def test_emfile_low_cpu_and_recovery():
     with Daemon() as d:
-        c = connect(d.address())
-        c.sendall(b"ok")
-        assert recv_exact(c, 2) == b"ok"
-        c.close()
-        wait_until(lambda: not d.children(), 10, "the first worker to exit")
-        wait_until(lambda: d.fds() == PARENT_FDS, 5, "the parent's fds to settle")
-        soft, hard = resource.prlimit(d.pid, resource.RLIMIT_NOFILE)
-        failing_since = time.monotonic()  # no accept() can fail before this
-        resource.prlimit(d.pid, resource.RLIMIT_NOFILE, (len(PARENT_FDS), hard))  # no next one
+        soft, hard, failing_since = no_descriptor_to_spare(d)
         try:
             clients = [connect(d.address()) for _ in range(20)]  # completed by the kernel
             for i, s in enumerate(clients):
@@ -91,14 +106,7 @@ def test_watchdog_and_status_survive_emfile():
     # KillMode=mixed, every session) and a reload's READY=1: the
     # notification socket was opened at start, not per message.
     with Daemon("max_clients = 5;", env={"WATCHDOG_USEC": str(int(1e6 * SLOW))}) as d:
-        c = connect(d.address())
-        c.sendall(b"ok")
-        assert recv_exact(c, 2) == b"ok"
-        c.close()
-        wait_until(lambda: not d.children(), 10, "the worker to exit")
-        wait_until(lambda: d.fds() == PARENT_FDS, 5, "the parent's fds to settle")
-        soft, hard = resource.prlimit(d.pid, resource.RLIMIT_NOFILE)
-        resource.prlimit(d.pid, resource.RLIMIT_NOFILE, (len(PARENT_FDS), hard))  # no next one
+        soft, hard, _ = no_descriptor_to_spare(d)
         try:
             clients = [connect(d.address()) for _ in range(3)]
             d.wait_log(r"accept\(\) failed .*Too many open files")
@@ -137,16 +145,10 @@ def no_valgrind_for_fork_failures():
 
 
 def test_fork_failure_backs_off_and_recovers():
-    no_valgrind_for_fork_failures()
-    if os.geteuid() != 0:
-        raise Skip("needs root to run the daemon as an otherwise unused uid")
     nproc = 4  # the daemon itself plus three workers
-    prefix = as_unused_uid_with_nproc(nproc)
+    prefix = fork_limited(nproc)
     with Daemon("max_clients = 50;", prefix=prefix, public_binary=True) as d:
-        first = [connect(d.address()) for _ in range(nproc - 1)]
-        for s in first:
-            s.sendall(b"f")
-            assert recv_exact(s, 1) == b"f"
+        first = live_sessions(d.address(), nproc - 1)
         failing_since = time.monotonic()  # no fork() can fail before this
         waiting = [connect(d.address()) for _ in range(5)]
         for i, s in enumerate(waiting):
@@ -187,11 +189,8 @@ def test_flapping_fork_failures_logged_at_a_bounded_rate():
     """Clients that keep the daemon at the edge of its process limit make
     fork() fail and recover over and over: at most one recovery record a
     second, each counting the recoveries it stands for."""
-    no_valgrind_for_fork_failures()
-    if os.geteuid() != 0:
-        raise Skip("needs root to run the daemon as an otherwise unused uid")
     nproc = 3  # the daemon itself plus two workers
-    prefix = as_unused_uid_with_nproc(nproc)
+    prefix = fork_limited(nproc)
     with Daemon("max_clients = 50;", prefix=prefix, public_binary=True) as d:
         served, errors = [0], []
 

@@ -12,6 +12,8 @@ from harness import DAEMON, Skip, main
 SERVICE = os.environ.get("ECHO_MPSERV_SERVICE", "")
 SOCKET = os.path.join(os.environ.get("ECHO_MPSERV_SOURCE_ROOT", ""), "systemd", "echo-mpserv.socket")
 SANDBOX = os.path.join(os.environ.get("ECHO_MPSERV_SOURCE_ROOT", ""), "systemd", "sandbox.inc")
+SYSUSERS = os.path.join(os.environ.get("ECHO_MPSERV_SOURCE_ROOT", ""), "systemd", "echo-mpserv.sysusers")
+DEBIAN = os.path.join(os.environ.get("ECHO_MPSERV_SOURCE_ROOT", ""), "debian")
 # The Accept=yes template, built next to the service.
 INSTANCE = os.path.join(os.path.dirname(SERVICE), "echo-mpserv@.service")
 MAX_EXPOSURE = 1.0
@@ -75,6 +77,34 @@ def test_instances_run_in_the_daemons_sandbox():
     assert own["ExecStart"] == settings(SERVICE)["ExecStart"]
 
 
+def test_units_run_as_a_static_system_user():
+    """DynamicUser=yes with a User= that the package creates statically
+    (sysusers.d): systemd runs the units as that user instead of allocating
+    a uid, which it would release at a stop while the workers of the stopped
+    daemon still run (KillMode=process). The package's postinst runs
+    systemd-sysusers (dh_installsysusers); its prerm ends leftover workers
+    on removal. tests/e2e/test_package.py checks all of it under systemd."""
+    sandbox = settings(SANDBOX)
+    assert sandbox["DynamicUser"] == "yes", sandbox.get("DynamicUser")
+    with open(SYSUSERS) as f:
+        lines = [line.split() for line in f.read().splitlines() if line and not line.startswith("#")]
+    assert [(line[0], line[1], line[2]) for line in lines] == [("u", sandbox["User"], "-")], lines
+    if shutil.which("systemd-sysusers"):
+        with tempfile.TemporaryDirectory() as root, open(SYSUSERS) as f:
+            os.mkdir(os.path.join(root, "etc"))
+            p = subprocess.run(["systemd-sysusers", "--dry-run", f"--root={root}", "-"], stdin=f,
+                               capture_output=True, text=True)
+        assert p.returncode == 0 and f"Creating user '{sandbox['User']}'" in p.stdout + p.stderr, \
+            p.stdout + p.stderr
+    with open(os.path.join(DEBIAN, "control")) as f:
+        assert re.search(r"^Build-Depends:(.|\n )*dh-sequence-installsysusers", f.read(), re.M)
+    with open(os.path.join(DEBIAN, "echo-mpserv.prerm")) as f:
+        prerm = f.read()
+    # systemctl kill's defaults: SIGTERM, every process of the unit.
+    assert re.search(r'^\s+deb-systemd-invoke kill echo-mpserv\.service\b', prerm, re.M), prerm
+    assert prerm.index("#DEBHELPER#") < prerm.index("invoke kill"), "the units must be stopped first"
+
+
 def test_limits_fit_the_largest_configuration():
     with tempfile.NamedTemporaryFile("w", suffix=".conf") as f:
         f.write("max_clients = 999999;\n")
@@ -114,5 +144,6 @@ def test_journal_takes_what_the_record_budget_writes():
 
 if __name__ == "__main__":
     main([test_units_verify_cleanly, test_exposure_at_most_one, test_instances_run_in_the_daemons_sandbox,
+          test_units_run_as_a_static_system_user,
           test_limits_fit_the_largest_configuration,
           test_journal_takes_what_the_record_budget_writes])

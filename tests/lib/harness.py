@@ -159,7 +159,7 @@ def inetd_session(config="", client_ip="127.0.0.1", env=None):
 class Daemon:
     def __init__(self, config="", args=(), listen=(("127.0.0.1", 0),), names=None,
                  activation=True, env=None, prefix=(), backlog=512, passed_fds=None,
-                 config_mode=0o644, public_binary=False, ignored_signals=(), service=False):
+                 config_mode=0o644, public_binary=False, ignored_signals=(), service=False, queued=0):
         self.dir = tempfile.TemporaryDirectory(prefix="echo-mpserv-test-")
         os.chmod(self.dir.name, 0o755)
         self.config_path = os.path.join(self.dir.name, "echo-mpserv.conf")
@@ -177,6 +177,10 @@ class Daemon:
         # Started as systemd starts a service (INVOCATION_ID, SYSTEMD_EXEC_PID
         # naming the daemon): SIGTERM then hands the sessions off.
         self.service = service
+        # Clients connected to the first listener before the daemon starts,
+        # as the one that makes systemd start a socket-activated service.
+        self.n_queued = queued
+        self.queued = []
         self.sockets = []
         self.proc = None
         self.log = Collector(writers=2)  # stderr and stdout: complete when both end
@@ -229,6 +233,8 @@ class Daemon:
                 s.listen(self.backlog)
                 self.sockets.append(s)
                 fds.append(s.fileno())
+            for _ in range(self.n_queued):
+                self.queued.append(socket.create_connection(self.address(), timeout=10 * SLOW))
 
         self.notify_path = os.path.join(self.dir.name, "notify")
         self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -347,7 +353,7 @@ class Daemon:
             self.proc.wait()
         for t in self.threads:
             t.join(5)
-        for s in self.sockets:
+        for s in self.queued + self.sockets:
             s.close()
         if hasattr(self, "notify"):
             self.notify.close()
@@ -453,6 +459,16 @@ def served(address, source=None, payload=b"x"):
             return True
     except (ConnectionResetError, BrokenPipeError):
         return False
+
+
+def live_sessions(address, n, source=None):
+    """n connections, each echoed once, so each has its worker (and counts
+    under max_clients and its source's limits) when this returns."""
+    sessions = [connect(address, source=source) for _ in range(n)]
+    for s in sessions:
+        s.sendall(b"h")
+        assert recv_exact(s, 1) == b"h"
+    return sessions
 
 
 class DefaultConfigDir:

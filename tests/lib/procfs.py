@@ -35,6 +35,24 @@ def state(pid):
     return fields[0] if fields else None
 
 
+def start_time(pid):
+    """When the process started, in clock ticks after boot (field 22): with
+    the pid, it names one process. None when it is gone."""
+    fields = stat(pid)
+    return int(fields[19]) if fields else None
+
+
+def signal_mask(pid, *names):
+    """The union of the signal sets named (SigPnd, ShdPnd, SigBlk, SigIgn,
+    SigCgt) in /proc/PID/status, as a set of signal numbers."""
+    mask = 0
+    for line in read(f"/proc/{pid}/status").splitlines():
+        key, _, value = line.partition(":")
+        if key in names:
+            mask |= int(value, 16)
+    return {sig for sig in range(1, 65) if mask & (1 << (sig - 1))}
+
+
 def children(ppid):
     """(pid, state) of the direct children of ppid."""
     out = []

@@ -1,20 +1,12 @@
 /* admission and sources: the decisions, with a clock the test controls. */
-#include <arpa/inet.h>
-
 #include "admission.h"
+#include "peer.h"
 #include "test.h"
 #include "util.h"
 
+/* A client at ip (any port: admission looks at the address alone). */
 static union sockaddr_any peer(const char *ip) {
-        union sockaddr_any a = { 0 };
-
-        if (inet_pton(AF_INET, ip, &a.in.sin_addr) == 1) {
-                a.in.sin_family = AF_INET;
-        } else {
-                ASSERT(inet_pton(AF_INET6, ip, &a.in6.sin6_addr) == 1);
-                a.in6.sin6_family = AF_INET6;
-        }
-        return a;
+        return peer_at(ip, 0);
 }
 
 /* Admitted sessions are held in `held` (most recent last), to be released. */
@@ -125,8 +117,7 @@ static void test_per_source_limit(void) {
         ASSERT_INT(admit(&a, &x, t), ==, REFUSE_PER_SOURCE);
         ASSERT_INT(admit(&a, &y, t), ==, ADMITTED); /* another /32: served */
         /* The same client seen through a dual-stack socket counts the same. */
-        mapped.in6 = (struct sockaddr_in6) { .sin6_family = AF_INET6 };
-        inet_pton(AF_INET6, "::ffff:192.0.2.1", &mapped.in6.sin6_addr);
+        mapped = peer("::ffff:192.0.2.1");
         ASSERT_INT(admit(&a, &mapped, t), ==, REFUSE_PER_SOURCE);
         admission_release(&a, &held[0], t);             /* one of x's */
         admission_release(&a, &held[0], t);             /* gives back nothing twice */
@@ -309,6 +300,19 @@ static void assert_bounded(const struct admission *a) {
         ASSERT_INT(resting, ==, s->resting);
 }
 
+/* n sources (11.x.x.x) of one session each, ended at once: entries with
+ * nothing live, forgotten first when the table is full. */
+static void one_shot_sources(struct admission *a, int n, uint64_t t) {
+        char ip[32];
+
+        for (int i = 0; i < n; i++) {
+                flood_ip(ip, sizeof(ip), 11, i);
+                ASSERT_INT(check(a, ip, t), ==, ADMITTED);
+                release_last(a, t);
+                assert_bounded(a);
+        }
+}
+
 static void test_full_of_denied_sources(void) {
         struct config c = strict();
         struct admission a;
@@ -334,7 +338,6 @@ static void test_full_of_denied_sources(void) {
 static void test_full_of_one_shot_sources(void) {
         struct config c = strict();
         struct admission a;
-        char ip[32];
         uint64_t t = USEC_PER_SEC;
 
         ASSERT_INT(admission_init(&a, &c), ==, 0);
@@ -342,12 +345,7 @@ static void test_full_of_one_shot_sources(void) {
         /* A source with live sessions at its cap all along. */
         ASSERT_INT(check(&a, "192.0.2.77", t), ==, ADMITTED);
         ASSERT_INT(check(&a, "192.0.2.77", t), ==, ADMITTED);
-        for (int i = 0; i < FLOOD; i++) {
-                flood_ip(ip, sizeof(ip), 11, i);
-                ASSERT_INT(check(&a, ip, t), ==, ADMITTED);
-                release_last(&a, t);
-                assert_bounded(&a);
-        }
+        one_shot_sources(&a, FLOOD, t);
         ASSERT(admission_forgotten(&a) >= FLOOD - TABLE);
         /* Neither the live source nor the blocked one was forgotten. */
         ASSERT_INT(check(&a, "192.0.2.77", t), ==, REFUSE_PER_SOURCE);
@@ -454,17 +452,12 @@ static void test_report_untracked_refusals_are_no_sources(void) {
         struct config c = strict();
         struct admission a;
         struct seen s = { 0 };
-        char ip[32];
         uint64_t t = USEC_PER_SEC;
 
         ASSERT_INT(cidr_parse("10.20.0.0/16", &c.deny[0]), ==, 0);
         c.n_deny = 1;
         ASSERT_INT(admission_init(&a, &c), ==, 0);
-        for (int i = 0; i < TABLE + 6; i++) {
-                flood_ip(ip, sizeof(ip), 11, i);
-                ASSERT_INT(check(&a, ip, t), ==, ADMITTED);
-                release_last(&a, t);
-        }
+        one_shot_sources(&a, TABLE + 6, t);
         for (int i = 0; i < 50; i++)
                 ASSERT_INT(check(&a, "10.20.0.1", t), ==, REFUSE_DENIED);
         admission_report(&a, t, 10, collect, &s);
@@ -485,7 +478,6 @@ static void test_report_named_source_forgotten_before(void) {
         struct config c = base();
         struct admission a;
         struct seen s = { 0 };
-        char ip[32];
         uint64_t t = USEC_PER_SEC;
 
         c.source_table_size = TABLE;
@@ -495,11 +487,7 @@ static void test_report_named_source_forgotten_before(void) {
         for (int i = 0; i < 3; i++)
                 ASSERT_INT(check(&a, "192.0.2.1", t), ==, REFUSE_PER_SOURCE);
         release_last(&a, t);
-        for (int i = 0; i < TABLE + 6; i++) {
-                flood_ip(ip, sizeof(ip), 11, i);
-                ASSERT_INT(check(&a, ip, t), ==, ADMITTED);
-                release_last(&a, t);
-        }
+        one_shot_sources(&a, TABLE + 6, t);
         ASSERT(admission_forgotten(&a) > 0);
         ASSERT_INT(check(&a, "192.0.2.1", t), ==, ADMITTED);
         for (int i = 0; i < 5; i++)

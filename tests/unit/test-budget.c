@@ -7,6 +7,7 @@
 #include "budget.h"
 #include "capture.h"
 #include "log.h"
+#include "peer.h"
 #include "util.h"
 
 #define T0 (100 * USEC_PER_SEC)
@@ -20,14 +21,16 @@ static struct config cfg(uint32_t rate_milli, uint32_t burst) {
 static struct session_end session(const char *client, uint64_t bytes, enum close_reason reason) {
         struct session_end s = { .child = { .pid = 4321, .start_usec = T0 - USEC_PER_SEC } };
 
-        s.child.peer.in.sin_family = AF_INET;
-        inet_pton(AF_INET, client, &s.child.peer.in.sin_addr);
-        s.child.peer.in.sin_port = htons(40000);
-        s.report.local.in.sin_family = AF_INET;
-        inet_pton(AF_INET, "192.0.2.1", &s.report.local.in.sin_addr);
-        s.report.local.in.sin_port = htons(7);
+        s.child.peer = peer_at(client, 40000);
+        s.report.local = peer_at("192.0.2.1", 7);
         s.report.stats = (struct worker_stats) { .bytes_in = bytes, .bytes_out = bytes, .end_usec = T0, .reason = reason };
         return s;
+}
+
+/* n sessions like s, all ending at now. */
+static void end_sessions(struct budget *b, const struct config *c, const struct session_end *s, int n, uint64_t now) {
+        for (int i = 0; i < n; i++)
+                budget_connection(b, c, s, 0, now);
 }
 
 static unsigned count(const char *text, const char *needle) {
@@ -48,8 +51,7 @@ static void test_burst_then_folded(void) {
         budget_init(&b, &c, T0);
         ASSERT(budget_due(&b) == UINT64_MAX);
         capture_start(&cap);
-        for (int i = 0; i < 10; i++)
-                budget_connection(&b, &c, &s, 0, T0);
+        end_sessions(&b, &c, &s, 10, T0);
         out = capture_end(&cap);
         ASSERT_INT(count(out, "info: connection 192.0.2.9:40000"), ==, 3);
         ASSERT_INT(count(out, "notice: connection records over budget (2 a second, bursts of 3)"), ==, 1);
@@ -77,8 +79,7 @@ static void test_summary_adds_up(void) {
         budget_init(&b, &c, T0);
         capture_start(&cap);
         budget_connection(&b, &c, &a, 0, T0);           /* recorded */
-        for (int i = 0; i < 4; i++)
-                budget_connection(&b, &c, &a, 0, T0);   /* folded */
+        end_sessions(&b, &c, &a, 4, T0);   /* folded */
         budget_connection(&b, &c, &r, 0, T0);
         budget_connection(&b, &c, &r, SIGKILL, T0);     /* killed: error, from its wait status */
         budget_flush(&b, T0 + 2 * USEC_PER_SEC, 9, false);
@@ -135,8 +136,7 @@ static void test_no_budget_and_quiet_levels(void) {
 
         budget_init(&b, &c, T0);
         capture_start(&cap);
-        for (int i = 0; i < 50; i++)
-                budget_connection(&b, &c, &a, 0, T0);
+        end_sessions(&b, &c, &a, 50, T0);
         out = capture_end(&cap);
         ASSERT_INT(count(out, "info: connection "), ==, 50);
         ASSERT(!b.folding);
@@ -146,8 +146,7 @@ static void test_no_budget_and_quiet_levels(void) {
         budget_init(&b, &c, T0);
         log_set_max_level(LOG_NOTICE);
         capture_start(&cap);
-        for (int i = 0; i < 5; i++)
-                budget_connection(&b, &c, &a, 0, T0);
+        end_sessions(&b, &c, &a, 5, T0);
         out = capture_end(&cap);
         log_set_max_level(LOG_INFO);
         ASSERT(strcmp(out, "") == 0);
@@ -168,8 +167,7 @@ static void test_summary_held_below_info(void) {
 
         budget_init(&b, &c, T0);
         capture_start(&cap);
-        for (int i = 0; i < 3; i++)
-                budget_connection(&b, &c, &a, 0, T0);
+        end_sessions(&b, &c, &a, 3, T0);
         out = capture_end(&cap);
         ASSERT_INT(b.recorded, ==, 1);
         ASSERT_INT(b.connections, ==, 2);
@@ -196,8 +194,7 @@ static void test_summary_held_below_info(void) {
         /* Held to the end: written at notice with the daemon's last records. */
         budget_init(&b, &c, T0);
         capture_start(&cap);
-        for (int i = 0; i < 3; i++)
-                budget_connection(&b, &c, &a, 0, T0);
+        end_sessions(&b, &c, &a, 3, T0);
         log_set_max_level(LOG_NOTICE);
         budget_flush(&b, T0 + USEC_PER_SEC, 3, true);
         out = capture_end(&cap);

@@ -95,8 +95,25 @@ static void pass_socket(bool listening) {
         setenv("INVOCATION_ID", "0123456789abcdef0123456789abcdef", 1);
 }
 
+/* A client connected to the passed listener (fd 3), not accepted. */
+static int queue_client(void) {
+        struct sockaddr_in a;
+        socklen_t len = sizeof(a);
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+        ASSERT(fd >= 0);
+        ASSERT(getsockname(3, (struct sockaddr *) &a, &len) == 0);
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        ASSERT(connect(fd, (struct sockaddr *) &a, sizeof(a)) == 0);
+        return fd;
+}
+
 static void test_applies(void) {
+        int client;
+
         pass_socket(true);
+        ASSERT(!config_wait_applies());         /* no client waiting: a restart, exits 78 */
+        client = queue_client();
         ASSERT(config_wait_applies());
         unsetenv("INVOCATION_ID");      /* standalone: exits 78 */
         ASSERT(!config_wait_applies());
@@ -105,6 +122,7 @@ static void test_applies(void) {
         pass_socket(true);
         unsetenv("LISTEN_FDS");         /* started by systemd, nothing passed */
         ASSERT(!config_wait_applies());
+        close(client);
 }
 
 static void test_waits_until_a_reload_loads(void) {

@@ -326,6 +326,10 @@ static void test_no_text_ignored(void) {
                 { "port = 7;\nlog_level = info;\n",
                   "test.conf:2: log_level = info: a string value must be in double quotes; write log_level = \"info\";" },
                 { "listen = [ \"::1\",\n  localhost ];\n", "test.conf:2: listen: list entry localhost is not quoted" },
+                /* So does an address or prefix written unquoted. */
+                { "deny = [ \"192.0.2.1\", 198.51.100.0/24 ];\n",
+                  "test.conf:1: deny: list entry 198.51.100.0/24 is not quoted; an address or prefix must be in double quotes" },
+                { "source_limits_exempt = [ ::1 ];\n", "test.conf:1: source_limits_exempt: list entry ::1 is not quoted" },
                 /* Lines are counted through comments and strings. */
                 { "/* a\nb\n*/\nlog_level = \"x\ny\";\nfoo = 1;\n", "test.conf:6: unknown key 'foo'" },
         };

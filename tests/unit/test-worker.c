@@ -73,6 +73,18 @@ static pid_t start(const struct worker_limits *lim, int *client) {
         return pid;
 }
 
+/* As start(), for a client that sends far more than it reads: a small
+ * receive buffer (set before it connects), and non-blocking. */
+static pid_t start_slow_reader(const struct worker_limits *lim, int *client) {
+        pid_t pid;
+
+        client_rcvbuf = 4096;
+        pid = start(lim, client);
+        client_rcvbuf = 0;
+        ASSERT(fcntl(*client, F_SETFL, O_NONBLOCK) == 0);
+        return pid;
+}
+
 static void finish(pid_t pid, enum close_reason expected) {
         int status;
 
@@ -217,14 +229,11 @@ static void test_idle_and_bytes_after_bulk(void) {
 static void test_write_timeout(void) {
         struct worker_limits lim = base;
         char chunk[65536] = { 0 };
-        int c, small = 4096;
+        int c;
         pid_t pid;
 
         lim.write_timeout_usec = 200 * USEC_PER_MSEC;
-        client_rcvbuf = small;
-        pid = start(&lim, &c);
-        client_rcvbuf = 0;
-        fcntl(c, F_SETFL, O_NONBLOCK);
+        pid = start_slow_reader(&lim, &c);
         /* Send and never read: the echo backs up until the worker gives up. */
         bool ended = false, reset;
         for (int i = 0; i < 2000 && !ended; i++) {
@@ -409,16 +418,13 @@ static void test_wait_clamps(void) {
 static void test_long_session_limit_waits(void) {
         struct worker_limits lim = base;
         char chunk[65536] = { 0 };
-        int c, small = 4096;
+        int c;
         pid_t pid;
 
         lim.max_session_time_usec = 30 * 86400 * USEC_PER_SEC;
         lim.write_timeout_usec = 0;
         lim.idle_timeout_usec = 0;
-        client_rcvbuf = small;
-        pid = start(&lim, &c);
-        client_rcvbuf = 0;
-        fcntl(c, F_SETFL, O_NONBLOCK);
+        pid = start_slow_reader(&lim, &c);
         for (int i = 0; i < 400; i++)
                 offer(c, chunk, sizeof(chunk));
         /* What the worker blocks in, seen from outside: a poll() with a
@@ -574,14 +580,11 @@ static void test_sigterm_cut_late_reader(void) {
         char chunk[8192] = { 0 };
         size_t sent = 0;
         bool reset;
-        int c, small = 4096;
+        int c;
         pid_t pid;
 
         lim.write_timeout_usec = 10000 * USEC_PER_MSEC;
-        client_rcvbuf = small;
-        pid = start(&lim, &c);
-        client_rcvbuf = 0;
-        fcntl(c, F_SETFL, O_NONBLOCK);
+        pid = start_slow_reader(&lim, &c);
         /* Fill both directions: the worker waits for write space. */
         for (int stuck = 0; stuck < 20;) {
                 ssize_t w = write(c, chunk, sizeof(chunk));
@@ -612,14 +615,11 @@ static void test_session_bytes_late_reader(void) {
         char chunk[8192] = { 0 };
         size_t sent = 0, total = 200000;
         bool reset;
-        int c, small = 4096;
+        int c;
         pid_t pid;
 
         lim.max_session_bytes = 100000;
-        client_rcvbuf = small;
-        pid = start(&lim, &c);
-        client_rcvbuf = 0;
-        fcntl(c, F_SETFL, O_NONBLOCK);
+        pid = start_slow_reader(&lim, &c);
         while (sent < total) {
                 struct pollfd p = { .fd = c, .events = POLLOUT };
                 ssize_t w = write(c, chunk, total - sent < sizeof(chunk) ? total - sent : sizeof(chunk));
@@ -646,14 +646,11 @@ static void test_session_time_late_reader(void) {
         struct worker_limits lim = base;
         char chunk[8192] = { 0 };
         bool reset;
-        int c, small = 4096;
+        int c;
         pid_t pid;
 
         lim.max_session_time_usec = 300 * USEC_PER_MSEC;
-        client_rcvbuf = small;
-        pid = start(&lim, &c);
-        client_rcvbuf = 0;
-        fcntl(c, F_SETFL, O_NONBLOCK);
+        pid = start_slow_reader(&lim, &c);
         /* Keep sending, never reading, until the session has ended. */
         while (stats->reason == CLOSE_NONE) {
                 struct pollfd p = { .fd = c, .events = POLLOUT };
@@ -681,15 +678,12 @@ static void test_linger_runs_out_counts_what_arrived(void) {
         char chunk[8192] = { 0 };
         size_t sent = 0, total = 400000;
         bool reset;
-        int c, small = 4096;
+        int c;
         pid_t pid;
 
         lim.max_session_bytes = 200000;
         lim.write_timeout_usec = 300 * USEC_PER_MSEC;
-        client_rcvbuf = small;
-        pid = start(&lim, &c);
-        client_rcvbuf = 0;
-        fcntl(c, F_SETFL, O_NONBLOCK);
+        pid = start_slow_reader(&lim, &c);
         while (sent < total && stats->end_usec == 0) {
                 struct pollfd p = { .fd = c, .events = POLLOUT };
                 ssize_t w = write(c, chunk, total - sent < sizeof(chunk) ? total - sent : sizeof(chunk));
