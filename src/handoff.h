@@ -1,8 +1,10 @@
 /* The sessions one daemon hands to the next across a restart.
  *
- * At a hand-off (server_hand_off()) the daemon leaves its live sessions to
- * their workers and stores a list of them in systemd's file descriptor
- * store: a sealed memfd named HANDOFF_FDNAME. The next daemon gets it back
+ * From its start the daemon keeps a list of its live sessions in systemd's
+ * file descriptor store, a memfd named HANDOFF_FDNAME updated in place
+ * (struct handoff_table), so that it is current at a hand-off
+ * (server_hand_off()) and after a crash alike; without a live list, the
+ * hand-off stores a sealed one (handoff_write()). The next daemon gets it back
  * with its listeners (LISTEN_FDNAMES) and adopts each session that is still
  * the same process, so max_clients and the per-source limits count the old
  * sessions until they end, as if no restart had happened.
