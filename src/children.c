@@ -177,6 +177,25 @@ void children_release(struct children *c, struct child *ch) {
         c->free_list[c->n_free++] = position(c, ch);
 }
 
+_Static_assert(sizeof(struct record_policy) == sizeof(uint64_t), "a policy is written in one store");
+
+void children_set_policy(struct children *c, const struct record_policy *p) {
+        uint64_t v;
+
+        memcpy(&v, p, sizeof(v));
+        for (uint32_t h = 0; h <= c->table_mask; h++)
+                if (c->table[h].pid != 0)
+                        __atomic_store_n(&c->reports[c->table[h].slot].policy, v, __ATOMIC_RELEASE);
+}
+
+struct record_policy slot_report_policy(const struct slot_report *r) {
+        uint64_t v = __atomic_load_n(&r->policy, __ATOMIC_ACQUIRE);
+        struct record_policy p;
+
+        memcpy(&p, &v, sizeof(p));
+        return p;
+}
+
 void children_foreach(struct children *c, void (*fn)(struct child *ch, void *userdata), void *userdata) {
         for (uint32_t h = 0; h <= c->table_mask; h++)
                 if (c->table[h].pid != 0)

@@ -34,10 +34,24 @@ struct child {
         pid_t pid;                      /* 0 until committed */
         bool cut;                       /* the parent ended it at shutdown */
         bool adopted;                   /* a previous daemon's worker (server_adopt()), not our child */
-        int pidfd;                      /* adopted only: tells when it ends */
+        int pidfd;                      /* adopted only: tells when it ends; -1 when it cannot be watched */
+        uint64_t proc_start;            /* adopted only: its start time as listed (struct handoff_entry) */
         uint64_t start_usec;            /* CLOCK_MONOTONIC, set by the parent */
         union sockaddr_any peer;        /* from accept() */
         struct admission_hold hold;     /* what admission control counted */
+};
+
+/* How the worker's own record must look (server_record_own_end()): the
+ * daemon's log_level and log_addresses as of its last reload, written by
+ * the daemon into each live report at every reload (slot_report_set_policy())
+ * and read by the worker only. `set` is 0 until a reload wrote it: then the
+ * policy the worker was forked with holds. The hash key cannot change
+ * without a restart, so the worker has the daemon's. */
+struct record_policy {
+        uint8_t set;
+        uint8_t log_addresses;          /* LOG_ADDRESSES_* */
+        uint8_t prefix_v4, prefix_v6;   /* source_prefix_ipv4/ipv6 */
+        int32_t log_level;
 };
 
 /* What a worker reports. Shared, written by the worker; untrusted. */
@@ -45,6 +59,7 @@ struct slot_report {
         union sockaddr_any local;       /* getsockname() */
         struct worker_stats stats;      /* kept current */
         uint32_t recorder;              /* RECORDER_*, see slot_report_worker_done() */
+        uint64_t policy;                /* a struct record_policy, written by the daemon (one store) */
 };
 
 /* Who writes a session's record when the daemon may leave before its
@@ -112,6 +127,11 @@ bool slot_report_worker_done(struct slot_report *r, bool orphaned);
  * worker can write any value here; the worst it can do is make the daemon
  * wait for it (boundedly, see server_hand_off()). */
 bool slot_report_parent_leaves(struct slot_report *r);
+
+/* The daemon, at a reload: the record policy of every live worker. */
+void children_set_policy(struct children *c, const struct record_policy *p);
+/* The worker: the policy the daemon last wrote in its report. */
+struct record_policy slot_report_policy(const struct slot_report *r);
 
 /* Makes a report read from a worker safe to use as it stands: a close
  * reason out of range becomes CLOSE_ERROR, an error number outside

@@ -62,6 +62,59 @@ int handoff_write(const struct handoff_entry *e, size_t n) {
         return r;
 }
 
+int handoff_table_open(struct handoff_table *t, uint32_t capacity) {
+        struct handoff_header h = { .magic = HANDOFF_MAGIC, .version = HANDOFF_VERSION,
+                                    .entry_size = sizeof(struct handoff_entry), .count = capacity };
+        size_t size = sizeof(h) + (size_t) capacity * sizeof(struct handoff_entry);
+        int r;
+
+        *t = (struct handoff_table) { .fd = memfd_create(HANDOFF_FDNAME, MFD_CLOEXEC), .capacity = capacity };
+        if (t->fd < 0)
+                return negative_errno();
+        if (ftruncate(t->fd, (off_t) size) < 0)
+                goto fail;
+        t->map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, t->fd, 0);
+        if (t->map == MAP_FAILED) {
+                t->map = NULL;
+                goto fail;
+        }
+        t->map_size = size;
+        /* Parent-only, like struct child: no worker can rewrite the list. */
+        if (madvise(t->map, size, MADV_DONTFORK) < 0)
+                goto fail;
+        memcpy(t->map, &h, sizeof(h));
+        t->entry = (struct handoff_entry *) ((char *) t->map + sizeof(h));
+        return 0;
+fail:
+        r = negative_errno();
+        handoff_table_close(t);
+        return r;
+}
+
+void handoff_table_set(struct handoff_table *t, uint32_t slot, const struct handoff_entry *e) {
+        struct handoff_entry *d;
+
+        if (!t->entry || slot >= t->capacity)
+                return;
+        d = &t->entry[slot];
+        __atomic_store_n(&d->pid, 0, __ATOMIC_RELEASE);
+        d->start_time = e->start_time;
+        d->peer = e->peer;
+        __atomic_store_n(&d->pid, e->pid, __ATOMIC_RELEASE);
+}
+
+void handoff_table_clear(struct handoff_table *t, uint32_t slot) {
+        if (t->entry && slot < t->capacity)
+                __atomic_store_n(&t->entry[slot].pid, 0, __ATOMIC_RELEASE);
+}
+
+void handoff_table_close(struct handoff_table *t) {
+        if (t->map)
+                munmap(t->map, t->map_size);
+        safe_close(t->fd);
+        *t = (struct handoff_table) { .fd = -1 };
+}
+
 static int read_at(int fd, void *buf, size_t n, off_t at) {
         char *p = buf;
 
@@ -111,7 +164,10 @@ int handoff_read(int fd, size_t max, struct handoff_entry **out, size_t *n) {
         }
         for (uint32_t i = 0; i < h.count; i++) {
                 sa_family_t f = e[i].peer.sa.sa_family;
-                if (e[i].pid <= 1 || (f != AF_INET && f != AF_INET6)) {
+                if (e[i].pid == 0)
+                        continue; /* an empty slot of a live list */
+                /* AF_UNSPEC: a session whose client is unknown (server_adopt_leftovers()). */
+                if (e[i].pid <= 1 || (f != AF_INET && f != AF_INET6 && f != AF_UNSPEC)) {
                         skipped++;
                         continue;
                 }
@@ -181,7 +237,7 @@ int handoff_same_process(int pidfd, const struct handoff_entry *e) {
                 return r;
         if (poll(&p, 1, 0) != 0)
                 return -ESRCH; /* exited (readable), or cannot tell */
-        if (r == 0 && start != e->start_time)
+        if (r == 0 && e->start_time && start != e->start_time)
                 return -ESRCH;
         return 0;
 }

@@ -1,8 +1,10 @@
 /* The sessions one daemon hands to the next across a restart.
  *
- * At a hand-off (server_hand_off()) the daemon leaves its live sessions to
- * their workers and stores a list of them in systemd's file descriptor
- * store: a sealed memfd named HANDOFF_FDNAME. The next daemon gets it back
+ * From its start the daemon keeps a list of its live sessions in systemd's
+ * file descriptor store, a memfd named HANDOFF_FDNAME updated in place
+ * (struct handoff_table), so that it is current at a hand-off
+ * (server_hand_off()) and after a crash alike; without a live list, the
+ * hand-off stores a sealed one (handoff_write()). The next daemon gets it back
  * with its listeners (LISTEN_FDNAMES) and adopts each session that is still
  * the same process, so max_clients and the per-source limits count the old
  * sessions until they end, as if no restart had happened.
@@ -10,11 +12,12 @@
  * The format is this program's own, versioned: a header, then `count`
  * fixed-size entries. The content is checked as untrusted input: a wrong
  * magic, version or size, more entries than `max`, an entry with a pid out
- * of range or an address of another family is refused (the whole file for
+ * of range or an address of another family than IPv4, IPv6 or AF_UNSPEC
+ * (a session whose client is unknown) is refused (the whole file for
  * the first four, the entry for the last two) and never read past. A
  * process is the same one when it runs as our user and its start time
- * (/proc/PID/stat, field 22) matches, where /proc shows it
- * (handoff_same_process()). */
+ * (/proc/PID/stat, field 22) matches, where /proc shows it and the list
+ * knows it (0: unknown) (handoff_same_process()). */
 #pragma once
 
 #include <stddef.h>
@@ -35,7 +38,29 @@ struct handoff_entry {
 /* A sealed, close-on-exec memfd holding n entries, or -errno. */
 int handoff_write(const struct handoff_entry *e, size_t n);
 
-/* Reads the entries of fd into *out (malloc'd, *n of them; NULL when 0).
+/* The live list: the same format, one entry per child slot (pid 0: an
+ * empty slot), kept current in place while the daemon runs, so that the
+ * copy in systemd's store names the live sessions even when the daemon
+ * dies without a hand-off (SIGKILL, a crash: Restart=on-failure keeps the
+ * store). The mapping is not inherited by workers (MADV_DONTFORK), the
+ * descriptor is close-on-exec and closed in each worker. */
+struct handoff_table {
+        int fd;                         /* -1: none */
+        uint32_t capacity;
+        struct handoff_entry *entry;    /* capacity of them, in the memfd */
+        void *map;
+        size_t map_size;
+};
+
+/* Creates it with `capacity` empty entries: 0 or -errno (then t->fd is -1). */
+int handoff_table_open(struct handoff_table *t, uint32_t capacity);
+/* Sets entry `slot` (pid written last) or empties it; no-ops without a table. */
+void handoff_table_set(struct handoff_table *t, uint32_t slot, const struct handoff_entry *e);
+void handoff_table_clear(struct handoff_table *t, uint32_t slot);
+void handoff_table_close(struct handoff_table *t);
+
+/* Reads the entries of fd into *out (malloc'd, *n of them; NULL when 0);
+ * empty entries (pid 0) are left out.
  * Returns the number of entries skipped as malformed (>= 0), or -EBADMSG
  * for a file of the wrong format or size or with more than max entries, or
  * another -errno. Never reads past the file's size. */

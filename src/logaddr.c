@@ -36,6 +36,15 @@ int logaddr_configure(const struct config *c) {
         return key_set ? 0 : logaddr_set_key(NULL, 0);
 }
 
+void logaddr_tighten(int log_addresses, unsigned v4, unsigned v6) {
+        if (log_addresses > mode && log_addresses <= LOG_ADDRESSES_HASH)
+                mode = log_addresses;
+        if (v4 < prefix_v4)
+                prefix_v4 = v4;
+        if (v6 < prefix_v6)
+                prefix_v6 = v6;
+}
+
 bool logaddr_full(void) {
         return mode == LOG_ADDRESSES_FULL;
 }

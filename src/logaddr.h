@@ -19,6 +19,12 @@ int logaddr_set_key(const void *material, size_t len);
  * stays), and makes a random key if none was set. 0 or -errno. */
 int logaddr_configure(const struct config *c);
 
+/* A worker about to write its own record: the daemon's mode and prefix
+ * lengths as of its last reload, never less private than the worker's own
+ * (any worker can write any report, see children.h): the more private
+ * mode (full < prefix < hash) and the shorter prefixes. */
+void logaddr_tighten(int log_addresses, unsigned prefix_v4, unsigned prefix_v6);
+
 /* The client's address (no port) as the mode shows it. */
 const char *logaddr_client(const union sockaddr_any *peer, char buf[static LOGADDR_MAX]);
 

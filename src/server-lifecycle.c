@@ -93,6 +93,10 @@ static void apply(struct server *s, struct config *next) {
         s->cfg = *next;
         log_set_max_level(s->cfg.log_level); /* --log-level, if given, is in it */
         (void) logaddr_configure(&s->cfg);
+        /* A worker that outlives this daemon records itself as it says now. */
+        children_set_policy(&s->children, &(struct record_policy) {
+                .set = 1, .log_addresses = (uint8_t) s->cfg.log_addresses, .prefix_v4 = (uint8_t) s->cfg.source_prefix_v4,
+                .prefix_v6 = (uint8_t) s->cfg.source_prefix_v6, .log_level = s->cfg.log_level });
         if (old.log_addresses != LOG_ADDRESSES_HASH)
                 server_note_random_hash_key(&s->cfg);
         if (old.socket_buffer != s->cfg.socket_buffer)
@@ -141,8 +145,10 @@ static void cut_one(struct child *ch, void *userdata) {
         int sig = *(int *) userdata;
 
         ch->cut = true;
-        if (ch->adopted)
+        if (ch->adopted && ch->pidfd >= 0)
                 (void) pidfd_send_signal(ch->pidfd, sig, NULL, 0);
+        else if (ch->adopted)
+                (void) kill(ch->pid, sig); /* unwatched: checked at each sweep, see server_sweep_adopted() */
         else
                 (void) kill(ch->pid, sig);
 }

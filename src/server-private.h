@@ -13,6 +13,7 @@
 #include "budget.h"
 #include "children.h"
 #include "config.h"
+#include "handoff.h"
 #include "listen.h"
 #include "log.h"
 #include "report.h"
@@ -48,6 +49,9 @@ struct server {
         const struct server_options *opt;
         struct listen_set *ls;
         struct children children;
+        /* The live list of sessions in systemd's store (server_list_*()),
+         * under systemd only; fd -1 otherwise. */
+        struct handoff_table listed;
         struct admission adm;
         int epfd, sfd;
         sigset_t worker_mask;
@@ -60,6 +64,10 @@ struct server {
         bool draining, cutting, handed_off;
         uint64_t drain_deadline, kill_deadline;
         unsigned drained, cut, handed_over, adopted;
+        /* Adopted sessions without a pidfd (no descriptor was left for
+         * one): looked at every ADOPTED_SWEEP_USEC (server_sweep_adopted()). */
+        unsigned unwatched;
+        uint64_t sweep_at;
 
         /* Back-off from resource trouble: listeners paused until resume_at;
          * a client whose fork failed waits in pending_fd for the retry. */
@@ -143,7 +151,29 @@ void server_begin_shutdown(struct server *s, int sig);
  * their sources' limits, each until its pidfd says it ended
  * (server_adopted_ended(), with its slot from the epoll tag). */
 void server_adopt(struct server *s);
+/* The live list (struct handoff_table): made before the adoption, which
+ * lists the adopted sessions in it, then put in systemd's store in place of
+ * the list read (server_list_store()); each session is listed when it
+ * starts or is adopted and unlisted when it ends, so a daemon that dies
+ * without a hand-off leaves the next one the sessions still running. */
+void server_list_open(struct server *s);
+/* At the start under systemd with no list from the previous daemon (after a
+ * stop, systemd has emptied its store; KillMode=process left the workers in
+ * the service's cgroup): counts each process of this user in the service's
+ * own cgroup (cgroup.procs; ProtectControlGroups= leaves it readable) under
+ * max_clients until its pidfd says it ended. Their clients are unknown, so
+ * the per-source limits do not count them. Not as root, where signal 0 says
+ * nothing about whose a process is. */
+void server_adopt_leftovers(struct server *s);
+void server_list_store(struct server *s);
+void server_list_session(struct server *s, const struct child *ch, uint64_t start_time);
+void server_unlist_session(struct server *s, const struct child *ch);
 void server_adopted_ended(struct server *s, uint32_t slot);
+/* An adopted session that could not get a pidfd still counts; this looks
+ * whether each such one still runs (and gives it a pidfd when a descriptor
+ * is free again). Due at s->sweep_at while s->unwatched > 0. */
+#define ADOPTED_SWEEP_USEC (1 * USEC_PER_SEC)
+void server_sweep_adopted(struct server *s, uint64_t now);
 /* SIGTERM under socket activation: stops accepting and leaves at once; the
  * workers finish on their own (worker_watch_parent()), each writing its
  * record, and the next daemon accepts from the socket unit's listener and

@@ -162,6 +162,7 @@ static int start_worker(struct server *s, int fd, const union sockaddr_any *peer
         if (stale && stale->adopted) /* its pid is reused: it ended */
                 server_adopted_ended(s, (uint32_t) (stale - s->children.child));
         children_commit(&s->children, ch, pid);
+        server_list_session(s, ch, 0);
         s->served++;
         s->status_dirty = true;
         if (s->failures)
@@ -225,6 +226,7 @@ void server_record_reaped(struct server *s, struct child *ch, int status) {
                 else
                         s->drained++;
         }
+        server_unlist_session(s, ch);
         children_release(&s->children, ch);
         s->status_dirty = true;
 }
@@ -324,6 +326,8 @@ static void run_deadlines(struct server *s, uint64_t now) {
                 report_refusals(&s->refusals, &s->adm, now);
                 s->report_at = now + REPORT_INTERVAL_USEC;
         }
+        if (s->unwatched && now >= s->sweep_at)
+                server_sweep_adopted(s, now);
         server_write_owed_records(s, now, false);
         if (s->status_dirty && now >= s->status_at)
                 send_status(s, now);
@@ -349,6 +353,8 @@ static int next_timeout_ms(const struct server *s, uint64_t now) {
                 next = s->watchdog_at;
         if (s->report_at < next)
                 next = s->report_at;
+        if (s->unwatched && s->sweep_at < next)
+                next = s->sweep_at;
         if (server_records_due(s) < next)
                 next = server_records_due(s);
         if (next == UINT64_MAX)
@@ -371,8 +377,12 @@ int server_block_signals(sigset_t *worker_mask) {
         sigset_t mask;
 
         daemon_signals(&mask);
-        /* Default dispositions, SIGPIPE ignored (log readers may go away). */
+        /* Default dispositions, SIGPIPE ignored (log readers may go away).
+         * WORKER_ORPHAN_SIGNAL means nothing to the daemon; ignored so that
+         * one sent to the whole unit (systemctl kill -s USR2) does not kill
+         * it. Each worker installs its own handler (worker_watch_parent()). */
         spawn_reset_signals();
+        (void) signal(WORKER_ORPHAN_SIGNAL, SIG_IGN);
         if (sigprocmask(SIG_BLOCK, &mask, worker_mask) < 0)
                 return negative_errno();
         return 0;
@@ -418,8 +428,12 @@ static int setup(struct server *s) {
         if (r < 0)
                 return log_errno(LOG_ERR, r, NULL, "cannot set up address hashing");
         server_check_socket_buffer(&s->cfg);
+        server_list_open(s);
         if (s->ls->handoff_fd >= 0)
                 server_adopt(s);
+        else
+                server_adopt_leftovers(s);
+        server_list_store(s);
         s->started_usec = now_usec(CLOCK_MONOTONIC);
         budget_init(&s->budget, &s->cfg, s->started_usec);
         s->report_at = s->started_usec + REPORT_INTERVAL_USEC;
@@ -428,7 +442,7 @@ static int setup(struct server *s) {
 
 int server_run(const struct config *cfg, const struct server_options *opt, struct listen_set *ls) {
         struct server s = {
-                .cfg = *cfg, .opt = opt, .ls = ls, .epfd = -1, .sfd = -1, .pending_fd = -1,
+                .cfg = *cfg, .opt = opt, .ls = ls, .epfd = -1, .sfd = -1, .pending_fd = -1, .listed.fd = -1,
                 .on_defaults = opt->no_config_file,
                 .trouble_rl = { .interval_usec = USEC_PER_SEC, .burst = 1 },
                 .cap_rl = { .interval_usec = USEC_PER_SEC, .burst = 1 },
@@ -475,18 +489,26 @@ int server_run(const struct config *cfg, const struct server_options *opt, struc
         report_refusals(&s.refusals, &s.adm, now_usec(CLOCK_MONOTONIC));
         server_write_owed_records(&s, now_usec(CLOCK_MONOTONIC), true);
         report_notify_failures(&s, now_usec(CLOCK_MONOTONIC), true);
-        if (s.handed_off)
+        /* The last STATUS= is what systemctl status shows of the stopped unit. */
+        if (s.handed_off) {
                 log_msg(LOG_NOTICE, MSGID_STOPPED, "stopped: %u session(s) handed over; %" PRIu64
                         " served in total", s.handed_over, s.served);
-        else if (s.draining)
+                snprintf(status, sizeof(status), "Stopped; %u session(s) handed over, each ending on its own",
+                         s.handed_over);
+                notify_status(status);
+        } else if (s.draining) {
                 log_msg(LOG_NOTICE, MSGID_STOPPED, "stopped: %u session(s) drained, %u cut; %" PRIu64
                         " served in total", s.drained, s.cut, s.served);
+                snprintf(status, sizeof(status), "Stopped; %u session(s) drained, %u cut", s.drained, s.cut);
+                notify_status(status);
+        }
 out:
         listen_close_all(ls);
         safe_close(s.pending_fd);
         safe_close(s.sfd);
         safe_close(s.epfd);
         notify_close();
+        handoff_table_close(&s.listed);
         children_done(&s.children);
         admission_done(&s.adm);
         return r;

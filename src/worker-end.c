@@ -68,6 +68,7 @@ void worker_set_signals(void) {
  * setitimer() and kill() are plain system calls. */
 static volatile sig_atomic_t orphaned;
 static struct itimerval orphan_drain;
+static pid_t orphan_parent;
 
 static void on_alarm(int sig) {
         (void) sig;
@@ -78,6 +79,11 @@ static void on_orphaned(int sig) {
         int saved = errno;
 
         (void) sig;
+        /* Anyone allowed to signal the worker can send this signal (e.g.
+         * systemctl kill -s USR2 without --kill-who=main): only the parent's
+         * exit counts. Once it exited, the worker has another parent. */
+        if (getppid() == orphan_parent)
+                return;
         orphaned = 1;
         /* A zero it_value would disarm rather than fire: no drain is a cut now. */
         if (orphan_drain.it_value.tv_sec == 0 && orphan_drain.it_value.tv_usec == 0)
@@ -90,6 +96,7 @@ static void on_orphaned(int sig) {
 int worker_watch_parent(pid_t parent, uint64_t drain_usec) {
         struct sigaction a = { .sa_handler = on_orphaned, .sa_flags = SA_RESTART };
 
+        orphan_parent = parent;
         orphan_drain.it_value.tv_sec = (time_t) (drain_usec / USEC_PER_SEC);
         orphan_drain.it_value.tv_usec = (suseconds_t) (drain_usec % USEC_PER_SEC);
         sigemptyset(&a.sa_mask);

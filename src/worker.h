@@ -107,7 +107,8 @@ void worker_set_signals(void);
  * apply. Call in the worker while signals are still blocked: the handlers
  * are installed before the mask is restored. 0 or -errno. */
 int worker_watch_parent(pid_t parent, uint64_t drain_usec);
-/* Whether the daemon is gone (the signal came). */
+/* Whether the daemon is gone (the signal came and the worker's parent is
+ * no longer `parent`: a WORKER_ORPHAN_SIGNAL from anyone else is ignored). */
 bool worker_orphaned(void);
 
 const char *close_reason_name(enum close_reason reason);

@@ -66,6 +66,19 @@ def once(host, port, nbytes):
             "local_port": None}
 
 
+def probe(host, port, timeout):
+    """Whether a new client is echoed within timeout (not left waiting in
+    the backlog at max_clients)."""
+    try:
+        s = connect(host, port, timeout)
+        s.sendall(b"probe")
+        served = recv_exact(s, 5) == b"probe"
+        s.close()
+        return {"served": served}
+    except OSError as e:
+        return {"served": False, "error": repr(e)}
+
+
 def echo_counted(host, port, timeout, counts, lat=None):
     """One short connection: 64 random bytes echoed, then a half-close
     answered by EOF; counted in `counts` as ok, refused or broken (with the
@@ -151,5 +164,5 @@ if __name__ == "__main__":
     if mode == "from":
         result = from_source(host, port, arg)
     else:
-        result = {"once": once, "loop": loop, "timed": timed, "hold": hold}[mode](host, port, float(arg) if mode != "once" else int(arg))
+        result = {"once": once, "loop": loop, "timed": timed, "hold": hold, "probe": probe}[mode](host, port, float(arg) if mode != "once" else int(arg))
     print(json.dumps(result), flush=True)

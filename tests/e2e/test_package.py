@@ -315,6 +315,9 @@ def t_stop_drains(m):
     m.systemctl("stop", "echo-mpserv.service")
     stopped = time.monotonic() - t0
     m.wait_journal(r"handing 1 session\(s\) over", cursor=cursor, unit="echo-mpserv.service")
+    # The stopped unit's status says what happened, not the last "Draining".
+    status = m.unit_property("echo-mpserv.service", "StatusText")
+    assert status.startswith("Stopped; 1 session(s) handed over"), status
     assert job.running(), "the session ended with the daemon"
     # The worker outlives its stopped unit under the package's static user:
     # no dynamic uid that systemd released at the stop and could hand to
@@ -396,6 +399,45 @@ def no_stall(m, what, action, rebinds=False):
     assert all("reset" in e.lower() or "refused" in e.lower() for e in r["errors"]), r
     assert r["max_ms"] < 1000, r
     assert held["clean_close"] and held["rounds"] > 100, held
+
+
+@check("at max_clients, two restarts, a SIGKILL, a stop and start in a row: each next daemon counts the sessions, a new client waits")
+def t_carry_over(m):
+    reset_conf(m, ONE_BUSY_SOURCE + "max_clients = 3;\ndrain_timeout = 60;\n")
+    m.systemctl("restart", "echo-mpserv.service")
+    holds = [hold_in_background(m, 40, f"carry-{i}") for i in range(3)]
+    m.wait_for(lambda: len(workers(m)) == 3, 20, "the three sessions' workers")
+    adopted = r"adopted (\d+) session\(s\)"
+    steps = [("restart", lambda: m.systemctl("restart", "echo-mpserv.service"), adopted),
+             ("restart again", lambda: m.systemctl("restart", "echo-mpserv.service"), adopted),
+             ("SIGKILL (Restart=on-failure)",
+              lambda: m.systemctl("kill", "-s", "KILL", "--kill-who=main", "echo-mpserv.service"), adopted),
+             # The store is emptied at the stop: the processes left in the cgroup count.
+             ("stop, then start", lambda: (m.systemctl("stop", "echo-mpserv.service"),
+                                           m.systemctl("start", "echo-mpserv.service")),
+              r"counting the (\d+) process\(es\) of this user left in the service's cgroup")]
+    seen = []
+    for what, action, counted in steps:
+        cursor = m.journal_cursor()
+        old_pid = main_pid(m)
+        action()
+        m.wait_for(lambda: main_pid(m) not in (0, old_pid) and m.is_active("echo-mpserv.service") == "active",
+                   20, f"the daemon after the {what}")
+        line = m.wait_journal(counted, cursor=cursor, unit="echo-mpserv.service")
+        served = client(m, "probe", "127.0.0.1", 7, 2)["served"]
+        seen.append(f"{what}: {re.search(counted, line).group(1)} counted, a 4th client served: {served}")
+        assert re.search(counted, line).group(1) == "3" and not served, seen
+    status = m.systemctl("status", "echo-mpserv.service", "--no-pager", "-n", "0", check=False).stdout
+    assert "3 active (cap 3" in status, status
+    for h in holds:
+        h.wait(90)
+    held = [json.loads(h.stdout.strip().splitlines()[-1]) for h in holds]
+    figures.append("max_clients 3 with 3 sessions open: " + "; ".join(seen) +
+                   f"; the sessions ended cleanly: {[h['clean_close'] for h in held]}")
+    print("      " + figures[-1])
+    assert all(h["clean_close"] for h in held), held
+    reset_conf(m, ONE_BUSY_SOURCE)
+    m.systemctl("restart", "echo-mpserv.service")
 
 
 @check("systemctl restart echo-mpserv with a long session: no stall, session undisturbed")
@@ -569,6 +611,7 @@ def main():
         t_stop_drains(m)
         t_restart_no_stall(m)
         t_socket_restart_no_stall(m)
+        t_carry_over(m)
         t_hardening(m)
         t_port(m)
         t_upgrade(m, newer)

@@ -7,9 +7,11 @@ SIGTERM hands the sessions off and the daemon leaves at once, so the next
 daemon accepts from the same listener while the old sessions go on."""
 
 import os
+import re
 import signal
 import socket
 import struct
+import subprocess
 import time
 
 import procfs
@@ -97,6 +99,8 @@ def test_sigterm_under_systemd_hands_off():
         t0 = time.monotonic()
         assert old.wait_exit(timeout=5) == 0
         left = time.monotonic() - t0
+        # Its last word to systemd says what happened (systemctl status).
+        old.wait_notify("Stopped; 1 session(s) handed over")
         # The next daemon takes the same listener at once.
         new = Daemon(f"drain_timeout = {drain:g};", passed_fds=[old.sockets[0].fileno()], service=True)
         new.start()
@@ -205,7 +209,13 @@ def test_second_restart_hands_adopted_sessions_on():
         second = successor(first.sockets[0], config, hand_off(first))
         second.start()
         second.wait_log(r"adopted 1 session\(s\)")
-        third = successor(first.sockets[0], config, hand_off(second))
+        # The second daemon lists the adopted session with the start time it
+        # was handed (it may not see it in /proc under systemd's sandbox),
+        # and says how many it listed.
+        listed = hand_off(second)
+        assert handoff_entries(listed) == [(workers[0], procfs.start_time(workers[0]))], handoff_entries(listed)
+        second.wait_log(r"handing 1 session\(s\) over.*; 1 listed for the next daemon")
+        third = successor(first.sockets[0], config, listed)
         third.start()
         third.wait_log(r"adopted 1 session\(s\)")
         with connect(first.address()) as c:
@@ -230,13 +240,23 @@ def handoff_file(entries, magic=0x48504d45, version=1, entry_size=48, count=None
     return fd
 
 
+def handoff_entries(fd):
+    """(pid, start time) of each entry of a stored list of sessions (pid 0: an empty slot)."""
+    data = os.pread(fd, 1 << 24, 0)
+    magic, version, size, count = struct.unpack_from("<IIII", data)
+    assert (magic, version, size, len(data)) == (0x48504d45, 1, 48, 16 + 48 * count), (magic, version, size)
+    entries = [struct.unpack_from("<iIQ", data, 16 + 48 * i)[0::2] for i in range(count)]
+    return [e for e in entries if e[0] != 0]
+
+
+
 def test_hostile_handoff_file_is_ignored():
     me = os.getpid()
     cases = {
         "garbage": (b"\xff" * 100, r"cannot be read"),
         "truncated": (None, r"cannot be read"),
         "wrong count": (None, r"cannot be read"),
-        "not ours": (None, r"adopted 0 session\(s\).*; 2 had ended.*, 2 entries ignored"),
+        "not ours": (None, r"adopted 0 session\(s\).*; 2 had ended.*, 1 entries ignored"),
     }
     for name, (raw, expect) in cases.items():
         if name == "garbage":
@@ -252,7 +272,8 @@ def test_hostile_handoff_file_is_ignored():
             fd = handoff_file([(me, procfs.start_time(me), socket.AF_INET)], count=1 << 30)
         else:
             # A live process with the wrong start time, a pid that is no
-            # process, pid 0 and an address of another family.
+            # process, an address of another family, and pid 0 (an empty
+            # slot of a live list, skipped).
             fd = handoff_file([(me, procfs.start_time(me) + 1, socket.AF_INET), (0, 0, socket.AF_INET),
                                (me, procfs.start_time(me), socket.AF_UNIX), (4194304 - 1, 1, socket.AF_INET)])
         lst = socket.socket()
@@ -268,6 +289,88 @@ def test_hostile_handoff_file_is_ignored():
             d.cleanup()
             lst.close()
             os.close(fd)
+
+
+def test_stray_orphan_signal_changes_nothing():
+    """SIGUSR2 (the signal a worker gets when its daemon exits) sent by
+    anyone else, to the worker and to the daemon (systemctl kill -s USR2
+    without --kill-who=main): the daemon goes on, the session is not cut
+    at drain_timeout, and it is recorded once, by the daemon."""
+    drain = 0.5 * SLOW
+    with Daemon(f"drain_timeout = {drain:g}; idle_timeout = 60;") as d:
+        s = connect(d.address())
+        echo(s, b"x")
+        (worker,) = [pid for pid, _ in d.children()]
+        os.kill(worker, signal.SIGUSR2)
+        d.signal(signal.SIGUSR2)
+        # Past the drain a real orphan would get: still served, by the same worker.
+        deadline = time.monotonic() + drain + 1.0 * SLOW
+        while time.monotonic() < deadline:
+            echo(s, b"still here")
+            time.sleep(0.05)
+        assert d.proc.poll() is None, "SIGUSR2 killed the daemon"
+        assert [pid for pid, _ in d.children()] == [worker]
+        s.shutdown(socket.SHUT_WR)
+        assert recv_all(s) == b""
+        s.close()
+        rec = d.wait_records(1)
+        assert len(rec) == 1 and rec[0]["reason"] == "client-closed", rec
+        # A second record would come from the worker at its exit, before the daemon reaps it.
+        wait_until(lambda: not d.children(), 10, "the worker to be reaped")
+        served(d.address())
+        assert len([r for r in d.records() if int(r["pid"]) == worker]) == 1, d.records()
+        print(f"   SIGUSR2 to the daemon and worker {worker}: both went on, the session ran "
+              f"past drain_timeout ({drain:g} s), one record")
+
+
+def test_adoption_past_the_descriptor_limit():
+    """More sessions handed over than the next daemon has descriptors for
+    a pidfd each (RLIMIT_NOFILE 48, 60 sessions): every one still counts
+    under max_clients, and the cap is given back as they end."""
+    n = 60
+    config = f"drain_timeout = 60; idle_timeout = 60; max_clients = {n}; max_clients_per_source = 0; source_rate = 0;"
+    old, new, clients, workers = Daemon(config, service=True), None, [], []
+    try:
+        old.start()
+        for _ in range(n):
+            clients.append(connect(old.address()))
+            echo(clients[-1], b"x")
+        workers = [pid for pid, _ in old.children()]
+        assert len(workers) == n
+        new = Daemon(config, passed_fds=[old.sockets[0].fileno(), hand_off(old)], names=["echo", "handoff"],
+                     service=True, prefix=["prlimit", "--nofile=48:48", "--"])
+        new.start()
+        line = new.wait_log(r"adopted (\d+) session\(s\)")[0]
+        assert line.group(1) == str(n), line.string
+        unwatched = new.wait_log(r"(\d+) adopted session\(s\) have no pidfd.*still counted")[0]
+        new.wait_notify(f"{n} active (cap {n}")
+        waiting = connect(old.address())  # queued: the cap holds
+        waiting.sendall(b"w")
+        # Past a sweep or two (each second): still not served, none let go.
+        waiting.settimeout(2.5 * SLOW)
+        try:
+            got = waiting.recv(1)
+        except socket.timeout:
+            got = None
+        assert got is None, "served past max_clients"
+        active = [int(m) for note in new.notes.snapshot() for m in re.findall(r"STATUS=(\d+) active", note)]
+        assert active and min(active) == n, active
+        # Every old session ends: the waiting client is served (the
+        # unwatched ones are noticed by the sweep).
+        for c in clients:
+            c.close()
+        clients = [waiting]
+        waiting.settimeout(30 * SLOW)
+        assert recv_exact(waiting, 1) == b"w"
+        print(f"   {n} sessions handed over to a daemon with 48 descriptors: {line.group(1)} adopted, "
+              f"{unwatched.group(1)} without a pidfd, the cap held until they ended")
+    finally:
+        for c in clients:
+            c.close()
+        kill_quietly(workers)
+        if new:
+            new.cleanup()
+        old.cleanup()
 
 
 def test_restart_onto_a_broken_file_keeps_the_handed_over_sessions():
@@ -299,8 +402,183 @@ def test_restart_onto_a_broken_file_keeps_the_handed_over_sessions():
         old.cleanup()
 
 
+def own_record_after_reload(new_settings):
+    """One session open under log_addresses = full; a reload to
+    new_settings; a hand-off; the session ends. Returns the records of the
+    daemon (one client served after the reload) and of the worker."""
+    base = "drain_timeout = 60; idle_timeout = 60; source_prefix_ipv4 = 24; "
+    d, workers = Daemon(base + 'log_addresses = "full";', service=True), []
+    try:
+        d.start()
+        s = connect(d.address())
+        echo(s, b"before the reload")
+        workers = [pid for pid, _ in d.children()]
+        d.write_config(base + new_settings)
+        d.signal(signal.SIGHUP)
+        d.wait_log(r"configuration reloaded")
+        with connect(d.address()) as c:
+            echo(c, b"after the reload")
+        wait_until(lambda: len(d.children()) == 1, 10, "the daemon to reap the client after the reload")
+        hand_off(d)
+        echo(s, b"after the hand-off")
+        s.close()
+        # Every writer of the log gone: the worker wrote what it writes.
+        wait_until(lambda: d.log.closed, 10 * SLOW, "the worker to end")
+        lines = [m.string for m in d.log_lines(r"connection .* closed")]
+        return ([l for l in lines if f"worker {workers[0]}" not in l],
+                [l for l in lines if f"worker {workers[0]}" in l])
+    finally:
+        kill_quietly(workers)
+        d.cleanup()
+
+
+def test_own_record_follows_the_reloaded_log_addresses():
+    daemons, own = own_record_after_reload('log_addresses = "prefix";')
+    assert daemons and "127.0.0.0/24" in daemons[0], daemons
+    # The client's side, before "->" (the local address is in full).
+    assert len(own) == 1 and own[0].startswith("info: connection 127.0.0.0/24 "), own
+    assert "127.0.0.1" not in own[0].split("->")[0], own
+    print(f"   log_addresses full -> prefix, then a hand-off: the worker's own record: {own[0][:90]}...")
+
+
+def test_own_record_follows_the_reloaded_log_level():
+    daemons, own = own_record_after_reload('log_addresses = "full"; log_level = "warning";')
+    assert not daemons and not own, (daemons, own)
+    print("   log_level = warning by a reload, then a hand-off: no connection record, the worker's neither")
+
+
+def test_killed_daemon_leaves_its_live_list():
+    """A daemon killed (SIGKILL, a crash) hands nothing over, but the live
+    list it stored at its start names the sessions still running: the next
+    daemon, started as systemd restarts it (Restart=on-failure, with the
+    store), counts them under max_clients. A session that ended before is
+    not listed; one the second daemon started is in its own list."""
+    config = "drain_timeout = 60; idle_timeout = 60; max_clients = 3; max_clients_per_source = 0; source_rate = 0;"
+    first, second, third, clients, workers = Daemon(config, service=True), None, None, [], []
+    try:
+        first.start()
+        (listed,) = [fd for name, fd in first.stored_fds if name == "handoff"]
+        clients = [connect(first.address()) for _ in range(3)]
+        for c in clients:
+            echo(c, b"x")
+        workers = [pid for pid, _ in first.children()]
+        clients.pop().close()  # ended with its daemon there: reaped and unlisted
+        wait_until(lambda: len(first.children()) == 2, 10, "the daemon to reap it")
+        assert len(handoff_entries(listed)) == 2, handoff_entries(listed)
+        first.signal(signal.SIGKILL)
+        first.wait_exit()
+        second = successor(first.sockets[0], config, listed)
+        second.start()
+        second.wait_log(r"adopted 2 session\(s\) of the previous daemon.*; 0 had ended.*, 0 entries ignored")
+        clients.append(connect(first.address()))
+        echo(clients[-1], b"one more")
+        workers += [pid for pid, _ in second.children()]
+        second.wait_notify("3 active (cap 3, AT CAP)")
+        waiting = connect(first.address())  # queued in the backlog: the cap holds
+        waiting.sendall(b"w")
+        clients.append(waiting)
+        (listed,) = [fd for name, fd in second.stored_fds if name == "handoff"]
+        assert len(handoff_entries(listed)) == 3, handoff_entries(listed)
+        second.signal(signal.SIGKILL)
+        second.wait_exit()
+        third = successor(first.sockets[0], config, listed)
+        third.start()
+        third.wait_log(r"adopted 3 session\(s\)")
+        third.wait_notify("3 active (cap 3")
+        waiting.settimeout(0.5 * SLOW)
+        try:
+            got = waiting.recv(1)
+        except socket.timeout:
+            got = None
+        assert got is None, "served past max_clients after the second kill"
+        clients[0].close()  # a session of the first daemon ends: its place is free
+        waiting.settimeout(10 * SLOW)
+        assert recv_exact(waiting, 1) == b"w"
+        print("   two daemons SIGKILLed in a row under max_clients 3: the next one counted the 2, then the 3 "
+              "sessions still running, and a client waited for a place")
+    finally:
+        for c in clients:
+            c.close()
+        kill_quietly(workers)
+        for d in (third, second, first):
+            if d:
+                d.cleanup()
+
+
+def cgroup2_root():
+    for root in ("/sys/fs/cgroup", "/sys/fs/cgroup/unified"):
+        if os.path.exists(os.path.join(root, "cgroup.procs")) and \
+           os.path.exists(os.path.join(root, "cgroup.controllers")):
+            return root
+    return None
+
+
+def in_cgroup(cg, cmd):
+    """cmd started inside the cgroup directory cg."""
+    return subprocess.Popen(["sh", "-c", f'echo $$ > {cg}/cgroup.procs && exec "$@"', "sh"] + cmd)
+
+
+def test_stop_then_start_counts_the_processes_left_in_the_cgroup():
+    """After systemctl stop, systemd has emptied its store: the next daemon
+    gets no list. Its workers are still in the service's cgroup
+    (KillMode=process): the new daemon counts those of its user under
+    max_clients until they end; another user's process there is not
+    counted. Run as an unprivileged user in a cgroup named like a unit."""
+    root = cgroup2_root()
+    if os.geteuid() != 0 or not root:
+        print("   skipped: needs root and a cgroup v2 hierarchy")
+        return
+    cg = os.path.join(root, f"echo-mpserv-test-{os.getpid()}.service")
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    os.mkdir(cg)
+    procs, d, clients = [], None, []
+    try:
+        procs = [in_cgroup(cg, nobody + ["sleep", "600"]) for _ in range(2)] + [in_cgroup(cg, ["sleep", "600"])]
+        wait_until(lambda: len(open(f"{cg}/cgroup.procs").read().split()) == 3, 10, "the processes in the cgroup")
+        config = "drain_timeout = 60; idle_timeout = 60; max_clients = 3; max_clients_per_source = 0; source_rate = 0;"
+        d = Daemon(config, service=True, public_binary=True,
+                   prefix=["sh", "-c", f'echo $$ > {cg}/cgroup.procs && exec "$@"', "sh"] + nobody)
+        d.start()
+        line = d.wait_log(r"counting the (\d+) process\(es\) of this user left in the service's cgroup.*; "
+                          r"(\d+) other")[0]
+        assert line.groups() == ("2", "1"), line.string
+        clients.append(connect(d.address()))
+        echo(clients[-1], b"third")
+        d.wait_notify("3 active (cap 3, AT CAP)")
+        waiting = connect(d.address())
+        waiting.sendall(b"w")
+        clients.append(waiting)
+        waiting.settimeout(0.5 * SLOW)
+        try:
+            got = waiting.recv(1)
+        except socket.timeout:
+            got = None
+        assert got is None, "served past max_clients"
+        # One of the left-over processes ends: its place is free.
+        procs[0].kill()
+        procs[0].wait()
+        waiting.settimeout(10 * SLOW)
+        assert recv_exact(waiting, 1) == b"w"
+        print(f"   no list, 2 processes of the user and 1 of another in the cgroup: {line.group(1)} counted "
+              f"under max_clients 3, a client waited until one ended")
+    finally:
+        for c in clients:
+            c.close()
+        if d:
+            d.cleanup()
+        for p in procs:
+            p.kill()
+            p.wait()
+        wait_until(lambda: not open(f"{cg}/cgroup.procs").read().split(), 10, "the cgroup to empty")
+        os.rmdir(cg)
+
+
 if __name__ == "__main__":
     main([test_worker_outlives_a_killed_daemon, test_orphaned_worker_ends_at_drain_timeout,
           test_sigterm_under_systemd_hands_off, test_standalone_sigterm_still_drains_in_place,
           test_adopted_sessions_keep_the_limits, test_second_restart_hands_adopted_sessions_on,
-          test_hostile_handoff_file_is_ignored, test_restart_onto_a_broken_file_keeps_the_handed_over_sessions])
+          test_hostile_handoff_file_is_ignored, test_restart_onto_a_broken_file_keeps_the_handed_over_sessions,
+          test_stray_orphan_signal_changes_nothing,
+          test_adoption_past_the_descriptor_limit, test_own_record_follows_the_reloaded_log_addresses,
+          test_own_record_follows_the_reloaded_log_level, test_killed_daemon_leaves_its_live_list,
+          test_stop_then_start_counts_the_processes_left_in_the_cgroup])

@@ -113,12 +113,14 @@ def test_limits_fit_the_largest_configuration():
     largest = int(re.search(r"max_clients = 999999 is out of range \(1\.\.(\d+)\)", err).group(1))
     service = settings(SERVICE)
     assert int(service["TasksMax"]) >= largest + 1, (service["TasksMax"], largest)
+    # After a restart the daemon holds a pidfd per adopted session, and its own.
+    assert int(service["LimitNOFILE"]) >= largest + 256, (service["LimitNOFILE"], largest)
     assert service["Type"] == "notify" and service["KillMode"] == "process"
     assert service["OOMPolicy"] == "continue" and service["Restart"] == "on-failure"
     assert set(service["RestartPreventExitStatus"].split()) == {"64", "69", "78"}
     socket = settings(SOCKET)
     assert socket["Accept"] == "no" and socket["ListenStream"] == "7" and socket["WantedBy"] == "sockets.target"
-    print(f"   TasksMax={service['TasksMax']} for max_clients up to {largest}")
+    print(f"   TasksMax={service['TasksMax']}, LimitNOFILE={service['LimitNOFILE']} for max_clients up to {largest}")
 
 
 def test_journal_takes_what_the_record_budget_writes():

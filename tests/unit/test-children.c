@@ -2,6 +2,7 @@
  * shared-memory hand-over from a real child process, and the trust
  * boundary: nothing a worker writes changes the parent's bookkeeping. */
 #include <arpa/inet.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -288,6 +289,29 @@ static void test_recorder_decided_once(void) {
         munmap(shared, sizeof(*shared));
 }
 
+/* A reload's record policy reaches every live worker's report, and only
+ * those; a fresh report has none (the worker keeps its own). */
+static void test_policy_to_live_reports(void) {
+        struct record_policy p = { .set = 1, .log_addresses = 1, .prefix_v4 = 24, .prefix_v6 = 48, .log_level = 4 };
+        struct children c;
+        struct child *a, *b;
+
+        ASSERT_INT(children_init(&c, 4), ==, 0);
+        a = children_claim(&c);
+        children_commit(&c, a, 100);
+        b = children_claim(&c);
+        ASSERT_INT(slot_report_policy(children_report(&c, a)).set, ==, 0);
+        children_set_policy(&c, &p);
+        struct record_policy got = slot_report_policy(children_report(&c, a));
+        ASSERT(memcmp(&got, &p, sizeof(p)) == 0);
+        ASSERT_INT(slot_report_policy(children_report(&c, b)).set, ==, 0); /* claimed, not running */
+        children_commit(&c, b, 101);
+        children_release(&c, a);
+        ASSERT(children_claim(&c) == a);
+        ASSERT_INT(slot_report_policy(children_report(&c, a)).set, ==, 0); /* zeroed for the next worker */
+        children_done(&c);
+}
+
 int main(void) {
         RUN(test_claim_until_full);
         RUN(test_recorder_decided_once);
@@ -297,5 +321,6 @@ int main(void) {
         RUN(test_worker_cannot_touch_bookkeeping);
         RUN(test_report_check);
         RUN(test_report_killed);
+        RUN(test_policy_to_live_reports);
         return 0;
 }
