@@ -1,5 +1,5 @@
 /* Inside the server only: the state shared by its event loop (server.c),
- * its lifecycle transitions (server-lifecycle.c), its folded records
+ * its accepting (server-accept.c), its lifecycle transitions (server-lifecycle.c), its folded records
  * (server-records.c) and the hand-off of sessions across a restart
  * (server-handoff.c). */
 #pragma once
@@ -120,6 +120,14 @@ void server_check_socket_buffer(const struct config *c);
 
 /* The limits a session runs with, from a configuration. */
 struct worker_limits server_worker_limits(const struct config *c);
+
+/* server-accept.c. Accepts what a ready listener holds, up to a batch and
+ * the cap, and starts a worker for each client admission admits. */
+void server_accept_ready(struct server *s, struct listener *l);
+/* Starts a worker for fd, which it takes over: closed after the fork, or
+ * kept as the pending client when fork fails. So is *hold: it goes with the
+ * session (its slot, or the pending client), or is given back. 0 or -errno. */
+int server_start_worker(struct server *s, int fd, const union sockaddr_any *peer, struct admission_hold *hold);
 
 /* The STATUS= text. */
 void server_format_status(const struct server *s, char *buf, size_t size);
