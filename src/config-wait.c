@@ -28,13 +28,12 @@ static const char *const fix[] = {
 bool config_wait_applies(void) {
         /* Accept=yes passes one connected socket: that instance serves one
          * client, and its failure does not trigger the socket again. Only a
-         * client already waiting would trigger it again, and only sessions
-         * handed over by the previous daemon would end with this one (its
-         * unit stopped); with neither (a restart, an upgrade's try-restart
-         * of an idle service) exiting 78 is right: the restart reports the
-         * failure. */
-        return listen_started_by_systemd() && listen_passed_listener() &&
-               (listen_client_waiting() || listen_sessions_handed_over());
+         * client already waiting would trigger it again; with none (a
+         * restart, an upgrade's try-restart) exiting 78 is right: the
+         * restart reports the failure. Sessions the previous daemon handed
+         * over are no reason to wait: under KillMode=process they go on
+         * when this daemon exits, each ending on its own. */
+        return listen_started_by_systemd() && listen_passed_listener() && listen_client_waiting();
 }
 
 /* STATUS= holds the first problem (the journal has them all, logged by

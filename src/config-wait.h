@@ -1,6 +1,5 @@
 /* A daemon that systemd started on a passed listening socket with a client
- * already waiting on it (or with sessions the previous daemon handed over,
- * handoff.h), and that cannot start on its configuration, waits for a good
+ * already waiting on it, and that cannot start on its configuration, waits for a good
  * one instead of exiting. That covers every start-up failure a
  * reload or a restart of the service can fix: the file does not load, or
  * the hash key credential it names (log_hash_key_credential) is missing or
@@ -9,12 +8,11 @@
  * Exiting (status 78) would leave the client that triggered the start
  * queued on the socket, so systemd would start the service again at once,
  * and again, until the socket's trigger limit failed the socket: every
- * client refused until an administrator ran reset-failed. Exiting would
- * also end the unit, and with it the sessions handed over to this daemon.
- * With neither (systemctl restart of an idle service, an upgrade's
- * try-restart) nothing would trigger it again, so it exits 78 and the
- * restart reports the failure; the next client starts it again, and it
- * waits then. Waiting, the
+ * client refused until an administrator ran reset-failed. With no client
+ * waiting (systemctl restart, an upgrade's try-restart) nothing would
+ * trigger it again, so it exits 78 and the restart reports the failure
+ * (sessions the previous daemon handed over go on: KillMode=process);
+ * the next client starts it again, and it waits then. Waiting, the
  * daemon accepts nothing (clients wait in the kernel backlog), says why in
  * STATUS= and the journal (the problem and the fix), answers the watchdog,
  * and tries the whole start-up load again on SIGHUP (systemctl reload,
@@ -27,8 +25,7 @@
 
 /* Whether a daemon whose start-up load failed should wait: it was started
  * by systemd (see listen_started_by_systemd()) with listening sockets
- * passed, and a connection is pending on one of them now or the previous
- * daemon handed sessions over. */
+ * passed, and a connection is pending on one of them now. */
 bool config_wait_applies(void);
 
 /* What a failed load stumbled on; it decides what the daemon says to do. */

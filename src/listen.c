@@ -157,23 +157,6 @@ bool listen_passed_listener(void) {
         return false;
 }
 
-bool listen_sessions_handed_over(void) {
-        struct handoff_entry *e = NULL;
-        char **names = NULL;
-        size_t count = 0;
-        int n = sd_listen_fds_with_names(0, &names);
-
-        for (int i = 0; i < n && count == 0; i++)
-                if (names && names[i] && strcmp(names[i], HANDOFF_FDNAME) == 0 &&
-                    sd_is_socket(SD_LISTEN_FDS_START + i, AF_UNSPEC, 0, -1) == 0 &&
-                    handoff_read(SD_LISTEN_FDS_START + i, CONFIG_MAX_CLIENTS_LIMIT, &e, &count) >= 0)
-                        free(e);
-        for (int i = 0; names && i < n; i++)
-                free(names[i]);
-        free(names);
-        return count > 0;
-}
-
 bool listen_client_waiting(void) {
         struct pollfd p[LISTEN_MAX];
         int n = sd_listen_fds(0), k = 0;

@@ -58,10 +58,6 @@ bool listen_passed_listener(void);
  * sockets systemd passes (polled, not accepted). */
 bool listen_client_waiting(void);
 
-/* True when systemd passes the list of a previous daemon's sessions
- * (handoff.h) and it names at least one, still running under this unit. */
-bool listen_sessions_handed_over(void);
-
 /* Binds every address of c->listen on `port`, dual-stack where
  * config_listen_dual_stack() says; a dual-stack address becomes 0.0.0.0
  * when IPv6 is unavailable. */
