@@ -269,12 +269,14 @@ def test_bad_credential_under_systemd_waits():
             d.wait_notify("READY=1", after=n)
             d.wait_log(r"configuration loaded from .*; starting to serve")
             assert served(d.address(), SOURCES[0])
-            got = d.wait_log(r"connection (hash:[0-9a-f]{16}) port \d+ -> ", count=2)[-1].group(1)
+            # Two records, the queued client's and this one's, in the order
+            # their workers end, which a busy machine may swap.
+            got = {m.group(1) for m in d.wait_log(r"connection (hash:[0-9a-f]{16}) port \d+ -> ", count=2)}
             assert d.stop() == 0
             log = "\n".join(d.log.snapshot())
             assert KEY_A not in log, log
         stable, _ = hashes_of(HASHED, creds)
-    assert got == stable[SOURCES[0]], (got, stable)
+    assert stable[SOURCES[0]] in got, (got, stable)
 
 
 def test_wait_for_the_file_that_ends_in_a_bad_credential_goes_on():
