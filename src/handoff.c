@@ -68,7 +68,8 @@ int handoff_table_open(struct handoff_table *t, uint32_t capacity) {
         size_t size = sizeof(h) + (size_t) capacity * sizeof(struct handoff_entry);
         int r;
 
-        *t = (struct handoff_table) { .fd = memfd_create(HANDOFF_FDNAME, MFD_CLOEXEC), .capacity = capacity };
+        *t = (struct handoff_table) { .fd = memfd_create(HANDOFF_FDNAME, MFD_CLOEXEC | MFD_ALLOW_SEALING),
+                                      .capacity = capacity };
         if (t->fd < 0)
                 return negative_errno();
         if (ftruncate(t->fd, (off_t) size) < 0)
@@ -81,6 +82,11 @@ int handoff_table_open(struct handoff_table *t, uint32_t capacity) {
         t->map_size = size;
         /* Parent-only, like struct child: no worker can rewrite the list. */
         if (madvise(t->map, size, MADV_DONTFORK) < 0)
+                goto fail;
+        /* Only this mapping writes it from now on: any other process that
+         * gets at the memfd (systemd's store, /proc) cannot write(), resize
+         * or map it writable. */
+        if (fcntl(t->fd, F_ADD_SEALS, F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRITE) < 0)
                 goto fail;
         memcpy(t->map, &h, sizeof(h));
         t->entry = (struct handoff_entry *) ((char *) t->map + sizeof(h));

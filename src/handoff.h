@@ -43,7 +43,10 @@ int handoff_write(const struct handoff_entry *e, size_t n);
  * copy in systemd's store names the live sessions even when the daemon
  * dies without a hand-off (SIGKILL, a crash: Restart=on-failure keeps the
  * store). The mapping is not inherited by workers (MADV_DONTFORK), the
- * descriptor is close-on-exec and closed in each worker. */
+ * descriptor is close-on-exec and closed in each worker, and the memfd is
+ * sealed once mapped (F_SEAL_FUTURE_WRITE, no resizing): no other opening
+ * of it (systemd's store, /proc/PID/fd) can write it; the next daemon only
+ * reads it. */
 struct handoff_table {
         int fd;                         /* -1: none */
         uint32_t capacity;

@@ -503,6 +503,86 @@ def test_killed_daemon_leaves_its_live_list():
                 d.cleanup()
 
 
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+# Run as the daemon's user (as a worker is): tries to rewrite the live list
+# through the daemon's /proc/PID/fd and to open its memory for writing.
+REWRITE_LIST = """
+import errno, os, sys
+p = sys.argv[1]
+try:
+    names = os.listdir(f"/proc/{p}/fd")
+except OSError as e:
+    names = []
+    print("fd:", errno.errorcode[e.errno])
+for n in names:
+    if os.readlink(f"/proc/{p}/fd/{n}").startswith("/memfd:handoff"):
+        fd = os.open(f"/proc/{p}/fd/{n}", os.O_RDWR)
+        os.pwrite(fd, bytes(os.fstat(fd).st_size - 16), 16)
+        print("fd: zeroed")
+try:
+    open(f"/proc/{p}/mem", "r+b").close()
+    print("mem: writable")
+except OSError as e:
+    print("mem:", errno.errorcode[e.errno])
+"""
+
+
+def test_the_live_list_is_the_daemons_alone():
+    """A process of the service's user (a worker, compromised) can neither
+    rewrite the live list through the daemon's /proc/PID/fd (the daemon is
+    not dumpable) nor write the memfd once it has it (sealed: only the
+    daemon's mapping writes it), nor open the daemon's memory for writing:
+    the daemon killed after the attempt, the next one adopts the 3 sessions
+    and a 4th client waits under max_clients = 3."""
+    config = "drain_timeout = 60; idle_timeout = 60; max_clients = 3; max_clients_per_source = 0; source_rate = 0;"
+    first = Daemon(config, service=True, public_binary=True, prefix=NOBODY)
+    second, clients, workers = None, [], []
+    try:
+        first.start()
+        (listed,) = [fd for name, fd in first.stored_fds if name == "handoff"]
+        clients = [connect(first.address()) for _ in range(3)]
+        for c in clients:
+            echo(c, b"x")
+        workers = [pid for pid, _ in first.children()]
+        out = subprocess.run(NOBODY + ["python3", "-c", REWRITE_LIST, str(first.proc.pid)],
+                             capture_output=True, text=True)
+        print(f"   a process of the daemon's uid: {' '.join(out.stdout.split())} {out.stderr.strip()[-200:]}")
+        assert out.returncode == 0 and "fd: EACCES" in out.stdout and "mem: EACCES" in out.stdout, out
+        # What systemd's store holds is the same memfd: sealed against writes.
+        other = os.open(f"/proc/self/fd/{listed}", os.O_RDWR)
+        try:
+            try:
+                os.pwrite(other, bytes(48), 16)
+                raise AssertionError("the stored live list is writable")
+            except PermissionError:
+                pass
+        finally:
+            os.close(other)
+        first.signal(signal.SIGKILL)
+        first.wait_exit()
+        second = Daemon(config, passed_fds=[first.sockets[0].fileno(), listed], names=["echo", "handoff"],
+                        service=True, public_binary=True, prefix=NOBODY)
+        second.start()
+        second.wait_log(r"adopted 3 session\(s\)")
+        waiting = connect(first.address())
+        waiting.sendall(b"w")
+        clients.append(waiting)
+        waiting.settimeout(0.5 * SLOW)
+        try:
+            got = waiting.recv(1)
+        except socket.timeout:
+            got = None
+        assert got is None, "served past max_clients"
+    finally:
+        for c in clients:
+            c.close()
+        kill_quietly(workers)
+        for d in (second, first):
+            if d:
+                d.cleanup()
+
+
 def cgroup2_root():
     for root in ("/sys/fs/cgroup", "/sys/fs/cgroup/unified"):
         if os.path.exists(os.path.join(root, "cgroup.procs")) and \
@@ -579,4 +659,5 @@ if __name__ == "__main__":
           test_stray_orphan_signal_changes_nothing,
           test_adoption_past_the_descriptor_limit, test_own_record_follows_the_reloaded_log_addresses,
           test_own_record_follows_the_reloaded_log_level, test_killed_daemon_leaves_its_live_list,
+          test_the_live_list_is_the_daemons_alone,
           test_stop_then_start_counts_the_processes_left_in_the_cgroup])

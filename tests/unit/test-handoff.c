@@ -1,7 +1,10 @@
 /* handoff: the file round-trips; truncated, oversized, foreign and hostile
  * content is refused without reading past the file; a process is the one
- * named only while it lives with the recorded start time. */
+ * named only while it lives with the recorded start time; the live list
+ * is written only through its own mapping. */
 #include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <signal.h>
 #include <arpa/inet.h>
 #include <sys/mman.h>
@@ -165,9 +168,39 @@ static void test_live_table(void) {
         ASSERT_INT(t.fd, ==, -1);
 }
 
+/* Only the table's own mapping writes the list: another opening of the
+ * memfd (as through /proc/PID/fd, or systemd's store) cannot write, resize
+ * or map it writable, nor lift the seals. */
+static void test_live_table_sealed(void) {
+        struct handoff_entry e = entry(getpid()), *got;
+        struct handoff_table t;
+        char path[64];
+        size_t n;
+        int fd;
+
+        ASSERT_INT(handoff_table_open(&t, 4), ==, 0);
+        snprintf(path, sizeof(path), "/proc/self/fd/%d", t.fd);
+        fd = open(path, O_RDWR | O_CLOEXEC);
+        ASSERT(fd >= 0);
+        errno = 0;
+        ASSERT(pwrite(fd, &e, sizeof(e), 16) < 0 && errno == EPERM);
+        ASSERT(pwrite(t.fd, &e, sizeof(e), 16) < 0 && errno == EPERM);
+        ASSERT(ftruncate(fd, 0) < 0 && errno == EPERM);
+        ASSERT(ftruncate(fd, 1 << 20) < 0 && errno == EPERM);
+        ASSERT(mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0) == MAP_FAILED && errno == EPERM);
+        ASSERT(fcntl(fd, F_ADD_SEALS, F_SEAL_WRITE) < 0 && errno == EPERM);
+        handoff_table_set(&t, 1, &e); /* the table itself still can */
+        ASSERT_INT(handoff_read(fd, 16, &got, &n), ==, 0);
+        ASSERT(n == 1 && memcmp(got, &e, sizeof(e)) == 0);
+        free(got);
+        close(fd);
+        handoff_table_close(&t);
+}
+
 int main(void) {
         RUN(test_round_trip);
         RUN(test_live_table);
+        RUN(test_live_table_sealed);
         RUN(test_malformed_files);
         RUN(test_hostile_entries_skipped);
         RUN(test_same_process);
