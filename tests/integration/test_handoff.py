@@ -445,6 +445,109 @@ def test_own_record_follows_the_reloaded_log_level():
     print("   log_level = warning by a reload, then a hand-off: no connection record, the worker's neither")
 
 
+# struct slot_report (children.h) on x86_64/aarch64: its size and where
+# `recorder` and `policy` are; the tests below stand in for a compromised
+# worker by writing, through one worker's /proc/PID/mem (as root), into
+# the reports mapping every worker shares.
+SLOT, RECORDER, POLICY = 88, 72, 80
+RECORDER_WORKER, LOG_DEBUG = 2, 7
+
+
+def reports_mapping(pid):
+    """The start of the shared mapping of the slot reports in worker pid."""
+    for line in open(f"/proc/{pid}/maps"):
+        f = line.split()
+        lo, hi = (int(x, 16) for x in f[0].split("-"))
+        if f[1].startswith("rw-s") and "/dev/zero" in line and hi - lo >= 16384 * SLOT:
+            return lo
+    raise AssertionError(f"no shared reports mapping in {pid}")
+
+
+def poke(pid, addr, data):
+    with open(f"/proc/{pid}/mem", "r+b", buffering=0) as m:
+        m.seek(addr)
+        m.write(data)
+
+
+def peek(pid, addr, n):
+    with open(f"/proc/{pid}/mem", "rb", buffering=0) as m:
+        m.seek(addr)
+        return m.read(n)
+
+
+def test_one_worker_cannot_stall_the_hand_off():
+    """20 sessions; one worker claims the record of every one (recorder =
+    RECORDER_WORKER in each slot), so the daemon takes each for a worker
+    that already ended. It waits for them one deadline in all, not one per
+    worker: SIGTERM exits within about a second, and the 20 still running
+    are handed over and listed for the next daemon."""
+    n = 20
+    d = Daemon("drain_timeout = 60; idle_timeout = 60; max_clients = 32; max_clients_per_source = 0; "
+               "source_rate = 0;", service=True)
+    workers, clients = [], []
+    try:
+        d.start()
+        for _ in range(n):
+            clients.append(connect(d.address()))
+            echo(clients[-1], b"x")
+        workers = [pid for pid, _ in d.children()]
+        assert len(workers) == n, workers
+        base = reports_mapping(workers[0])
+        for slot in range(64):
+            poke(workers[0], base + slot * SLOT + RECORDER, RECORDER_WORKER.to_bytes(4, "little"))
+        t0 = time.monotonic()
+        d.signal(signal.SIGTERM)
+        assert d.wait_exit(timeout=60) == 0
+        took = time.monotonic() - t0
+        (line,) = [m.string for m in d.log_lines(r"handing \d+ session")]
+        print(f"   one worker claimed all {n} records: SIGTERM -> exit after {took:.1f} s; {line[:110]}...")
+        assert took < 1 + 2 * SLOW, f"the hand-off took {took:.1f} s"
+        assert f"handing {n} session(s) over" in line and f"; {n} listed" in line, line
+        for c in clients:  # the sessions go on
+            echo(c, b"still")
+    finally:
+        for c in clients:
+            c.close()
+        kill_quietly(workers)
+        d.cleanup()
+
+
+def test_one_worker_cannot_raise_another_workers_log_level():
+    """log_level = "warning" from the start (no connection record), a
+    reload (which writes the policy of every live worker); one worker writes
+    log_level = debug into its neighbour's policy. After the hand-off the
+    neighbour's own record is never more verbose than at its fork: no
+    connection record."""
+    base = 'drain_timeout = 60; idle_timeout = 60; log_addresses = "full"; log_level = "warning"; '
+    d, workers = Daemon(base, service=True), []
+    try:
+        d.start()
+        hostile = connect(d.address())
+        echo(hostile, b"hostile")
+        victim = connect(d.address())
+        echo(victim, b"victim")
+        workers = sorted(pid for pid, _ in d.children())
+        addr = reports_mapping(workers[0])
+        policies = lambda: [peek(workers[0], addr + slot * SLOT + POLICY, 8) for slot in range(4)]
+        d.signal(signal.SIGHUP)  # "configuration reloaded" is below warning: wait for what it writes
+        wait_until(lambda: sum(p[0] == 1 for p in policies()) == 2, 10, "the reload to write both policies")
+        for slot, cur in enumerate(policies()):
+            if cur[0] == 1:  # a live slot: its addresses kept, its level raised
+                poke(workers[0], addr + slot * SLOT + POLICY, cur[:4] + LOG_DEBUG.to_bytes(4, "little"))
+        hand_off(d)
+        victim.shutdown(socket.SHUT_WR)
+        assert recv_all(victim) == b""
+        victim.close()
+        hostile.close()
+        wait_until(lambda: d.log.closed, 10 * SLOW, "the workers to end")
+        lines = [m.string for m in d.log_lines(r"connection .* closed")]
+        assert not lines, lines
+        print("   a worker wrote log_level = debug into its neighbour's report: no record under warning")
+    finally:
+        kill_quietly(workers)
+        d.cleanup()
+
+
 def test_killed_daemon_leaves_its_live_list():
     """A daemon killed (SIGKILL, a crash) hands nothing over, but the live
     list it stored at its start names the sessions still running: the next
@@ -659,5 +762,6 @@ if __name__ == "__main__":
           test_stray_orphan_signal_changes_nothing,
           test_adoption_past_the_descriptor_limit, test_own_record_follows_the_reloaded_log_addresses,
           test_own_record_follows_the_reloaded_log_level, test_killed_daemon_leaves_its_live_list,
-          test_the_live_list_is_the_daemons_alone,
+          test_the_live_list_is_the_daemons_alone, test_one_worker_cannot_stall_the_hand_off,
+          test_one_worker_cannot_raise_another_workers_log_level,
           test_stop_then_start_counts_the_processes_left_in_the_cgroup])
