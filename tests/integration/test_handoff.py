@@ -323,6 +323,39 @@ def test_stray_orphan_signal_changes_nothing():
               f"past drain_timeout ({drain:g} s), one record")
 
 
+def test_stray_orphan_signals_do_not_extend_the_drain():
+    """Once the daemon is gone, SIGUSR2 sent again and again by someone else
+    (systemctl kill -s USR2 reaches every process of the unit) does not
+    re-arm the orphan's drain: its idle session still ends at drain_timeout
+    after the daemon left."""
+    drain = 1.0 * SLOW
+    with Daemon(f"drain_timeout = {drain:g}; idle_timeout = 600;") as d:
+        s = connect(d.address(), timeout=30)
+        echo(s, b"x")
+        (worker,) = [pid for pid, _ in d.children()]
+        try:
+            d.signal(signal.SIGKILL)
+            d.wait_exit()
+            killed = time.monotonic()
+            # A stray signal every tenth of the drain, for up to 4 drains.
+            while alive(worker) and time.monotonic() - killed < 4 * drain + 2 * SLOW:
+                try:
+                    os.kill(worker, signal.SIGUSR2)
+                except ProcessLookupError:
+                    break
+                time.sleep(drain / 10)
+            took = time.monotonic() - killed
+            assert not alive(worker), f"the orphan still runs {took:.1f} s after its daemon left"
+            assert recv_all(s) == b""
+            rec = d.wait_records(1)[0]
+            assert rec["reason"] == "shutdown" and int(rec["pid"]) == worker, rec
+            assert took < drain + 2 * SLOW, took
+            print(f"   stray SIGUSR2 every {drain / 10:.2f} s: the orphan still ended after {took:.2f} s "
+                  f"(drain_timeout {drain:g} s)")
+        finally:
+            kill_quietly([worker])
+
+
 def test_adoption_past_the_descriptor_limit():
     """More sessions handed over than the next daemon has descriptors for
     a pidfd each (RLIMIT_NOFILE 48, 60 sessions): every one still counts
@@ -759,7 +792,7 @@ if __name__ == "__main__":
           test_sigterm_under_systemd_hands_off, test_standalone_sigterm_still_drains_in_place,
           test_adopted_sessions_keep_the_limits, test_second_restart_hands_adopted_sessions_on,
           test_hostile_handoff_file_is_ignored, test_restart_onto_a_broken_file_fails_and_the_sessions_go_on,
-          test_stray_orphan_signal_changes_nothing,
+          test_stray_orphan_signal_changes_nothing, test_stray_orphan_signals_do_not_extend_the_drain,
           test_adoption_past_the_descriptor_limit, test_own_record_follows_the_reloaded_log_addresses,
           test_own_record_follows_the_reloaded_log_level, test_killed_daemon_leaves_its_live_list,
           test_the_live_list_is_the_daemons_alone, test_one_worker_cannot_stall_the_hand_off,
