@@ -270,8 +270,9 @@ void server_adopt(struct server *s) {
         int r = handoff_read(s->ls->handoff_fd, CONFIG_MAX_CLIENTS_LIMIT, &e, &n);
 
         s->ls->handoff_fd = safe_close(s->ls->handoff_fd);
-        /* Read: the store keeps nothing stale for a later start. */
-        notify_store_remove(HANDOFF_FDNAME);
+        /* Read: removed from the store by server_list_store(), once the
+         * adoption is over, just before the new list goes in. */
+        s->stale_list = true;
         if (r < 0) {
                 log_errno(LOG_WARNING, r, MSGID_STARTUP, "the sessions handed over by the previous daemon "
                           "cannot be read; none is counted");
@@ -341,6 +342,10 @@ void server_list_open(struct server *s) {
 void server_list_store(struct server *s) {
         int r;
 
+        /* The store keeps nothing stale for a later start. */
+        if (s->stale_list)
+                notify_store_remove(HANDOFF_FDNAME);
+        s->stale_list = false;
         if (s->listed.fd < 0)
                 return;
         r = notify_store_fd(s->listed.fd, HANDOFF_FDNAME);

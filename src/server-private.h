@@ -68,6 +68,9 @@ struct server {
          * one): looked at every ADOPTED_SWEEP_USEC (server_sweep_adopted()). */
         unsigned unwatched;
         uint64_t sweep_at;
+        /* The previous daemon's list is still in systemd's store: replaced
+         * by server_list_store(). */
+        bool stale_list;
 
         /* Back-off from resource trouble: listeners paused until resume_at;
          * a client whose fork failed waits in pending_fd for the retry. */
@@ -161,7 +164,9 @@ void server_begin_shutdown(struct server *s, int sig);
 void server_adopt(struct server *s);
 /* The live list (struct handoff_table): made before the adoption, which
  * lists the adopted sessions in it, then put in systemd's store in place of
- * the list read (server_list_store()); each session is listed when it
+ * the list read (server_list_store(): the old one is removed just before,
+ * two messages apart, as the store holds one; a crash between them, or a
+ * failed store, leaves the store without a list); each session is listed when it
  * starts or is adopted and unlisted when it ends, so a daemon that dies
  * without a hand-off leaves the next one the sessions still running. */
 void server_list_open(struct server *s);
