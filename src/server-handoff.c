@@ -141,11 +141,55 @@ void server_hand_off(struct server *s) {
         notify_stopping(status, 5 * USEC_PER_SEC);
 }
 
+/* The shared policy's read-only mapping, inherited by the workers. */
+static const uint64_t *shared_policy;
+
+void server_policy_open(struct server *s) {
+        int r, fd = s->ls->policy_fd;
+
+        s->ls->policy_fd = -1;
+        /* Only where a hand-off can happen, as the live list. */
+        if (!(s->ls->n > 0 && s->ls->l[0].inherited && listen_started_by_systemd())) {
+                safe_close(fd);
+                return;
+        }
+        r = handoff_policy_open(&s->policy, fd);
+        if (r == 0 && !s->policy.stored)
+                r = notify_store_fd(s->policy.fd, HANDOFF_POLICY_FDNAME);
+        if (r < 0) {
+                log_errno(LOG_WARNING, r, MSGID_STARTUP, "cannot share the record policy with the next daemon "
+                          "(systemd's file descriptor store); a reload after a restart will not reach the "
+                          "records of the sessions handed over");
+                handoff_policy_close(&s->policy);
+        }
+        shared_policy = s->policy.ro;
+        server_policy_set(s);
+}
+
+void server_policy_set(struct server *s) {
+        struct record_policy p = { .set = 1, .log_addresses = (uint8_t) s->cfg.log_addresses,
+                                   .prefix_v4 = (uint8_t) s->cfg.source_prefix_v4,
+                                   .prefix_v6 = (uint8_t) s->cfg.source_prefix_v6, .log_level = s->cfg.log_level };
+        uint64_t v;
+
+        children_set_policy(&s->children, &p);
+        memcpy(&v, &p, sizeof(v));
+        if (s->policy.rw)
+                __atomic_store_n(s->policy.rw, v, __ATOMIC_RELEASE);
+}
+
 void server_record_own_end(const struct slot_report *report, const union sockaddr_any *peer, uint64_t start) {
         uint64_t now = now_usec(CLOCK_MONOTONIC);
         struct session_end e = { .child = { .pid = getpid(), .start_usec = start, .peer = *peer },
                                  .report = *report };
         struct record_policy p = slot_report_policy(report);
+
+        /* The policy the daemons share, when there is one: the last reload
+         * of whichever daemon runs now reaches this worker too. */
+        if (shared_policy) {
+                uint64_t v = __atomic_load_n(shared_policy, __ATOMIC_ACQUIRE);
+                memcpy(&p, &v, sizeof(p));
+        }
 
         /* The daemon's log_level and log_addresses as of its last reload
          * (struct record_policy), never more verbose nor less private than

@@ -581,6 +581,44 @@ def test_one_worker_cannot_raise_another_workers_log_level():
         d.cleanup()
 
 
+def test_reload_after_a_restart_reaches_the_adopted_sessions():
+    """log_addresses = "full", a hand-off; the next daemon, given the list
+    and the shared record policy from the store, adopts the session and is
+    reloaded with log_addresses = "prefix": the adopted session's own record
+    shows the prefix, as the daemon's own records do."""
+    base = "drain_timeout = 60; idle_timeout = 60; source_prefix_ipv4 = 24; "
+    old = Daemon(base + 'log_addresses = "full";', service=True)
+    new, workers = None, []
+    try:
+        old.start()
+        s = connect(old.address())
+        echo(s, b"before the restart")
+        workers = [pid for pid, _ in old.children()]
+        listed = hand_off(old)
+        (policy,) = [fd for name, fd in old.stored_fds if name == "policy"]
+        new = Daemon(base + 'log_addresses = "full";', passed_fds=[old.sockets[0].fileno(), listed, policy],
+                     names=["echo", "handoff", "policy"], service=True)
+        new.start()
+        new.wait_log(r"adopted 1 session")
+        assert not [n for n, _ in new.stored_fds if n == "policy"], "the shared policy stored twice"
+        new.write_config(base + 'log_addresses = "prefix";')
+        new.signal(signal.SIGHUP)
+        new.wait_log(r"configuration reloaded")
+        echo(s, b"after the reload")
+        s.shutdown(socket.SHUT_WR)
+        assert recv_all(s) == b""
+        s.close()
+        wait_until(lambda: old.log.closed, 10 * SLOW, "the adopted worker to end")
+        (own,) = [m.string for m in old.log_lines(r"connection .* closed") if f"worker {workers[0]}" in m.string]
+        assert own.startswith("info: connection 127.0.0.0/24 "), own
+        print(f"   reload to prefix after the restart: the adopted session's own record: {own[:80]}...")
+    finally:
+        kill_quietly(workers)
+        if new:
+            new.cleanup()
+        old.cleanup()
+
+
 def test_killed_daemon_leaves_its_live_list():
     """A daemon killed (SIGKILL, a crash) hands nothing over, but the live
     list it stored at its start names the sessions still running: the next
@@ -795,6 +833,6 @@ if __name__ == "__main__":
           test_stray_orphan_signal_changes_nothing, test_stray_orphan_signals_do_not_extend_the_drain,
           test_adoption_past_the_descriptor_limit, test_own_record_follows_the_reloaded_log_addresses,
           test_own_record_follows_the_reloaded_log_level, test_killed_daemon_leaves_its_live_list,
-          test_the_live_list_is_the_daemons_alone, test_one_worker_cannot_stall_the_hand_off,
+          test_reload_after_a_restart_reaches_the_adopted_sessions, test_the_live_list_is_the_daemons_alone, test_one_worker_cannot_stall_the_hand_off,
           test_one_worker_cannot_raise_another_workers_log_level,
           test_stop_then_start_counts_the_processes_left_in_the_cgroup])

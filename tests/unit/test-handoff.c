@@ -197,10 +197,38 @@ static void test_live_table_sealed(void) {
         handoff_table_close(&t);
 }
 
+/* The shared policy: written through rw, seen through ro, which cannot be
+ * made writable; taken over from the store when it is such a memfd, made
+ * anew when it is not. */
+static void test_policy(void) {
+        struct handoff_policy p, q;
+        int fd, other;
+
+        ASSERT_INT(handoff_policy_open(&p, -1), ==, 0);
+        ASSERT(!p.stored && p.rw && p.ro);
+        __atomic_store_n(p.rw, UINT64_C(0x0102030405060708), __ATOMIC_RELEASE);
+        ASSERT(*p.ro == UINT64_C(0x0102030405060708));
+        ASSERT(mprotect((void *) p.ro, sizeof(uint64_t), PROT_READ | PROT_WRITE) < 0 && errno == EACCES);
+        ASSERT(ftruncate(p.fd, 0) < 0 && errno == EPERM);
+        fd = dup(p.fd);
+        ASSERT_INT(handoff_policy_open(&q, fd), ==, 0); /* the next daemon */
+        ASSERT(q.stored && q.fd == fd);
+        __atomic_store_n(q.rw, 42, __ATOMIC_RELEASE);
+        ASSERT(*p.ro == 42);
+        handoff_policy_close(&q);
+        other = raw_file("12345678", 8); /* not sealed: anyone could shrink it under the mappings */
+        ASSERT_INT(handoff_policy_open(&q, other), ==, 0);
+        ASSERT(!q.stored && fcntl(q.fd, F_GET_SEALS) == (F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW));
+        handoff_policy_close(&q);
+        handoff_policy_close(&p);
+        ASSERT_INT(p.fd, ==, -1);
+}
+
 int main(void) {
         RUN(test_round_trip);
         RUN(test_live_table);
         RUN(test_live_table_sealed);
+        RUN(test_policy);
         RUN(test_malformed_files);
         RUN(test_hostile_entries_skipped);
         RUN(test_same_process);
