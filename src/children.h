@@ -43,8 +43,11 @@ struct child {
 
 /* How the worker's own record must look (server_record_own_end()): the
  * daemon's log_level and log_addresses as of its last reload, written by
- * the daemon into each live report at every reload (slot_report_set_policy())
- * and read by the worker only. `set` is 0 until a reload wrote it: then the
+ * the daemon into each live report at every reload (children_set_policy();
+ * where the daemons share a policy, handoff.h, the worker reads that one)
+ * and read by the worker only, which never takes a level more verbose nor
+ * addresses less private than it was forked with (any worker can write any
+ * report). `set` is 0 until a reload wrote it: then the
  * policy the worker was forked with holds. The hash key cannot change
  * without a restart, so the worker has the daemon's. */
 struct record_policy {

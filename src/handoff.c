@@ -68,7 +68,8 @@ int handoff_table_open(struct handoff_table *t, uint32_t capacity) {
         size_t size = sizeof(h) + (size_t) capacity * sizeof(struct handoff_entry);
         int r;
 
-        *t = (struct handoff_table) { .fd = memfd_create(HANDOFF_FDNAME, MFD_CLOEXEC), .capacity = capacity };
+        *t = (struct handoff_table) { .fd = memfd_create(HANDOFF_FDNAME, MFD_CLOEXEC | MFD_ALLOW_SEALING),
+                                      .capacity = capacity };
         if (t->fd < 0)
                 return negative_errno();
         if (ftruncate(t->fd, (off_t) size) < 0)
@@ -81,6 +82,11 @@ int handoff_table_open(struct handoff_table *t, uint32_t capacity) {
         t->map_size = size;
         /* Parent-only, like struct child: no worker can rewrite the list. */
         if (madvise(t->map, size, MADV_DONTFORK) < 0)
+                goto fail;
+        /* Only this mapping writes it from now on: any other process that
+         * gets at the memfd (systemd's store, /proc) cannot write(), resize
+         * or map it writable. */
+        if (fcntl(t->fd, F_ADD_SEALS, F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRITE) < 0)
                 goto fail;
         memcpy(t->map, &h, sizeof(h));
         t->entry = (struct handoff_entry *) ((char *) t->map + sizeof(h));
@@ -240,4 +246,68 @@ int handoff_same_process(int pidfd, const struct handoff_entry *e) {
         if (r == 0 && e->start_time && start != e->start_time)
                 return -ESRCH;
         return 0;
+}
+
+/* A memfd of one policy word that nobody can resize under the mappings. */
+static bool policy_file(int fd) {
+        struct stat st;
+        int seals = fcntl(fd, F_GET_SEALS);
+
+        return seals >= 0 && (seals & (F_SEAL_SHRINK | F_SEAL_GROW)) == (F_SEAL_SHRINK | F_SEAL_GROW) &&
+               !(seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE)) && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+               st.st_size == sizeof(uint64_t);
+}
+
+int handoff_policy_open(struct handoff_policy *p, int fd) {
+        char path[64];
+        int ro, r;
+        void *m;
+
+        *p = (struct handoff_policy) { .fd = -1 };
+        if (fd >= 0 && !policy_file(fd))
+                fd = safe_close(fd);
+        p->stored = fd >= 0;
+        if (fd < 0) {
+                fd = memfd_create(HANDOFF_POLICY_FDNAME, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+                if (fd < 0)
+                        return negative_errno();
+                if (ftruncate(fd, sizeof(uint64_t)) < 0 ||
+                    fcntl(fd, F_ADD_SEALS, F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW) < 0)
+                        goto fail_fd;
+        }
+        p->fd = fd;
+        m = mmap(NULL, sizeof(uint64_t), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        if (m == MAP_FAILED)
+                goto fail;
+        p->rw = m;
+        if (madvise(m, sizeof(uint64_t), MADV_DONTFORK) < 0)
+                goto fail;
+        /* From a read-only opening: a worker cannot mprotect() it writable. */
+        snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+        ro = open(path, O_RDONLY | O_CLOEXEC);
+        if (ro < 0)
+                goto fail;
+        m = mmap(NULL, sizeof(uint64_t), PROT_READ, MAP_SHARED, ro, 0);
+        safe_close(ro);
+        if (m == MAP_FAILED)
+                goto fail;
+        p->ro = m;
+        return 0;
+fail_fd:
+        r = negative_errno();
+        safe_close(fd);
+        return r;
+fail:
+        r = negative_errno();
+        handoff_policy_close(p);
+        return r;
+}
+
+void handoff_policy_close(struct handoff_policy *p) {
+        if (p->rw)
+                munmap(p->rw, sizeof(uint64_t));
+        if (p->ro)
+                munmap((void *) p->ro, sizeof(uint64_t));
+        safe_close(p->fd);
+        *p = (struct handoff_policy) { .fd = -1 };
 }

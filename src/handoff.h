@@ -20,6 +20,7 @@
  * knows it (0: unknown) (handoff_same_process()). */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -43,7 +44,10 @@ int handoff_write(const struct handoff_entry *e, size_t n);
  * copy in systemd's store names the live sessions even when the daemon
  * dies without a hand-off (SIGKILL, a crash: Restart=on-failure keeps the
  * store). The mapping is not inherited by workers (MADV_DONTFORK), the
- * descriptor is close-on-exec and closed in each worker. */
+ * descriptor is close-on-exec and closed in each worker, and the memfd is
+ * sealed once mapped (F_SEAL_FUTURE_WRITE, no resizing): no other opening
+ * of it (systemd's store, /proc/PID/fd) can write it; the next daemon only
+ * reads it. */
 struct handoff_table {
         int fd;                         /* -1: none */
         uint32_t capacity;
@@ -75,3 +79,26 @@ int handoff_start_time(pid_t pid, uint64_t *out);
  * is, -ESRCH when it is gone or the pid is another process's, -EPERM when
  * it is another user's, or another -errno. */
 int handoff_same_process(int pidfd, const struct handoff_entry *e);
+
+
+/* The record policy the daemons share across restarts (struct
+ * record_policy, one 64-bit word): a memfd in systemd's store named
+ * HANDOFF_POLICY_FDNAME, which each daemon takes over from the previous
+ * one and writes at its start and at every reload, so that the workers of
+ * every daemon still running (the adopted sessions too) see the last
+ * reload. Sealed against resizing; written only through `rw` (not
+ * inherited, MADV_DONTFORK); `ro` is a read-only mapping of a read-only
+ * opening, which the workers inherit and cannot make writable. */
+#define HANDOFF_POLICY_FDNAME "policy"
+
+struct handoff_policy {
+        int fd;                         /* -1: none */
+        bool stored;                    /* received from the store: already there */
+        uint64_t *rw;
+        const uint64_t *ro;
+};
+
+/* Takes fd (from the store; -1: none) if it is such a memfd, else makes a
+ * new one: 0 or -errno (then p->fd is -1). fd is closed when not taken. */
+int handoff_policy_open(struct handoff_policy *p, int fd);
+void handoff_policy_close(struct handoff_policy *p);

@@ -15,7 +15,7 @@
 #include "util.h"
 
 void listen_set_init(struct listen_set *ls) {
-        *ls = (struct listen_set) { .connected_fd = -1, .handoff_fd = -1 };
+        *ls = (struct listen_set) { .connected_fd = -1, .handoff_fd = -1, .policy_fd = -1 };
 }
 
 void listen_close_all(struct listen_set *ls) {
@@ -24,6 +24,7 @@ void listen_close_all(struct listen_set *ls) {
         ls->n = 0;
         ls->connected_fd = safe_close(ls->connected_fd);
         ls->handoff_fd = safe_close(ls->handoff_fd);
+        ls->policy_fd = safe_close(ls->policy_fd);
 }
 
 /* The worker sets SO_OOBINLINE on its client before the first read (see
@@ -105,6 +106,11 @@ int listen_inherit(struct listen_set *ls, char *err, size_t errlen) {
                                 ls->handoff_fd = fd;
                         else
                                 safe_close(fd); /* one list only: the first */
+                } else if (strcmp(name, HANDOFF_POLICY_FDNAME) == 0 && sd_is_socket(fd, AF_UNSPEC, 0, -1) == 0) {
+                        if (ls->policy_fd < 0)
+                                ls->policy_fd = fd;
+                        else
+                                safe_close(fd);
                 } else if (is_tcp_listener(fd)) {
                         struct listener *l = &ls->l[ls->n];
                         snprintf(l->name, sizeof(l->name), "%s", name);

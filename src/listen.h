@@ -30,6 +30,7 @@ struct listen_set {
         struct listener l[LISTEN_MAX];
         int connected_fd;       /* Accept=yes: the one connected socket, else -1 */
         int handoff_fd;         /* the sessions of the previous daemon (handoff.h), else -1 */
+        int policy_fd;          /* the record policy the daemons share (handoff.h), else -1 */
 };
 
 void listen_set_init(struct listen_set *ls);
@@ -38,7 +39,8 @@ void listen_set_init(struct listen_set *ls);
  * taken: 0 when none was passed. A single connected stream socket is
  * taken as ls->connected_fd (inetd style, Accept=yes); a file (not a
  * socket) named HANDOFF_FDNAME, from the file descriptor store, as
- * ls->handoff_fd. Anything else that is not a listening TCP socket is an
+ * ls->handoff_fd, and one named HANDOFF_POLICY_FDNAME as ls->policy_fd.
+ * Anything else that is not a listening TCP socket is an
  * error. Unsets LISTEN_* either way. */
 int listen_inherit(struct listen_set *ls, char *err, size_t errlen);
 

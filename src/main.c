@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sysexits.h>
 
@@ -244,7 +245,20 @@ int main(int argc, char *argv[]) {
         /* Before anything slow; only the daemon: --check-config stays
          * interruptible. */
         if (cli.action == CLI_RUN) {
-                int r = server_block_signals(&opt.worker_mask);
+                int r;
+                /* Not dumpable: /proc/PID/mem, /proc/PID/fd and ptrace of
+                 * the daemon and of its workers (they inherit it over
+                 * fork()) are closed to other processes of the service's
+                 * user -- a compromised worker -- so none can rewrite the
+                 * live list (handoff.h) or another process's memory. The
+                 * cost: no core dumps unless the administrator allows them
+                 * for such processes (fs.suid_dumpable). */
+                if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0) {
+                        exiting_at_start();
+                        log_errno(LOG_ERR, negative_errno(), NULL, "cannot make the daemon non-dumpable");
+                        return EXIT_RUNTIME;
+                }
+                r = server_block_signals(&opt.worker_mask);
                 if (r < 0) {
                         exiting_at_start();
                         log_errno(LOG_ERR, r, NULL, "cannot block signals");

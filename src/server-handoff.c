@@ -29,10 +29,10 @@
 #include "session-log.h"
 #include "util.h"
 
-/* A worker that claimed its record before the daemon could leave it to the
- * worker (slot_report_parent_leaves()) is past its session and about to
- * _exit(): waited for, at most this long, since the claim is in memory a
- * worker can write. */
+/* Workers that claimed their record before the daemon could leave it to
+ * them (slot_report_parent_leaves()) are past their session and about to
+ * _exit(): waited for, at most this long IN ALL, since the claim is in
+ * memory any worker can write. */
 #define HAND_OFF_REAP_WAIT_MS 1000
 
 struct leaving {
@@ -43,15 +43,11 @@ struct leaving {
         size_t n_next;
 };
 
-static void leave_one(struct child *ch, void *userdata) {
-        struct leaving *l = userdata;
+/* Lists a worker for the next daemon: 0, or -errno when it cannot say
+ * which process it is (not listed then, see server_hand_off()). */
+static int list_next(struct leaving *l, const struct child *ch) {
         struct handoff_entry *e = &l->next[l->n_next];
 
-        if (!ch->adopted && slot_report_parent_leaves(children_report(&l->s->children, ch))) {
-                l->ended[l->n++] = ch->pid;
-                return;
-        }
-        l->s->handed_over++;
         *e = (struct handoff_entry) { .pid = ch->pid, .peer = ch->peer };
         /* An adopted session keeps the start time it was listed with: /proc
          * may hide it from this daemon (see handoff_same_process()), which
@@ -59,21 +55,48 @@ static void leave_one(struct child *ch, void *userdata) {
         if (ch->adopted)
                 e->start_time = ch->proc_start;
         else if (handoff_start_time(ch->pid, &e->start_time) < 0)
-                return; /* cannot say which process it is: not listed (see server_hand_off()) */
+                return -ESRCH;
         l->n_next++;
+        return 0;
 }
 
-/* Only these pids: any other worker records itself from now on. */
-static void reap_ended(struct server *s, pid_t pid) {
-        struct child *ch = children_find(&s->children, pid);
-        int status, fd = (int) pidfd_open(pid, 0);
+static void leave_one(struct child *ch, void *userdata) {
+        struct leaving *l = userdata;
 
-        if (fd >= 0) {
-                (void) poll(&(struct pollfd) { .fd = fd, .events = POLLIN }, 1, HAND_OFF_REAP_WAIT_MS);
-                safe_close(fd);
+        if (!ch->adopted && slot_report_parent_leaves(children_report(&l->s->children, ch))) {
+                l->ended[l->n++] = ch->pid;
+                return;
         }
-        if (ch && waitpid(pid, &status, WNOHANG) == pid)
-                server_record_reaped(s, ch, status);
+        l->s->handed_over++;
+        (void) list_next(l, ch);
+}
+
+/* Reaps and records the workers that claimed their record, waiting for
+ * them until one deadline. One still running then has lied (or is slow):
+ * it is handed over unrecorded (it claimed its record, so it does not write
+ * one) and listed for the next daemon, which counts it until it ends. */
+static void reap_ended(struct leaving *l) {
+        uint64_t deadline = now_usec(CLOCK_MONOTONIC) + HAND_OFF_REAP_WAIT_MS * USEC_PER_MSEC;
+
+        for (unsigned i = 0; i < l->n; i++) {
+                struct child *ch = children_find(&l->s->children, l->ended[i]);
+                int status, fd = (int) pidfd_open(l->ended[i], 0);
+                uint64_t now = now_usec(CLOCK_MONOTONIC);
+
+                if (fd >= 0) {
+                        int ms = now < deadline ? (int) ((deadline - now + USEC_PER_MSEC - 1) / USEC_PER_MSEC) : 0;
+                        (void) poll(&(struct pollfd) { .fd = fd, .events = POLLIN }, 1, ms);
+                        safe_close(fd);
+                }
+                if (!ch)
+                        continue;
+                if (waitpid(l->ended[i], &status, WNOHANG) == l->ended[i])
+                        server_record_reaped(l->s, ch, status);
+                else {
+                        l->s->handed_over++;
+                        (void) list_next(l, ch);
+                }
+        }
 }
 
 /* The list for the next daemon, in systemd's file descriptor store, when
@@ -102,8 +125,7 @@ void server_hand_off(struct server *s) {
         server_reap(s);
         if (l.ended && l.next) {
                 children_foreach(&s->children, leave_one, &l);
-                for (unsigned i = 0; i < l.n; i++)
-                        reap_ended(s, l.ended[i]);
+                reap_ended(&l);
         } else /* the workers still running record themselves; one that ended just now goes unrecorded */
                 s->handed_over = s->children.active;
         log_msg(l.n_next < s->handed_over ? LOG_WARNING : LOG_NOTICE, MSGID_SHUTDOWN, "SIGTERM: stopped "
@@ -119,17 +141,61 @@ void server_hand_off(struct server *s) {
         notify_stopping(status, 5 * USEC_PER_SEC);
 }
 
+/* The shared policy's read-only mapping, inherited by the workers. */
+static const uint64_t *shared_policy;
+
+void server_policy_open(struct server *s) {
+        int r, fd = s->ls->policy_fd;
+
+        s->ls->policy_fd = -1;
+        /* Only where a hand-off can happen, as the live list. */
+        if (!(s->ls->n > 0 && s->ls->l[0].inherited && listen_started_by_systemd())) {
+                safe_close(fd);
+                return;
+        }
+        r = handoff_policy_open(&s->policy, fd);
+        if (r == 0 && !s->policy.stored)
+                r = notify_store_fd(s->policy.fd, HANDOFF_POLICY_FDNAME);
+        if (r < 0) {
+                log_errno(LOG_WARNING, r, MSGID_STARTUP, "cannot share the record policy with the next daemon "
+                          "(systemd's file descriptor store); a reload after a restart will not reach the "
+                          "records of the sessions handed over");
+                handoff_policy_close(&s->policy);
+        }
+        shared_policy = s->policy.ro;
+        server_policy_set(s);
+}
+
+void server_policy_set(struct server *s) {
+        struct record_policy p = { .set = 1, .log_addresses = (uint8_t) s->cfg.log_addresses,
+                                   .prefix_v4 = (uint8_t) s->cfg.source_prefix_v4,
+                                   .prefix_v6 = (uint8_t) s->cfg.source_prefix_v6, .log_level = s->cfg.log_level };
+        uint64_t v;
+
+        children_set_policy(&s->children, &p);
+        memcpy(&v, &p, sizeof(v));
+        if (s->policy.rw)
+                __atomic_store_n(s->policy.rw, v, __ATOMIC_RELEASE);
+}
+
 void server_record_own_end(const struct slot_report *report, const union sockaddr_any *peer, uint64_t start) {
         uint64_t now = now_usec(CLOCK_MONOTONIC);
         struct session_end e = { .child = { .pid = getpid(), .start_usec = start, .peer = *peer },
                                  .report = *report };
         struct record_policy p = slot_report_policy(report);
 
+        /* The policy the daemons share, when there is one: the last reload
+         * of whichever daemon runs now reaches this worker too. */
+        if (shared_policy) {
+                uint64_t v = __atomic_load_n(shared_policy, __ATOMIC_ACQUIRE);
+                memcpy(&p, &v, sizeof(p));
+        }
+
         /* The daemon's log_level and log_addresses as of its last reload
-         * (struct record_policy); the addresses never less private than at
-         * the fork. */
+         * (struct record_policy), never more verbose nor less private than
+         * at the fork: any worker can write any report (children.h). */
         if (p.set) {
-                if (p.log_level >= LOG_ERR && p.log_level <= LOG_DEBUG)
+                if (p.log_level >= LOG_ERR && p.log_level <= log_get_max_level())
                         log_set_max_level(p.log_level);
                 logaddr_tighten(p.log_addresses, p.prefix_v4, p.prefix_v6);
         }
@@ -248,8 +314,9 @@ void server_adopt(struct server *s) {
         int r = handoff_read(s->ls->handoff_fd, CONFIG_MAX_CLIENTS_LIMIT, &e, &n);
 
         s->ls->handoff_fd = safe_close(s->ls->handoff_fd);
-        /* Read: the store keeps nothing stale for a later start. */
-        notify_store_remove(HANDOFF_FDNAME);
+        /* Read: removed from the store by server_list_store(), once the
+         * adoption is over, just before the new list goes in. */
+        s->stale_list = true;
         if (r < 0) {
                 log_errno(LOG_WARNING, r, MSGID_STARTUP, "the sessions handed over by the previous daemon "
                           "cannot be read; none is counted");
@@ -319,6 +386,10 @@ void server_list_open(struct server *s) {
 void server_list_store(struct server *s) {
         int r;
 
+        /* The store keeps nothing stale for a later start. */
+        if (s->stale_list)
+                notify_store_remove(HANDOFF_FDNAME);
+        s->stale_list = false;
         if (s->listed.fd < 0)
                 return;
         r = notify_store_fd(s->listed.fd, HANDOFF_FDNAME);

@@ -94,9 +94,7 @@ static void apply(struct server *s, struct config *next) {
         log_set_max_level(s->cfg.log_level); /* --log-level, if given, is in it */
         (void) logaddr_configure(&s->cfg);
         /* A worker that outlives this daemon records itself as it says now. */
-        children_set_policy(&s->children, &(struct record_policy) {
-                .set = 1, .log_addresses = (uint8_t) s->cfg.log_addresses, .prefix_v4 = (uint8_t) s->cfg.source_prefix_v4,
-                .prefix_v6 = (uint8_t) s->cfg.source_prefix_v6, .log_level = s->cfg.log_level });
+        server_policy_set(s);
         if (old.log_addresses != LOG_ADDRESSES_HASH)
                 server_note_random_hash_key(&s->cfg);
         if (old.socket_buffer != s->cfg.socket_buffer)

@@ -68,6 +68,10 @@ struct server {
          * one): looked at every ADOPTED_SWEEP_USEC (server_sweep_adopted()). */
         unsigned unwatched;
         uint64_t sweep_at;
+        /* The previous daemon's list is still in systemd's store: replaced
+         * by server_list_store(). */
+        bool stale_list;
+        struct handoff_policy policy;   /* shared with the other daemons' workers */
 
         /* Back-off from resource trouble: listeners paused until resume_at;
          * a client whose fork failed waits in pending_fd for the retry. */
@@ -161,7 +165,9 @@ void server_begin_shutdown(struct server *s, int sig);
 void server_adopt(struct server *s);
 /* The live list (struct handoff_table): made before the adoption, which
  * lists the adopted sessions in it, then put in systemd's store in place of
- * the list read (server_list_store()); each session is listed when it
+ * the list read (server_list_store(): the old one is removed just before,
+ * two messages apart, as the store holds one; a crash between them, or a
+ * failed store, leaves the store without a list); each session is listed when it
  * starts or is adopted and unlisted when it ends, so a daemon that dies
  * without a hand-off leaves the next one the sessions still running. */
 void server_list_open(struct server *s);
@@ -174,6 +180,13 @@ void server_list_open(struct server *s);
  * nothing about whose a process is. */
 void server_adopt_leftovers(struct server *s);
 void server_list_store(struct server *s);
+/* The record policy of the workers' own records (struct record_policy):
+ * server_policy_open() takes the one the daemons share (handoff.h) from the
+ * previous daemon, or makes and stores it, where a hand-off can happen;
+ * server_policy_set() writes the configuration's into it and into every
+ * live report, at the start and at each reload. */
+void server_policy_open(struct server *s);
+void server_policy_set(struct server *s);
 void server_list_session(struct server *s, const struct child *ch, uint64_t start_time);
 void server_unlist_session(struct server *s, const struct child *ch);
 void server_adopted_ended(struct server *s, uint32_t slot);

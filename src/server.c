@@ -306,6 +306,7 @@ static int setup(struct server *s) {
                 return log_errno(LOG_ERR, r, NULL, "cannot set up address hashing");
         server_check_socket_buffer(&s->cfg);
         server_list_open(s);
+        server_policy_open(s);
         if (s->ls->handoff_fd >= 0)
                 server_adopt(s);
         else
@@ -320,6 +321,7 @@ static int setup(struct server *s) {
 int server_run(const struct config *cfg, const struct server_options *opt, struct listen_set *ls) {
         struct server s = {
                 .cfg = *cfg, .opt = opt, .ls = ls, .epfd = -1, .sfd = -1, .pending_fd = -1, .listed.fd = -1,
+                .policy.fd = -1,
                 .on_defaults = opt->no_config_file,
                 .trouble_rl = { .interval_usec = USEC_PER_SEC, .burst = 1 },
                 .cap_rl = { .interval_usec = USEC_PER_SEC, .burst = 1 },
@@ -386,6 +388,7 @@ out:
         safe_close(s.epfd);
         notify_close();
         handoff_table_close(&s.listed);
+        handoff_policy_close(&s.policy);
         children_done(&s.children);
         admission_done(&s.adm);
         return r;

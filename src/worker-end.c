@@ -63,7 +63,7 @@ void worker_set_signals(void) {
 }
 
 /* The daemon's exit (PR_SET_PDEATHSIG) arms a timer of drain_timeout
- * (ITIMER_REAL); when it fires, the worker cuts itself with SIGTERM, the
+ * (ITIMER_REAL), once; when it fires, the worker cuts itself with SIGTERM, the
  * very path of the daemon's cut. Both handlers are async-signal-safe:
  * setitimer() and kill() are plain system calls. */
 static volatile sig_atomic_t orphaned;
@@ -81,8 +81,10 @@ static void on_orphaned(int sig) {
         (void) sig;
         /* Anyone allowed to signal the worker can send this signal (e.g.
          * systemctl kill -s USR2 without --kill-who=main): only the parent's
-         * exit counts. Once it exited, the worker has another parent. */
-        if (getppid() == orphan_parent)
+         * exit counts. Once it exited, the worker has another parent; the
+         * drain is armed that first time only, so a later stray signal
+         * cannot push its end back. */
+        if (getppid() == orphan_parent || orphaned)
                 return;
         orphaned = 1;
         /* A zero it_value would disarm rather than fire: no drain is a cut now. */

@@ -323,6 +323,39 @@ def test_stray_orphan_signal_changes_nothing():
               f"past drain_timeout ({drain:g} s), one record")
 
 
+def test_stray_orphan_signals_do_not_extend_the_drain():
+    """Once the daemon is gone, SIGUSR2 sent again and again by someone else
+    (systemctl kill -s USR2 reaches every process of the unit) does not
+    re-arm the orphan's drain: its idle session still ends at drain_timeout
+    after the daemon left."""
+    drain = 1.0 * SLOW
+    with Daemon(f"drain_timeout = {drain:g}; idle_timeout = 600;") as d:
+        s = connect(d.address(), timeout=30)
+        echo(s, b"x")
+        (worker,) = [pid for pid, _ in d.children()]
+        try:
+            d.signal(signal.SIGKILL)
+            d.wait_exit()
+            killed = time.monotonic()
+            # A stray signal every tenth of the drain, for up to 4 drains.
+            while alive(worker) and time.monotonic() - killed < 4 * drain + 2 * SLOW:
+                try:
+                    os.kill(worker, signal.SIGUSR2)
+                except ProcessLookupError:
+                    break
+                time.sleep(drain / 10)
+            took = time.monotonic() - killed
+            assert not alive(worker), f"the orphan still runs {took:.1f} s after its daemon left"
+            assert recv_all(s) == b""
+            rec = d.wait_records(1)[0]
+            assert rec["reason"] == "shutdown" and int(rec["pid"]) == worker, rec
+            assert took < drain + 2 * SLOW, took
+            print(f"   stray SIGUSR2 every {drain / 10:.2f} s: the orphan still ended after {took:.2f} s "
+                  f"(drain_timeout {drain:g} s)")
+        finally:
+            kill_quietly([worker])
+
+
 def test_adoption_past_the_descriptor_limit():
     """More sessions handed over than the next daemon has descriptors for
     a pidfd each (RLIMIT_NOFILE 48, 60 sessions): every one still counts
@@ -445,6 +478,147 @@ def test_own_record_follows_the_reloaded_log_level():
     print("   log_level = warning by a reload, then a hand-off: no connection record, the worker's neither")
 
 
+# struct slot_report (children.h) on x86_64/aarch64: its size and where
+# `recorder` and `policy` are; the tests below stand in for a compromised
+# worker by writing, through one worker's /proc/PID/mem (as root), into
+# the reports mapping every worker shares.
+SLOT, RECORDER, POLICY = 88, 72, 80
+RECORDER_WORKER, LOG_DEBUG = 2, 7
+
+
+def reports_mapping(pid):
+    """The start of the shared mapping of the slot reports in worker pid."""
+    for line in open(f"/proc/{pid}/maps"):
+        f = line.split()
+        lo, hi = (int(x, 16) for x in f[0].split("-"))
+        if f[1].startswith("rw-s") and "/dev/zero" in line and hi - lo >= 16384 * SLOT:
+            return lo
+    raise AssertionError(f"no shared reports mapping in {pid}")
+
+
+def poke(pid, addr, data):
+    with open(f"/proc/{pid}/mem", "r+b", buffering=0) as m:
+        m.seek(addr)
+        m.write(data)
+
+
+def peek(pid, addr, n):
+    with open(f"/proc/{pid}/mem", "rb", buffering=0) as m:
+        m.seek(addr)
+        return m.read(n)
+
+
+def test_one_worker_cannot_stall_the_hand_off():
+    """20 sessions; one worker claims the record of every one (recorder =
+    RECORDER_WORKER in each slot), so the daemon takes each for a worker
+    that already ended. It waits for them one deadline in all, not one per
+    worker: SIGTERM exits within about a second, and the 20 still running
+    are handed over and listed for the next daemon."""
+    n = 20
+    d = Daemon("drain_timeout = 60; idle_timeout = 60; max_clients = 32; max_clients_per_source = 0; "
+               "source_rate = 0;", service=True)
+    workers, clients = [], []
+    try:
+        d.start()
+        for _ in range(n):
+            clients.append(connect(d.address()))
+            echo(clients[-1], b"x")
+        workers = [pid for pid, _ in d.children()]
+        assert len(workers) == n, workers
+        base = reports_mapping(workers[0])
+        for slot in range(64):
+            poke(workers[0], base + slot * SLOT + RECORDER, RECORDER_WORKER.to_bytes(4, "little"))
+        t0 = time.monotonic()
+        d.signal(signal.SIGTERM)
+        assert d.wait_exit(timeout=60) == 0
+        took = time.monotonic() - t0
+        (line,) = [m.string for m in d.log_lines(r"handing \d+ session")]
+        print(f"   one worker claimed all {n} records: SIGTERM -> exit after {took:.1f} s; {line[:110]}...")
+        assert took < 1 + 2 * SLOW, f"the hand-off took {took:.1f} s"
+        assert f"handing {n} session(s) over" in line and f"; {n} listed" in line, line
+        for c in clients:  # the sessions go on
+            echo(c, b"still")
+    finally:
+        for c in clients:
+            c.close()
+        kill_quietly(workers)
+        d.cleanup()
+
+
+def test_one_worker_cannot_raise_another_workers_log_level():
+    """log_level = "warning" from the start (no connection record), a
+    reload (which writes the policy of every live worker); one worker writes
+    log_level = debug into its neighbour's policy. After the hand-off the
+    neighbour's own record is never more verbose than at its fork: no
+    connection record."""
+    base = 'drain_timeout = 60; idle_timeout = 60; log_addresses = "full"; log_level = "warning"; '
+    d, workers = Daemon(base, service=True), []
+    try:
+        d.start()
+        hostile = connect(d.address())
+        echo(hostile, b"hostile")
+        victim = connect(d.address())
+        echo(victim, b"victim")
+        workers = sorted(pid for pid, _ in d.children())
+        addr = reports_mapping(workers[0])
+        policies = lambda: [peek(workers[0], addr + slot * SLOT + POLICY, 8) for slot in range(4)]
+        d.signal(signal.SIGHUP)  # "configuration reloaded" is below warning: wait for what it writes
+        wait_until(lambda: sum(p[0] == 1 for p in policies()) == 2, 10, "the reload to write both policies")
+        for slot, cur in enumerate(policies()):
+            if cur[0] == 1:  # a live slot: its addresses kept, its level raised
+                poke(workers[0], addr + slot * SLOT + POLICY, cur[:4] + LOG_DEBUG.to_bytes(4, "little"))
+        hand_off(d)
+        victim.shutdown(socket.SHUT_WR)
+        assert recv_all(victim) == b""
+        victim.close()
+        hostile.close()
+        wait_until(lambda: d.log.closed, 10 * SLOW, "the workers to end")
+        lines = [m.string for m in d.log_lines(r"connection .* closed")]
+        assert not lines, lines
+        print("   a worker wrote log_level = debug into its neighbour's report: no record under warning")
+    finally:
+        kill_quietly(workers)
+        d.cleanup()
+
+
+def test_reload_after_a_restart_reaches_the_adopted_sessions():
+    """log_addresses = "full", a hand-off; the next daemon, given the list
+    and the shared record policy from the store, adopts the session and is
+    reloaded with log_addresses = "prefix": the adopted session's own record
+    shows the prefix, as the daemon's own records do."""
+    base = "drain_timeout = 60; idle_timeout = 60; source_prefix_ipv4 = 24; "
+    old = Daemon(base + 'log_addresses = "full";', service=True)
+    new, workers = None, []
+    try:
+        old.start()
+        s = connect(old.address())
+        echo(s, b"before the restart")
+        workers = [pid for pid, _ in old.children()]
+        listed = hand_off(old)
+        (policy,) = [fd for name, fd in old.stored_fds if name == "policy"]
+        new = Daemon(base + 'log_addresses = "full";', passed_fds=[old.sockets[0].fileno(), listed, policy],
+                     names=["echo", "handoff", "policy"], service=True)
+        new.start()
+        new.wait_log(r"adopted 1 session")
+        assert not [n for n, _ in new.stored_fds if n == "policy"], "the shared policy stored twice"
+        new.write_config(base + 'log_addresses = "prefix";')
+        new.signal(signal.SIGHUP)
+        new.wait_log(r"configuration reloaded")
+        echo(s, b"after the reload")
+        s.shutdown(socket.SHUT_WR)
+        assert recv_all(s) == b""
+        s.close()
+        wait_until(lambda: old.log.closed, 10 * SLOW, "the adopted worker to end")
+        (own,) = [m.string for m in old.log_lines(r"connection .* closed") if f"worker {workers[0]}" in m.string]
+        assert own.startswith("info: connection 127.0.0.0/24 "), own
+        print(f"   reload to prefix after the restart: the adopted session's own record: {own[:80]}...")
+    finally:
+        kill_quietly(workers)
+        if new:
+            new.cleanup()
+        old.cleanup()
+
+
 def test_killed_daemon_leaves_its_live_list():
     """A daemon killed (SIGKILL, a crash) hands nothing over, but the live
     list it stored at its start names the sessions still running: the next
@@ -499,6 +673,86 @@ def test_killed_daemon_leaves_its_live_list():
             c.close()
         kill_quietly(workers)
         for d in (third, second, first):
+            if d:
+                d.cleanup()
+
+
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+# Run as the daemon's user (as a worker is): tries to rewrite the live list
+# through the daemon's /proc/PID/fd and to open its memory for writing.
+REWRITE_LIST = """
+import errno, os, sys
+p = sys.argv[1]
+try:
+    names = os.listdir(f"/proc/{p}/fd")
+except OSError as e:
+    names = []
+    print("fd:", errno.errorcode[e.errno])
+for n in names:
+    if os.readlink(f"/proc/{p}/fd/{n}").startswith("/memfd:handoff"):
+        fd = os.open(f"/proc/{p}/fd/{n}", os.O_RDWR)
+        os.pwrite(fd, bytes(os.fstat(fd).st_size - 16), 16)
+        print("fd: zeroed")
+try:
+    open(f"/proc/{p}/mem", "r+b").close()
+    print("mem: writable")
+except OSError as e:
+    print("mem:", errno.errorcode[e.errno])
+"""
+
+
+def test_the_live_list_is_the_daemons_alone():
+    """A process of the service's user (a worker, compromised) can neither
+    rewrite the live list through the daemon's /proc/PID/fd (the daemon is
+    not dumpable) nor write the memfd once it has it (sealed: only the
+    daemon's mapping writes it), nor open the daemon's memory for writing:
+    the daemon killed after the attempt, the next one adopts the 3 sessions
+    and a 4th client waits under max_clients = 3."""
+    config = "drain_timeout = 60; idle_timeout = 60; max_clients = 3; max_clients_per_source = 0; source_rate = 0;"
+    first = Daemon(config, service=True, public_binary=True, prefix=NOBODY)
+    second, clients, workers = None, [], []
+    try:
+        first.start()
+        (listed,) = [fd for name, fd in first.stored_fds if name == "handoff"]
+        clients = [connect(first.address()) for _ in range(3)]
+        for c in clients:
+            echo(c, b"x")
+        workers = [pid for pid, _ in first.children()]
+        out = subprocess.run(NOBODY + ["python3", "-c", REWRITE_LIST, str(first.proc.pid)],
+                             capture_output=True, text=True)
+        print(f"   a process of the daemon's uid: {' '.join(out.stdout.split())} {out.stderr.strip()[-200:]}")
+        assert out.returncode == 0 and "fd: EACCES" in out.stdout and "mem: EACCES" in out.stdout, out
+        # What systemd's store holds is the same memfd: sealed against writes.
+        other = os.open(f"/proc/self/fd/{listed}", os.O_RDWR)
+        try:
+            try:
+                os.pwrite(other, bytes(48), 16)
+                raise AssertionError("the stored live list is writable")
+            except PermissionError:
+                pass
+        finally:
+            os.close(other)
+        first.signal(signal.SIGKILL)
+        first.wait_exit()
+        second = Daemon(config, passed_fds=[first.sockets[0].fileno(), listed], names=["echo", "handoff"],
+                        service=True, public_binary=True, prefix=NOBODY)
+        second.start()
+        second.wait_log(r"adopted 3 session\(s\)")
+        waiting = connect(first.address())
+        waiting.sendall(b"w")
+        clients.append(waiting)
+        waiting.settimeout(0.5 * SLOW)
+        try:
+            got = waiting.recv(1)
+        except socket.timeout:
+            got = None
+        assert got is None, "served past max_clients"
+    finally:
+        for c in clients:
+            c.close()
+        kill_quietly(workers)
+        for d in (second, first):
             if d:
                 d.cleanup()
 
@@ -576,7 +830,9 @@ if __name__ == "__main__":
           test_sigterm_under_systemd_hands_off, test_standalone_sigterm_still_drains_in_place,
           test_adopted_sessions_keep_the_limits, test_second_restart_hands_adopted_sessions_on,
           test_hostile_handoff_file_is_ignored, test_restart_onto_a_broken_file_fails_and_the_sessions_go_on,
-          test_stray_orphan_signal_changes_nothing,
+          test_stray_orphan_signal_changes_nothing, test_stray_orphan_signals_do_not_extend_the_drain,
           test_adoption_past_the_descriptor_limit, test_own_record_follows_the_reloaded_log_addresses,
           test_own_record_follows_the_reloaded_log_level, test_killed_daemon_leaves_its_live_list,
+          test_reload_after_a_restart_reaches_the_adopted_sessions, test_the_live_list_is_the_daemons_alone, test_one_worker_cannot_stall_the_hand_off,
+          test_one_worker_cannot_raise_another_workers_log_level,
           test_stop_then_start_counts_the_processes_left_in_the_cgroup])

@@ -1,7 +1,10 @@
 /* handoff: the file round-trips; truncated, oversized, foreign and hostile
  * content is refused without reading past the file; a process is the one
- * named only while it lives with the recorded start time. */
+ * named only while it lives with the recorded start time; the live list
+ * is written only through its own mapping. */
 #include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <signal.h>
 #include <arpa/inet.h>
 #include <sys/mman.h>
@@ -165,9 +168,67 @@ static void test_live_table(void) {
         ASSERT_INT(t.fd, ==, -1);
 }
 
+/* Only the table's own mapping writes the list: another opening of the
+ * memfd (as through /proc/PID/fd, or systemd's store) cannot write, resize
+ * or map it writable, nor lift the seals. */
+static void test_live_table_sealed(void) {
+        struct handoff_entry e = entry(getpid()), *got;
+        struct handoff_table t;
+        char path[64];
+        size_t n;
+        int fd;
+
+        ASSERT_INT(handoff_table_open(&t, 4), ==, 0);
+        snprintf(path, sizeof(path), "/proc/self/fd/%d", t.fd);
+        fd = open(path, O_RDWR | O_CLOEXEC);
+        ASSERT(fd >= 0);
+        errno = 0;
+        ASSERT(pwrite(fd, &e, sizeof(e), 16) < 0 && errno == EPERM);
+        ASSERT(pwrite(t.fd, &e, sizeof(e), 16) < 0 && errno == EPERM);
+        ASSERT(ftruncate(fd, 0) < 0 && errno == EPERM);
+        ASSERT(ftruncate(fd, 1 << 20) < 0 && errno == EPERM);
+        ASSERT(mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0) == MAP_FAILED && errno == EPERM);
+        ASSERT(fcntl(fd, F_ADD_SEALS, F_SEAL_WRITE) < 0 && errno == EPERM);
+        handoff_table_set(&t, 1, &e); /* the table itself still can */
+        ASSERT_INT(handoff_read(fd, 16, &got, &n), ==, 0);
+        ASSERT(n == 1 && memcmp(got, &e, sizeof(e)) == 0);
+        free(got);
+        close(fd);
+        handoff_table_close(&t);
+}
+
+/* The shared policy: written through rw, seen through ro, which cannot be
+ * made writable; taken over from the store when it is such a memfd, made
+ * anew when it is not. */
+static void test_policy(void) {
+        struct handoff_policy p, q;
+        int fd, other;
+
+        ASSERT_INT(handoff_policy_open(&p, -1), ==, 0);
+        ASSERT(!p.stored && p.rw && p.ro);
+        __atomic_store_n(p.rw, UINT64_C(0x0102030405060708), __ATOMIC_RELEASE);
+        ASSERT(*p.ro == UINT64_C(0x0102030405060708));
+        ASSERT(mprotect((void *) p.ro, sizeof(uint64_t), PROT_READ | PROT_WRITE) < 0 && errno == EACCES);
+        ASSERT(ftruncate(p.fd, 0) < 0 && errno == EPERM);
+        fd = dup(p.fd);
+        ASSERT_INT(handoff_policy_open(&q, fd), ==, 0); /* the next daemon */
+        ASSERT(q.stored && q.fd == fd);
+        __atomic_store_n(q.rw, 42, __ATOMIC_RELEASE);
+        ASSERT(*p.ro == 42);
+        handoff_policy_close(&q);
+        other = raw_file("12345678", 8); /* not sealed: anyone could shrink it under the mappings */
+        ASSERT_INT(handoff_policy_open(&q, other), ==, 0);
+        ASSERT(!q.stored && fcntl(q.fd, F_GET_SEALS) == (F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW));
+        handoff_policy_close(&q);
+        handoff_policy_close(&p);
+        ASSERT_INT(p.fd, ==, -1);
+}
+
 int main(void) {
         RUN(test_round_trip);
         RUN(test_live_table);
+        RUN(test_live_table_sealed);
+        RUN(test_policy);
         RUN(test_malformed_files);
         RUN(test_hostile_entries_skipped);
         RUN(test_same_process);
