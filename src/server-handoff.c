@@ -43,9 +43,11 @@ struct leaving {
         size_t n_next;
 };
 
-/* Lists a worker for the next daemon: 0, or -errno when it cannot say
- * which process it is (not listed then, see server_hand_off()). */
-static int list_next(struct leaving *l, const struct child *ch) {
+/* Lists a worker for the next daemon. Its start time is 0 (unknown) where
+ * /proc does not show it (the daemon and its workers are not dumpable, so
+ * ProtectProc= hides them): the next daemon then goes by the user, as for
+ * the live list (server_list_session(), handoff_same_process()). */
+static void list_next(struct leaving *l, const struct child *ch) {
         struct handoff_entry *e = &l->next[l->n_next];
 
         *e = (struct handoff_entry) { .pid = ch->pid, .peer = ch->peer };
@@ -55,9 +57,8 @@ static int list_next(struct leaving *l, const struct child *ch) {
         if (ch->adopted)
                 e->start_time = ch->proc_start;
         else if (handoff_start_time(ch->pid, &e->start_time) < 0)
-                return -ESRCH;
+                e->start_time = 0;
         l->n_next++;
-        return 0;
 }
 
 static void leave_one(struct child *ch, void *userdata) {
@@ -68,7 +69,7 @@ static void leave_one(struct child *ch, void *userdata) {
                 return;
         }
         l->s->handed_over++;
-        (void) list_next(l, ch);
+        list_next(l, ch);
 }
 
 /* Reaps and records the workers that claimed their record, waiting for
@@ -94,7 +95,7 @@ static void reap_ended(struct leaving *l) {
                         server_record_reaped(l->s, ch, status);
                 else {
                         l->s->handed_over++;
-                        (void) list_next(l, ch);
+                        list_next(l, ch);
                 }
         }
 }
@@ -128,10 +129,13 @@ void server_hand_off(struct server *s) {
                 reap_ended(&l);
         } else /* the workers still running record themselves; one that ended just now goes unrecorded */
                 s->handed_over = s->children.active;
-        log_msg(l.n_next < s->handed_over ? LOG_WARNING : LOG_NOTICE, MSGID_SHUTDOWN, "SIGTERM: stopped "
+        /* The live list, kept since the start, names every session; without
+         * one, the list written now does (unless memory ran out). */
+        size_t listed = s->listed.fd >= 0 ? s->handed_over : l.n_next;
+        log_msg(listed < s->handed_over ? LOG_WARNING : LOG_NOTICE, MSGID_SHUTDOWN, "SIGTERM: stopped "
                 "accepting; handing %u session(s) over, each ends on its own within drain_timeout (%" PRIu32
                 " ms) and writes its own record; %zu listed for the next daemon%s", s->handed_over,
-                s->cfg.drain_timeout_ms, l.n_next, l.n_next < s->handed_over ? " (the others cannot be "
+                s->cfg.drain_timeout_ms, listed, listed < s->handed_over ? " (the others cannot be "
                 "identified and will not count against max_clients there)" : "");
         if (l.next && s->listed.fd < 0)
                 store_sessions(&l);

@@ -381,9 +381,14 @@ def no_stall(m, what, action, rebinds=False):
     except TimeoutError:
         adopted = None
     new_pid = main_pid(m)
+    handing = []
     for line in m.journal(cursor=cursor, unit="echo-mpserv.service").splitlines():
         if re.search(r"handing|adopted|stopped|store", line):
             print("      journal: " + line)
+        if "handing" in line:
+            handing.append(line)
+    # Every session handed over is listed for the next daemon.
+    assert handing and all("cannot be identified" not in line for line in handing), handing
     left_over = [line for line in m.journal(cursor=cursor).splitlines() if "left-over process" in line]
     figures.append(f"{what}: uid of the long session's worker before/after, of the new daemon: {uids}; "
                    f"journal lines about left-over processes: {len(left_over)} {left_over[:1]}")
