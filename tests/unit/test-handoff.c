@@ -117,6 +117,14 @@ static void test_same_process(void) {
         }
         struct handoff_entry e = entry(child);
         int pidfd = (int) pidfd_open(child, 0);
+        if (pidfd < 0 && errno == ENOSYS) {
+                /* valgrind 3.19 does not know pidfd_open(); the daemon then
+                 * checks adopted sessions by their pid once a second. */
+                printf("   skipped: pidfd_open() not available here\n");
+                kill(child, SIGKILL);
+                waitpid(child, NULL, 0);
+                return;
+        }
         ASSERT(pidfd >= 0);
         ASSERT_INT(handoff_same_process(pidfd, &e), ==, 0);
         e.start_time++;
