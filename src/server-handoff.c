@@ -237,7 +237,7 @@ static int watch(struct server *s, struct child *ch, int fd) {
 }
 
 /* One session of the previous daemon, if it is still that process. With
- * no descriptor left for its pidfd (a fd limit below max_clients), it is
+ * no pidfd for it (a fd limit below max_clients, or no pidfd_open()), it is
  * counted all the same and looked at by server_sweep_adopted(). Returns 0
  * (watched), 1 (counted, unwatched) or -errno. */
 static int adopt_one(struct server *s, const struct handoff_entry *e, uint64_t now) {
@@ -247,9 +247,11 @@ static int adopt_one(struct server *s, const struct handoff_entry *e, uint64_t n
 
         if (children_find(&s->children, e->pid))
                 return -EEXIST; /* listed twice */
+        /* Without a pidfd (no descriptor left, or no pidfd_open() at all:
+         * a kernel before 5.3, valgrind) the session is checked by its pid. */
         fd = (int) pidfd_open(e->pid, 0);
-        if (fd < 0 && errno != EMFILE && errno != ENFILE)
-                return errno == ESRCH ? -ESRCH : negative_errno();
+        if (fd < 0 && errno == ESRCH)
+                return -ESRCH;
         r = fd >= 0 ? handoff_same_process(fd, e) : still_running(e);
         if (r == -EMFILE || r == -ENFILE) { /* no descriptor left to read /proc with the pidfd open */
                 fd = safe_close(fd);
