@@ -85,6 +85,21 @@ static pid_t start_slow_reader(const struct worker_limits *lim, int *client) {
         return pid;
 }
 
+/* A client with a small receive buffer that sends n bytes, all of which
+ * the worker's large send buffer takes, then half-closes: its echo waits
+ * on the client, which does not read yet. */
+static pid_t start_half_closed(const struct worker_limits *lim, int *client, const char *buf, size_t n) {
+        pid_t pid;
+
+        client_rcvbuf = 4096;
+        server_sndbuf = 1 << 20;
+        pid = start(lim, client);
+        client_rcvbuf = server_sndbuf = 0;
+        ASSERT(write(*client, buf, n) == (ssize_t) n);
+        ASSERT(shutdown(*client, SHUT_WR) == 0);
+        return pid;
+}
+
 static void finish(pid_t pid, enum close_reason expected) {
         int status;
 
@@ -713,12 +728,7 @@ static void test_half_closed_non_reader_held_until_write_timeout(void) {
         pid_t pid;
 
         lim.write_timeout_usec = 300 * USEC_PER_MSEC;
-        client_rcvbuf = 4096;
-        server_sndbuf = 1 << 20;
-        pid = start(&lim, &c);
-        client_rcvbuf = server_sndbuf = 0;
-        ASSERT(write(c, chunk, sizeof(chunk)) == (ssize_t) sizeof(chunk));
-        ASSERT(shutdown(c, SHUT_WR) == 0);
+        pid = start_half_closed(&lim, &c, chunk, sizeof(chunk));
         uint64_t t0 = now_usec(CLOCK_MONOTONIC);
         ASSERT(waitpid(pid, &status, 0) == pid);
         uint64_t held = now_usec(CLOCK_MONOTONIC) - t0;
@@ -748,12 +758,7 @@ static void test_cut_bounds_a_trickling_linger(void) {
         pid_t pid;
 
         lim.write_timeout_usec = 10000 * USEC_PER_MSEC;
-        client_rcvbuf = 4096;
-        server_sndbuf = 1 << 20;
-        pid = start(&lim, &c);
-        client_rcvbuf = server_sndbuf = 0;
-        ASSERT(write(c, chunk, sizeof(chunk)) == (ssize_t) sizeof(chunk));
-        ASSERT(shutdown(c, SHUT_WR) == 0);
+        pid = start_half_closed(&lim, &c, chunk, sizeof(chunk));
         t0 = now_usec(CLOCK_MONOTONIC);
         for (;;) { /* 1 kB every 20 ms: 200 kB would take 4 s */
                 ssize_t r = read(c, in, sizeof(in));
