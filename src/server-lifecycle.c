@@ -86,15 +86,17 @@ static void apply(struct server *s, struct config *next) {
         int r;
 
         unsigned n = config_describe_changes(&s->cfg, next, changes, sizeof(changes), &restart);
-        log_msg(LOG_NOTICE, MSGID_RELOAD, "configuration reloaded: %s", n ? changes : "no changes");
         (void) config_keep_restart_keys(next, &s->cfg, s->restart_pending, sizeof(s->restart_pending));
 
         struct config old = s->cfg;
         s->cfg = *next;
-        log_set_max_level(s->cfg.log_level); /* --log-level, if given, is in it */
         (void) logaddr_configure(&s->cfg);
         /* A worker that outlives this daemon records itself as it says now. */
         server_policy_set(s);
+        /* Said once the record policy is in place, and before a quieter
+         * log_level could hide it. */
+        log_msg(LOG_NOTICE, MSGID_RELOAD, "configuration reloaded: %s", n ? changes : "no changes");
+        log_set_max_level(s->cfg.log_level); /* --log-level, if given, is in it */
         if (old.log_addresses != LOG_ADDRESSES_HASH)
                 server_note_random_hash_key(&s->cfg);
         if (old.socket_buffer != s->cfg.socket_buffer)
