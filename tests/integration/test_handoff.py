@@ -124,10 +124,7 @@ def test_sigterm_under_systemd_hands_off():
         print("\n".join(old.log.snapshot()))
         raise
     finally:
-        kill_quietly(workers)
-        if new:
-            new.cleanup()
-        old.cleanup()
+        tidy([], workers, new, old)
 
 
 def test_standalone_sigterm_still_drains_in_place():
@@ -151,6 +148,17 @@ def hand_off(old):
     stored = [fd for name, fd in old.stored_fds if name == "handoff"]
     assert len(stored) == 1, old.stored_fds
     return stored[0]
+
+
+def tidy(clients, workers, *daemons):
+    """A test's end, whatever it reached: its clients closed, the workers
+    it kept killed, each daemon it started cleaned up (None: not started)."""
+    for c in clients:
+        c.close()
+    kill_quietly(workers)
+    for d in daemons:
+        if d:
+            d.cleanup()
 
 
 def not_served(client, seconds=0.5):
@@ -203,12 +211,7 @@ def test_adopted_sessions_keep_the_limits():
         print("   2 sessions handed over under max_clients 3 / per source 2: the same source refused, "
               "one more served, the next served only when an adopted session ended")
     finally:
-        for c in clients:
-            c.close()
-        kill_quietly(workers)
-        if new:
-            new.cleanup()
-        old.cleanup()
+        tidy(clients, workers, new, old)
 
 
 def test_second_restart_hands_adopted_sessions_on():
@@ -237,10 +240,7 @@ def test_second_restart_hands_adopted_sessions_on():
         echo(s, b"still the first worker")
         print("   a session adopted twice is still counted by the third daemon")
     finally:
-        kill_quietly(workers)
-        for d in (third, second, first):
-            if d:
-                d.cleanup()
+        tidy([], workers, third, second, first)
 
 
 def handoff_file(entries, magic=0x48504d45, version=1, entry_size=48, count=None):
@@ -406,12 +406,7 @@ def test_adoption_past_the_descriptor_limit():
         print(f"   {n} sessions handed over to a daemon with 48 descriptors: {line.group(1)} adopted, "
               f"{unwatched.group(1)} without a pidfd, the cap held until they ended")
     finally:
-        for c in clients:
-            c.close()
-        kill_quietly(workers)
-        if new:
-            new.cleanup()
-        old.cleanup()
+        tidy(clients, workers, new, old)
 
 
 def test_restart_onto_a_broken_file_fails_and_the_sessions_go_on():
@@ -433,12 +428,7 @@ def test_restart_onto_a_broken_file_fails_and_the_sessions_go_on():
         echo(client, b"still served by its worker")
         print("   restart onto a broken file with 1 session handed over: exit 78, the session goes on")
     finally:
-        if client:
-            client.close()
-        kill_quietly(workers)
-        if new:
-            new.cleanup()
-        old.cleanup()
+        tidy([client] if client else [], workers, new, old)
 
 
 def own_record_after_reload(new_settings):
@@ -467,8 +457,7 @@ def own_record_after_reload(new_settings):
         return ([l for l in lines if f"worker {workers[0]}" not in l],
                 [l for l in lines if f"worker {workers[0]}" in l])
     finally:
-        kill_quietly(workers)
-        d.cleanup()
+        tidy([], workers, d)
 
 
 def test_own_record_follows_the_reloaded_log_addresses():
@@ -547,10 +536,7 @@ def test_one_worker_cannot_stall_the_hand_off():
         for c in clients:  # the sessions go on
             echo(c, b"still")
     finally:
-        for c in clients:
-            c.close()
-        kill_quietly(workers)
-        d.cleanup()
+        tidy(clients, workers, d)
 
 
 def test_one_worker_cannot_raise_another_workers_log_level():
@@ -585,8 +571,7 @@ def test_one_worker_cannot_raise_another_workers_log_level():
         assert not lines, lines
         print("   a worker wrote log_level = debug into its neighbour's report: no record under warning")
     finally:
-        kill_quietly(workers)
-        d.cleanup()
+        tidy([], workers, d)
 
 
 def test_reload_after_a_restart_reaches_the_adopted_sessions():
@@ -621,10 +606,7 @@ def test_reload_after_a_restart_reaches_the_adopted_sessions():
         assert own.startswith("info: connection 127.0.0.0/24 "), own
         print(f"   reload to prefix after the restart: the adopted session's own record: {own[:80]}...")
     finally:
-        kill_quietly(workers)
-        if new:
-            new.cleanup()
-        old.cleanup()
+        tidy([], workers, new, old)
 
 
 def test_killed_daemon_leaves_its_live_list():
@@ -673,12 +655,7 @@ def test_killed_daemon_leaves_its_live_list():
         print("   two daemons SIGKILLed in a row under max_clients 3: the next one counted the 2, then the 3 "
               "sessions still running, and a client waited for a place")
     finally:
-        for c in clients:
-            c.close()
-        kill_quietly(workers)
-        for d in (third, second, first):
-            if d:
-                d.cleanup()
+        tidy(clients, workers, third, second, first)
 
 
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
@@ -748,12 +725,7 @@ def test_the_live_list_is_the_daemons_alone():
         clients.append(waiting)
         assert not_served(waiting), "served past max_clients"
     finally:
-        for c in clients:
-            c.close()
-        kill_quietly(workers)
-        for d in (second, first):
-            if d:
-                d.cleanup()
+        tidy(clients, workers, second, first)
 
 
 def cgroup2_root():
