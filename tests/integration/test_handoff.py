@@ -15,7 +15,7 @@ import subprocess
 import time
 
 import procfs
-from harness import (SLOW, Daemon, connect, main, recv_all, recv_exact, served, wait_until)
+from harness import (SLOW, Daemon, connect, live_sessions, main, recv_all, recv_exact, served, wait_until)
 
 
 def echo(s, payload):
@@ -187,9 +187,7 @@ def test_adopted_sessions_keep_the_limits():
     old, new, workers, clients = Daemon(config, service=True), None, [], []
     try:
         old.start()
-        clients = [connect(old.address()) for _ in range(2)]
-        for c in clients:
-            echo(c, b"x")
+        clients = live_sessions(old.address(), 2)
         workers = [pid for pid, _ in old.children()]
         fd = hand_off(old)
         new = successor(old.sockets[0], config, fd)
@@ -620,9 +618,7 @@ def test_killed_daemon_leaves_its_live_list():
     try:
         first.start()
         (listed,) = [fd for name, fd in first.stored_fds if name == "handoff"]
-        clients = [connect(first.address()) for _ in range(3)]
-        for c in clients:
-            echo(c, b"x")
+        clients = live_sessions(first.address(), 3)
         workers = [pid for pid, _ in first.children()]
         clients.pop().close()  # ended with its daemon there: reaped and unlisted
         wait_until(lambda: len(first.children()) == 2, 10, "the daemon to reap it")
@@ -696,9 +692,7 @@ def test_the_live_list_is_the_daemons_alone():
     try:
         first.start()
         (listed,) = [fd for name, fd in first.stored_fds if name == "handoff"]
-        clients = [connect(first.address()) for _ in range(3)]
-        for c in clients:
-            echo(c, b"x")
+        clients = live_sessions(first.address(), 3)
         workers = [pid for pid, _ in first.children()]
         out = subprocess.run(NOBODY + ["python3", "-c", REWRITE_LIST, str(first.proc.pid)],
                              capture_output=True, text=True)
